@@ -1,0 +1,31 @@
+"""vtdwalk: a simulator of Intel VT-d DMA remapping, with a Rust core.
+
+The public API is re-exported here explicitly; see ``__all__``.
+"""
+
+from __future__ import annotations
+
+from vtdwalk._core import PhysMem, __version__
+from vtdwalk.errors import (
+    BadFree,
+    DmaFault,
+    DmarError,
+    InvalidArgument,
+    MemoryAccessError,
+    OutOfMemory,
+    PlatformError,
+    VtdError,
+)
+
+__all__ = [
+    "BadFree",
+    "DmaFault",
+    "DmarError",
+    "InvalidArgument",
+    "MemoryAccessError",
+    "OutOfMemory",
+    "PhysMem",
+    "PlatformError",
+    "VtdError",
+    "__version__",
+]

@@ -1,0 +1,65 @@
+"""The one exception hierarchy of vtdwalk, rooted at :class:`VtdError`.
+
+Native code (``vtdwalk._core``) raises these same classes. Each mixes in the builtin it refines
+(``ValueError`` for bad arguments, ``MemoryError`` for exhaustion) so callers that catch the
+builtin keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadFree",
+    "DmaFault",
+    "DmarError",
+    "InvalidArgument",
+    "MemoryAccessError",
+    "OutOfMemory",
+    "PlatformError",
+    "VtdError",
+]
+
+
+class VtdError(Exception):
+    """Base of every error vtdwalk raises on purpose."""
+
+
+class InvalidArgument(VtdError, ValueError):
+    """An argument out of range, misaligned, of the wrong type or inconsistent."""
+
+
+class MemoryAccessError(VtdError, ValueError):
+    """An access to machine memory no NUMA node owns, or past a node's end."""
+
+
+class OutOfMemory(VtdError, MemoryError):
+    """No node has the contiguous free pages asked for."""
+
+
+class BadFree(VtdError, ValueError):
+    """A free of pages that are not allocated (double free, misaligned, outside memory)."""
+
+
+class DmarError(VtdError, ValueError):
+    """A malformed ACPI DMAR table; ``offset`` is the byte offset of the problem."""
+
+    def __init__(self, message: str, offset: int | None = None) -> None:
+        super().__init__(message if offset is None else f"{message} (at offset {offset:#x})")
+        self.offset = offset
+
+
+class PlatformError(VtdError):
+    """A platform, topology or assignment request the model refuses."""
+
+
+class DmaFault(VtdError):
+    """A DMA request the remapping hardware faulted, with its architectural reason code."""
+
+    def __init__(self, reason: int, name: str, sid: int, iova: int, write: bool) -> None:
+        bdf = f"{sid >> 8:02x}:{(sid >> 3) & 0x1F:02x}.{sid & 7}"
+        kind = "write" if write else "read"
+        super().__init__(f"DMA {kind} by {bdf} at IOVA {iova:#x}: fault {reason:#04x} {name}")
+        self.reason = reason
+        self.name = name
+        self.sid = sid
+        self.iova = iova
+        self.write = write

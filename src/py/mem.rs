@@ -1,0 +1,169 @@
+//! `vtdwalk.PhysMem`: the Python face of [`crate::mem::PhysMem`].
+//!
+//! The arena is shared (`Arc<RwLock<..>>`) with every page table and remapping unit built on it,
+//! so batch calls can read it with the GIL released. No lock is ever held while the GIL is
+//! being acquired.
+
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
+use pyo3::buffer::PyBuffer;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList};
+
+use super::args::{U32, U64};
+use super::errors::Exc;
+use crate::addr::Maddr;
+use crate::mem::PhysMem;
+
+/// A `PhysMem` shared between Python objects.
+#[derive(Clone)]
+pub struct SharedMem(Arc<RwLock<PhysMem>>);
+
+impl SharedMem {
+    pub fn new(m: PhysMem) -> Self {
+        SharedMem(Arc::new(RwLock::new(m)))
+    }
+    /// Read access. A poisoned lock (a panic elsewhere, which the code never does on purpose)
+    /// still yields the data: every mutation completes or changes nothing before it returns.
+    pub fn read(&self) -> RwLockReadGuard<'_, PhysMem> {
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+    pub fn write(&self) -> RwLockWriteGuard<'_, PhysMem> {
+        self.0.write().unwrap_or_else(|e| e.into_inner())
+    }
+    /// True when both handles are the same arena.
+    pub fn same(&self, other: &SharedMem) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// Simulated host physical memory: NUMA nodes, sparse 4 KiB frames, a page allocator per node.
+#[pyclass(name = "PhysMem", module = "vtdwalk._core", frozen)]
+pub struct PyPhysMem {
+    pub mem: SharedMem,
+}
+
+#[pymethods]
+impl PyPhysMem {
+    #[new]
+    #[pyo3(signature = (nodes))]
+    fn new(nodes: Vec<(U64, U64)>) -> PyResult<Self> {
+        let ranges: Vec<(u64, u64)> = nodes.iter().map(|(b, s)| (b.0, s.0)).collect();
+        Ok(PyPhysMem { mem: SharedMem::new(PhysMem::new(&ranges)?) })
+    }
+
+    /// `(base, size)` of each node.
+    #[getter]
+    fn nodes(&self) -> Vec<(u64, u64)> {
+        self.mem.read().node_ranges()
+    }
+
+    #[getter]
+    fn num_nodes(&self) -> usize {
+        self.mem.read().num_nodes()
+    }
+
+    #[pyo3(signature = (npages=U64(1), node=None))]
+    fn alloc_pages(&self, npages: U64, node: Option<U32>) -> PyResult<u64> {
+        Ok(self.mem.write().alloc_pages(npages.0, node.map(|n| n.0))?.get())
+    }
+
+    #[pyo3(signature = (maddr, npages=U64(1)))]
+    fn free_pages(&self, maddr: U64, npages: U64) -> PyResult<()> {
+        Ok(self.mem.write().free_pages(Maddr(maddr.0), npages.0)?)
+    }
+
+    fn is_allocated(&self, maddr: U64) -> bool {
+        self.mem.read().is_allocated(Maddr(maddr.0))
+    }
+
+    fn node_of(&self, maddr: U64) -> PyResult<u32> {
+        self.mem.read().node_of(Maddr(maddr.0)).ok_or_else(|| {
+            Exc::MemoryAccessError.msg(format!("address {:#x} is outside every NUMA node", maddr.0))
+        })
+    }
+
+    fn read<'py>(&self, py: Python<'py>, maddr: U64, n: U64) -> PyResult<Bound<'py, PyBytes>> {
+        let n = usize::try_from(n.0)
+            .ok()
+            .filter(|&n| n <= 1 << 30)
+            .ok_or_else(|| Exc::InvalidArgument.msg("read of more than 1 GiB at once"))?;
+        let mut buf = vec![0u8; n];
+        self.mem.read().read(Maddr(maddr.0), &mut buf)?;
+        Ok(PyBytes::new(py, &buf))
+    }
+
+    /// Write any bytes-like object (bytes, bytearray, memoryview, a contiguous numpy array).
+    fn write(&self, py: Python<'_>, maddr: U64, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let buf = PyBuffer::<u8>::get(data).map_err(|_| {
+            Exc::InvalidArgument.msg("data must be a bytes-like object of unsigned bytes")
+        })?;
+        let bytes = buf.to_vec(py)?;
+        Ok(self.mem.write().write(Maddr(maddr.0), &bytes)?)
+    }
+
+    fn read_u64(&self, maddr: U64) -> PyResult<u64> {
+        Ok(self.mem.read().read_u64(Maddr(maddr.0))?)
+    }
+
+    fn write_u64(&self, maddr: U64, value: U64) -> PyResult<()> {
+        Ok(self.mem.write().write_u64(Maddr(maddr.0), value.0)?)
+    }
+
+    /// `count` consecutive u64 words from an 8-byte aligned address, as a numpy array.
+    fn read_u64s<'py>(&self, py: Python<'py>, maddr: U64, count: U64) -> PyResult<Bound<'py, PyArray1<u64>>> {
+        let n = usize::try_from(count.0)
+            .ok()
+            .filter(|&n| n <= 1 << 27)
+            .ok_or_else(|| Exc::InvalidArgument.msg("read of more than 2**27 words at once"))?;
+        if maddr.0 & 7 != 0 {
+            return Err(Exc::MemoryAccessError.msg(format!("u64 access at {:#x} not 8-byte aligned", maddr.0)));
+        }
+        let mut bytes = vec![0u8; n * 8];
+        self.mem.read().read(Maddr(maddr.0), &mut bytes)?;
+        let words: Vec<u64> = bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect();
+        Ok(words.into_pyarray(py))
+    }
+
+    /// Write a numpy uint64 array as consecutive words from an 8-byte aligned address.
+    fn write_u64s(&self, maddr: U64, values: PyReadonlyArray1<'_, u64>) -> PyResult<()> {
+        if maddr.0 & 7 != 0 {
+            return Err(Exc::MemoryAccessError.msg(format!("u64 access at {:#x} not 8-byte aligned", maddr.0)));
+        }
+        let bytes: Vec<u8> = values.as_array().iter().flat_map(|v| v.to_le_bytes()).collect();
+        Ok(self.mem.write().write(Maddr(maddr.0), &bytes)?)
+    }
+
+    /// Per node: base, size, total/allocated/free/backed pages, fallbacks.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        for (i, s) in self.mem.read().stats().iter().enumerate() {
+            let d = PyDict::new(py);
+            d.set_item("node", i)?;
+            d.set_item("base", s.base)?;
+            d.set_item("size", s.size)?;
+            d.set_item("total_pages", s.total_pages)?;
+            d.set_item("allocated_pages", s.allocated_pages)?;
+            d.set_item("free_pages", s.free_pages)?;
+            d.set_item("backed_pages", s.backed_pages)?;
+            d.set_item("fallbacks", s.fallbacks)?;
+            list.append(d)?;
+        }
+        Ok(list)
+    }
+
+    fn __repr__(&self) -> String {
+        let nodes: Vec<String> =
+            self.mem.read().node_ranges().iter().map(|(b, s)| format!("({b:#x}, {s:#x})")).collect();
+        format!("PhysMem(nodes=[{}])", nodes.join(", "))
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyPhysMem>()?;
+    Ok(())
+}

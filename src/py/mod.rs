@@ -1,0 +1,15 @@
+//! The native module `vtdwalk._core`: thin PyO3 wrappers over the pure Rust core.
+//! Each submodule adds its classes in `register`.
+
+use pyo3::prelude::*;
+
+pub mod args;
+pub mod errors;
+pub mod mem;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    mem::register(m)?;
+    Ok(())
+}
