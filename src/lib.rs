@@ -11,6 +11,7 @@ pub mod addr;
 pub mod entry;
 pub mod error;
 pub mod mem;
+pub mod pagetable;
 
 #[cfg(feature = "python")]
 pub mod py;
