@@ -1546,7 +1546,7 @@ mod tests {
             p.map(&mut m, Iova(0), Maddr(0), 0, Perms::RW),
             p.map(&mut m, Iova(1 << 39), Maddr(0), K4, Perms::RW),
             p.map(&mut m, Iova((1 << 39) - K4), Maddr(0), 2 * K4, Perms::RW),
-            p.map(&mut m, Iova(u64::MAX & !0xfff), Maddr(0), 2 * K4, Perms::RW),
+            p.map(&mut m, Iova(!0xfff), Maddr(0), 2 * K4, Perms::RW),
             p.map(&mut m, Iova(0), Maddr(1 << 52), K4, Perms::RW),
             p.map(&mut m, Iova(0), Maddr((1 << 52) - K4), 2 * K4, Perms::RW),
             p.map(&mut m, Iova(0), Maddr(0), K4, no),

@@ -5,7 +5,7 @@ The public API is re-exported here explicitly; see ``__all__``.
 
 from __future__ import annotations
 
-from vtdwalk._core import PhysMem, __version__
+from vtdwalk._core import PageTable, PhysMem, __version__
 from vtdwalk.errors import (
     BadFree,
     DmaFault,
@@ -24,6 +24,7 @@ __all__ = [
     "InvalidArgument",
     "MemoryAccessError",
     "OutOfMemory",
+    "PageTable",
     "PhysMem",
     "PlatformError",
     "VtdError",
