@@ -7,6 +7,8 @@ L3 (1 GiB); the address field is bits 51:12; permissions are the AND over every 
 
 from __future__ import annotations
 
+import numpy as np
+
 from vtdwalk import PhysMem
 
 R = 1 << 0
@@ -50,11 +52,10 @@ def leaves(mem: PhysMem, root: int, levels: int) -> list[tuple[int, int, int, bo
         return out
 
     def visit(table: int, level: int, base: int) -> None:
-        words = [int(w) for w in mem.read_u64s(table, 512)]
+        words = mem.read_u64s(table, 512)
         size = 1 << offset_bits(level)
-        for i, pte in enumerate(words):
-            if pte & (R | W) == 0:
-                continue
+        for i in np.flatnonzero(words & np.uint64(R | W)).tolist():
+            pte = int(words[i])
             iova = base + i * size
             if level == 1 or pte & PS:
                 assert level <= 3, f"PS at level {level}"
