@@ -5,7 +5,7 @@ The public API is re-exported here explicitly; see ``__all__``.
 
 from __future__ import annotations
 
-from vtdwalk._core import PageTable, PhysMem, __version__
+from vtdwalk._core import PageTable, PhysMem, RootTable, __version__
 from vtdwalk.errors import (
     BadFree,
     DmaFault,
@@ -27,6 +27,7 @@ __all__ = [
     "PageTable",
     "PhysMem",
     "PlatformError",
+    "RootTable",
     "VtdError",
     "__version__",
 ]

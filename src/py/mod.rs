@@ -4,6 +4,7 @@
 use pyo3::prelude::*;
 
 pub mod args;
+pub mod context;
 pub mod errors;
 pub mod mem;
 pub mod pagetable;
@@ -13,5 +14,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     mem::register(m)?;
     pagetable::register(m)?;
+    context::register(m)?;
     Ok(())
 }
