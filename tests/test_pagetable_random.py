@@ -112,6 +112,6 @@ def test_random_sequences(seed: int, levels: int, superpages: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", range(10, 16))
+@pytest.mark.parametrize("seed", range(10, 13))
 def test_random_sequences_long(seed: int) -> None:
-    run(seed, 3 + seed % 3, ["none", "2M", "1G"][seed % 3], 20_000)
+    run(seed, 3 + seed % 3, ["none", "2M", "1G"][seed % 3], 5000)
