@@ -1897,6 +1897,34 @@ mod tests {
     }
 
     #[test]
+    fn batches_over_wide_windows_take_the_general_path() {
+        // Spans beyond 2^15 L1 tables (64 GiB) and beyond 2^32 (5 levels) use the unpacked
+        // sort; results must not depend on the path.
+        let mut m = mem(256);
+        let mut p = pt(5, Superpages::None);
+        let iovas = [1 << 56, 0, 1 << 40, 1 << 56, 5 * K4, 1 << 40];
+        let maddrs = [0x1000, 0x2000, 0x3000, 0x4000, 0x5000, 0x6000];
+        assert!(!p.map_pages(&mut m, &iovas, &maddrs, Perms::RW).unwrap());
+        let probes = [1 << 56, 0, (1 << 40) + 7, 5 * K4, 6 * K4];
+        let mut out = [0u64; 5];
+        p.lookup_many(&m, &probes, &mut out).unwrap();
+        assert_eq!(out, [0x4000, 0x2000, 0x6007, 0x5000, u64::MAX]);
+        assert!(p
+            .unmap_pages(&mut m, &[1 << 56, 1 << 40, 0, 5 * K4])
+            .unwrap());
+        assert_eq!(p.table_count(), 1);
+        let mut p = pt(4, Superpages::None);
+        let iovas = [1 << 46, 0, 1 << 46];
+        p.map_pages(&mut m, &iovas, &[K4, 2 * K4, 3 * K4], Perms::RW)
+            .unwrap();
+        let mut out = [0u64; 3];
+        p.lookup_many(&m, &iovas, &mut out).unwrap();
+        assert_eq!(out, [3 * K4, 2 * K4, 3 * K4]);
+        assert!(p.unmap_pages(&mut m, &iovas).unwrap());
+        assert_eq!(p.table_count(), 1);
+    }
+
+    #[test]
     fn batch_duplicates_last_wins_and_sorting() {
         let mut m = mem(256);
         let mut p = pt(4, Superpages::None);
