@@ -1058,7 +1058,7 @@ def _validate(t: DmarTable) -> list[Problem]:
     def add(sev: Severity, off: int, code: str, msg: str) -> None:
         probs.append(Problem(sev, off, code, msg))
 
-    probs.extend(t.parse_problems)
+    parse_offsets = {p.offset for p in t.parse_problems}
     data = t.to_bytes()
     length = int.from_bytes(data[4:8], "little")
 
@@ -1092,10 +1092,9 @@ def _validate(t: DmarTable) -> list[Problem]:
             "x2apic-opt-out-without-intremap",
             "X2APIC_OPT_OUT is set without INTR_REMAP",
         )
-    if t.padding:
-        sev: Severity = "error"
+    if t.padding and length - len(t.padding) not in parse_offsets:
         add(
-            sev,
+            "error",
             length - len(t.padding),
             "unparsed-bytes",
             f"{len(t.padding)} byte(s) at the end of the table form no structure",
@@ -1286,7 +1285,9 @@ def _validate(t: DmarTable) -> list[Problem]:
                     all_ports_seen[s.segment] = off
         elif isinstance(s, Rhsa) and s.address not in drhd_addresses:
             add("warning", off, "rhsa-no-drhd", f"RHSA base {s.address:#x} matches no DRHD")
-    return probs
+    # A non-strict parse's findings first; a model check that repeats one is dropped.
+    seen = {(p.code, p.offset) for p in t.parse_problems}
+    return list(t.parse_problems) + [p for p in probs if (p.code, p.offset) not in seen]
 
 
 # --------------------------------------------------------------------------------------------
