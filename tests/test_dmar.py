@@ -839,3 +839,12 @@ def test_cli_subprocess(corpus: Path, tmp_path: Path) -> None:
         assert r.returncode != 0
         assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
         assert r.stdout == ""
+
+
+def test_validate_all_ports_with_scopes_and_type_names() -> None:
+    t = _base(Atsr(dmar.ALL_PORTS, 1, [DeviceScope.bridge(0x80, 2, 0)]))
+    assert _only(t) == [("warning", "all-ports-with-scopes", 0x48)]
+    names = [s.type_name for s in two_socket_server().structures]
+    assert names == ["DRHD", "DRHD", "RMRR", "RMRR", "ATSR", "RHSA", "RHSA"]
+    assert UnknownStructure(8).type_name == "UNKNOWN"
+    assert (Andd.type_name, Satc.type_name, Sidp.type_name) == ("ANDD", "SATC", "SIDP")
