@@ -5,6 +5,7 @@ The public API is re-exported here explicitly; see ``__all__``.
 
 from __future__ import annotations
 
+from vtdwalk import dmar
 from vtdwalk._core import PhysMem, __version__
 from vtdwalk.errors import (
     BadFree,
@@ -28,4 +29,5 @@ __all__ = [
     "PlatformError",
     "VtdError",
     "__version__",
+    "dmar",
 ]
