@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from dmar_corpus import CORPUS, corpus_tables, iasl_string, read_dsl
 from vtdwalk import cli, dmar
 from vtdwalk.dmar import (

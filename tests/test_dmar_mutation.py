@@ -19,6 +19,7 @@ import random
 import struct
 
 import pytest
+
 from dmar_corpus import CORPUS, corpus_tables
 from vtdwalk import dmar
 from vtdwalk.errors import DmarError
