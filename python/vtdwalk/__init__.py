@@ -5,6 +5,7 @@ The public API is re-exported here explicitly; see ``__all__``.
 
 from __future__ import annotations
 
+from vtdwalk import dmar
 from vtdwalk._core import PageTable, PhysMem, RootTable, __version__
 from vtdwalk.errors import (
     BadFree,
@@ -30,4 +31,5 @@ __all__ = [
     "RootTable",
     "VtdError",
     "__version__",
+    "dmar",
 ]
