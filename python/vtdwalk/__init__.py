@@ -17,16 +17,33 @@ from vtdwalk.errors import (
     PlatformError,
     VtdError,
 )
+from vtdwalk.iommu import DidAllocator, Iommu, Scope, Unit
+from vtdwalk.platform import AtsrUnit, Finding, Platform, RmrrUnit
+from vtdwalk.topology import Bdf, Device, DeviceKind, Numa, NumaNode, Topology
 
 __all__ = [
+    "AtsrUnit",
     "BadFree",
+    "Bdf",
+    "Device",
+    "DeviceKind",
+    "DidAllocator",
     "DmaFault",
     "DmarError",
+    "Finding",
     "InvalidArgument",
+    "Iommu",
     "MemoryAccessError",
+    "Numa",
+    "NumaNode",
     "OutOfMemory",
     "PhysMem",
+    "Platform",
     "PlatformError",
+    "RmrrUnit",
+    "Scope",
+    "Topology",
+    "Unit",
     "VtdError",
     "__version__",
     "dmar",
