@@ -511,3 +511,17 @@ def test_round_trip_through_bytes() -> None:
     p = Platform.from_dmar(lookup_table().to_bytes(), topology=machine())
     assert [u.address for u in p.iommus] == [E, D, B, A, C, G, F]
     assert addr(p, "04:02.0") == D
+
+
+def test_page_zero_is_never_a_table() -> None:
+    numa = [NumaNode(0, 1 << 30, (0,)), NumaNode(1 << 30, 1 << 30, (1,))]
+    p = Platform(two_socket(), numa=numa)
+    assert all(u.root_maddr != 0 for u in p.iommus)
+    assert p.reserved_pages == [(0, 1)] and p.mem.is_allocated(0)
+    assert {u.address: p.mem.node_of(u.root_maddr) for u in p.iommus} == {A: 0, B: 1, C: 0}
+    # A unit allocating straight from a fresh arena skips page 0 as well.
+    mem = PhysMem([(0, 1 << 20)])
+    u = Iommu(drhd(A), 0, mem)
+    assert u.alloc_pages() != 0 and mem.is_allocated(0)
+    u.free()
+    assert mem.is_allocated(0)  # held for good
