@@ -93,7 +93,10 @@ impl RootEntry {
 
     /// A present root entry pointing at the context table at `ctp`.
     pub const fn new(ctp: u64) -> Self {
-        RootEntry { lo: (ctp & ADDR_HI_MASK) | Self::P, hi: 0 }
+        RootEntry {
+            lo: (ctp & ADDR_HI_MASK) | Self::P,
+            hi: 0,
+        }
     }
     #[inline]
     pub const fn present(&self) -> bool {
@@ -340,7 +343,10 @@ impl PteReservedMasks {
 mod tests {
     use super::*;
 
-    const BOTH: SuperpageSupport = SuperpageSupport { sp2m: true, sp1g: true };
+    const BOTH: SuperpageSupport = SuperpageSupport {
+        sp2m: true,
+        sp1g: true,
+    };
 
     #[test]
     fn masks_match_the_spec_table_aw48() {
@@ -370,7 +376,14 @@ mod tests {
 
     #[test]
     fn ps_reserved_without_superpage_support() {
-        let m = PteReservedMasks::new(48, SuperpageSupport { sp2m: true, sp1g: false }, false);
+        let m = PteReservedMasks::new(
+            48,
+            SuperpageSupport {
+                sp2m: true,
+                sp1g: false,
+            },
+            false,
+        );
         assert!(m.reserved(3, Pte(Pte::PS | Pte::R)));
         assert!(!m.reserved(2, Pte(Pte::PS | Pte::R | 0x20_0000)));
         assert!(m.reserved(2, Pte(Pte::PS | Pte::R | 0x1000)));
@@ -386,16 +399,32 @@ mod tests {
         assert_eq!(c.did(), 0xabcd);
         assert_eq!(c.tt(), TranslationType::MultiLevelDevIotlb);
         assert!(!c.reserved(48));
-        assert!(ContextEntry { lo: c.lo | 0x10, hi: c.hi }.reserved(48));
-        assert!(ContextEntry { lo: c.lo, hi: c.hi | 0x80 }.reserved(48));
-        assert!(ContextEntry { lo: c.lo | (1 << 50), hi: c.hi }.reserved(48));
+        assert!(ContextEntry {
+            lo: c.lo | 0x10,
+            hi: c.hi
+        }
+        .reserved(48));
+        assert!(ContextEntry {
+            lo: c.lo,
+            hi: c.hi | 0x80
+        }
+        .reserved(48));
+        assert!(ContextEntry {
+            lo: c.lo | (1 << 50),
+            hi: c.hi
+        }
+        .reserved(48));
     }
 
     #[test]
     fn root_entry_fields() {
         let r = RootEntry::new(0x7000);
         assert!(r.present() && r.ctp() == 0x7000 && !r.reserved(48));
-        assert!(RootEntry { lo: r.lo | 2, hi: 0 }.reserved(48));
+        assert!(RootEntry {
+            lo: r.lo | 2,
+            hi: 0
+        }
+        .reserved(48));
         assert!(RootEntry { lo: r.lo, hi: 1 }.reserved(48));
     }
 

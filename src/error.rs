@@ -12,11 +12,19 @@ use crate::addr::Maddr;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Error {
     /// An access to machine memory that no NUMA node owns, or that crosses a node's end.
-    MemoryAccess { addr: u64, len: u64, why: &'static str },
+    MemoryAccess {
+        addr: u64,
+        len: u64,
+        why: &'static str,
+    },
     /// No node (neither the preferred one nor any fallback) has `npages` contiguous free pages.
     OutOfMemory { npages: u64, node: Option<u32> },
     /// A free of pages that are not allocated (double free, or never allocated).
-    BadFree { addr: Maddr, npages: u64, why: &'static str },
+    BadFree {
+        addr: Maddr,
+        npages: u64,
+        why: &'static str,
+    },
     /// An argument out of its range, misaligned, or inconsistent; `what` names it.
     InvalidArgument { what: &'static str, detail: String },
 }
@@ -27,7 +35,10 @@ pub type Result<T> = core::result::Result<T, Error>;
 impl Error {
     /// Shorthand for `InvalidArgument`.
     pub fn invalid(what: &'static str, detail: impl Into<String>) -> Self {
-        Error::InvalidArgument { what, detail: detail.into() }
+        Error::InvalidArgument {
+            what,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -37,11 +48,20 @@ impl fmt::Display for Error {
             Error::MemoryAccess { addr, len, why } => {
                 write!(f, "memory access of {len:#x} bytes at {addr:#x}: {why}")
             }
-            Error::OutOfMemory { npages, node: Some(n) } => {
-                write!(f, "out of memory: no {npages} contiguous free pages on node {n} or any other")
+            Error::OutOfMemory {
+                npages,
+                node: Some(n),
+            } => {
+                write!(
+                    f,
+                    "out of memory: no {npages} contiguous free pages on node {n} or any other"
+                )
             }
             Error::OutOfMemory { npages, node: None } => {
-                write!(f, "out of memory: no {npages} contiguous free pages on any node")
+                write!(
+                    f,
+                    "out of memory: no {npages} contiguous free pages on any node"
+                )
             }
             Error::BadFree { addr, npages, why } => {
                 write!(f, "bad free of {npages} pages at {addr}: {why}")

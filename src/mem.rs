@@ -179,7 +179,11 @@ fn aligned_blocks(pfn: u64, n: u64) -> impl Iterator<Item = (u64, usize)> {
         if p >= end {
             return None;
         }
-        let align = if p == 0 { MAX_ORDER } else { (p.trailing_zeros() as usize).min(MAX_ORDER) };
+        let align = if p == 0 {
+            MAX_ORDER
+        } else {
+            (p.trailing_zeros() as usize).min(MAX_ORDER)
+        };
         let fit = (63 - (end - p).leading_zeros()) as usize;
         let order = align.min(fit);
         let start = p;
@@ -203,7 +207,10 @@ impl PhysMem {
     /// Build from `(base, size)` byte ranges, one per node, in node order.
     pub fn new(ranges: &[(u64, u64)]) -> Result<Self> {
         if ranges.is_empty() {
-            return Err(Error::invalid("nodes", "at least one (base, size) range is needed"));
+            return Err(Error::invalid(
+                "nodes",
+                "at least one (base, size) range is needed",
+            ));
         }
         if ranges.len() > u32::MAX as usize {
             return Err(Error::invalid("nodes", "too many nodes"));
@@ -236,11 +243,21 @@ impl PhysMem {
             if a.0 + a.1 > b.0 {
                 return Err(Error::invalid(
                     "nodes",
-                    format!("node {} [{:#x}, {:#x}) overlaps node {} at {:#x}", w[0], a.0, a.0 + a.1, w[1], b.0),
+                    format!(
+                        "node {} [{:#x}, {:#x}) overlaps node {} at {:#x}",
+                        w[0],
+                        a.0,
+                        a.0 + a.1,
+                        w[1],
+                        b.0
+                    ),
                 ));
             }
         }
-        let nodes = ranges.iter().map(|&(b, s)| Node::new(b >> PAGE_SHIFT, s >> PAGE_SHIFT)).collect();
+        let nodes = ranges
+            .iter()
+            .map(|&(b, s)| Node::new(b >> PAGE_SHIFT, s >> PAGE_SHIFT))
+            .collect();
         Ok(PhysMem { nodes, order })
     }
 
@@ -251,7 +268,10 @@ impl PhysMem {
 
     /// `(base, size)` of every node, in node order.
     pub fn node_ranges(&self) -> Vec<(u64, u64)> {
-        self.nodes.iter().map(|n| (n.base_pfn << PAGE_SHIFT, n.npages << PAGE_SHIFT)).collect()
+        self.nodes
+            .iter()
+            .map(|n| (n.base_pfn << PAGE_SHIFT, n.npages << PAGE_SHIFT))
+            .collect()
     }
 
     #[inline]
@@ -275,14 +295,24 @@ impl PhysMem {
     }
 
     fn span_node(&self, addr: u64, len: u64) -> Result<usize> {
-        let i = self.node_index_of_pfn(addr >> PAGE_SHIFT).ok_or(Error::MemoryAccess {
+        let i = self
+            .node_index_of_pfn(addr >> PAGE_SHIFT)
+            .ok_or(Error::MemoryAccess {
+                addr,
+                len,
+                why: "address outside every NUMA node",
+            })?;
+        let end = addr.checked_add(len).ok_or(Error::MemoryAccess {
             addr,
             len,
-            why: "address outside every NUMA node",
+            why: "range overflows",
         })?;
-        let end = addr.checked_add(len).ok_or(Error::MemoryAccess { addr, len, why: "range overflows" })?;
         if end > self.nodes[i].end_pfn() << PAGE_SHIFT {
-            return Err(Error::MemoryAccess { addr, len, why: "access runs past the end of its node" });
+            return Err(Error::MemoryAccess {
+                addr,
+                len,
+                why: "access runs past the end of its node",
+            });
         }
         Ok(i)
     }
@@ -307,16 +337,28 @@ impl PhysMem {
     pub fn read_u64(&self, maddr: Maddr) -> Result<u64> {
         let a = maddr.get();
         if a & 7 != 0 {
-            return Err(Error::MemoryAccess { addr: a, len: 8, why: "u64 access not 8-byte aligned" });
+            return Err(Error::MemoryAccess {
+                addr: a,
+                len: 8,
+                why: "u64 access not 8-byte aligned",
+            });
         }
-        self.load_u64(a).ok_or(Error::MemoryAccess { addr: a, len: 8, why: "address outside every NUMA node" })
+        self.load_u64(a).ok_or(Error::MemoryAccess {
+            addr: a,
+            len: 8,
+            why: "address outside every NUMA node",
+        })
     }
 
     /// Write a u64 at an 8-byte aligned machine address.
     pub fn write_u64(&mut self, maddr: Maddr, value: u64) -> Result<()> {
         let a = maddr.get();
         if a & 7 != 0 {
-            return Err(Error::MemoryAccess { addr: a, len: 8, why: "u64 access not 8-byte aligned" });
+            return Err(Error::MemoryAccess {
+                addr: a,
+                len: 8,
+                why: "u64 access not 8-byte aligned",
+            });
         }
         let i = self.span_node(a, 8)?;
         self.nodes[i].frame_mut(a >> PAGE_SHIFT)[((a & PAGE_MASK) >> 3) as usize] = value;
@@ -327,7 +369,11 @@ impl PhysMem {
     pub fn page_mut(&mut self, maddr: Maddr) -> Result<&mut Frame> {
         let a = maddr.get();
         if !maddr.is_page_aligned() {
-            return Err(Error::MemoryAccess { addr: a, len: PAGE_SIZE, why: "page access not 4 KiB aligned" });
+            return Err(Error::MemoryAccess {
+                addr: a,
+                len: PAGE_SIZE,
+                why: "page access not 4 KiB aligned",
+            });
         }
         let i = self.span_node(a, PAGE_SIZE)?;
         Ok(self.nodes[i].frame_mut(a >> PAGE_SHIFT))
@@ -411,12 +457,16 @@ impl PhysMem {
         let count = self.nodes.len();
         for k in 0..count {
             let i = (first + k) % count;
-            let fits = self.nodes[i].largest_free_order().is_some_and(|o| o >= order);
+            let fits = self.nodes[i]
+                .largest_free_order()
+                .is_some_and(|o| o >= order);
             if !fits {
                 continue;
             }
             let nd = &mut self.nodes[i];
-            let Some(start) = nd.take_block(order) else { continue };
+            let Some(start) = nd.take_block(order) else {
+                continue;
+            };
             let excess = (1u64 << order) - npages;
             if excess > 0 {
                 nd.release(start + npages, excess);
@@ -435,25 +485,39 @@ impl PhysMem {
     /// Free `npages` pages at `maddr`, all of which must be allocated and inside one node.
     pub fn free_pages(&mut self, maddr: Maddr, npages: u64) -> Result<()> {
         if !maddr.is_page_aligned() {
-            return Err(Error::BadFree { addr: maddr, npages, why: "address not 4 KiB aligned" });
+            return Err(Error::BadFree {
+                addr: maddr,
+                npages,
+                why: "address not 4 KiB aligned",
+            });
         }
         if npages == 0 {
-            return Err(Error::BadFree { addr: maddr, npages, why: "npages is 0" });
+            return Err(Error::BadFree {
+                addr: maddr,
+                npages,
+                why: "npages is 0",
+            });
         }
         let len = npages.checked_mul(PAGE_SIZE).ok_or(Error::BadFree {
             addr: maddr,
             npages,
             why: "size overflows",
         })?;
-        let i = self.span_node(maddr.get(), len).map_err(|_| Error::BadFree {
-            addr: maddr,
-            npages,
-            why: "range not inside one NUMA node",
-        })?;
+        let i = self
+            .span_node(maddr.get(), len)
+            .map_err(|_| Error::BadFree {
+                addr: maddr,
+                npages,
+                why: "range not inside one NUMA node",
+            })?;
         let pfn = maddr.pfn();
         let nd = &mut self.nodes[i];
         if aligned_blocks(pfn, npages).any(|(s, o)| nd.overlaps_free(s, o)) {
-            return Err(Error::BadFree { addr: maddr, npages, why: "some of these pages are not allocated (double free?)" });
+            return Err(Error::BadFree {
+                addr: maddr,
+                npages,
+                why: "some of these pages are not allocated (double free?)",
+            });
         }
         nd.discard(pfn, npages);
         nd.release(pfn, npages);
@@ -539,8 +603,14 @@ mod tests {
         m.free_pages(a, 2).unwrap();
         let before = m.stats();
         assert!(matches!(m.free_pages(a, 1), Err(Error::BadFree { .. })));
-        assert!(matches!(m.free_pages(Maddr(0x123), 1), Err(Error::BadFree { .. })));
-        assert!(matches!(m.free_pages(Maddr(5 * GIB), 1), Err(Error::BadFree { .. })));
+        assert!(matches!(
+            m.free_pages(Maddr(0x123), 1),
+            Err(Error::BadFree { .. })
+        ));
+        assert!(matches!(
+            m.free_pages(Maddr(5 * GIB), 1),
+            Err(Error::BadFree { .. })
+        ));
         assert_eq!(m.stats(), before);
     }
 

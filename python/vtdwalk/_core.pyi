@@ -1,10 +1,10 @@
 """Typed face of the native module ``vtdwalk._core`` (checked by ``mypy.stubtest``)."""
 
-from typing_extensions import Buffer
-from typing import TypedDict
+from typing import TypedDict, final
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import Buffer
 
 __version__: str
 
@@ -18,6 +18,7 @@ class NodeStats(TypedDict):
     backed_pages: int
     fallbacks: int
 
+@final
 class PhysMem:
     """Simulated host physical memory: NUMA nodes, sparse 4 KiB frames, a page allocator."""
 

@@ -31,8 +31,13 @@ impl Exc {
 
     /// The class object, imported from `vtdwalk.errors` on first use.
     pub fn class<'py>(self, py: Python<'py>) -> PyResult<&'py Bound<'py, PyType>> {
-        static CELLS: [PyOnceLock<Py<PyType>>; 5] =
-            [PyOnceLock::new(), PyOnceLock::new(), PyOnceLock::new(), PyOnceLock::new(), PyOnceLock::new()];
+        static CELLS: [PyOnceLock<Py<PyType>>; 5] = [
+            PyOnceLock::new(),
+            PyOnceLock::new(),
+            PyOnceLock::new(),
+            PyOnceLock::new(),
+            PyOnceLock::new(),
+        ];
         CELLS[self as usize].import(py, "vtdwalk.errors", self.name())
     }
 

@@ -50,7 +50,9 @@ impl PyPhysMem {
     #[pyo3(signature = (nodes))]
     fn new(nodes: Vec<(U64, U64)>) -> PyResult<Self> {
         let ranges: Vec<(u64, u64)> = nodes.iter().map(|(b, s)| (b.0, s.0)).collect();
-        Ok(PyPhysMem { mem: SharedMem::new(PhysMem::new(&ranges)?) })
+        Ok(PyPhysMem {
+            mem: SharedMem::new(PhysMem::new(&ranges)?),
+        })
     }
 
     /// `(base, size)` of each node.
@@ -64,12 +66,16 @@ impl PyPhysMem {
         self.mem.read().num_nodes()
     }
 
-    #[pyo3(signature = (npages=U64(1), node=None))]
+    #[pyo3(signature = (npages=U64(1), node=None), text_signature = "(self, npages=1, node=None)")]
     fn alloc_pages(&self, npages: U64, node: Option<U32>) -> PyResult<u64> {
-        Ok(self.mem.write().alloc_pages(npages.0, node.map(|n| n.0))?.get())
+        Ok(self
+            .mem
+            .write()
+            .alloc_pages(npages.0, node.map(|n| n.0))?
+            .get())
     }
 
-    #[pyo3(signature = (maddr, npages=U64(1)))]
+    #[pyo3(signature = (maddr, npages=U64(1)), text_signature = "(self, maddr, npages=1)")]
     fn free_pages(&self, maddr: U64, npages: U64) -> PyResult<()> {
         Ok(self.mem.write().free_pages(Maddr(maddr.0), npages.0)?)
     }
@@ -112,13 +118,19 @@ impl PyPhysMem {
     }
 
     /// `count` consecutive u64 words from an 8-byte aligned address, as a numpy array.
-    fn read_u64s<'py>(&self, py: Python<'py>, maddr: U64, count: U64) -> PyResult<Bound<'py, PyArray1<u64>>> {
+    fn read_u64s<'py>(
+        &self,
+        py: Python<'py>,
+        maddr: U64,
+        count: U64,
+    ) -> PyResult<Bound<'py, PyArray1<u64>>> {
         let n = usize::try_from(count.0)
             .ok()
             .filter(|&n| n <= 1 << 27)
             .ok_or_else(|| Exc::InvalidArgument.msg("read of more than 2**27 words at once"))?;
         if maddr.0 & 7 != 0 {
-            return Err(Exc::MemoryAccessError.msg(format!("u64 access at {:#x} not 8-byte aligned", maddr.0)));
+            return Err(Exc::MemoryAccessError
+                .msg(format!("u64 access at {:#x} not 8-byte aligned", maddr.0)));
         }
         let mut bytes = vec![0u8; n * 8];
         self.mem.read().read(Maddr(maddr.0), &mut bytes)?;
@@ -132,9 +144,14 @@ impl PyPhysMem {
     /// Write a numpy uint64 array as consecutive words from an 8-byte aligned address.
     fn write_u64s(&self, maddr: U64, values: PyReadonlyArray1<'_, u64>) -> PyResult<()> {
         if maddr.0 & 7 != 0 {
-            return Err(Exc::MemoryAccessError.msg(format!("u64 access at {:#x} not 8-byte aligned", maddr.0)));
+            return Err(Exc::MemoryAccessError
+                .msg(format!("u64 access at {:#x} not 8-byte aligned", maddr.0)));
         }
-        let bytes: Vec<u8> = values.as_array().iter().flat_map(|v| v.to_le_bytes()).collect();
+        let bytes: Vec<u8> = values
+            .as_array()
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         Ok(self.mem.write().write(Maddr(maddr.0), &bytes)?)
     }
 
@@ -157,8 +174,13 @@ impl PyPhysMem {
     }
 
     fn __repr__(&self) -> String {
-        let nodes: Vec<String> =
-            self.mem.read().node_ranges().iter().map(|(b, s)| format!("({b:#x}, {s:#x})")).collect();
+        let nodes: Vec<String> = self
+            .mem
+            .read()
+            .node_ranges()
+            .iter()
+            .map(|(b, s)| format!("({b:#x}, {s:#x})"))
+            .collect();
         format!("PhysMem(nodes=[{}])", nodes.join(", "))
     }
 }

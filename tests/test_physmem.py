@@ -1,0 +1,217 @@
+"""PhysMem: placement, fallback, zeroing, sparseness, bad input, and a randomised model check."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import subprocess
+import sys
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+import vtdwalk
+from vtdwalk import BadFree, InvalidArgument, MemoryAccessError, OutOfMemory, PhysMem, VtdError
+
+PAGE = 4096
+GIB = 1 << 30
+
+
+def small() -> PhysMem:
+    return PhysMem([(0, 64 * PAGE), (GIB, 32 * PAGE)])
+
+
+def test_nodes_and_node_of() -> None:
+    m = small()
+    assert m.nodes == [(0, 64 * PAGE), (GIB, 32 * PAGE)]
+    assert m.num_nodes == 2
+    assert m.node_of(0) == 0
+    assert m.node_of(64 * PAGE - 1) == 0
+    assert m.node_of(GIB + 5) == 1
+    with pytest.raises(MemoryAccessError, match="outside every NUMA node"):
+        m.node_of(64 * PAGE)
+
+
+@pytest.mark.parametrize(
+    "nodes",
+    [
+        [],
+        [(0x800, PAGE)],
+        [(0, 0x1800)],
+        [(0, 0)],
+        [(0, 4 * PAGE), (2 * PAGE, PAGE)],
+        [((1 << 52) - PAGE, 2 * PAGE)],
+        [(-PAGE, PAGE)],
+    ],
+)
+def test_bad_node_ranges(nodes: list[tuple[int, int]]) -> None:
+    with pytest.raises(InvalidArgument):
+        PhysMem(nodes)
+
+
+def test_alloc_places_on_requested_node() -> None:
+    m = small()
+    for node in (1, 0, 1):
+        a = m.alloc_pages(2, node=node)
+        assert m.node_of(a) == node
+        assert m.node_of(a + 2 * PAGE - 1) == node
+        assert a % PAGE == 0
+    s = m.stats()
+    assert [n["allocated_pages"] for n in s] == [2, 4]
+    assert [n["fallbacks"] for n in s] == [0, 0]
+
+
+def test_fallback_to_another_node_is_counted() -> None:
+    m = small()
+    m.alloc_pages(32, node=1)
+    a = m.alloc_pages(1, node=1)
+    assert m.node_of(a) == 0
+    s = m.stats()
+    assert s[1]["fallbacks"] == 1
+    assert s[0]["fallbacks"] == 0
+    assert s[1]["free_pages"] == 0
+
+
+def test_contiguous_and_disjoint() -> None:
+    m = small()
+    blocks = [(m.alloc_pages(n, node=0), n) for n in (3, 5, 1, 7)]
+    spans = sorted((a, a + n * PAGE) for a, n in blocks)
+    for (_, e1), (s2, _) in itertools.pairwise(spans):
+        assert e1 <= s2
+    assert all(m.is_allocated(a + i * PAGE) for a, n in blocks for i in range(n))
+
+
+def test_allocated_pages_are_zeroed() -> None:
+    m = small()
+    a = m.alloc_pages(2, node=0)
+    m.write(a, b"\xff" * (2 * PAGE))
+    m.free_pages(a, 2)
+    b = m.alloc_pages(2, node=0)
+    assert b == a
+    assert m.read(b, 2 * PAGE) == bytes(2 * PAGE)
+
+
+def test_never_written_reads_zero_and_bytes_round_trip() -> None:
+    m = small()
+    assert m.read(5 * PAGE + 3, 100) == bytes(100)
+    data = bytes(random.Random(1).randrange(256) for _ in range(3 * PAGE + 17))
+    m.write(PAGE - 9, data)
+    assert m.read(PAGE - 9, len(data)) == data
+    m.write(GIB, bytearray(b"abc"))
+    m.write(GIB + 8, memoryview(b"xyz"))
+    assert m.read(GIB, 11) == b"abc\0\0\0\0\0xyz"
+
+
+def test_u64_and_bulk_words() -> None:
+    m = small()
+    m.write_u64(GIB + 8, 0x1122334455667788)
+    assert m.read(GIB + 8, 8) == (0x1122334455667788).to_bytes(8, "little")
+    assert m.read_u64(GIB + 8) == 0x1122334455667788
+    words = np.arange(1000, dtype=np.uint64) * np.uint64(0x10001)
+    m.write_u64s(PAGE, words)
+    assert np.array_equal(m.read_u64s(PAGE, 1000), words)
+    assert m.read_u64(PAGE + 8 * 999) == 999 * 0x10001
+    # A numpy array is a bytes-like object too: loading a memory image in one call.
+    m.write(0, words.view(np.uint8))
+    assert m.read_u64(8) == 0x10001
+
+
+def test_bad_accesses_raise_and_change_nothing() -> None:
+    m = small()
+    a = m.alloc_pages(1, node=1)
+    m.write_u64(a, 42)
+    before = m.stats()
+    cases: list[tuple[type[Exception], Callable[[], object]]] = [
+        (MemoryAccessError, lambda: m.read_u64(a + 4)),
+        (MemoryAccessError, lambda: m.write_u64(2 * GIB, 1)),
+        (MemoryAccessError, lambda: m.write(GIB + 32 * PAGE - 4, b"12345678")),
+        (MemoryAccessError, lambda: m.read(64 * PAGE - 1, 2)),
+        (BadFree, lambda: m.free_pages(a + 1)),
+        (BadFree, lambda: m.free_pages(a, 2)),
+        (BadFree, lambda: m.free_pages(a + PAGE)),
+        (BadFree, lambda: m.free_pages(5 * GIB)),
+        (BadFree, lambda: m.free_pages(a, 0)),
+        (OutOfMemory, lambda: m.alloc_pages(200)),
+        (InvalidArgument, lambda: m.alloc_pages(0)),
+        (InvalidArgument, lambda: m.alloc_pages(1, node=2)),
+        (InvalidArgument, lambda: m.alloc_pages(-1)),
+        (InvalidArgument, lambda: m.write_u64(a, 1 << 64)),
+        (InvalidArgument, lambda: m.write(a, "text")),  # type: ignore[arg-type]
+    ]
+    for exc, call in cases:
+        with pytest.raises(exc):
+            call()
+    assert m.stats() == before
+    assert m.read_u64(a) == 42
+    m.free_pages(a)
+    with pytest.raises(BadFree, match="double free"):
+        m.free_pages(a)
+
+
+def test_errors_form_one_hierarchy() -> None:
+    for cls in (BadFree, InvalidArgument, MemoryAccessError, OutOfMemory, vtdwalk.DmaFault):
+        assert issubclass(cls, VtdError)
+    assert issubclass(InvalidArgument, ValueError)
+    assert issubclass(OutOfMemory, MemoryError)
+
+
+def test_randomised_alloc_free_against_model() -> None:
+    rng = random.Random(2024)
+    m = PhysMem([(0, 512 * PAGE), (GIB, 256 * PAGE), (2 * GIB, 64 * PAGE)])
+    sizes = {i: n[1] // PAGE for i, n in enumerate(m.nodes)}
+    owned: dict[int, int] = {}  # maddr -> npages
+    for _ in range(4000):
+        if owned and rng.random() < 0.4:
+            a = rng.choice(list(owned))
+            m.free_pages(a, owned.pop(a))
+        else:
+            n = rng.choice([1, 1, 1, 2, 3, 4, 8, 13, 32])
+            node = rng.choice([None, 0, 1, 2])
+            try:
+                a = m.alloc_pages(n, node=node)
+            except OutOfMemory:
+                continue
+            pages = {a + i * PAGE for i in range(n)}
+            taken = {b + i * PAGE for b, k in owned.items() for i in range(k)}
+            assert not pages & taken
+            assert len({m.node_of(p) for p in pages}) == 1
+            owned[a] = n
+        per_node = {i: 0 for i in sizes}
+        for b, k in owned.items():
+            per_node[m.node_of(b)] += k
+        stats = m.stats()
+        for s in stats:
+            assert s["allocated_pages"] == per_node[s["node"]]
+            assert s["allocated_pages"] + s["free_pages"] == sizes[s["node"]]
+    for a, n in owned.items():
+        m.free_pages(a, n)
+    assert all(s["allocated_pages"] == 0 for s in m.stats())
+    # Everything coalesced again: each node's whole range can be had in one piece.
+    for i in sizes:
+        assert m.node_of(m.alloc_pages(sizes[i], node=i)) == i
+
+
+SPARSE_SCRIPT = """
+import resource, sys
+import vtdwalk
+m = vtdwalk.PhysMem([(0, 512 << 30), (512 << 30, 512 << 30)])
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+for i in range(10_000):
+    a = m.alloc_pages(1, node=i % 2)
+    m.write_u64(a, i)  # back every page: the worst case
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+s = m.stats()
+assert sum(n["backed_pages"] for n in s) == 10_000, s
+print(after - before, after)
+"""
+
+
+def test_terabyte_machine_costs_only_pages_in_use() -> None:
+    # A separate process so the measurement is this arena's alone (ru_maxrss is in KiB).
+    out = subprocess.run(
+        [sys.executable, "-c", SPARSE_SCRIPT], capture_output=True, text=True, check=True
+    )
+    growth_kib, peak_kib = map(int, out.stdout.split())
+    assert growth_kib < 64 * 1024, f"arena grew by {growth_kib} KiB"
+    assert peak_kib < 64 * 1024 + 64 * 1024, f"process peak {peak_kib} KiB"
