@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from vtdwalk import (
     Bdf,
     Device,
@@ -525,3 +526,28 @@ def test_page_zero_is_never_a_table() -> None:
     assert u.alloc_pages() != 0 and mem.is_allocated(0)
     u.free()
     assert mem.is_allocated(0)  # held for good
+
+
+def test_embedded_default_platform() -> None:
+    p = Platform.default()
+    assert not p.synthesised and len(p.numa) == 2
+    socket1, audio, inc = 0xFBFFC000, 0xF3FFD000, 0xF3FFC000
+    assert [u.address for u in p.iommus] == [audio, socket1, inc]
+    assert {u.address: u.node for u in p.iommus} == {socket1: 1, audio: None, inc: 0}
+    for u in p.iommus:
+        assert u.root_maddr != 0
+        assert p.mem.node_of(u.root_maddr) == (0 if u.node is None else u.node)
+    assert addr(p, "00:1b.0") == audio
+    assert addr(p, "82:00.0") == socket1  # behind root port 80:02.0
+    assert addr(p, "80:04.3") == socket1
+    assert addr(p, "04:01.0") == inc
+    vf = p.topology.vfs("02:00.0")[0]
+    assert vf.is_virtfn and addr(p, vf) == inc
+    assert p.topology.find_upstream_bridge("04:01.0") == (Bdf(0, 3, 0, 0), 4)
+    # The ATSR names the root ports 00:01.0, 00:03.0, 80:01.0 and 80:02.0.
+    assert p.atsr_for_device("01:00.0") is not None and p.atsr_for_device("81:00.0") is not None
+    assert p.atsr_for_device("05:00.0") is None
+    assert p.ioapic_to_iommu(3) is p.iommus[1] and p.hpet_to_iommu(0) is p.iommus[2]
+    assert p.codes == {"unit-no-rhsa"}
+    pre = Platform.default(policy="pre-seed")
+    assert {pre.mem.node_of(u.root_maddr) for u in pre.iommus} == {0}

@@ -12,6 +12,7 @@ import random
 from pathlib import Path
 
 import pytest
+
 from vtdwalk import Bdf, Platform, dmar
 
 ROOT = Path(__file__).resolve().parents[1]

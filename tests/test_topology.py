@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from vtdwalk import Bdf, Device, DeviceKind, Numa, NumaNode, PlatformError, Topology, VtdError, dmar
 from vtdwalk.topology import MAX_NUMNODES, load_description, sriov_vf_bdfs
 

@@ -204,6 +204,18 @@ class Platform:
             unit_caps=unit_caps,
         )
 
+    @classmethod
+    def default(cls, policy: Policy = "seed", strict: bool = False) -> Platform:
+        """The embedded default machine: a two-socket Supermicro X10DAi (its real DMAR table)
+        with the matching NUMA layout and PCI population of ``data/supermicro-x10dai.toml``."""
+        data = Path(__file__).resolve().parent / "data"
+        return cls.from_dmar(
+            data / "supermicro-x10dai.dat",
+            topology=data / "supermicro-x10dai.toml",
+            policy=policy,
+            strict=strict,
+        )
+
     # ---- construction steps
     def _memory(self, numa: Any, mem: PhysMem | None) -> tuple[Numa, PhysMem]:
         if isinstance(numa, str | Path):
