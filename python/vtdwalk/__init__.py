@@ -5,7 +5,7 @@ The public API is re-exported here explicitly; see ``__all__``.
 
 from __future__ import annotations
 
-from vtdwalk._core import PhysMem, __version__
+from vtdwalk._core import FaultRecord, PhysMem, Remapper, Translation, __version__
 from vtdwalk.errors import (
     BadFree,
     DmaFault,
@@ -21,11 +21,14 @@ __all__ = [
     "BadFree",
     "DmaFault",
     "DmarError",
+    "FaultRecord",
     "InvalidArgument",
     "MemoryAccessError",
     "OutOfMemory",
     "PhysMem",
     "PlatformError",
+    "Remapper",
+    "Translation",
     "VtdError",
     "__version__",
 ]
