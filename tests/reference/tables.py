@@ -66,7 +66,7 @@ class Tables:
             e = table + 8 * level_index(iova, level)
             path.append(e)
             cur = self.mem.read_u64(e)
-            if cur & (R | W):
+            if cur & (R | W) and not cur & PS:
                 table = cur & 0x000F_FFFF_FFFF_F000
             else:
                 nxt = self.page()
