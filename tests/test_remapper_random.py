@@ -135,7 +135,7 @@ def run_one(seed: int) -> int:
         np.array([q[1] for q in queries], np.uint64),
         np.array([q[2] for q in queries], np.bool_),
     )
-    assert [(int(x), int(y)) for x, y in zip(h, f)] == got
+    assert [(int(x), int(y)) for x, y in zip(h, f, strict=True)] == got
     assert b.stats() == r.stats()
     return ok
 
