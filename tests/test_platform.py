@@ -14,6 +14,7 @@ from vtdwalk import (
     Device,
     DeviceKind,
     DidAllocator,
+    DmaFault,
     DmarError,
     Iommu,
     Numa,
@@ -404,7 +405,11 @@ def test_description_file_topology_and_numa(tmp_path: Path) -> None:
 def test_qemu_default_unit() -> None:
     p = Platform(table(drhd(C, inc=True)))
     (u,) = p.iommus
-    assert (u.cap, u.ecap) == (QEMU_CAP, QEMU_ECAP)
+    # The hardware reports NFR = fault_records - 1 (8 records by default).
+    assert (u.cap, u.ecap) == (QEMU_CAP | 7 << 40, QEMU_ECAP)
+    assert u.remapper.cap == u.cap and u.remapper.levels_supported == [3, 4]
+    (one,) = Platform(table(drhd(C, inc=True)), fault_records=1).iommus
+    assert one.cap == QEMU_CAP
     assert u.supported_levels == (3, 4) and u.levels == 4 and u.agaw == 2
     assert u.mgaw == 48 and u.ndoms == 1 << 16 and not u.caching_mode
     assert u.superpages == ("2M", "1G") and u.psi and u.mamv == 18
@@ -474,6 +479,20 @@ def test_did_allocator() -> None:
         cm.alloc(99)
     with pytest.raises(PlatformError):
         DidAllocator(0)
+
+
+def test_units_hardware_walks_their_root_table() -> None:
+    p = Platform(two_socket(), iotlb_entries=64)
+    for u in p.iommus:
+        assert u.remapper.root_table == u.root_maddr and u.remapper.iotlb_entries == 64
+        # Nothing is mapped yet: the root entry is not present (fault 0x1).
+        with pytest.raises(DmaFault) as e:
+            u.remapper.translate(Bdf(0, 0, 2, 0).sid, 0x1000)
+        assert e.value.reason == 0x1
+    p.free()
+    assert all(u.remapper.root_table is None for u in p.iommus)
+    with pytest.raises(PlatformError, match="MGAW"):
+        Platform(two_socket(), cap=QEMU_CAP & ~(0x3F << 16))
 
 
 def test_unit_is_igd() -> None:

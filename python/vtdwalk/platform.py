@@ -114,6 +114,8 @@ class Platform:
         cap: int = QEMU_CAP,
         ecap: int = QEMU_ECAP,
         unit_caps: Mapping[int, tuple[int, int]] | None = None,
+        iotlb_entries: int = 1024,
+        fault_records: int = 8,
     ) -> None:
         if not isinstance(dmar, _dmar.DmarTable):
             raise PlatformError(f"expected a DmarTable, not {type(dmar).__name__}")
@@ -153,6 +155,7 @@ class Platform:
         self.rhsas: list[_dmar.Rhsa] = []
         #: Pages the platform keeps out of use for good (machine page 0).
         self.reserved_pages: list[tuple[int, int]] = []
+        self._unit_hw = {"iotlb_entries": iotlb_entries, "fault_records": fault_records}
         self._plan(cap, ecap, caps)
         self._check_platform()
         fatal = [f for f in self.report if f.severity == "fatal"]
@@ -176,6 +179,8 @@ class Platform:
         cap: int = QEMU_CAP,
         ecap: int = QEMU_ECAP,
         unit_caps: Mapping[int, tuple[int, int]] | None = None,
+        iotlb_entries: int = 1024,
+        fault_records: int = 8,
     ) -> Platform:
         """Build from a DmarTable, the raw table bytes, or a path to a binary table.
 
@@ -202,6 +207,8 @@ class Platform:
             cap=cap,
             ecap=ecap,
             unit_caps=unit_caps,
+            iotlb_entries=iotlb_entries,
+            fault_records=fault_records,
         )
 
     @classmethod
@@ -364,7 +371,7 @@ class Platform:
                         include_all_seen[s.segment] = off
                 scope, ioapics, hpets, functions = self._resolve(s.segment, s.scopes, what, off)
                 c, e = caps.get(s.address, (cap, ecap))
-                unit = Iommu(s, index, self.mem, c, e, scope, ioapics, hpets)
+                unit = Iommu(s, index, self.mem, c, e, scope, ioapics, hpets, **self._unit_hw)
                 index += 1
                 if not s.include_all:
                     missing = [b for b in functions if b not in self.topology]
