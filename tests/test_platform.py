@@ -570,3 +570,36 @@ def test_embedded_default_platform() -> None:
     assert p.codes == {"unit-no-rhsa"}
     pre = Platform.default(policy="pre-seed")
     assert {pre.mem.node_of(u.root_maddr) for u in pre.iommus} == {0}
+
+
+def test_undecodable_structures_and_short_scopes_are_fatal() -> None:
+    t = table(
+        dmar.UnknownStructure(0, bytes(8)),  # a DRHD below its minimum length
+        drhd(A, SC(EP, start_bus=0, path=[]), ep(0, 2)),  # a 6-byte scope entry
+        drhd(C, inc=True),
+    )
+    p = Platform(t)
+    assert {"structure-too-short", "scope-too-short"} <= {
+        f.code for f in p.findings(severity="fatal")
+    }
+    assert [u.address for u in p.iommus] == [A, C] and addr(p, "00:02.0") == A
+    with pytest.raises(PlatformError, match="scope-too-short"):
+        Platform(t, strict=True)
+
+
+def test_scope_path_through_a_missing_bridge_reads_bus_ff() -> None:
+    topo = Topology([Device(Bdf(0, 0, 2, 0)), Device(Bdf(0, 0xFF, 0, 0))])
+    t = table(drhd(A, SC(EP, start_bus=0, path=[(1, 0), (0, 0)])), drhd(C, inc=True))
+    p = Platform(t, topology=topo)
+    # Xen reads 0xFF as the secondary bus of the absent 00:01.0, so the entry names ff:00.0.
+    assert p.iommus[0].scope.devices == (Bdf(0, 0xFF, 0, 0),)
+    assert addr(p, "ff:00.0") == A
+    # A bridge entry naming an absent bridge sets bus 0xff (sec = sub = 0xff) in the scope.
+    q = Platform(table(drhd(B, br(0, 9)), drhd(C, inc=True)), topology=topo)
+    assert q.iommus[0].scope.buses == frozenset({0xFF})
+    assert q.findings("scope-device-missing")
+
+
+def test_numa_nodes_must_be_numanodes() -> None:
+    with pytest.raises(PlatformError, match="NumaNode"):
+        Platform(two_socket(), numa=[(0, 1 << 30)])  # type: ignore[list-item]

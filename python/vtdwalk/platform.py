@@ -313,6 +313,28 @@ class Platform:
         index = 0
         for s in t.structures:
             off = _off(s)
+            if isinstance(s, _dmar.UnknownStructure) and s.type_code in (0, 1, 2, 3):
+                self._add(
+                    "fatal",
+                    "structure-too-short",
+                    f"{_dmar.STRUCTURE_NAMES[s.type_code]} too short to decode "
+                    "('Invalid ACPI DMAR entry length'); ignored",
+                    off,
+                )
+                continue
+            parsed_scopes = isinstance(s, _dmar.Drhd | _dmar.Rmrr) or (
+                isinstance(s, _dmar.Atsr) and not s.all_ports
+            )
+            if parsed_scopes:
+                for sc in getattr(s, "scopes", []):
+                    if sc.length < _dmar.MIN_SCOPE_LEN:
+                        self._add(
+                            "fatal",
+                            "scope-too-short",
+                            f"device scope of length {sc.length} in a "
+                            f"{_dmar.structure_name(s)} ('Invalid device scope'); ignored",
+                            sc.offset if sc.offset is not None else off,
+                        )
             if isinstance(s, _dmar.Drhd):
                 what = f"DRHD {s.address:#x}"
                 if s.address in (0, 0xFFFF_FFFF_FFFF_FFFF):

@@ -894,6 +894,9 @@ class Numa:
 
     def __post_init__(self) -> None:
         self.nodes = list(self.nodes)
+        for n in self.nodes:
+            if not isinstance(n, NumaNode):
+                raise PlatformError(f"NUMA nodes must be NumaNode(base, size, pxms), not {n!r}")
         if not self.nodes:
             raise PlatformError("a NUMA description needs at least one node")
         if len(self.nodes) > MAX_NUMNODES:
