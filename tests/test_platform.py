@@ -517,6 +517,8 @@ def test_bad_platform_arguments(tmp_path: Path) -> None:
         Platform(two_socket(), topology=42)  # type: ignore[arg-type]
     with pytest.raises(VtdError):
         Platform(two_socket(), numa={"nodes": []})
+    with pytest.raises(PlatformError, match="NUMA description"):
+        Platform(two_socket(), numa=42)  # type: ignore[arg-type]
 
 
 def test_out_of_memory_leaves_nothing_allocated() -> None:

@@ -187,7 +187,9 @@ class Platform:
         ``topology``/``numa`` default to what the table implies (see :meth:`Topology.from_dmar`,
         :meth:`Numa.default`); ``mem`` defaults to a fresh PhysMem with the NUMA nodes.
         ``unit_caps`` maps a DRHD register base address to that unit's (CAP, ECAP); other units
-        get ``cap``/``ecap`` (QEMU's defaults).
+        get ``cap``/``ecap`` (QEMU's defaults). ``iotlb_entries`` and ``fault_records`` size
+        each unit's hardware model (its CAP then reports NFR = fault_records - 1).
+        ``policy``: "seed" (default) or "pre-seed"; ``strict``: raise for what Xen refuses.
         """
         if isinstance(table, str | Path):
             path = Path(table)
@@ -212,16 +214,13 @@ class Platform:
         )
 
     @classmethod
-    def default(cls, policy: Policy = "seed", strict: bool = False) -> Platform:
+    def default(cls, **kwargs: Any) -> Platform:
         """The embedded default machine: a two-socket Supermicro X10DAi (its real DMAR table)
-        with the matching NUMA layout and PCI population of ``data/supermicro-x10dai.toml``."""
+        with the matching NUMA layout and PCI population of ``data/supermicro-x10dai.toml``.
+        Keyword arguments (``policy``, ``strict``, ``cap``...) go to :meth:`from_dmar`."""
         data = Path(__file__).resolve().parent / "data"
-        return cls.from_dmar(
-            data / "supermicro-x10dai.dat",
-            topology=data / "supermicro-x10dai.toml",
-            policy=policy,
-            strict=strict,
-        )
+        kwargs.setdefault("topology", data / "supermicro-x10dai.toml")
+        return cls.from_dmar(data / "supermicro-x10dai.dat", **kwargs)
 
     # ---- construction steps
     def _memory(self, numa: Any, mem: PhysMem | None) -> tuple[Numa, PhysMem]:
@@ -232,7 +231,13 @@ class Platform:
         elif isinstance(numa, Mapping):
             numa = Numa.from_dict(numa)
         elif numa is not None and not isinstance(numa, Numa):
-            numa = Numa(list(numa))
+            try:
+                nodes = list(numa)
+            except TypeError:
+                raise PlatformError(
+                    f"cannot use {type(numa).__name__} as a NUMA description"
+                ) from None
+            numa = Numa(nodes)
         if numa is None:
             if mem is not None:
                 # Proximity domain i is node i.
