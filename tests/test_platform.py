@@ -605,3 +605,27 @@ def test_scope_path_through_a_missing_bridge_reads_bus_ff() -> None:
 def test_numa_nodes_must_be_numanodes() -> None:
     with pytest.raises(PlatformError, match="NumaNode"):
         Platform(two_socket(), numa=[(0, 1 << 30)])  # type: ignore[list-item]
+
+
+def test_cli_platform(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from vtdwalk.cli import main
+
+    assert main(["platform"]) == 0
+    text = capsys.readouterr().out
+    assert "units (Xen list order):" in text and "0xfbffc000" in text and "node 1" in text
+    f = tmp_path / "t.dat"
+    f.write_bytes(two_socket().to_bytes())
+    assert main(["platform", str(f), "--json", "--policy", "pre-seed"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["policy"] == "pre-seed" and data["synthesised_topology"]
+    assert [u["address"] for u in data["units"]] == [B, A, C]
+    assert [u["node"] for u in data["units"]] == [1, 0, 0]
+    assert {u["root_table_node"] for u in data["units"]} == {0}
+    bad = tmp_path / "bad.dat"
+    bad.write_bytes(table(drhd(0), drhd(C, inc=True)).to_bytes())
+    assert main(["platform", str(bad), "--strict"]) == 1
+    assert "drhd-address-invalid" in capsys.readouterr().err
+    assert main(["platform", str(tmp_path / "none.dat")]) == 1
+    assert "cannot read" in capsys.readouterr().err

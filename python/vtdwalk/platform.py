@@ -680,6 +680,81 @@ class Platform:
         b = Bdf.coerce(dev)
         return [r for r in self.rmrrs if r.segment == b.segment and b in r.devices]
 
+    # ---- description
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary: NUMA nodes, units in list order, RMRRs, ATSRs, findings."""
+
+        def node_of(maddr: int) -> int | None:
+            return int(self.mem.node_of(maddr)) if maddr else None
+
+        return {
+            "policy": self.policy,
+            "synthesised_topology": self.synthesised,
+            "numa": self.numa.to_dict()["nodes"],
+            "pci_functions": len(self.topology),
+            "units": [
+                {
+                    "index": u.index,
+                    "address": u.address,
+                    "segment": u.segment,
+                    "include_all": u.include_all,
+                    "scope": [str(b) for b in u.scope.devices],
+                    "scope_buses": sorted(u.scope.buses),
+                    "ioapics": [i for i, _ in u.ioapics],
+                    "hpets": [i for i, _ in u.hpets],
+                    "levels": u.levels,
+                    "ndoms": u.ndoms,
+                    "cap": u.cap,
+                    "ecap": u.ecap,
+                    "node": u.node,
+                    "root_table": u.root_maddr,
+                    "root_table_node": node_of(u.root_maddr),
+                }
+                for u in self.iommus
+            ],
+            "rmrrs": [
+                {
+                    "base": r.base,
+                    "end": r.end,
+                    "segment": r.segment,
+                    "devices": [str(b) for b in r.devices],
+                }
+                for r in self.rmrrs
+            ],
+            "atsrs": [
+                {"segment": a.segment, "all_ports": a.all_ports, "buses": sorted(a.scope.buses)}
+                for a in self.atsrs
+            ],
+            "findings": [
+                {"severity": f.severity, "code": f.code, "message": f.message, "offset": f.offset}
+                for f in self.report
+            ],
+        }
+
+    def format(self) -> str:
+        """A human-readable summary (what ``vtdwalk platform`` prints)."""
+        out = [repr(self)]
+        for i, n in enumerate(self.numa.nodes):
+            pxms = ", ".join(map(str, n.pxms)) or "-"
+            out.append(f"  node {i}: [{n.base:#x}, {n.base + n.size:#x})  pxm {pxms}")
+        out.append("units (Xen list order):")
+        for u in self.iommus:
+            what = "include-all" if u.include_all else f"{len(u.scope.devices)} scope entries"
+            rn = self.mem.node_of(u.root_maddr) if u.root_maddr else None
+            out.append(
+                f"  #{u.index} {u.address:#x} seg {u.segment:#x} {what}, {u.levels}-level, "
+                f"{u.ndoms} DIDs, node {u.node}, root table {u.root_maddr:#x} (node {rn})"
+            )
+        for r in self.rmrrs:
+            devs = ", ".join(map(str, r.devices))
+            out.append(f"rmrr [{r.base:#x}, {r.end:#x}] seg {r.segment:#x}: {devs}")
+        for a in self.atsrs:
+            what = "all ports" if a.all_ports else f"buses {sorted(a.scope.buses)}"
+            out.append(f"atsr seg {a.segment:#x}: {what}")
+        out.append(f"findings: {len(self.report)}")
+        out.extend(f"  {f}" for f in self.report)
+        return "\n".join(out)
+
     # ---- report and teardown
     def findings(self, code: str | None = None, severity: Severity | None = None) -> list[Finding]:
         return [
