@@ -6,7 +6,15 @@ The public API is re-exported here explicitly; see ``__all__``.
 from __future__ import annotations
 
 from vtdwalk import dmar
-from vtdwalk._core import FaultRecord, PhysMem, Remapper, Translation, __version__
+from vtdwalk._core import (
+    FaultRecord,
+    PageTable,
+    PhysMem,
+    Remapper,
+    RootTable,
+    Translation,
+    __version__,
+)
 from vtdwalk.errors import (
     BadFree,
     DmaFault,
@@ -38,11 +46,13 @@ __all__ = [
     "Numa",
     "NumaNode",
     "OutOfMemory",
+    "PageTable",
     "PhysMem",
     "Platform",
     "PlatformError",
     "Remapper",
     "RmrrUnit",
+    "RootTable",
     "Scope",
     "Topology",
     "Translation",
