@@ -11,8 +11,11 @@ pub mod addr;
 pub mod context;
 pub mod entry;
 pub mod error;
+pub mod fault;
+pub mod iotlb;
 pub mod mem;
 pub mod pagetable;
+pub mod translate;
 
 #[cfg(feature = "python")]
 pub mod py;

@@ -6,7 +6,15 @@ The public API is re-exported here explicitly; see ``__all__``.
 from __future__ import annotations
 
 from vtdwalk import dmar
-from vtdwalk._core import PageTable, PhysMem, RootTable, __version__
+from vtdwalk._core import (
+    FaultRecord,
+    PageTable,
+    PhysMem,
+    Remapper,
+    RootTable,
+    Translation,
+    __version__,
+)
 from vtdwalk.errors import (
     BadFree,
     DmaFault,
@@ -17,18 +25,38 @@ from vtdwalk.errors import (
     PlatformError,
     VtdError,
 )
+from vtdwalk.iommu import DidAllocator, Iommu, Scope, Unit
+from vtdwalk.platform import AtsrUnit, Finding, Platform, RmrrUnit
+from vtdwalk.topology import Bdf, Device, DeviceKind, Numa, NumaNode, Topology
 
 __all__ = [
+    "AtsrUnit",
     "BadFree",
+    "Bdf",
+    "Device",
+    "DeviceKind",
+    "DidAllocator",
     "DmaFault",
     "DmarError",
+    "FaultRecord",
+    "Finding",
     "InvalidArgument",
+    "Iommu",
     "MemoryAccessError",
+    "Numa",
+    "NumaNode",
     "OutOfMemory",
     "PageTable",
     "PhysMem",
+    "Platform",
     "PlatformError",
+    "Remapper",
+    "RmrrUnit",
     "RootTable",
+    "Scope",
+    "Topology",
+    "Translation",
+    "Unit",
     "VtdError",
     "__version__",
     "dmar",

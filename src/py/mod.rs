@@ -8,6 +8,7 @@ pub mod context;
 pub mod errors;
 pub mod mem;
 pub mod pagetable;
+pub mod remapper;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -15,5 +16,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     mem::register(m)?;
     pagetable::register(m)?;
     context::register(m)?;
+    remapper::register(m)?;
     Ok(())
 }
