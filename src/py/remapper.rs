@@ -121,7 +121,10 @@ impl PyRemapper {
 #[pymethods]
 impl PyRemapper {
     #[new]
-    #[pyo3(signature = (mem, root_table=None, cap=U64(DEFAULT_CAP), ecap=U64(DEFAULT_ECAP), iotlb_entries=U64(1024), fault_records=U64(8), context_cache=true))]
+    #[pyo3(
+        signature = (mem, root_table=None, cap=U64(DEFAULT_CAP), ecap=U64(DEFAULT_ECAP), iotlb_entries=U64(1024), fault_records=U64(8), context_cache=true),
+        text_signature = "(mem, root_table=None, cap=..., ecap=..., iotlb_entries=1024, fault_records=8, context_cache=True)"
+    )]
     fn new(
         mem: &PyPhysMem,
         root_table: Option<U64>,
@@ -280,7 +283,10 @@ impl PyRemapper {
     }
 
     /// IOTLB invalidation: "global", "domain" (did) or "page" (did, addr, am: 2**am pages).
-    #[pyo3(signature = (granularity, did=None, addr=None, am=U32(0)))]
+    #[pyo3(
+        signature = (granularity, did=None, addr=None, am=U32(0)),
+        text_signature = "(self, granularity, did=None, addr=None, am=0)"
+    )]
     fn invalidate_iotlb(
         &self,
         granularity: &str,
@@ -309,7 +315,10 @@ impl PyRemapper {
     }
 
     /// Context-cache invalidation: "global", "domain" (did) or "device" (sid, fm 0..=3).
-    #[pyo3(signature = (granularity, did=None, sid=None, fm=U32(0)))]
+    #[pyo3(
+        signature = (granularity, did=None, sid=None, fm=U32(0)),
+        text_signature = "(self, granularity, did=None, sid=None, fm=0)"
+    )]
     fn invalidate_context(
         &self,
         granularity: &str,
