@@ -175,7 +175,13 @@ impl Iotlb {
     fn set_of(&self, key: u64) -> usize {
         let gfn = key & GFN_MASK;
         let tag = (key >> 46).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20;
-        ((gfn ^ tag) % self.sets.max(1) as u64) as usize
+        let h = gfn ^ tag;
+        // A mask when the number of sets is a power of two (the usual case), else a division.
+        if self.sets.is_power_of_two() {
+            (h & (self.sets as u64 - 1)) as usize
+        } else {
+            (h % self.sets.max(1) as u64) as usize
+        }
     }
 
     #[inline]
@@ -290,7 +296,9 @@ impl Iotlb {
 
     #[inline]
     fn referenced(&self, slot: usize) -> bool {
-        self.refs.get(slot / 64).is_some_and(|w| w & (1 << (slot % 64)) != 0)
+        self.refs
+            .get(slot / 64)
+            .is_some_and(|w| w & (1 << (slot % 64)) != 0)
     }
 
     /// Look up and mark referenced.

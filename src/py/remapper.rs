@@ -96,6 +96,19 @@ impl PyFaultRecord {
 }
 
 /// One VT-d remapping unit (legacy mode) over the tables in a `PhysMem`.
+///
+/// * `root_table`: RTADDR (4 KiB aligned), or None: no table latched, every request faults
+///   0x08. Setting it later is SRTP and flushes the IOTLB and the context cache.
+/// * `cap` defaults to QEMU's aw48 CAP; its NFR field is replaced by `fault_records - 1`.
+///   `ecap` defaults to QEMU's TCG ECAP plus DT (0xF00F4E): pass-through (PT) and device-IOTLB
+///   contexts (TT 1, and `translate(..., translation_request=True)`) are allowed. Honoured:
+///   SAGAW, MGAW, SLLPS, PSI, MAMV, ND (DID width), NFR; ECAP PT, DT, SC.
+/// * `iotlb_entries`: 0 turns the IOTLB off; otherwise 4-way sets with CLOCK replacement
+///   (capacity rounded down to whole sets).
+/// * `faults()` drains the fault recording registers; `fault_counts()` counts every fault by
+///   reason, including those not recorded (FPD, compression, overflow); `stats()` splits them.
+/// * `translate_batch` gives exactly the results, records and counters of the same calls one
+///   by one; `threads` (default: the CPUs, at most 8) only speeds up the read-only look-ahead.
 #[pyclass(name = "Remapper", module = "vtdwalk._core", frozen)]
 pub struct PyRemapper {
     mem: SharedMem,
