@@ -263,11 +263,17 @@ fn fault_out(r: FaultReason) -> WalkOut {
 /// One level of a walk: read the PTE, check permission, reserved bits, leaf or descend.
 #[inline(always)]
 fn step(mem: &PhysMem, masks: &PteReservedMasks, job: &WalkJob, c: &mut Cursor) -> Step {
-    let level = c.level;
     let addr = c
         .table
-        .wrapping_add(address_level_offset(job.iova, level) * 8);
-    let Some(raw) = mem.load_u64(addr) else {
+        .wrapping_add(address_level_offset(job.iova, c.level) * 8);
+    check(masks, job, c, mem.load_u64(addr))
+}
+
+/// The checks of one level on the PTE read (`None`: the read fell outside memory).
+#[inline(always)]
+fn check(masks: &PteReservedMasks, job: &WalkJob, c: &mut Cursor, raw: Option<u64>) -> Step {
+    let level = c.level;
+    let Some(raw) = raw else {
         let top = level == job.levels as u32;
         return Step::Done(fault_out(if top {
             FaultReason::ContextEntryInv
@@ -332,56 +338,52 @@ pub fn walk(mem: &PhysMem, cfg: &UnitConfig, job: &WalkJob) -> WalkOut {
 /// Walks in flight at once in [`walk_interleaved`].
 pub const WALK_WAYS: usize = 16;
 
-/// Many independent walks, `WALK_WAYS` in flight, each advanced one level per round so the
-/// table reads of different walks overlap in the memory system. Same results as [`walk`].
+/// Many independent walks, in groups of `WALK_WAYS` advanced in lockstep one level at a time.
+/// Each level is done in two passes over the group: first every walk's table frame is looked
+/// up in the arena's directory, then every entry is read and checked, so the cache misses of
+/// the group's walks overlap instead of queueing one behind another. Same results as [`walk`].
 pub fn walk_interleaved(mem: &PhysMem, cfg: &UnitConfig, jobs: &[WalkJob], out: &mut [WalkOut]) {
-    let n = jobs.len().min(out.len());
-    let mut cur = [Cursor::default(); WALK_WAYS];
-    let mut idx = [usize::MAX; WALK_WAYS];
-    let mut next = 0usize;
-    let mut active = 0usize;
-    // Fill a way with the next job that needs a table read; finish the others at once.
-    let refill = |way: usize,
-                  cur: &mut [Cursor; WALK_WAYS],
-                  idx: &mut [usize; WALK_WAYS],
-                  next: &mut usize,
-                  out: &mut [WalkOut]|
-     -> bool {
-        while *next < n {
-            let j = *next;
-            *next += 1;
-            let Some(job) = jobs.get(j) else { break };
+    for (jg, og) in jobs.chunks(WALK_WAYS).zip(out.chunks_mut(WALK_WAYS)) {
+        let mut cur = [Cursor::default(); WALK_WAYS];
+        let mut live = [false; WALK_WAYS];
+        let mut n_live = 0;
+        for (k, (job, o)) in jg.iter().zip(og.iter_mut()).enumerate() {
             match start(cfg, job) {
                 Ok(c) => {
-                    cur[way] = c;
-                    idx[way] = j;
-                    return true;
+                    cur[k] = c;
+                    live[k] = true;
+                    n_live += 1;
                 }
-                Err(o) => {
-                    if let Some(s) = out.get_mut(j) {
-                        *s = o;
-                    }
-                }
+                Err(f) => *o = f,
             }
         }
-        idx[way] = usize::MAX;
-        false
-    };
-    for w in 0..WALK_WAYS {
-        if refill(w, &mut cur, &mut idx, &mut next, out) {
-            active += 1;
-        }
-    }
-    while active > 0 {
-        for w in 0..WALK_WAYS {
-            let j = idx[w];
-            let Some(job) = jobs.get(j) else { continue };
-            if let Step::Done(o) = step(mem, &cfg.masks, job, &mut cur[w]) {
-                if let Some(s) = out.get_mut(j) {
-                    *s = o;
+        while n_live > 0 {
+            let mut frames: [Option<Option<&crate::mem::Frame>>; WALK_WAYS] = [None; WALK_WAYS];
+            for k in 0..jg.len().min(WALK_WAYS) {
+                if live[k] {
+                    frames[k] = mem.frame(cur[k].table >> crate::addr::PAGE_SHIFT);
                 }
-                if !refill(w, &mut cur, &mut idx, &mut next, out) {
-                    active -= 1;
+            }
+            // Then every entry, with no branch on loaded data between the loads.
+            let mut raws: [Option<u64>; WALK_WAYS] = [None; WALK_WAYS];
+            for (k, job) in jg.iter().enumerate().take(WALK_WAYS) {
+                let c = &cur[k];
+                if !live[k] {
+                    continue;
+                }
+                let i = address_level_offset(job.iova, c.level) as usize;
+                raws[k] = frames[k].map(|f| f.map_or(0, |f| f.get(i & 511).copied().unwrap_or(0)));
+            }
+            for (k, (job, o)) in jg.iter().zip(og.iter_mut()).enumerate() {
+                if !live[k] {
+                    continue;
+                }
+                let c = &mut cur[k];
+                let raw = raws[k];
+                if let Step::Done(r) = check(&cfg.masks, job, c, raw) {
+                    *o = r;
+                    live[k] = false;
+                    n_live -= 1;
                 }
             }
         }
@@ -420,17 +422,13 @@ pub struct Stats {
     pub context_misses: u64,
 }
 
-/// What a batch works out ahead (possibly on other threads) from the state at the start of its
-/// window; the in-order pass uses it only where it provably gives the same answer.
-#[derive(Clone, Copy, Debug, Default)]
-struct Spec {
-    /// The context the request saw, and whether it was read from memory (not the cache).
-    ctx: Option<Result<Context, CtxFault>>,
-    from_mem: bool,
-    /// An IOTLB slot that held the translation.
-    hit: Option<(u32, u32)>,
-    /// The walk's result, when the request needed one.
-    walk: Option<WalkOut>,
+/// Buffers of the look-ahead of one part of a window: the walks to do, the index in the part
+/// of the request each is for, and their results.
+#[derive(Default)]
+struct Scratch {
+    jobs: Vec<WalkJob>,
+    who: Vec<u32>,
+    outs: Vec<WalkOut>,
 }
 
 /// One remapping unit: configuration, root table pointer, caches, fault registers, counters.
@@ -445,8 +443,8 @@ pub struct Remapper {
 }
 
 /// Requests per window of a batch: the speculative pass covers a window, then the in-order
-/// pass commits it.
-const WINDOW: usize = 1 << 15;
+/// pass commits it. Small enough that the IOTLB sets probed ahead are still in cache at commit.
+const WINDOW: usize = 1 << 13;
 /// Fewest requests per thread worth a thread of its own.
 const MIN_PER_THREAD: usize = 1 << 12;
 
@@ -553,12 +551,13 @@ impl Remapper {
         self.commit(mem, req, None)
     }
 
-    /// The in-order step of a translation, using what `spec` worked out ahead where it holds.
+    /// The in-order step of a translation. `ahead` is a walk done ahead, used only if it is
+    /// the very walk this request needs now.
     fn commit(
         &mut self,
         mem: &PhysMem,
         req: &Request,
-        spec: Option<&Spec>,
+        ahead: Option<&(WalkJob, WalkOut)>,
     ) -> Result<Translation, FaultRecord> {
         let cached = if self.ctx_cache.enabled() {
             self.ctx_cache.get(req.sid)
@@ -572,14 +571,7 @@ impl Remapper {
             }
             None => {
                 self.stats.context_misses += 1;
-                let r = match spec {
-                    Some(Spec {
-                        ctx: Some(r),
-                        from_mem: true,
-                        ..
-                    }) => *r,
-                    _ => fetch_context(mem, &self.cfg, self.rtaddr, req.sid),
-                };
+                let r = fetch_context(mem, &self.cfg, self.rtaddr, req.sid);
                 if let Ok(c) = r {
                     self.ctx_cache.insert(req.sid, c);
                 }
@@ -590,8 +582,6 @@ impl Remapper {
             Ok(c) => c,
             Err(f) => return Err(self.fault(req, f.reason, f.fpd)),
         };
-        // The hints hold only if the request saw this same context ahead.
-        let spec = spec.filter(|s| matches!(s.ctx, Some(Ok(c)) if c == ctx));
         if req.translation_request && ctx.tt != TranslationType::MultiLevelDevIotlb {
             return Err(self.fault(req, FaultReason::ContextEntryTt, ctx.fpd));
         }
@@ -610,13 +600,7 @@ impl Remapper {
             return Err(self.fault(req, FaultReason::AddrBeyondMgaw, ctx.fpd));
         }
         let entry = if self.iotlb.capacity() > 0 {
-            let hit = match spec.and_then(|s| s.hit) {
-                Some((i, g)) => self
-                    .iotlb
-                    .get_checked(i, g)
-                    .or_else(|| self.iotlb.lookup(ctx.did, req.iova)),
-                None => self.iotlb.lookup(ctx.did, req.iova),
-            };
+            let hit = self.iotlb.lookup(ctx.did, req.iova);
             if hit.is_some() {
                 self.stats.hits += 1;
             } else {
@@ -648,9 +632,9 @@ impl Remapper {
                     levels: ctx.levels,
                     write: req.write,
                 };
-                let w = match spec.and_then(|s| s.walk) {
-                    Some(w) => w,
-                    None => walk(mem, &self.cfg, &job),
+                let w = match ahead {
+                    Some((j, w)) if *j == job => *w,
+                    _ => walk(mem, &self.cfg, &job),
                 };
                 if let Some(r) = FaultReason::from_code(w.fault) {
                     return Err(self.fault(req, r, ctx.fpd));
@@ -682,57 +666,72 @@ impl Remapper {
         })
     }
 
-    /// The read-only look-ahead of a slice of a window: context, IOTLB probe, and the walks of
-    /// the requests that missed, interleaved.
-    fn speculate(&self, mem: &PhysMem, reqs: &[Request], spec: &mut [Spec]) {
-        let mut jobs: Vec<WalkJob> = Vec::with_capacity(reqs.len());
-        let mut who: Vec<usize> = Vec::with_capacity(reqs.len());
+    /// The read-only look-ahead of a slice of a window: the walks the requests that miss the
+    /// IOTLB (as it stands) will need, done interleaved, into `sc` (whose buffers are reused
+    /// from window to window).
+    fn speculate(&self, mem: &PhysMem, reqs: &[Request], sc: &mut Scratch) {
+        sc.jobs.clear();
+        sc.who.clear();
         let iotlb_on = self.iotlb.capacity() > 0 && !self.iotlb.is_empty();
-        for (i, (r, s)) in reqs.iter().zip(spec.iter_mut()).enumerate() {
-            let (ctx, from_mem) = match self.ctx_cache.get(r.sid) {
-                Some(c) => (Ok(c), false),
-                None => (fetch_context(mem, &self.cfg, self.rtaddr, r.sid), true),
-            };
-            *s = Spec {
-                ctx: Some(ctx),
-                from_mem,
-                hit: None,
-                walk: None,
-            };
-            let Ok(c) = ctx else { continue };
-            if c.tt == TranslationType::PassThrough || r.translation_request {
-                continue;
-            }
-            if iotlb_on {
-                s.hit = self.iotlb.probe(c.did, r.iova);
-                if s.hit.is_some() {
-                    continue;
+        // Probe the IOTLB sets of a group of requests one group ahead of the probes that
+        // decide, so their cache misses overlap with each other and with the group before;
+        // the in-order pass then finds those sets in cache.
+        let warm = |rg: &[Request]| {
+            let mut sink = 0u64;
+            for r in rg {
+                if let Some(c) = self.ctx_cache.get(r.sid) {
+                    sink ^= self.iotlb.warm(c.did, r.iova);
                 }
             }
-            jobs.push(WalkJob {
-                root: c.slptptr,
-                iova: r.iova,
-                levels: c.levels,
-                write: r.write,
-            });
-            who.push(i);
+            std::hint::black_box(sink);
+        };
+        if iotlb_on {
+            warm(reqs.get(..WALK_WAYS.min(reqs.len())).unwrap_or(&[]));
         }
-        let mut outs = vec![WalkOut::default(); jobs.len()];
-        walk_interleaved(mem, &self.cfg, &jobs, &mut outs);
-        for (&i, o) in who.iter().zip(outs) {
-            if let Some(s) = spec.get_mut(i) {
-                s.walk = Some(o);
+        for (g, rg) in reqs.chunks(WALK_WAYS).enumerate() {
+            if iotlb_on {
+                let from = (g + 1) * WALK_WAYS;
+                warm(
+                    reqs.get(from..(from + WALK_WAYS).min(reqs.len()))
+                        .unwrap_or(&[]),
+                );
+            }
+            for (k, r) in rg.iter().enumerate() {
+                let c = match self.ctx_cache.get(r.sid) {
+                    Some(c) => c,
+                    None => match fetch_context(mem, &self.cfg, self.rtaddr, r.sid) {
+                        Ok(c) => c,
+                        Err(_) => continue,
+                    },
+                };
+                if c.tt == TranslationType::PassThrough || r.translation_request {
+                    continue;
+                }
+                if iotlb_on && self.iotlb.probe(c.did, r.iova).is_some() {
+                    continue;
+                }
+                sc.jobs.push(WalkJob {
+                    root: c.slptptr,
+                    iova: r.iova,
+                    levels: c.levels,
+                    write: r.write,
+                });
+                sc.who.push((g * WALK_WAYS + k) as u32);
             }
         }
+        sc.outs.clear();
+        sc.outs.resize(sc.jobs.len(), WalkOut::default());
+        walk_interleaved(mem, &self.cfg, &sc.jobs, &mut sc.outs);
     }
 
     /// Translate many requests: exactly the results, side effects and counters of the same
-    /// calls to [`Remapper::translate`] one by one, in order. Each window is first worked out
-    /// ahead from the caches as they stand at its start (read-only, split over `threads`,
-    /// walks interleaved); then an in-order pass commits each request, taking an IOTLB hit
-    /// found ahead only if its slot is unchanged since, and a walk only from memory, which no
-    /// one changes during the batch. `out_hpa[i]` is 0 and `out_fault[i]` the reason code on a
-    /// fault.
+    /// calls to [`Remapper::translate`] one by one, in order. Each window is first looked at
+    /// ahead, read-only (split over `threads`): the requests that miss the IOTLB as it stands
+    /// get their walks done, interleaved. Then an in-order pass runs each request exactly as
+    /// [`Remapper::translate`] does (context cache, IOTLB, fault recording, counters), taking a
+    /// walk done ahead only when it is the very walk needed (same table root, levels, address
+    /// and direction): a walk reads only memory, which no one changes during the batch. So
+    /// threads and look-ahead change the speed, never the outcome.
     pub fn translate_batch(
         &mut self,
         mem: &PhysMem,
@@ -741,24 +740,42 @@ impl Remapper {
         out_hpa: &mut [u64],
         out_fault: &mut [u8],
     ) {
-        let mut spec = vec![Spec::default(); WINDOW.min(reqs.len())];
+        let threads = threads.clamp(1, 64);
+        let window = WINDOW * threads;
+        let mut scratch: Vec<Scratch> = (0..threads).map(|_| Scratch::default()).collect();
+        // Per request of the window: (part, index into that part's walks), or none.
+        let mut slot: Vec<(u32, u32)> = vec![(u32::MAX, 0); window.min(reqs.len())];
         let mut base = 0usize;
-        for win in reqs.chunks(WINDOW) {
-            let sp = &mut spec[..win.len()];
-            let t = threads.clamp(1, 64).min(win.len() / MIN_PER_THREAD).max(1);
+        for win in reqs.chunks(window) {
+            let t = threads.min(win.len() / MIN_PER_THREAD).max(1);
+            let per = win.len().div_ceil(t).max(1);
             if t <= 1 {
-                self.speculate(mem, win, sp);
+                if let Some(sc) = scratch.first_mut() {
+                    self.speculate(mem, win, sc);
+                }
             } else {
-                let per = win.len().div_ceil(t);
                 let this = &*self;
                 std::thread::scope(|s| {
-                    for (rs, ss) in win.chunks(per).zip(sp.chunks_mut(per)) {
-                        s.spawn(move || this.speculate(mem, rs, ss));
+                    for (rs, sc) in win.chunks(per).zip(scratch.iter_mut()) {
+                        s.spawn(move || this.speculate(mem, rs, sc));
                     }
                 });
             }
-            for (k, (r, s)) in win.iter().zip(sp.iter()).enumerate() {
-                let (h, f) = match self.commit(mem, r, Some(s)) {
+            let slots = &mut slot[..win.len()];
+            slots.fill((u32::MAX, 0));
+            for (part, sc) in scratch.iter().enumerate().take(t) {
+                for (n, &i) in sc.who.iter().enumerate() {
+                    if let Some(s) = slots.get_mut(part * per + i as usize) {
+                        *s = (part as u32, n as u32);
+                    }
+                }
+            }
+            for (k, r) in win.iter().enumerate() {
+                let a = slots.get(k).and_then(|&(part, n)| {
+                    let sc = scratch.get(part as usize)?;
+                    Some((*sc.jobs.get(n as usize)?, *sc.outs.get(n as usize)?))
+                });
+                let (h, f) = match self.commit(mem, r, a.as_ref()) {
                     Ok(t) => (t.hpa, 0),
                     Err(rec) => (0, rec.reason.code()),
                 };
