@@ -5,6 +5,7 @@ The public API is re-exported here explicitly; see ``__all__``.
 
 from __future__ import annotations
 
+from vtdwalk import dmar
 from vtdwalk._core import PhysMem, __version__
 from vtdwalk.errors import (
     BadFree,
@@ -16,16 +17,34 @@ from vtdwalk.errors import (
     PlatformError,
     VtdError,
 )
+from vtdwalk.iommu import DidAllocator, Iommu, Scope, Unit
+from vtdwalk.platform import AtsrUnit, Finding, Platform, RmrrUnit
+from vtdwalk.topology import Bdf, Device, DeviceKind, Numa, NumaNode, Topology
 
 __all__ = [
+    "AtsrUnit",
     "BadFree",
+    "Bdf",
+    "Device",
+    "DeviceKind",
+    "DidAllocator",
     "DmaFault",
     "DmarError",
+    "Finding",
     "InvalidArgument",
+    "Iommu",
     "MemoryAccessError",
+    "Numa",
+    "NumaNode",
     "OutOfMemory",
     "PhysMem",
+    "Platform",
     "PlatformError",
+    "RmrrUnit",
+    "Scope",
+    "Topology",
+    "Unit",
     "VtdError",
     "__version__",
+    "dmar",
 ]

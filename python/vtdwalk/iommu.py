@@ -1,0 +1,334 @@
+"""Remapping units (Xen's ``struct vtd_iommu``), one per registered DRHD.
+
+A unit keeps its DRHD as a field (seed patch 1: no reverse search), its CAP and ECAP registers
+(QEMU's defaults unless given), the page-table levels its SAGAW allows, a domain-id allocator
+sized by CAP.ND (DID 0 reserved under caching mode), its NUMA ``node`` (None until its RHSA is
+applied, as NUMA_NO_NODE) and its root table. See xen-driver.md §3.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from vtdwalk.errors import PlatformError
+from vtdwalk.topology import Bdf
+
+if TYPE_CHECKING:
+    from vtdwalk._core import PhysMem
+    from vtdwalk.dmar import Drhd
+
+__all__ = [
+    "MAX_IOMMUS",
+    "QEMU_CAP",
+    "QEMU_ECAP",
+    "DidAllocator",
+    "Iommu",
+    "Scope",
+    "Unit",
+]
+
+#: QEMU intel-iommu CAP with its defaults (aw-bits 48, dma-drain on): vtd-hardware.md §1.3.
+QEMU_CAP = 0x80D2008C222F0606
+#: QEMU intel-iommu ECAP under TCG defaults (QI, IR, PT; no EIM, no device-TLB).
+QEMU_ECAP = 0x0000000000F00F4A
+#: Xen's MAX_IOMMUS. ``iommu_alloc`` refuses a unit when this many already exist *before* the
+#: one being counted, so 33 units are accepted (the off-by-one of §3.2 step 1).
+MAX_IOMMUS = 32
+
+_ALL_ONES = 0xFFFF_FFFF_FFFF_FFFF
+_PAGE = 4096
+
+
+def _bits(v: int, hi: int, lo: int) -> int:
+    return (v >> lo) & ((1 << (hi - lo + 1)) - 1)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """A DRHD's (or ATSR's) resolved device scope, as Xen's ``dmar_scope`` holds it.
+
+    ``devices``: the BDF of every endpoint, bridge, IOAPIC and HPET entry (types 1-4), in entry
+    order; ``buses``: the bus numbers below the bridges it names (secondary..subordinate).
+    """
+
+    segment: int
+    devices: tuple[Bdf, ...] = ()
+    buses: frozenset[int] = frozenset()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_sids", frozenset(b.sid for b in self.devices))
+
+    def has_device(self, bus: int, devfn: int) -> bool:
+        sids: frozenset[int] = self._sids  # type: ignore[attr-defined]
+        return (bus << 8 | devfn) in sids
+
+    def has_bus(self, bus: int) -> bool:
+        return bus in self.buses
+
+    def __contains__(self, bdf: object) -> bool:
+        return (
+            isinstance(bdf, Bdf)
+            and bdf.segment == self.segment
+            and (self.has_device(bdf.bus, bdf.devfn) or self.has_bus(bdf.bus))
+        )
+
+
+class DidAllocator:
+    """Xen's ``domid_bitmap``/``domid_map`` pair (§3.3): DID -> owning domain id.
+
+    ``alloc(domain)`` returns the DID the domain already holds on this unit, else the lowest free
+    one. Under caching mode DID 0 is reserved and never handed out or matched.
+    """
+
+    def __init__(self, ndoms: int, reserve_zero: bool = False) -> None:
+        if ndoms < 1 or ndoms > 1 << 16:
+            raise PlatformError(f"domain-id space of {ndoms} is not in 1..65536")
+        self.ndoms = ndoms
+        self.reserve_zero = reserve_zero
+        self._owner: dict[int, int] = {}
+        self._by_domain: dict[int, int] = {}
+        self._next = 1 if reserve_zero else 0  # every DID >= _next is free
+        self._freed: list[int] = []  # heap of free DIDs below _next
+
+    def alloc(self, domain_id: int) -> int:
+        """The domain's DID on this unit, allocating the lowest free one if it has none."""
+        did = self._by_domain.get(domain_id)
+        if did is not None:
+            return did
+        if self._freed:
+            did = heapq.heappop(self._freed)
+        elif self._next < self.ndoms:
+            did = self._next
+            self._next += 1
+        else:
+            raise PlatformError(f"no free domain ids ({self.ndoms} in use)")
+        self._owner[did] = domain_id
+        self._by_domain[domain_id] = did
+        return did
+
+    def lookup(self, domain_id: int) -> int | None:
+        """Xen's ``domain_iommu_domid``: the domain's DID, or None (Xen: -1)."""
+        return self._by_domain.get(domain_id)
+
+    def owner(self, did: int) -> int | None:
+        """Xen's ``domid_map[did]``: the domain owning ``did``, None when free or reserved."""
+        return self._owner.get(did)
+
+    def free(self, did: int) -> None:
+        """Release ``did`` (Xen clears the bitmap bit and the map slot)."""
+        dom = self._owner.pop(did, None)
+        if dom is None:
+            raise PlatformError(f"DID {did} is not allocated")
+        del self._by_domain[dom]
+        heapq.heappush(self._freed, did)
+
+    def in_use(self) -> dict[int, int]:
+        """DID -> domain id of every allocated DID."""
+        return dict(sorted(self._owner.items()))
+
+    def __len__(self) -> int:
+        return len(self._owner)
+
+    def __repr__(self) -> str:
+        return f"DidAllocator(ndoms={self.ndoms}, in_use={len(self._owner)})"
+
+
+class Iommu:
+    """One remapping unit: ``iommu_alloc(drhd)`` (§3.2) and what the seed adds to it.
+
+    ``index`` is Xen's sequence number (table order of registration). ``node`` is None
+    (NUMA_NO_NODE) until the platform applies the unit's RHSA. ``root_maddr`` is 0 until the
+    root table is allocated. ``scope`` is the resolved device scope; ``ioapics``/``hpets`` the
+    (id, BDF) pairs of its IOAPIC and HPET scope entries in Xen's list order (head insertion).
+    """
+
+    def __init__(
+        self,
+        drhd: Drhd,
+        index: int,
+        mem: PhysMem,
+        cap: int = QEMU_CAP,
+        ecap: int = QEMU_ECAP,
+        scope: Scope | None = None,
+        ioapics: list[tuple[int, Bdf]] | None = None,
+        hpets: list[tuple[int, Bdf]] | None = None,
+    ) -> None:
+        where = f"remapping unit at {drhd.address:#x}"
+        for what, v in (("CAP", cap), ("ECAP", ecap)):
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= _ALL_ONES:
+                raise PlatformError(f"{where}: {what} {v!r} is not a 64-bit register value")
+        if cap == _ALL_ONES or ecap == _ALL_ONES:
+            raise PlatformError(f"{where}: CAP/ECAP read all-ones (Xen: -ENODEV)")
+        fro = _bits(cap, 33, 24) * 16
+        nfr = _bits(cap, 47, 40) + 1
+        iro = _bits(ecap, 17, 8) * 16
+        if fro + nfr * 16 >= _PAGE or iro >= _PAGE:
+            raise PlatformError(
+                f"{where}: fault records at {fro:#x} (x{nfr}) or IOTLB registers at {iro:#x} "
+                "lie outside the register page (Xen: 'IOMMU: unsupported')"
+            )
+        sagaw = _bits(cap, 12, 8)
+        # Bits 0..2: 2-, 3-, 4-level (Xen 2019); bit 3: 5-level (decisions.md).
+        levels = tuple(n + 2 for n in range(4) if sagaw >> n & 1)
+        if not levels:
+            raise PlatformError(
+                f"{where}: SAGAW {sagaw:#x} has no supported width (Xen: unsupported sagaw)"
+            )
+        self.drhd = drhd
+        self.index = index
+        self.mem = mem
+        self.cap = cap
+        self.ecap = ecap
+        self.supported_levels: tuple[int, ...] = levels
+        self.levels: int = levels[-1]
+        self.dids = DidAllocator(self.ndoms, reserve_zero=self.caching_mode)
+        self.scope = scope if scope is not None else Scope(drhd.segment)
+        self.ioapics: list[tuple[int, Bdf]] = list(ioapics or [])
+        self.hpets: list[tuple[int, Bdf]] = list(hpets or [])
+        self.node: int | None = None
+        self.root_maddr: int = 0
+        self.root_table: object | None = None
+        self.remapper: object | None = None
+        self._pages: list[tuple[int, int]] = []  # (maddr, npages) allocated for this unit
+
+    # ---- the DRHD's fields
+    @property
+    def address(self) -> int:
+        return self.drhd.address
+
+    @property
+    def segment(self) -> int:
+        return self.drhd.segment
+
+    @property
+    def include_all(self) -> bool:
+        return self.drhd.include_all
+
+    @property
+    def is_igd(self) -> bool:
+        """Xen's ``is_igd_drhd``: the scope names the integrated graphics at 0000:00:02.0."""
+        return self.segment == 0 and self.scope.has_device(0, 2 << 3)
+
+    # ---- CAP / ECAP
+    @property
+    def agaw(self) -> int:
+        return self.levels - 2
+
+    @property
+    def sagaw(self) -> int:
+        return _bits(self.cap, 12, 8)
+
+    @property
+    def nd(self) -> int:
+        return _bits(self.cap, 2, 0)
+
+    @property
+    def ndoms(self) -> int:
+        """Domain ids the unit supports: 2^(4 + 2*ND), at most 65536."""
+        return min(1 << (4 + 2 * self.nd), 1 << 16)
+
+    @property
+    def caching_mode(self) -> bool:
+        return bool(self.cap >> 7 & 1)
+
+    @property
+    def rwbf(self) -> bool:
+        return bool(self.cap >> 4 & 1)
+
+    @property
+    def mgaw(self) -> int:
+        return _bits(self.cap, 21, 16) + 1
+
+    @property
+    def psi(self) -> bool:
+        return bool(self.cap >> 39 & 1)
+
+    @property
+    def mamv(self) -> int:
+        return _bits(self.cap, 53, 48)
+
+    @property
+    def superpages(self) -> tuple[str, ...]:
+        """Second-level superpage sizes CAP.SLLPS allows ("2M", "1G")."""
+        sl = _bits(self.cap, 37, 34)
+        return tuple(n for b, n in ((0, "2M"), (1, "1G")) if sl >> b & 1)
+
+    @property
+    def coherent(self) -> bool:
+        return bool(self.ecap & 1)
+
+    @property
+    def queued_invalidation(self) -> bool:
+        return bool(self.ecap >> 1 & 1)
+
+    @property
+    def device_iotlb(self) -> bool:
+        return bool(self.ecap >> 2 & 1)
+
+    @property
+    def intr_remap(self) -> bool:
+        return bool(self.ecap >> 3 & 1)
+
+    @property
+    def pass_through(self) -> bool:
+        return bool(self.ecap >> 6 & 1)
+
+    @property
+    def snoop_control(self) -> bool:
+        return bool(self.ecap >> 7 & 1)
+
+    # ---- memory on the unit's node
+    def alloc_pages(self, npages: int = 1) -> int:
+        """Xen's ``alloc_pgtable_maddr(npages, iommu->node)``: zeroed pages on the unit's node
+        (context tables, the invalidation queue, the interrupt remapping table)."""
+        maddr: int = self.mem.alloc_pages(npages, self.node)
+        self._pages.append((maddr, npages))
+        return maddr
+
+    def free_pages(self, maddr: int, npages: int = 1) -> None:
+        """Return pages obtained from :meth:`alloc_pages`."""
+        try:
+            self._pages.remove((maddr, npages))
+        except ValueError:
+            raise PlatformError(
+                f"{maddr:#x} (+{npages} pages) was not allocated by unit {self.index}"
+            ) from None
+        self.mem.free_pages(maddr, npages)
+
+    def alloc_root_table(self) -> int:
+        """Allocate the root table on the unit's current node (the one place it happens)."""
+        if self.root_maddr:
+            raise PlatformError(f"unit {self.index} already has a root table")
+        self.root_maddr = self.alloc_pages(1)
+        return self.root_maddr
+
+    @property
+    def table_pages(self) -> dict[int, int]:
+        """Pages allocated for this unit, per node."""
+        out: dict[int, int] = {}
+        for maddr, n in self._pages:
+            node = int(self.mem.node_of(maddr))
+            out[node] = out.get(node, 0) + n
+        return out
+
+    def free(self) -> None:
+        """Free every page allocated for this unit (root table included)."""
+        while self._pages:
+            maddr, n = self._pages.pop()
+            self.mem.free_pages(maddr, n)
+        self.root_maddr = 0
+        self.root_table = None
+        self.remapper = None
+
+    def __repr__(self) -> str:
+        kind = "include-all" if self.include_all else f"{len(self.scope.devices)} scope entries"
+        return (
+            f"Iommu(index={self.index}, address={self.address:#x}, segment={self.segment:#x}, "
+            f"{kind}, levels={self.levels}, node={self.node}, root={self.root_maddr:#x})"
+        )
+
+
+#: Alias: the remapping unit under its architectural name.
+Unit = Iommu

@@ -1,0 +1,646 @@
+"""A whole machine: NUMA memory, PCI topology, and the remapping units of its DMAR table.
+
+:meth:`Platform.from_dmar` follows Xen's ``acpi_dmar_init`` with the seed series applied
+(xen-driver.md §1.5-§1.8, §2, §3, §8):
+
+1. Every DMAR structure is parsed in table order. Each DRHD becomes an :class:`Iommu`
+   (``iommu_alloc``: CAP/ECAP, levels, DIDs, node None) with its scope resolved through the
+   PCI topology; specific units are put at the head of the unit list, include-all units at the
+   tail. RMRRs are checked and registered (head), ATSRs registered (ALL_PORTS at the tail,
+   others at the head), RHSAs kept in table order.
+2. Then, for each unit in list order, its node is set from its RHSA through ``pxm_to_node``
+   (none without an RHSA), and only then is its root table allocated, on that node.
+
+Policy ``"pre-seed"`` instead allocates each root table while its DRHD is parsed, against the
+RHSAs parsed so far (on a spec-conforming table: none, so no node), as Xen did before the seed.
+The unit's ``node`` (used for its later allocations) still comes from its RHSA afterwards, as the
+pre-seed driver looked the RHSA up again at each of those allocations.
+
+Firmware oddities are collected in :attr:`Platform.report` as :class:`Finding` entries and the
+rest still works (a DRHD at address 0 is skipped, duplicates are kept as Xen keeps them).
+``strict=True`` raises :class:`PlatformError` for every condition Xen treats as fatal, before
+any memory is allocated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from vtdwalk import dmar as _dmar
+from vtdwalk.errors import PlatformError, VtdError
+from vtdwalk.iommu import MAX_IOMMUS, QEMU_CAP, QEMU_ECAP, Iommu, Scope
+from vtdwalk.topology import Bdf, BdfLike, Device, Numa, NumaNode, Topology, load_description
+
+if TYPE_CHECKING:
+    from vtdwalk._core import PhysMem
+
+__all__ = ["AtsrUnit", "Finding", "Platform", "Policy", "RmrrUnit"]
+
+Policy = Literal["seed", "pre-seed"]
+Severity = Literal["fatal", "warning", "info"]
+
+#: RMRRs larger than this are reported (real firmware has some of about 1 GiB).
+LARGE_RMRR = 512 << 20
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One entry of the build report.
+
+    ``severity``: "fatal" (Xen refuses the table or the unit: ``strict=True`` raises), "warning"
+    (firmware is odd; the platform works around it as Xen does) or "info". ``code`` is stable;
+    ``offset`` is the byte offset of the structure concerned when the table knows it.
+    """
+
+    severity: Severity
+    code: str
+    message: str
+    offset: int | None = None
+
+    def __str__(self) -> str:
+        where = f" (at {self.offset:#x})" if self.offset is not None else ""
+        return f"{self.severity}: {self.code}: {self.message}{where}"
+
+
+@dataclass(frozen=True)
+class RmrrUnit:
+    """A registered RMRR: ``[base, end]`` inclusive, with its resolved scope devices."""
+
+    rmrr: _dmar.Rmrr
+    segment: int
+    base: int
+    end: int
+    devices: tuple[Bdf, ...]
+
+    def __contains__(self, bdf: object) -> bool:
+        return bdf in self.devices
+
+
+@dataclass(frozen=True)
+class AtsrUnit:
+    """A registered ATSR with its resolved scope (unparsed, empty, for ALL_PORTS)."""
+
+    atsr: _dmar.Atsr
+    segment: int
+    all_ports: bool
+    scope: Scope
+
+
+def _off(s: object) -> int | None:
+    o = getattr(s, "offset", None)
+    return o if isinstance(o, int) else None
+
+
+class Platform:
+    """A machine built from a DMAR table; see the module docstring for the order of events.
+
+    Attributes: ``dmar`` (the table), ``topology``, ``numa``, ``mem`` (the PhysMem), ``policy``,
+    ``iommus`` (units in Xen's list order), ``rmrrs`` and ``atsrs`` (Xen's list order), ``rhsas``
+    (table order), ``report`` (list of :class:`Finding`), ``synthesised`` (True when the
+    topology was derived from the table).
+    """
+
+    def __init__(
+        self,
+        dmar: _dmar.DmarTable,
+        topology: Topology | Mapping[str, Any] | str | Path | None = None,
+        numa: Numa | Mapping[str, Any] | Iterable[NumaNode] | str | Path | None = None,
+        mem: PhysMem | None = None,
+        policy: Policy = "seed",
+        strict: bool = False,
+        cap: int = QEMU_CAP,
+        ecap: int = QEMU_ECAP,
+        unit_caps: Mapping[int, tuple[int, int]] | None = None,
+    ) -> None:
+        if not isinstance(dmar, _dmar.DmarTable):
+            raise PlatformError(f"expected a DmarTable, not {type(dmar).__name__}")
+        if policy not in ("seed", "pre-seed"):
+            raise PlatformError(f"policy must be 'seed' or 'pre-seed', not {policy!r}")
+        self.dmar = dmar
+        self.policy: Policy = policy
+        self.strict = strict
+        self.report: list[Finding] = []
+
+        # ---- topology and NUMA
+        file_numa: Numa | None = None
+        if topology is None:
+            self.topology = Topology.from_dmar(dmar)
+            self.synthesised = True
+        else:
+            self.synthesised = False
+            if isinstance(topology, Topology):
+                self.topology = topology
+            elif isinstance(topology, str | Path):
+                topo, file_numa = load_description(topology)
+                self.topology = topo if topo is not None else Topology()
+            elif isinstance(topology, Mapping):
+                self.topology = Topology.from_dict(
+                    {k: v for k, v in topology.items() if k != "numa"}
+                )
+                if "numa" in topology:
+                    file_numa = Numa.from_dict(topology["numa"])
+            else:
+                raise PlatformError(f"cannot use {type(topology).__name__} as a topology")
+        self.numa, self.mem = self._memory(numa if numa is not None else file_numa, mem)
+
+        caps = dict(unit_caps or {})
+        self.iommus: list[Iommu] = []
+        self.rmrrs: list[RmrrUnit] = []
+        self.atsrs: list[AtsrUnit] = []
+        self.rhsas: list[_dmar.Rhsa] = []
+        self._plan(cap, ecap, caps)
+        self._check_platform()
+        fatal = [f for f in self.report if f.severity == "fatal"]
+        if strict and fatal:
+            raise PlatformError(
+                "the DMAR table is one Xen refuses: "
+                + "; ".join(f"{f.code}: {f.message}" for f in fatal)
+            )
+        self._allocate()
+
+    # ---- builders
+    @classmethod
+    def from_dmar(
+        cls,
+        table: _dmar.DmarTable | bytes | bytearray | memoryview | str | Path,
+        topology: Topology | Mapping[str, Any] | str | Path | None = None,
+        numa: Numa | Mapping[str, Any] | Iterable[NumaNode] | str | Path | None = None,
+        mem: PhysMem | None = None,
+        policy: Policy = "seed",
+        strict: bool = False,
+        cap: int = QEMU_CAP,
+        ecap: int = QEMU_ECAP,
+        unit_caps: Mapping[int, tuple[int, int]] | None = None,
+    ) -> Platform:
+        """Build from a DmarTable, the raw table bytes, or a path to a binary table.
+
+        ``topology``/``numa`` default to what the table implies (see :meth:`Topology.from_dmar`,
+        :meth:`Numa.default`); ``mem`` defaults to a fresh PhysMem with the NUMA nodes.
+        ``unit_caps`` maps a DRHD register base address to that unit's (CAP, ECAP); other units
+        get ``cap``/``ecap`` (QEMU's defaults).
+        """
+        if isinstance(table, str | Path):
+            path = Path(table)
+            try:
+                table = path.read_bytes()
+            except OSError as e:
+                raise PlatformError(f"cannot read DMAR table {path}: {e.strerror or e}") from e
+        if isinstance(table, bytes | bytearray | memoryview):
+            table = _dmar.parse(bytes(table))
+        return cls(
+            table,
+            topology=topology,
+            numa=numa,
+            mem=mem,
+            policy=policy,
+            strict=strict,
+            cap=cap,
+            ecap=ecap,
+            unit_caps=unit_caps,
+        )
+
+    # ---- construction steps
+    def _memory(self, numa: Any, mem: PhysMem | None) -> tuple[Numa, PhysMem]:
+        if isinstance(numa, str | Path):
+            _, numa = load_description(numa)
+            if numa is None:
+                raise PlatformError("the description file has no 'numa' section")
+        elif isinstance(numa, Mapping):
+            numa = Numa.from_dict(numa)
+        elif numa is not None and not isinstance(numa, Numa):
+            numa = Numa(list(numa))
+        if numa is None:
+            if mem is not None:
+                # Proximity domain i is node i.
+                numa = Numa([NumaNode(b, s, (i,)) for i, (b, s) in enumerate(mem.nodes)])
+            else:
+                numa = Numa.default(r.proximity_domain for r in self.dmar.rhsas)
+        assert isinstance(numa, Numa)
+        if mem is None:
+            mem = numa.make_mem()
+        elif list(mem.nodes) != numa.ranges:
+            raise PlatformError(
+                f"the PhysMem nodes {list(mem.nodes)} differ from the NUMA description "
+                f"{numa.ranges}"
+            )
+        return numa, mem
+
+    def _add(self, severity: Severity, code: str, message: str, offset: int | None = None) -> None:
+        self.report.append(Finding(severity, code, message, offset))
+
+    def _resolve(
+        self, seg: int, scopes: Iterable[_dmar.DeviceScope], owner: str, offset: int | None
+    ) -> tuple[Scope, list[tuple[int, Bdf]], list[tuple[int, Bdf]], list[Bdf]]:
+        """Xen's ``acpi_parse_dev_scope``: (scope, ioapics, hpets, endpoint+bridge BDFs)."""
+        devices: list[Bdf] = []
+        buses: set[int] = set()
+        ioapics: list[tuple[int, Bdf]] = []
+        hpets: list[tuple[int, Bdf]] = []
+        functions: list[Bdf] = []
+        topo = self.topology
+        for sc in scopes:
+            if sc.type_code not in (1, 2, 3, 4) or not sc.path:
+                continue
+            if len(sc.path) > 1:
+                self._add(
+                    "info",
+                    "multi-level-path",
+                    f"{owner}: {sc.type} scope {sc.path_str()} goes through bridges",
+                    sc.offset if sc.offset is not None else offset,
+                )
+            bdf = topo.resolve_path(seg, sc.start_bus, sc.path)
+            devices.append(bdf)
+            if sc.type_code == _dmar.SCOPE_BRIDGE:
+                sec = topo.config_read8(seg, bdf.bus, bdf.dev, bdf.fn, 0x19)
+                sub = topo.config_read8(seg, bdf.bus, bdf.dev, bdf.fn, 0x1A)
+                if sec <= sub:
+                    buses.update(range(sec, sub + 1))
+                functions.append(bdf)
+            elif sc.type_code == _dmar.SCOPE_IOAPIC:
+                ioapics.insert(0, (sc.enumeration_id, bdf))
+            elif sc.type_code == _dmar.SCOPE_HPET:
+                hpets.insert(0, (sc.enumeration_id, bdf))
+            else:
+                functions.append(bdf)
+        return Scope(seg, tuple(devices), frozenset(buses)), ioapics, hpets, functions
+
+    def _plan(self, cap: int, ecap: int, caps: dict[int, tuple[int, int]]) -> None:
+        """Walk the table as Xen's parser does; build units and lists, allocate nothing."""
+        t = self.dmar
+        if t.host_address_width == 0:
+            self._add("fatal", "haw-zero", "host address width 0 ('Zero: Invalid DMAR width')", 36)
+        if t.x2apic_opt_out and not t.intr_remap:
+            self._add(
+                "info",
+                "x2apic-opt-out-without-intremap",
+                "X2APIC_OPT_OUT is set but INTR_REMAP is not (Xen ignores the opt-out)",
+                37,
+            )
+        specific: list[Iommu] = []  # head-inserted: kept reversed at the end
+        include_all: list[Iommu] = []
+        include_all_seen: dict[int, int | None] = {}
+        not_last_reported: set[int] = set()
+        all_ports_seen: set[int] = set()
+        atsr_head: list[AtsrUnit] = []
+        atsr_tail: list[AtsrUnit] = []
+        addresses: dict[int, int] = {}
+        rhsas_so_far: list[_dmar.Rhsa] = []
+        self._pre_seed_node: dict[int, int | None] = {}
+        index = 0
+        for s in t.structures:
+            off = _off(s)
+            if isinstance(s, _dmar.Drhd):
+                what = f"DRHD {s.address:#x}"
+                if s.address in (0, 0xFFFF_FFFF_FFFF_FFFF):
+                    n = sum(1 for sc in s.scopes if sc.type_code in (1, 2, 3, 4))
+                    self._add(
+                        "fatal",
+                        "drhd-address-invalid",
+                        f"DRHD with register base {s.address:#x} on segment {s.segment:#x} "
+                        f"({'include-all' if s.include_all else f'{n} scope entries'}) is "
+                        "skipped (Xen: -ENODEV, VT-d disabled)",
+                        off,
+                    )
+                    continue
+                if index > MAX_IOMMUS:
+                    self._add(
+                        "fatal",
+                        "too-many-units",
+                        f"{what}: unit {index} is past Xen's MAX_IOMMUS ({MAX_IOMMUS}); skipped",
+                        off,
+                    )
+                    continue
+                if s.address in addresses:
+                    self._add(
+                        "warning",
+                        "duplicate-unit",
+                        f"{what} on segment {s.segment:#x} duplicates unit {addresses[s.address]}"
+                        "; both are kept, as Xen keeps them",
+                        off,
+                    )
+                else:
+                    addresses[s.address] = index
+                if s.segment in include_all_seen and s.segment not in not_last_reported:
+                    not_last_reported.add(s.segment)
+                    self._add(
+                        "info",
+                        "include-all-not-last",
+                        f"{what} follows the include-all DRHD of segment {s.segment:#x} in the "
+                        "table (the unit list puts include-all units last anyway)",
+                        off,
+                    )
+                if s.include_all:
+                    if s.segment in include_all_seen:
+                        self._add(
+                            "fatal" if s.segment == 0 else "warning",
+                            "multiple-include-all",
+                            f"second include-all DRHD ({what}) on segment {s.segment:#x}"
+                            + (
+                                " ('Only one INCLUDE_ALL device scope is allowed')"
+                                if s.segment == 0
+                                else ""
+                            )
+                            + "; the last one is the fallback",
+                            off,
+                        )
+                    else:
+                        include_all_seen[s.segment] = off
+                scope, ioapics, hpets, functions = self._resolve(s.segment, s.scopes, what, off)
+                c, e = caps.get(s.address, (cap, ecap))
+                unit = Iommu(s, index, self.mem, c, e, scope, ioapics, hpets)
+                index += 1
+                if not s.include_all:
+                    missing = [b for b in functions if b not in self.topology]
+                    for b in missing:
+                        self._add(
+                            "warning",
+                            "scope-device-missing",
+                            f"{what}: scope names {b}, which does not exist "
+                            "('Non-existent device in this DRHD's scope')",
+                            off,
+                        )
+                if self.policy == "pre-seed":
+                    rhsa = next((r for r in rhsas_so_far if r.address == s.address), None)
+                    self._pre_seed_node[id(unit)] = (
+                        None if rhsa is None else self.numa.pxm_to_node(rhsa.proximity_domain)
+                    )
+                (include_all if s.include_all else specific).append(unit)
+            elif isinstance(s, _dmar.Rmrr):
+                self._plan_rmrr(s, off)
+            elif isinstance(s, _dmar.Atsr):
+                if s.all_ports:
+                    if s.segment in all_ports_seen and s.segment == 0:
+                        self._add(
+                            "fatal",
+                            "multiple-all-ports",
+                            "second ALL_PORTS ATSR on segment 0 ('Only one ALL_PORTS device "
+                            "scope is allowed')",
+                            off,
+                        )
+                    all_ports_seen.add(s.segment)
+                    atsr_tail.append(AtsrUnit(s, s.segment, True, Scope(s.segment)))
+                else:
+                    scope, _, _, _ = self._resolve(s.segment, s.scopes, "ATSR", off)
+                    atsr_head.append(AtsrUnit(s, s.segment, False, scope))
+            elif isinstance(s, _dmar.Rhsa):
+                rhsas_so_far.append(s)
+        self.iommus = specific[::-1] + include_all
+        self.atsrs = atsr_head[::-1] + atsr_tail
+        self.rmrrs = self.rmrrs[::-1]
+        self.rhsas = rhsas_so_far
+
+    def _plan_rmrr(self, s: _dmar.Rmrr, off: int | None) -> None:
+        what = f"RMRR [{s.base:#x}, {s.limit:#x}]"
+        for r in self.rmrrs:
+            if s.base <= r.end and r.base <= s.limit:
+                self._add(
+                    "fatal",
+                    "rmrr-overlap",
+                    f"{what} overlaps RMRR [{r.base:#x}, {r.end:#x}] (Xen: -EEXIST, VT-d "
+                    "disabled); not registered",
+                    off,
+                )
+                return
+        if s.base == 0:
+            self._add("warning", "rmrr-at-zero", f"{what} covers address 0", off)
+        if s.limit >= s.base and s.limit - s.base + 1 > LARGE_RMRR:
+            self._add(
+                "info",
+                "rmrr-large",
+                f"{what} is {(s.limit - s.base + 1) >> 20} MiB, identity-mapped for its devices",
+                off,
+            )
+        scope, _, _, _ = self._resolve(s.segment, s.scopes, what, off)
+        if not scope.devices:
+            self._add("info", "rmrr-no-devices", f"{what} names no device; dropped", off)
+            return
+        if not any(b in self.topology for b in scope.devices):
+            self._add(
+                "warning",
+                "rmrr-devices-missing",
+                f"{what}: none of its devices ({', '.join(map(str, scope.devices))}) exists; "
+                "dropped",
+                off,
+            )
+            return
+        if s.base > s.limit:
+            self._add(
+                "fatal",
+                "rmrr-base-above-limit",
+                f"{what}: base above limit ('The RMRR is incorrect', -EFAULT); not registered",
+                off,
+            )
+            return
+        self.rmrrs.append(RmrrUnit(s, s.segment, s.base, s.limit, scope.devices))
+
+    def _check_platform(self) -> None:
+        """Findings that need the whole picture: RHSAs, devices and APICs with no unit."""
+        by_addr = {u.address for u in self.iommus}
+        seen_rhsa: set[int] = set()
+        for r in self.rhsas:
+            if r.address not in by_addr:
+                self._add(
+                    "warning",
+                    "rhsa-no-unit",
+                    f"RHSA for register base {r.address:#x} (proximity domain "
+                    f"{r.proximity_domain}) names no remapping unit",
+                    _off(r),
+                )
+            elif r.address in seen_rhsa:
+                self._add(
+                    "warning",
+                    "duplicate-rhsa",
+                    f"second RHSA for unit {r.address:#x}: the first one counts",
+                    _off(r),
+                )
+            seen_rhsa.add(r.address)
+            if self.numa.pxm_to_node(r.proximity_domain) is None:
+                self._add(
+                    "warning",
+                    "rhsa-pxm-unknown",
+                    f"RHSA proximity domain {r.proximity_domain} is in no NUMA node: unit "
+                    f"{r.address:#x} gets no node",
+                    _off(r),
+                )
+        if self.rhsas:
+            for u in self.iommus:
+                if self.drhd_to_rhsa(u.drhd) is None:
+                    self._add(
+                        "info",
+                        "unit-no-rhsa",
+                        f"unit {u.index} ({u.address:#x}) has no RHSA: its node stays unset",
+                        _off(u.drhd),
+                    )
+        orphans = [d for d in self.topology if self.iommu_for_device(d) is None]
+        if orphans:
+            shown = ", ".join(str(d.bdf) for d in orphans[:16])
+            more = f" and {len(orphans) - 16} more" if len(orphans) > 16 else ""
+            self._add(
+                "warning",
+                "device-no-unit",
+                f"{len(orphans)} PCI function(s) in no remapping unit's scope: {shown}{more}",
+            )
+        for apic_id in sorted(self.topology.ioapics):
+            if self.ioapic_to_iommu(apic_id) is None:
+                self._add("warning", "ioapic-no-unit", f"IOAPIC {apic_id} is in no unit's scope")
+        for hpet_id in sorted(self.topology.hpets):
+            if self.hpet_to_iommu(hpet_id) is None:
+                self._add("warning", "hpet-no-unit", f"HPET {hpet_id} is in no unit's scope")
+
+    def _allocate(self) -> None:
+        """Give every unit its node and root table, in the order the policy dictates."""
+        try:
+            if self.policy == "pre-seed":
+                for u in sorted(self.iommus, key=lambda u: u.index):
+                    u.node = self._pre_seed_node.get(id(u))
+                    self._alloc_root(u)
+                for u in self.iommus:
+                    u.node = self._rhsa_node(u)
+            else:
+                for u in self.iommus:
+                    u.node = self._rhsa_node(u)
+                    self._alloc_root(u)
+        except VtdError:
+            for u in self.iommus:
+                u.free()
+            raise
+
+    def _rhsa_node(self, u: Iommu) -> int | None:
+        rhsa = self.drhd_to_rhsa(u.drhd)
+        return None if rhsa is None else self.numa.pxm_to_node(rhsa.proximity_domain)
+
+    def _alloc_root(self, u: Iommu) -> None:
+        """The one seam where a unit gets its root table (and, later, its Remapper)."""
+        u.alloc_root_table()
+
+    # ---- look-ups (Xen semantics, list order)
+    def _device(self, dev: BdfLike | None) -> Device | None:
+        if dev is None:
+            return None
+        if isinstance(dev, Device):
+            return dev
+        bdf = Bdf.coerce(dev)
+        found = self.topology.get(bdf)
+        return found if found is not None else Device(bdf)
+
+    def iommu_for_device(self, dev: BdfLike | None) -> Iommu | None:
+        """The unit of ``acpi_find_matched_drhd_unit`` (§2): a VF matches as its PF (devfn 0
+        when it is an ARI extended function), an ARI extended function as devfn 0; then per
+        unit in list order: same segment, an exact scope BDF, a bus below a scope bridge, or
+        the include-all fallback (the last one seen)."""
+        d = self._device(dev)
+        if d is None:
+            return None
+        seg = d.bdf.segment
+        if d.physfn is not None:
+            bus = d.physfn.bus
+            devfn = 0 if d.is_extfn else d.physfn.devfn
+        elif d.is_extfn:
+            bus, devfn = d.bdf.bus, 0
+        else:
+            bus, devfn = d.bdf.bus, d.bdf.devfn
+        fallback: Iommu | None = None
+        for u in self.iommus:
+            if u.segment != seg:
+                continue
+            if u.scope.has_device(bus, devfn) or u.scope.has_bus(bus):
+                return u
+            if u.include_all:
+                fallback = u
+        return fallback
+
+    def drhd_for_device(self, dev: BdfLike | None) -> _dmar.Drhd | None:
+        """Xen's ``acpi_find_matched_drhd_unit``: the DRHD whose unit covers the device."""
+        u = self.iommu_for_device(dev)
+        return None if u is None else u.drhd
+
+    def atsr_for_device(self, dev: BdfLike | None) -> _dmar.Atsr | None:
+        """Xen's ``acpi_find_matched_atsr_unit``: by the device's own bus against each ATSR's
+        bridge ranges (no VF/ARI translation), ALL_PORTS as the fallback (the last one seen)."""
+        a = self.atsr_unit_for_device(dev)
+        return None if a is None else a.atsr
+
+    def atsr_unit_for_device(self, dev: BdfLike | None) -> AtsrUnit | None:
+        d = self._device(dev)
+        if d is None:
+            return None
+        fallback: AtsrUnit | None = None
+        for a in self.atsrs:
+            if a.segment != d.bdf.segment:
+                continue
+            if a.scope.has_bus(d.bdf.bus):
+                return a
+            if a.all_ports:
+                fallback = a
+        return fallback
+
+    def ioapic_to_iommu(self, apic_id: int) -> Iommu | None:
+        """The first unit (list order) whose scope has an IOAPIC with this enumeration id."""
+        for u in self.iommus:
+            if any(i == apic_id for i, _ in u.ioapics):
+                return u
+        return None
+
+    def ioapic_to_drhd(self, apic_id: int) -> _dmar.Drhd | None:
+        u = self.ioapic_to_iommu(apic_id)
+        return None if u is None else u.drhd
+
+    def apicid_to_bdf(self, apic_id: int) -> Bdf | None:
+        """The requester id of an IOAPIC's interrupts (its scope entry's BDF)."""
+        u = self.ioapic_to_iommu(apic_id)
+        if u is None:
+            return None
+        return next(b for i, b in u.ioapics if i == apic_id)
+
+    def hpet_to_iommu(self, hpet_id: int) -> Iommu | None:
+        """The first unit (list order) whose scope has an HPET with this enumeration id."""
+        for u in self.iommus:
+            if any(i == hpet_id for i, _ in u.hpets):
+                return u
+        return None
+
+    def hpet_to_drhd(self, hpet_id: int) -> _dmar.Drhd | None:
+        u = self.hpet_to_iommu(hpet_id)
+        return None if u is None else u.drhd
+
+    def drhd_to_rhsa(self, drhd: _dmar.Drhd | None) -> _dmar.Rhsa | None:
+        """The first RHSA (table order) whose base address is the DRHD's."""
+        if drhd is None:
+            return None
+        return next((r for r in self.rhsas if r.address == drhd.address), None)
+
+    def pxm_to_node(self, pxm: int) -> int | None:
+        """Xen's ``pxm_to_node`` over the NUMA description; None is NUMA_NO_NODE."""
+        return self.numa.pxm_to_node(pxm)
+
+    def rmrrs_for_device(self, dev: BdfLike) -> list[RmrrUnit]:
+        """Registered RMRRs (list order) naming the device in their scope."""
+        b = Bdf.coerce(dev)
+        return [r for r in self.rmrrs if r.segment == b.segment and b in r.devices]
+
+    # ---- report and teardown
+    def findings(self, code: str | None = None, severity: Severity | None = None) -> list[Finding]:
+        return [
+            f
+            for f in self.report
+            if (code is None or f.code == code) and (severity is None or f.severity == severity)
+        ]
+
+    @property
+    def codes(self) -> set[str]:
+        """The distinct finding codes of the report."""
+        return {f.code for f in self.report}
+
+    def free(self) -> None:
+        """Free every table page the units hold."""
+        for u in self.iommus:
+            u.free()
+
+    def __repr__(self) -> str:
+        return (
+            f"Platform({len(self.iommus)} units, {len(self.topology)} PCI functions, "
+            f"{len(self.numa)} NUMA nodes, policy={self.policy!r}, {len(self.report)} findings)"
+        )
