@@ -10,7 +10,10 @@
 pub mod addr;
 pub mod entry;
 pub mod error;
+pub mod fault;
+pub mod iotlb;
 pub mod mem;
+pub mod translate;
 
 #[cfg(feature = "python")]
 pub mod py;

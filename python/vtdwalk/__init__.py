@@ -6,7 +6,7 @@ The public API is re-exported here explicitly; see ``__all__``.
 from __future__ import annotations
 
 from vtdwalk import dmar
-from vtdwalk._core import PhysMem, __version__
+from vtdwalk._core import FaultRecord, PhysMem, Remapper, Translation, __version__
 from vtdwalk.errors import (
     BadFree,
     DmaFault,
@@ -30,6 +30,7 @@ __all__ = [
     "DidAllocator",
     "DmaFault",
     "DmarError",
+    "FaultRecord",
     "Finding",
     "InvalidArgument",
     "Iommu",
@@ -40,9 +41,11 @@ __all__ = [
     "PhysMem",
     "Platform",
     "PlatformError",
+    "Remapper",
     "RmrrUnit",
     "Scope",
     "Topology",
+    "Translation",
     "Unit",
     "VtdError",
     "__version__",

@@ -12,8 +12,52 @@ from vtdwalk import __version__
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vtdwalk", description="Intel VT-d DMA remapping simulator")
     p.add_argument("--version", action="version", version=f"vtdwalk {__version__}")
-    p.add_subparsers(dest="command", metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    _add_dmar(sub)
     return p
+
+
+def _add_dmar(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    d = sub.add_parser(
+        "dmar",
+        help="decode and check an ACPI DMAR table",
+        description="Decode an ACPI DMAR table (FILE, or the running machine's) and list its "
+        "problems.",
+    )
+    d.add_argument("file", nargs="?", metavar="FILE", help="binary table (default: the host's)")
+    d.add_argument("--json", action="store_true", help="print JSON instead of text")
+    d.add_argument(
+        "--lenient",
+        action="store_true",
+        help="decode what can be decoded and report structural faults as problems",
+    )
+    d.set_defaults(func=_cmd_dmar)
+
+
+def _cmd_dmar(args: argparse.Namespace) -> int:
+    import json
+
+    from vtdwalk import dmar
+    from vtdwalk.errors import DmarError
+
+    strict = not args.lenient
+    try:
+        if args.file is None:
+            table = dmar.read_host(strict=strict)
+        else:
+            try:
+                with open(args.file, "rb") as f:
+                    data = f.read()
+            except OSError as e:
+                print(f"vtdwalk dmar: cannot read {args.file}: {e.strerror or e}", file=sys.stderr)
+                return 1
+            table = dmar.parse(data, strict=strict)
+        out = json.dumps(table.to_dict(), indent=2) if args.json else dmar.format_table(table)
+    except DmarError as e:
+        print(f"vtdwalk dmar: {e}", file=sys.stderr)
+        return 1
+    print(out)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -55,6 +55,8 @@ __all__ = [
     "format_table",
     "parse",
     "read_host",
+    "structure_bytes",
+    "structure_name",
 ]
 
 HOST_TABLE_PATH = "/sys/firmware/acpi/tables/DMAR"
@@ -302,6 +304,7 @@ class Drhd:
     """DMA Remapping Hardware unit Definition (type 0): one remapping unit's registers."""
 
     type_code: ClassVar[int] = DRHD
+    type_name: ClassVar[str] = "DRHD"
     flags: int
     segment: int
     address: int
@@ -349,6 +352,7 @@ class Rmrr:
     """Reserved Memory Region Reporting (type 1): ``limit`` is inclusive (the last byte)."""
 
     type_code: ClassVar[int] = RMRR
+    type_name: ClassVar[str] = "RMRR"
     segment: int
     base: int
     limit: int
@@ -379,6 +383,7 @@ class Atsr:
     """Root Port ATS Capability Reporting (type 2)."""
 
     type_code: ClassVar[int] = ATSR
+    type_name: ClassVar[str] = "ATSR"
     flags: int
     segment: int
     scopes: list[DeviceScope] = field(default_factory=list)
@@ -411,6 +416,7 @@ class Rhsa:
     """Remapping Hardware Static Affinity (type 3): the NUMA proximity domain of a unit."""
 
     type_code: ClassVar[int] = RHSA
+    type_name: ClassVar[str] = "RHSA"
     address: int
     proximity_domain: int
     reserved: int = 0
@@ -441,6 +447,7 @@ class Andd:
     """
 
     type_code: ClassVar[int] = ANDD
+    type_name: ClassVar[str] = "ANDD"
     device_number: int
     name: str
     reserved: int = 0
@@ -472,6 +479,7 @@ class Satc:
     """SoC Integrated Address Translation Cache reporting (type 5)."""
 
     type_code: ClassVar[int] = SATC
+    type_name: ClassVar[str] = "SATC"
     flags: int
     segment: int
     scopes: list[DeviceScope] = field(default_factory=list)
@@ -504,6 +512,7 @@ class Sidp:
     """SoC Integrated Device Property reporting (type 6)."""
 
     type_code: ClassVar[int] = SIDP
+    type_name: ClassVar[str] = "SIDP"
     segment: int
     scopes: list[DeviceScope] = field(default_factory=list)
     reserved: int = 0
@@ -532,6 +541,7 @@ class UnknownStructure:
     ``data`` is everything after the 4-byte type/length header.
     """
 
+    type_name: ClassVar[str] = "UNKNOWN"
     type_code: int
     data: bytes = b""
     offset: int | None = field(default=None, compare=False)
@@ -550,9 +560,7 @@ _SCOPED = (Drhd, Rmrr, Atsr, Satc, Sidp)
 
 def structure_name(s: Structure) -> str:
     """DRHD, RMRR, ... or UNKNOWN (also for a known type kept raw because it was undecodable)."""
-    if isinstance(s, UnknownStructure):
-        return "UNKNOWN"
-    return STRUCTURE_NAMES[s.type_code]
+    return s.type_name
 
 
 def structure_bytes(s: Structure) -> bytes:
@@ -562,10 +570,6 @@ def structure_bytes(s: Structure) -> bytes:
     if length > 0xFFFF:
         raise DmarError(f"{structure_name(s)} structure too long ({length} bytes, at most 65535)")
     return struct.pack("<HH", s.type_code, length) + body
-
-
-def _scope_count(s: Structure) -> int:
-    return len(s.scopes) if isinstance(s, _SCOPED) else 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -1058,7 +1062,7 @@ def _validate(t: DmarTable) -> list[Problem]:
     def add(sev: Severity, off: int, code: str, msg: str) -> None:
         probs.append(Problem(sev, off, code, msg))
 
-    probs.extend(t.parse_problems)
+    parse_offsets = {p.offset for p in t.parse_problems}
     data = t.to_bytes()
     length = int.from_bytes(data[4:8], "little")
 
@@ -1092,10 +1096,9 @@ def _validate(t: DmarTable) -> list[Problem]:
             "x2apic-opt-out-without-intremap",
             "X2APIC_OPT_OUT is set without INTR_REMAP",
         )
-    if t.padding:
-        sev: Severity = "error"
+    if t.padding and length - len(t.padding) not in parse_offsets:
         add(
-            sev,
+            "error",
             length - len(t.padding),
             "unparsed-bytes",
             f"{len(t.padding)} byte(s) at the end of the table form no structure",
@@ -1273,6 +1276,13 @@ def _validate(t: DmarTable) -> list[Problem]:
             elif end_ok:
                 registered_rmrrs.append((off, s))
         elif isinstance(s, Atsr):
+            if s.all_ports and s.scopes:
+                add(
+                    "warning",
+                    off,
+                    "all-ports-with-scopes",
+                    "ALL_PORTS ATSR lists device scopes (Xen does not parse them)",
+                )
             if s.all_ports:
                 if s.segment in all_ports_seen:
                     add(
@@ -1286,7 +1296,9 @@ def _validate(t: DmarTable) -> list[Problem]:
                     all_ports_seen[s.segment] = off
         elif isinstance(s, Rhsa) and s.address not in drhd_addresses:
             add("warning", off, "rhsa-no-drhd", f"RHSA base {s.address:#x} matches no DRHD")
-    return probs
+    # A non-strict parse's findings first; a model check that repeats one is dropped.
+    seen = {(p.code, p.offset) for p in t.parse_problems}
+    return list(t.parse_problems) + [p for p in probs if (p.code, p.offset) not in seen]
 
 
 # --------------------------------------------------------------------------------------------

@@ -192,6 +192,7 @@ class Iommu:
         self.root_table: object | None = None
         self.remapper: object | None = None
         self._pages: list[tuple[int, int]] = []  # (maddr, npages) allocated for this unit
+        self._held: list[tuple[int, int]] = []  # pages at address 0, kept out of use
 
     # ---- the DRHD's fields
     @property
@@ -284,6 +285,10 @@ class Iommu:
         """Xen's ``alloc_pgtable_maddr(npages, iommu->node)``: zeroed pages on the unit's node
         (context tables, the invalidation queue, the interrupt remapping table)."""
         maddr: int = self.mem.alloc_pages(npages, self.node)
+        if maddr == 0:
+            # Address 0 means "no table" to Xen and in root/context entries: never use it.
+            self._held.append((maddr, npages))
+            maddr = self.mem.alloc_pages(npages, self.node)
         self._pages.append((maddr, npages))
         return maddr
 

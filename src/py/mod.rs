@@ -6,10 +6,12 @@ use pyo3::prelude::*;
 pub mod args;
 pub mod errors;
 pub mod mem;
+pub mod remapper;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     mem::register(m)?;
+    remapper::register(m)?;
     Ok(())
 }

@@ -1,0 +1,457 @@
+//! Fault reasons and fault recording of the remapping hardware (vtd-hardware.md §1.13).
+//!
+//! * [`FaultReason`]: the architectural codes with their names. The legacy-mode walk raises
+//!   0x01-0x0E; the others exist so that records and counters can name any code.
+//! * [`FaultRecorder`]: `n` fault recording registers (FRCD) used as a ring, with the
+//!   architecture's (and QEMU's) rules: a set PFO drops every new fault; a fault whose SID
+//!   already has a pending record is dropped (compression); a fault that finds the next register
+//!   still pending sets PFO and is dropped. Fault processing disable (FPD) suppresses the
+//!   "qualified" reasons only. Every fault, recorded or not, is counted by reason.
+
+use std::collections::BTreeMap;
+
+/// An architectural fault reason code (`VTDFaultReason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum FaultReason {
+    RootEntryP = 0x01,
+    ContextEntryP = 0x02,
+    ContextEntryInv = 0x03,
+    AddrBeyondMgaw = 0x04,
+    Write = 0x05,
+    Read = 0x06,
+    PagingEntryInv = 0x07,
+    RootTableInv = 0x08,
+    ContextTableInv = 0x09,
+    RootEntryRsvd = 0x0A,
+    ContextEntryRsvd = 0x0B,
+    PagingEntryRsvd = 0x0C,
+    ContextEntryTt = 0x0D,
+    InterruptAddr = 0x0E,
+    IrReqRsvd = 0x20,
+    IrIndexOver = 0x21,
+    IrEntryP = 0x22,
+    IrRootInval = 0x23,
+    IrIrteRsvd = 0x24,
+    IrReqCompat = 0x25,
+    IrSidErr = 0x26,
+    SmPreAbs = 0x47,
+    PasidDirAccessErr = 0x50,
+    PasidDirEntryP = 0x51,
+    PasidTableAccessErr = 0x58,
+    PasidEntryP = 0x59,
+    PasidTableEntryInv = 0x5B,
+    FsPagingEntryInv = 0x70,
+    FsPagingEntryP = 0x71,
+    FsPagingEntryRsvd = 0x72,
+    PasidEntryFsptptrInv = 0x73,
+    FsNonCanonical = 0x80,
+    FsPagingEntryUs = 0x81,
+    SmWrite = 0x85,
+    SmInterruptAddr = 0x87,
+    FsBitUpdateFailed = 0x91,
+}
+
+impl FaultReason {
+    /// Every reason, in code order.
+    pub const ALL: [FaultReason; 36] = {
+        use FaultReason::*;
+        [
+            RootEntryP,
+            ContextEntryP,
+            ContextEntryInv,
+            AddrBeyondMgaw,
+            Write,
+            Read,
+            PagingEntryInv,
+            RootTableInv,
+            ContextTableInv,
+            RootEntryRsvd,
+            ContextEntryRsvd,
+            PagingEntryRsvd,
+            ContextEntryTt,
+            InterruptAddr,
+            IrReqRsvd,
+            IrIndexOver,
+            IrEntryP,
+            IrRootInval,
+            IrIrteRsvd,
+            IrReqCompat,
+            IrSidErr,
+            SmPreAbs,
+            PasidDirAccessErr,
+            PasidDirEntryP,
+            PasidTableAccessErr,
+            PasidEntryP,
+            PasidTableEntryInv,
+            FsPagingEntryInv,
+            FsPagingEntryP,
+            FsPagingEntryRsvd,
+            PasidEntryFsptptrInv,
+            FsNonCanonical,
+            FsPagingEntryUs,
+            SmWrite,
+            SmInterruptAddr,
+            FsBitUpdateFailed,
+        ]
+    };
+
+    /// The code (FRCD.FR).
+    #[inline]
+    pub const fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The reason with this code, if it is one.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.iter().copied().find(|r| r.code() == code)
+    }
+
+    /// The spec's name (`VTD_FR_<name>`).
+    pub const fn name(self) -> &'static str {
+        use FaultReason::*;
+        match self {
+            RootEntryP => "ROOT_ENTRY_P",
+            ContextEntryP => "CONTEXT_ENTRY_P",
+            ContextEntryInv => "CONTEXT_ENTRY_INV",
+            AddrBeyondMgaw => "ADDR_BEYOND_MGAW",
+            Write => "WRITE",
+            Read => "READ",
+            PagingEntryInv => "PAGING_ENTRY_INV",
+            RootTableInv => "ROOT_TABLE_INV",
+            ContextTableInv => "CONTEXT_TABLE_INV",
+            RootEntryRsvd => "ROOT_ENTRY_RSVD",
+            ContextEntryRsvd => "CONTEXT_ENTRY_RSVD",
+            PagingEntryRsvd => "PAGING_ENTRY_RSVD",
+            ContextEntryTt => "CONTEXT_ENTRY_TT",
+            InterruptAddr => "INTERRUPT_ADDR",
+            IrReqRsvd => "IR_REQ_RSVD",
+            IrIndexOver => "IR_INDEX_OVER",
+            IrEntryP => "IR_ENTRY_P",
+            IrRootInval => "IR_ROOT_INVAL",
+            IrIrteRsvd => "IR_IRTE_RSVD",
+            IrReqCompat => "IR_REQ_COMPAT",
+            IrSidErr => "IR_SID_ERR",
+            SmPreAbs => "SM_PRE_ABS",
+            PasidDirAccessErr => "PASID_DIR_ACCESS_ERR",
+            PasidDirEntryP => "PASID_DIR_ENTRY_P",
+            PasidTableAccessErr => "PASID_TABLE_ACCESS_ERR",
+            PasidEntryP => "PASID_ENTRY_P",
+            PasidTableEntryInv => "PASID_TABLE_ENTRY_INV",
+            FsPagingEntryInv => "FS_PAGING_ENTRY_INV",
+            FsPagingEntryP => "FS_PAGING_ENTRY_P",
+            FsPagingEntryRsvd => "FS_PAGING_ENTRY_RSVD",
+            PasidEntryFsptptrInv => "PASID_ENTRY_FSPTPTR_INV",
+            FsNonCanonical => "FS_NON_CANONICAL",
+            FsPagingEntryUs => "FS_PAGING_ENTRY_US",
+            SmWrite => "SM_WRITE",
+            SmInterruptAddr => "SM_INTERRUPT_ADDR",
+            FsBitUpdateFailed => "FS_BIT_UPDATE_FAILED",
+        }
+    }
+
+    /// True for the reasons that fault processing disable suppresses (§1.13 "qualified").
+    pub const fn qualified(self) -> bool {
+        use FaultReason::*;
+        matches!(
+            self,
+            ContextEntryP
+                | ContextEntryInv
+                | AddrBeyondMgaw
+                | Write
+                | Read
+                | PagingEntryInv
+                | PagingEntryRsvd
+                | ContextEntryTt
+                | InterruptAddr
+                | PasidDirEntryP
+                | PasidEntryP
+                | PasidTableEntryInv
+                | FsPagingEntryInv
+                | FsPagingEntryP
+                | FsPagingEntryRsvd
+                | PasidEntryFsptptrInv
+                | FsNonCanonical
+                | FsPagingEntryUs
+                | SmWrite
+                | SmInterruptAddr
+                | FsBitUpdateFailed
+                | SmPreAbs
+        )
+    }
+}
+
+/// One fault as the hardware reports it: what a fault recording register holds, plus the full
+/// request address (the register keeps only the page address, [`FaultRecord::fault_address`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultRecord {
+    pub reason: FaultReason,
+    /// Requester id (FRCD.SID).
+    pub sid: u16,
+    /// The request's input address.
+    pub iova: u64,
+    /// True for a write request (FRCD.T clear), false for a read.
+    pub write: bool,
+}
+
+impl FaultRecord {
+    /// FRCD.FI: the faulting page address (bits 63:12).
+    pub const fn fault_address(&self) -> u64 {
+        self.iova & !0xfff
+    }
+}
+
+/// What happened to a reported fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Recorded,
+    /// FPD set and the reason is qualified.
+    SuppressedFpd,
+    /// A pending record has the same SID.
+    Compressed,
+    /// PFO was set, or the next register was still pending (which sets PFO).
+    Overflow,
+}
+
+/// Counters of the recorder.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    /// Every fault reported, by reason code (recorded or not).
+    pub by_reason: BTreeMap<u8, u64>,
+    pub total: u64,
+    pub recorded: u64,
+    pub suppressed_fpd: u64,
+    pub compressed: u64,
+    pub overflow: u64,
+}
+
+/// The fault recording registers (a ring of `n`, FRCD[0..n]) and FSTS.PFO.
+#[derive(Clone, Debug)]
+pub struct FaultRecorder {
+    /// Pending records (F set), with the sequence number they were written in.
+    regs: Vec<Option<(u64, FaultRecord)>>,
+    /// FSTS.FRI: the next register to write.
+    next: usize,
+    /// FSTS.PFO.
+    pfo: bool,
+    seq: u64,
+    counts: FaultCounts,
+}
+
+/// Most fault recording registers CAP.NFR can describe.
+pub const MAX_FAULT_RECORDS: usize = 256;
+
+impl FaultRecorder {
+    /// `n` registers, 1..=256 (CAP.NFR + 1).
+    pub fn new(n: usize) -> crate::Result<Self> {
+        if n == 0 || n > MAX_FAULT_RECORDS {
+            return Err(crate::Error::invalid(
+                "fault_records",
+                format!("{n}: the number of fault recording registers must be 1..=256"),
+            ));
+        }
+        Ok(FaultRecorder {
+            regs: vec![None; n],
+            next: 0,
+            pfo: false,
+            seq: 0,
+            counts: FaultCounts::default(),
+        })
+    }
+
+    /// Number of registers.
+    pub fn len(&self) -> usize {
+        self.regs.len()
+    }
+
+    /// Always false: there is at least one register.
+    pub fn is_empty(&self) -> bool {
+        self.regs.is_empty()
+    }
+
+    /// FSTS.PFO.
+    pub fn overflow(&self) -> bool {
+        self.pfo
+    }
+
+    /// FSTS.PPF: some register is pending.
+    pub fn pending(&self) -> bool {
+        self.regs.iter().any(Option::is_some)
+    }
+
+    /// FSTS.FRI.
+    pub fn next_index(&self) -> usize {
+        self.next
+    }
+
+    pub fn counts(&self) -> &FaultCounts {
+        &self.counts
+    }
+
+    /// Report a fault; `fpd` is the fault processing disable of the context that applies.
+    pub fn report(&mut self, rec: FaultRecord, fpd: bool) -> Outcome {
+        let c = &mut self.counts;
+        *c.by_reason.entry(rec.reason.code()).or_insert(0) += 1;
+        c.total += 1;
+        let outcome = if fpd && rec.reason.qualified() {
+            Outcome::SuppressedFpd
+        } else if self.pfo {
+            Outcome::Overflow
+        } else if self.regs.iter().flatten().any(|(_, r)| r.sid == rec.sid) {
+            Outcome::Compressed
+        } else if self.regs.get(self.next).is_some_and(Option::is_some) {
+            self.pfo = true;
+            Outcome::Overflow
+        } else {
+            if let Some(slot) = self.regs.get_mut(self.next) {
+                *slot = Some((self.seq, rec));
+            }
+            self.seq += 1;
+            self.next = (self.next + 1) % self.regs.len();
+            Outcome::Recorded
+        };
+        match outcome {
+            Outcome::Recorded => self.counts.recorded += 1,
+            Outcome::SuppressedFpd => self.counts.suppressed_fpd += 1,
+            Outcome::Compressed => self.counts.compressed += 1,
+            Outcome::Overflow => self.counts.overflow += 1,
+        }
+        outcome
+    }
+
+    /// Software reads every pending record (oldest first), clears their F bits and PFO.
+    /// FRI stays where it is, as in hardware.
+    pub fn drain(&mut self) -> Vec<FaultRecord> {
+        let mut v: Vec<(u64, FaultRecord)> =
+            self.regs.iter_mut().filter_map(Option::take).collect();
+        v.sort_by_key(|(s, _)| *s);
+        self.pfo = false;
+        v.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// Reset the registers, FRI and PFO (translation disabled); counters stay.
+    pub fn reset(&mut self) {
+        self.regs.iter_mut().for_each(|r| *r = None);
+        self.next = 0;
+        self.pfo = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(reason: FaultReason, sid: u16) -> FaultRecord {
+        FaultRecord {
+            reason,
+            sid,
+            iova: 0x1234_5678,
+            write: false,
+        }
+    }
+
+    #[test]
+    fn codes_and_names_follow_the_spec() {
+        let table: [(u8, &str); 14] = [
+            (0x01, "ROOT_ENTRY_P"),
+            (0x02, "CONTEXT_ENTRY_P"),
+            (0x03, "CONTEXT_ENTRY_INV"),
+            (0x04, "ADDR_BEYOND_MGAW"),
+            (0x05, "WRITE"),
+            (0x06, "READ"),
+            (0x07, "PAGING_ENTRY_INV"),
+            (0x08, "ROOT_TABLE_INV"),
+            (0x09, "CONTEXT_TABLE_INV"),
+            (0x0A, "ROOT_ENTRY_RSVD"),
+            (0x0B, "CONTEXT_ENTRY_RSVD"),
+            (0x0C, "PAGING_ENTRY_RSVD"),
+            (0x0D, "CONTEXT_ENTRY_TT"),
+            (0x0E, "INTERRUPT_ADDR"),
+        ];
+        for (code, name) in table {
+            let r = FaultReason::from_code(code).unwrap();
+            assert_eq!(r.code(), code);
+            assert_eq!(r.name(), name);
+        }
+        assert_eq!(FaultReason::from_code(0), None);
+        assert_eq!(
+            FaultReason::from_code(0x5B).map(FaultReason::name),
+            Some("PASID_TABLE_ENTRY_INV")
+        );
+        let mut codes: Vec<u8> = FaultReason::ALL.iter().map(|r| r.code()).collect();
+        codes.dedup();
+        assert_eq!(codes.len(), FaultReason::ALL.len());
+    }
+
+    #[test]
+    fn qualified_set_follows_the_spec() {
+        let q: Vec<u8> = FaultReason::ALL
+            .iter()
+            .filter(|r| r.qualified())
+            .map(|r| r.code())
+            .collect();
+        assert_eq!(
+            q,
+            [
+                0x2, 0x3, 0x4, 0x5, 0x6, 0x7, 0xC, 0xD, 0xE, 0x47, 0x51, 0x59, 0x5B, 0x70, 0x71,
+                0x72, 0x73, 0x80, 0x81, 0x85, 0x87, 0x91
+            ]
+        );
+    }
+
+    #[test]
+    fn ring_compression_overflow_and_drain() {
+        let mut f = FaultRecorder::new(2).unwrap();
+        assert_eq!(
+            f.report(rec(FaultReason::Read, 1), false),
+            Outcome::Recorded
+        );
+        // Same SID pending: compressed.
+        assert_eq!(
+            f.report(rec(FaultReason::Write, 1), false),
+            Outcome::Compressed
+        );
+        assert_eq!(
+            f.report(rec(FaultReason::Read, 2), false),
+            Outcome::Recorded
+        );
+        // Ring full: the next register is pending, PFO set.
+        assert_eq!(
+            f.report(rec(FaultReason::Read, 3), false),
+            Outcome::Overflow
+        );
+        assert!(f.overflow());
+        // PFO set drops even a fault of a new SID.
+        assert_eq!(
+            f.report(rec(FaultReason::Read, 4), false),
+            Outcome::Overflow
+        );
+        let d = f.drain();
+        assert_eq!(d.iter().map(|r| r.sid).collect::<Vec<_>>(), [1, 2]);
+        assert!(!f.overflow() && !f.pending());
+        // FRI wrapped to 0; recording resumes there.
+        assert_eq!(f.next_index(), 0);
+        assert_eq!(
+            f.report(rec(FaultReason::Read, 5), false),
+            Outcome::Recorded
+        );
+        assert_eq!(f.counts().total, 6);
+        assert_eq!(f.counts().by_reason.get(&6), Some(&5));
+    }
+
+    #[test]
+    fn fpd_suppresses_qualified_only() {
+        let mut f = FaultRecorder::new(8).unwrap();
+        assert_eq!(
+            f.report(rec(FaultReason::Read, 1), true),
+            Outcome::SuppressedFpd
+        );
+        assert_eq!(
+            f.report(rec(FaultReason::ContextEntryRsvd, 1), true),
+            Outcome::Recorded
+        );
+        assert_eq!(f.counts().suppressed_fpd, 1);
+        assert!(FaultRecorder::new(0).is_err());
+        assert!(FaultRecorder::new(257).is_err());
+    }
+}

@@ -1,0 +1,378 @@
+//! `vtdwalk.Remapper`, `Translation`, `FaultRecord`: the Python face of
+//! [`crate::translate::Remapper`].
+//!
+//! The unit's state sits behind a mutex; the arena is shared with the `PhysMem` it was built on.
+//! Lock order: the unit, then the arena; neither is held while the GIL is being acquired.
+
+use std::sync::{Mutex, MutexGuard};
+
+use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::args::{U32, U64};
+use super::errors::Exc;
+use super::mem::{PyPhysMem, SharedMem};
+use crate::fault::FaultRecord;
+use crate::translate::{self, Request, DEFAULT_CAP, DEFAULT_ECAP};
+
+/// A translated DMA request.
+#[pyclass(name = "Translation", module = "vtdwalk._core", frozen, eq, get_all)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct PyTranslation {
+    /// Host physical address of the access.
+    hpa: u64,
+    /// Size of the page that mapped it (4 KiB, 2 MiB, 1 GiB).
+    page_size: u64,
+    /// Permissions of the mapping (AND over the walk's levels).
+    read: bool,
+    write: bool,
+    domain_id: u16,
+    /// Leaf level (1, 2, 3); 0 for pass-through.
+    level: u8,
+}
+
+#[pymethods]
+impl PyTranslation {
+    fn __repr__(&self) -> String {
+        format!(
+            "Translation(hpa={:#x}, page_size={:#x}, read={}, write={}, domain_id={}, level={})",
+            self.hpa,
+            self.page_size,
+            py_bool(self.read),
+            py_bool(self.write),
+            self.domain_id,
+            self.level
+        )
+    }
+}
+
+fn py_bool(b: bool) -> &'static str {
+    if b {
+        "True"
+    } else {
+        "False"
+    }
+}
+
+/// One recorded fault (a fault recording register's content, plus the full IOVA).
+#[pyclass(name = "FaultRecord", module = "vtdwalk._core", frozen, eq, get_all)]
+#[derive(Clone, PartialEq, Eq)]
+pub struct PyFaultRecord {
+    reason: u8,
+    name: &'static str,
+    sid: u16,
+    iova: u64,
+    /// FRCD.FI: the faulting page address.
+    fault_address: u64,
+    write: bool,
+}
+
+impl From<FaultRecord> for PyFaultRecord {
+    fn from(r: FaultRecord) -> Self {
+        PyFaultRecord {
+            reason: r.reason.code(),
+            name: r.reason.name(),
+            sid: r.sid,
+            iova: r.iova,
+            fault_address: r.fault_address(),
+            write: r.write,
+        }
+    }
+}
+
+#[pymethods]
+impl PyFaultRecord {
+    fn __repr__(&self) -> String {
+        format!(
+            "FaultRecord(reason={:#04x}, name='{}', sid={:#06x}, iova={:#x}, write={})",
+            self.reason,
+            self.name,
+            self.sid,
+            self.iova,
+            py_bool(self.write)
+        )
+    }
+}
+
+/// One VT-d remapping unit (legacy mode) over the tables in a `PhysMem`.
+#[pyclass(name = "Remapper", module = "vtdwalk._core", frozen)]
+pub struct PyRemapper {
+    mem: SharedMem,
+    unit: Mutex<translate::Remapper>,
+}
+
+fn u16_arg(what: &str, v: u64) -> PyResult<u16> {
+    u16::try_from(v).map_err(|_| Exc::InvalidArgument.msg(format!("{what} {v:#x} does not fit in 16 bits")))
+}
+
+fn need<T>(what: &str, gran: &str, v: Option<T>) -> PyResult<T> {
+    v.ok_or_else(|| Exc::InvalidArgument.msg(format!("{gran} invalidation needs {what}")))
+}
+
+impl PyRemapper {
+    fn unit(&self) -> MutexGuard<'_, translate::Remapper> {
+        // Every mutation completes or changes nothing, so a poisoned lock still holds good data.
+        self.unit.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[pymethods]
+impl PyRemapper {
+    #[new]
+    #[pyo3(signature = (mem, root_table=None, cap=U64(DEFAULT_CAP), ecap=U64(DEFAULT_ECAP), iotlb_entries=U64(1024), fault_records=U64(8), context_cache=true))]
+    fn new(
+        mem: &PyPhysMem,
+        root_table: Option<U64>,
+        cap: U64,
+        ecap: U64,
+        iotlb_entries: U64,
+        fault_records: U64,
+        context_cache: bool,
+    ) -> PyResult<Self> {
+        let rt = root_table.map(|r| check_rtaddr(r.0)).transpose()?;
+        let n = usize::try_from(iotlb_entries.0).unwrap_or(usize::MAX);
+        let f = usize::try_from(fault_records.0).unwrap_or(usize::MAX);
+        let unit = translate::Remapper::new(cap.0, ecap.0, rt, n, f, context_cache)?;
+        Ok(PyRemapper {
+            mem: mem.mem.clone(),
+            unit: Mutex::new(unit),
+        })
+    }
+
+    /// RTADDR: the root table's address, or None when none is latched (every request then
+    /// faults 0x08). Setting it is SRTP: every cache is flushed.
+    #[getter]
+    fn get_root_table(&self) -> Option<u64> {
+        self.unit().root_table()
+    }
+
+    #[setter]
+    fn set_root_table(&self, value: Option<U64>) -> PyResult<()> {
+        let rt = value.map(|r| check_rtaddr(r.0)).transpose()?;
+        self.unit().set_root_table(rt);
+        Ok(())
+    }
+
+    /// CAP as the unit reports it (NFR = fault_records - 1).
+    #[getter]
+    fn cap(&self) -> u64 {
+        self.unit().config().cap
+    }
+
+    #[getter]
+    fn ecap(&self) -> u64 {
+        self.unit().config().ecap
+    }
+
+    /// Page-table depths the unit walks (from CAP.SAGAW).
+    #[getter]
+    fn levels_supported(&self) -> Vec<u32> {
+        self.unit().config().levels_supported()
+    }
+
+    /// The widest input address in bits (CAP.MGAW + 1).
+    #[getter]
+    fn mgaw(&self) -> u32 {
+        self.unit().config().aw_bits
+    }
+
+    #[getter]
+    fn iotlb_entries(&self) -> usize {
+        self.unit().iotlb().capacity()
+    }
+
+    /// Translate one DMA request (or, with `translation_request`, an ATS translation request).
+    #[pyo3(signature = (sid, iova, write=false, translation_request=false))]
+    fn translate(
+        &self,
+        py: Python<'_>,
+        sid: U64,
+        iova: U64,
+        write: bool,
+        translation_request: bool,
+    ) -> PyResult<PyTranslation> {
+        let req = Request {
+            sid: u16_arg("sid", sid.0)?,
+            iova: iova.0,
+            write,
+            translation_request,
+        };
+        let r = {
+            let mut unit = self.unit();
+            let mem = self.mem.read();
+            unit.translate(&mem, &req)
+        };
+        match r {
+            Ok(t) => Ok(PyTranslation {
+                hpa: t.hpa,
+                page_size: t.page_size,
+                read: t.read,
+                write: t.write,
+                domain_id: t.domain_id,
+                level: t.level,
+            }),
+            Err(f) => Err(Exc::DmaFault.err(py, (f.reason.code(), f.reason.name(), f.sid, f.iova, f.write))),
+        }
+    }
+
+    /// Translate many requests; the same results and side effects as one call each, in order.
+    /// Returns (hpa, fault reason) arrays; hpa is 0 where the reason is not 0.
+    #[pyo3(signature = (sids, iovas, writes=None, threads=None))]
+    #[allow(clippy::type_complexity)]
+    fn translate_batch<'py>(
+        &self,
+        py: Python<'py>,
+        sids: PyReadonlyArray1<'py, u16>,
+        iovas: PyReadonlyArray1<'py, u64>,
+        writes: Option<PyReadonlyArray1<'py, bool>>,
+        threads: Option<U32>,
+    ) -> PyResult<(Bound<'py, PyArray1<u64>>, Bound<'py, PyArray1<u8>>)> {
+        let s = sids.as_array();
+        let a = iovas.as_array();
+        let n = a.len();
+        if s.len() != n {
+            return Err(Exc::InvalidArgument.msg(format!("sids has {} entries, iovas {n}", s.len())));
+        }
+        let w: Vec<bool> = match &writes {
+            Some(w) if w.as_array().len() != n => {
+                return Err(Exc::InvalidArgument.msg(format!("writes has {} entries, iovas {n}", w.as_array().len())))
+            }
+            Some(w) => w.as_array().iter().copied().collect(),
+            None => vec![false; n],
+        };
+        let threads = match threads {
+            Some(U32(0)) => return Err(Exc::InvalidArgument.msg("threads must be at least 1")),
+            Some(U32(t)) => t as usize,
+            None => std::thread::available_parallelism().map_or(1, |p| p.get()).min(8),
+        };
+        let reqs: Vec<Request> = s
+            .iter()
+            .zip(a.iter())
+            .zip(w)
+            .map(|((&sid, &iova), write)| Request {
+                sid,
+                iova,
+                write,
+                translation_request: false,
+            })
+            .collect();
+        let (hpa, fault) = py.detach(|| {
+            let mut hpa = vec![0u64; n];
+            let mut fault = vec![0u8; n];
+            let mut unit = self.unit();
+            let mem = self.mem.read();
+            unit.translate_batch(&mem, &reqs, threads, &mut hpa, &mut fault);
+            (hpa, fault)
+        });
+        Ok((hpa.into_pyarray(py), fault.into_pyarray(py)))
+    }
+
+    /// IOTLB invalidation: "global", "domain" (did) or "page" (did, addr, am: 2**am pages).
+    #[pyo3(signature = (granularity, did=None, addr=None, am=U32(0)))]
+    fn invalidate_iotlb(&self, granularity: &str, did: Option<U64>, addr: Option<U64>, am: U32) -> PyResult<()> {
+        let did = did.map(|d| u16_arg("did", d.0)).transpose()?;
+        match granularity {
+            "global" => self.unit().invalidate_iotlb_global(),
+            "domain" => self.unit().invalidate_iotlb_domain(need("did", granularity, did)?),
+            "page" => {
+                let d = need("did", granularity, did)?;
+                let a = need("addr", granularity, addr)?;
+                self.unit().invalidate_iotlb_pages(d, a.0, am.0)?;
+            }
+            g => {
+                return Err(Exc::InvalidArgument.msg(format!(
+                    "granularity {g:?}: expected 'global', 'domain' or 'page'"
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// Context-cache invalidation: "global", "domain" (did) or "device" (sid, fm 0..=3).
+    #[pyo3(signature = (granularity, did=None, sid=None, fm=U32(0)))]
+    fn invalidate_context(&self, granularity: &str, did: Option<U64>, sid: Option<U64>, fm: U32) -> PyResult<()> {
+        match granularity {
+            "global" => self.unit().invalidate_context_global(),
+            "domain" => {
+                let d = need("did", granularity, did)?;
+                let d = u16_arg("did", d.0)?;
+                self.unit().invalidate_context_domain(d);
+            }
+            "device" => {
+                let s = need("sid", granularity, sid)?;
+                let s = u16_arg("sid", s.0)?;
+                self.unit().invalidate_context_device(s, fm.0)?;
+            }
+            g => {
+                return Err(Exc::InvalidArgument.msg(format!(
+                    "granularity {g:?}: expected 'global', 'domain' or 'device'"
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// Drain the fault recording registers (oldest first); clears their F bits and PFO.
+    fn faults(&self) -> Vec<PyFaultRecord> {
+        self.unit().drain_faults().into_iter().map(PyFaultRecord::from).collect()
+    }
+
+    /// Every fault reported so far by reason code, recorded or not (FPD, compression, overflow).
+    fn fault_counts(&self) -> std::collections::BTreeMap<u8, u64> {
+        self.unit().fault_recorder().counts().by_reason.clone()
+    }
+
+    /// Counters: hits, misses, evictions, walks, context_hits, context_misses, faults,
+    /// faults_recorded, faults_suppressed_fpd, faults_compressed, faults_overflow,
+    /// iotlb_size, context_cache_size.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let unit = self.unit();
+        let s = unit.stats();
+        let c = unit.fault_recorder().counts();
+        let d = PyDict::new(py);
+        d.set_item("hits", s.hits)?;
+        d.set_item("misses", s.misses)?;
+        d.set_item("evictions", unit.iotlb().evictions)?;
+        d.set_item("walks", s.walks)?;
+        d.set_item("context_hits", s.context_hits)?;
+        d.set_item("context_misses", s.context_misses)?;
+        d.set_item("faults", c.total)?;
+        d.set_item("faults_recorded", c.recorded)?;
+        d.set_item("faults_suppressed_fpd", c.suppressed_fpd)?;
+        d.set_item("faults_compressed", c.compressed)?;
+        d.set_item("faults_overflow", c.overflow)?;
+        d.set_item("iotlb_size", unit.iotlb().len())?;
+        d.set_item("context_cache_size", unit.context_cache().len())?;
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        let u = self.unit();
+        let rt = u.root_table().map_or("None".to_string(), |r| format!("{r:#x}"));
+        format!(
+            "Remapper(root_table={rt}, cap={:#x}, ecap={:#x}, iotlb_entries={})",
+            u.config().cap,
+            u.config().ecap,
+            u.iotlb().capacity()
+        )
+    }
+}
+
+/// RTADDR as we accept it: 4 KiB aligned (SMT / TTM, bits 10-11, select scalable mode, which
+/// this model does not have).
+fn check_rtaddr(v: u64) -> PyResult<u64> {
+    if v & 0xfff != 0 {
+        return Err(Exc::InvalidArgument.msg(format!(
+            "root_table {v:#x}: must be 4 KiB aligned (scalable mode, RTADDR.SMT, is not modelled)"
+        )));
+    }
+    Ok(v)
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyRemapper>()?;
+    m.add_class::<PyTranslation>()?;
+    m.add_class::<PyFaultRecord>()?;
+    Ok(())
+}

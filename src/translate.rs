@@ -1,0 +1,1128 @@
+//! The remapping hardware's translation of a DMA request, legacy mode (vtd-hardware.md §1.5,
+//! §1.7, §2; decisions.md "Hardware side"): source-id -> root entry -> context entry ->
+//! second-level table walk -> host address, or a fault with its architectural reason.
+//!
+//! Order of checks (each the first that fails decides the reason):
+//! 1. no root table latched, or the root entry outside memory: 0x08; root P clear: 0x01;
+//!    root reserved bits: 0x0A;
+//! 2. context entry outside memory: 0x09; context P clear: 0x02; reserved bits: 0x0B;
+//!    AW not in SAGAW: 0x03; TT reserved, or TT 1 without ECAP.DT, or TT 2 without ECAP.PT: 0x03;
+//! 3. a translation request (ATS) to a context whose TT is not 1: 0x0D;
+//! 4. pass-through (TT 2): identity, 4 KiB, read+write, not cached in the IOTLB;
+//! 5. the address beyond 2^min(AGAW, MGAW + 1): 0x04;
+//! 6. the IOTLB (tagged by DID): a hit re-checks the permission (0x05 / 0x06);
+//! 7. the walk, at each level from the top: the PTE outside memory (0x03 at the top level, else
+//!    0x07); the permission asked for missing (0x05 write, 0x06 read), at every level; reserved
+//!    bits (0x0C, masks per level, width and page size from [`PteReservedMasks`]); a leaf at
+//!    L1 or where PS is set, else descend. At most `levels` table reads.
+//! 8. the output address in the interrupt range 0xFEE00000-0xFEEFFFFF: 0x0E (checked on the
+//!    address of the access, so a 1 GiB page over 3-4 GiB still serves its other addresses).
+//!
+//! Fault processing disable comes from the context entry once it has been read (also when its
+//! P bit is clear, as QEMU does).
+
+use crate::entry::{
+    address_level_offset, levels_to_width, ContextEntry, Pte, PteReservedMasks, RootEntry,
+    SuperpageSupport, TranslationType, ADDR_HI_MASK, CONTEXT_ENTRY_SIZE, ROOT_ENTRY_SIZE,
+};
+use crate::fault::{FaultReason, FaultRecord, FaultRecorder, Outcome};
+use crate::iotlb::{ContextCache, Iotlb, IotlbEntry};
+use crate::mem::PhysMem;
+
+/// QEMU's CAP for aw-bits=48 (vtd-hardware.md §1.3).
+pub const DEFAULT_CAP: u64 = 0x80D2_008C_222F_0606;
+/// QEMU's TCG ECAP (0x00F00F4A: QI, IR, PT, IRO, MHMV) plus DT (bit 2), so device-IOTLB
+/// contexts (TT 1) and translation requests can be modelled out of the box.
+pub const DEFAULT_ECAP: u64 = 0x0000_0000_00F0_0F4E;
+
+pub const CAP_SAGAW_SHIFT: u32 = 8;
+pub const CAP_MGAW_SHIFT: u32 = 16;
+pub const CAP_SLLPS_2M: u64 = 1 << 34;
+pub const CAP_SLLPS_1G: u64 = 1 << 35;
+pub const CAP_PSI: u64 = 1 << 39;
+pub const CAP_NFR_SHIFT: u32 = 40;
+pub const CAP_NFR_MASK: u64 = 0xff << CAP_NFR_SHIFT;
+pub const CAP_MAMV_SHIFT: u32 = 48;
+pub const ECAP_DT: u64 = 1 << 2;
+pub const ECAP_PT: u64 = 1 << 6;
+pub const ECAP_SC: u64 = 1 << 7;
+
+/// The interrupt address range [0xFEE00000, 0xFEF00000).
+pub const INTERRUPT_RANGE: (u64, u64) = (0xFEE0_0000, 0xFEF0_0000);
+
+/// Read and write permission bits as carried through a walk.
+pub const PERM_R: u8 = 1;
+pub const PERM_W: u8 = 2;
+
+/// The unit's capabilities as the walk uses them, decoded once from CAP and ECAP.
+#[derive(Clone, Debug)]
+pub struct UnitConfig {
+    /// CAP as reported (NFR set from the number of fault recording registers).
+    pub cap: u64,
+    pub ecap: u64,
+    /// Supported AW values: bit `aw` set for AW 1, 2, 3 (SAGAW bits 1..=3; bits 0 and 4 ignored).
+    pub sagaw: u32,
+    /// MGAW + 1: the widest input address, in bits.
+    pub aw_bits: u32,
+    /// Host address width used for the reserved-bit checks (min(MGAW + 1, 52)).
+    pub haw: u32,
+    pub masks: PteReservedMasks,
+    pub pt: bool,
+    pub dt: bool,
+    pub psi: bool,
+    /// CAP.MAMV.
+    pub mamv: u32,
+    /// Mask of the DID bits CAP.ND supports (upper context DID bits are ignored).
+    pub did_mask: u16,
+}
+
+impl UnitConfig {
+    pub fn new(cap: u64, ecap: u64, fault_records: usize) -> crate::Result<Self> {
+        if fault_records == 0 || fault_records > 256 {
+            return Err(crate::Error::invalid(
+                "fault_records",
+                format!("{fault_records}: must be 1..=256 (CAP.NFR + 1)"),
+            ));
+        }
+        let aw_bits = (((cap >> CAP_MGAW_SHIFT) & 0x3f) as u32) + 1;
+        if aw_bits < 21 {
+            return Err(crate::Error::invalid(
+                "cap",
+                format!(
+                    "MGAW field {} gives a {aw_bits}-bit width; at least 21 bits needed",
+                    aw_bits - 1
+                ),
+            ));
+        }
+        let haw = aw_bits.min(52);
+        let sp = SuperpageSupport {
+            sp2m: cap & CAP_SLLPS_2M != 0,
+            sp1g: cap & CAP_SLLPS_1G != 0,
+        };
+        let sc = ecap & ECAP_SC != 0;
+        let nd = (cap & 7) as u32;
+        let did_bits = (4 + 2 * nd).min(16);
+        let cap = (cap & !CAP_NFR_MASK) | (((fault_records as u64) - 1) << CAP_NFR_SHIFT);
+        Ok(UnitConfig {
+            cap,
+            ecap,
+            sagaw: ((cap >> CAP_SAGAW_SHIFT) as u32) & 0b1110,
+            aw_bits,
+            haw,
+            masks: PteReservedMasks::new(haw, sp, sc),
+            pt: ecap & ECAP_PT != 0,
+            dt: ecap & ECAP_DT != 0,
+            psi: cap & CAP_PSI != 0,
+            mamv: ((cap >> CAP_MAMV_SHIFT) & 0x3f) as u32,
+            did_mask: if did_bits >= 16 {
+                u16::MAX
+            } else {
+                (1u16 << did_bits) - 1
+            },
+        })
+    }
+
+    /// Page-table depths supported (from SAGAW): a subset of [3, 4, 5].
+    pub fn levels_supported(&self) -> Vec<u32> {
+        (1..=3u32)
+            .filter(|aw| self.sagaw & (1 << aw) != 0)
+            .map(|aw| aw + 2)
+            .collect()
+    }
+}
+
+/// A context entry the hardware accepted (what the context cache holds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Context {
+    /// Domain id (masked to CAP.ND's width).
+    pub did: u16,
+    /// Page-table levels (3, 4 or 5).
+    pub levels: u8,
+    pub tt: TranslationType,
+    /// Second-level table root.
+    pub slptptr: u64,
+    /// Fault processing disable.
+    pub fpd: bool,
+}
+
+/// A context fetch that faulted: the reason and the FPD that applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CtxFault {
+    pub reason: FaultReason,
+    pub fpd: bool,
+}
+
+/// Root entry -> context entry for `sid`, with every check of step 1-2 above.
+pub fn fetch_context(
+    mem: &PhysMem,
+    cfg: &UnitConfig,
+    rtaddr: Option<u64>,
+    sid: u16,
+) -> Result<Context, CtxFault> {
+    let nofpd = |reason| CtxFault { reason, fpd: false };
+    let rta = rtaddr.ok_or(nofpd(FaultReason::RootTableInv))?;
+    let bus = (sid >> 8) as u64;
+    let devfn = (sid & 0xff) as u64;
+    let ra = rta.wrapping_add(bus * ROOT_ENTRY_SIZE);
+    let (Some(lo), Some(hi)) = (mem.load_u64(ra), mem.load_u64(ra.wrapping_add(8))) else {
+        return Err(nofpd(FaultReason::RootTableInv));
+    };
+    let root = RootEntry { lo, hi };
+    if !root.present() {
+        return Err(nofpd(FaultReason::RootEntryP));
+    }
+    if root.reserved(cfg.haw) {
+        return Err(nofpd(FaultReason::RootEntryRsvd));
+    }
+    let ca = root.ctp().wrapping_add(devfn * CONTEXT_ENTRY_SIZE);
+    let (Some(lo), Some(hi)) = (mem.load_u64(ca), mem.load_u64(ca.wrapping_add(8))) else {
+        return Err(nofpd(FaultReason::ContextTableInv));
+    };
+    let ce = ContextEntry { lo, hi };
+    let fpd = ce.fpd();
+    let fault = |reason| CtxFault { reason, fpd };
+    if !ce.present() {
+        return Err(fault(FaultReason::ContextEntryP));
+    }
+    if ce.reserved(cfg.haw) {
+        return Err(fault(FaultReason::ContextEntryRsvd));
+    }
+    let aw = ce.aw();
+    if cfg.sagaw & (1 << aw) == 0 {
+        return Err(fault(FaultReason::ContextEntryInv));
+    }
+    let tt = ce.tt();
+    let tt_ok = match tt {
+        TranslationType::MultiLevel => true,
+        TranslationType::MultiLevelDevIotlb => cfg.dt,
+        TranslationType::PassThrough => cfg.pt,
+        TranslationType::Reserved => false,
+    };
+    if !tt_ok {
+        return Err(fault(FaultReason::ContextEntryInv));
+    }
+    Ok(Context {
+        did: ce.did() & cfg.did_mask,
+        levels: (aw + 2) as u8,
+        tt,
+        slptptr: ce.slptptr(),
+        fpd,
+    })
+}
+
+/// True when `iova` is beyond the width a context with `levels` levels can translate.
+#[inline]
+pub fn beyond_width(cfg: &UnitConfig, levels: u32, iova: u64) -> bool {
+    let w = levels_to_width(levels).min(cfg.aw_bits);
+    w < 64 && iova >> w != 0
+}
+
+/// The outcome of one walk: a leaf (fault 0) or a fault code.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalkOut {
+    /// The host page start (aligned to the leaf's size).
+    pub hpa_base: u64,
+    /// Leaf level (1, 2, 3).
+    pub level: u8,
+    /// Accumulated permissions (AND over the levels).
+    pub perm: u8,
+    /// 0 for a leaf, else the fault reason code.
+    pub fault: u8,
+}
+
+/// One walk to do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalkJob {
+    pub root: u64,
+    pub iova: u64,
+    pub levels: u8,
+    pub write: bool,
+}
+
+/// The state of one walk in flight.
+#[derive(Clone, Copy, Debug, Default)]
+struct Cursor {
+    table: u64,
+    level: u32,
+    perm: u8,
+}
+
+enum Step {
+    Descend,
+    Done(WalkOut),
+}
+
+#[inline]
+fn fault_out(r: FaultReason) -> WalkOut {
+    WalkOut {
+        fault: r.code(),
+        ..WalkOut::default()
+    }
+}
+
+/// One level of a walk: read the PTE, check permission, reserved bits, leaf or descend.
+#[inline(always)]
+fn step(mem: &PhysMem, masks: &PteReservedMasks, job: &WalkJob, c: &mut Cursor) -> Step {
+    let level = c.level;
+    let addr = c
+        .table
+        .wrapping_add(address_level_offset(job.iova, level) * 8);
+    let Some(raw) = mem.load_u64(addr) else {
+        let top = level == job.levels as u32;
+        return Step::Done(fault_out(if top {
+            FaultReason::ContextEntryInv
+        } else {
+            FaultReason::PagingEntryInv
+        }));
+    };
+    let pte = Pte(raw);
+    if job.write {
+        if !pte.write() {
+            return Step::Done(fault_out(FaultReason::Write));
+        }
+    } else if !pte.read() {
+        return Step::Done(fault_out(FaultReason::Read));
+    }
+    if masks.reserved(level, pte) {
+        return Step::Done(fault_out(FaultReason::PagingEntryRsvd));
+    }
+    c.perm &= (raw & 3) as u8;
+    if level == 1 || pte.superpage() {
+        let size_mask = crate::entry::level_size(level) - 1;
+        return Step::Done(WalkOut {
+            hpa_base: pte.addr() & !size_mask,
+            level: level as u8,
+            perm: c.perm,
+            fault: 0,
+        });
+    }
+    c.table = pte.addr();
+    c.level = level - 1;
+    Step::Descend
+}
+
+#[inline]
+fn start(cfg: &UnitConfig, job: &WalkJob) -> Result<Cursor, WalkOut> {
+    if !(3..=5).contains(&job.levels) {
+        return Err(fault_out(FaultReason::ContextEntryInv));
+    }
+    if beyond_width(cfg, job.levels as u32, job.iova) {
+        return Err(fault_out(FaultReason::AddrBeyondMgaw));
+    }
+    Ok(Cursor {
+        table: job.root & ADDR_HI_MASK,
+        level: job.levels as u32,
+        perm: PERM_R | PERM_W,
+    })
+}
+
+/// One walk, start to end (at most `levels` table reads).
+pub fn walk(mem: &PhysMem, cfg: &UnitConfig, job: &WalkJob) -> WalkOut {
+    let mut c = match start(cfg, job) {
+        Ok(c) => c,
+        Err(o) => return o,
+    };
+    loop {
+        if let Step::Done(o) = step(mem, &cfg.masks, job, &mut c) {
+            return o;
+        }
+    }
+}
+
+/// Walks in flight at once in [`walk_interleaved`].
+pub const WALK_WAYS: usize = 16;
+
+/// Many independent walks, `WALK_WAYS` in flight, each advanced one level per round so the
+/// table reads of different walks overlap in the memory system. Same results as [`walk`].
+pub fn walk_interleaved(mem: &PhysMem, cfg: &UnitConfig, jobs: &[WalkJob], out: &mut [WalkOut]) {
+    let n = jobs.len().min(out.len());
+    let mut cur = [Cursor::default(); WALK_WAYS];
+    let mut idx = [usize::MAX; WALK_WAYS];
+    let mut next = 0usize;
+    let mut active = 0usize;
+    // Fill a way with the next job that needs a table read; finish the others at once.
+    let refill = |way: usize,
+                  cur: &mut [Cursor; WALK_WAYS],
+                  idx: &mut [usize; WALK_WAYS],
+                  next: &mut usize,
+                  out: &mut [WalkOut]|
+     -> bool {
+        while *next < n {
+            let j = *next;
+            *next += 1;
+            let Some(job) = jobs.get(j) else { break };
+            match start(cfg, job) {
+                Ok(c) => {
+                    cur[way] = c;
+                    idx[way] = j;
+                    return true;
+                }
+                Err(o) => {
+                    if let Some(s) = out.get_mut(j) {
+                        *s = o;
+                    }
+                }
+            }
+        }
+        idx[way] = usize::MAX;
+        false
+    };
+    for w in 0..WALK_WAYS {
+        if refill(w, &mut cur, &mut idx, &mut next, out) {
+            active += 1;
+        }
+    }
+    while active > 0 {
+        for w in 0..WALK_WAYS {
+            let j = idx[w];
+            let Some(job) = jobs.get(j) else { continue };
+            if let Step::Done(o) = step(mem, &cfg.masks, job, &mut cur[w]) {
+                if let Some(s) = out.get_mut(j) {
+                    *s = o;
+                }
+                if !refill(w, &mut cur, &mut idx, &mut next, out) {
+                    active -= 1;
+                }
+            }
+        }
+    }
+}
+
+/// A translated request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    pub hpa: u64,
+    pub page_size: u64,
+    pub read: bool,
+    pub write: bool,
+    pub domain_id: u16,
+    /// Leaf level (1, 2, 3), or 0 for pass-through.
+    pub level: u8,
+}
+
+/// One DMA request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Request {
+    pub sid: u16,
+    pub iova: u64,
+    pub write: bool,
+    /// An ATS translation request (allowed only through TT 1 contexts) rather than DMA.
+    pub translation_request: bool,
+}
+
+/// Counters of a remapping unit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub hits: u64,
+    pub misses: u64,
+    pub walks: u64,
+    pub context_hits: u64,
+    pub context_misses: u64,
+}
+
+/// What a batch works out ahead (possibly on other threads) from the state at the start of its
+/// window; the in-order pass uses it only where it provably gives the same answer.
+#[derive(Clone, Copy, Debug, Default)]
+struct Spec {
+    /// The context the request saw, and whether it was read from memory (not the cache).
+    ctx: Option<Result<Context, CtxFault>>,
+    from_mem: bool,
+    /// An IOTLB slot that held the translation.
+    hit: Option<(u32, u32)>,
+    /// The walk's result, when the request needed one.
+    walk: Option<WalkOut>,
+}
+
+/// One remapping unit: configuration, root table pointer, caches, fault registers, counters.
+#[derive(Clone, Debug)]
+pub struct Remapper {
+    cfg: UnitConfig,
+    rtaddr: Option<u64>,
+    ctx_cache: ContextCache,
+    iotlb: Iotlb,
+    faults: FaultRecorder,
+    stats: Stats,
+}
+
+/// Requests per window of a batch: the speculative pass covers a window, then the in-order
+/// pass commits it.
+const WINDOW: usize = 1 << 15;
+/// Fewest requests per thread worth a thread of its own.
+const MIN_PER_THREAD: usize = 1 << 12;
+
+impl Remapper {
+    pub fn new(
+        cap: u64,
+        ecap: u64,
+        rtaddr: Option<u64>,
+        iotlb_entries: usize,
+        fault_records: usize,
+        context_cache: bool,
+    ) -> crate::Result<Self> {
+        Ok(Remapper {
+            cfg: UnitConfig::new(cap, ecap, fault_records)?,
+            rtaddr,
+            ctx_cache: ContextCache::new(context_cache),
+            iotlb: Iotlb::new(iotlb_entries)?,
+            faults: FaultRecorder::new(fault_records)?,
+            stats: Stats::default(),
+        })
+    }
+
+    pub fn config(&self) -> &UnitConfig {
+        &self.cfg
+    }
+    pub fn root_table(&self) -> Option<u64> {
+        self.rtaddr
+    }
+    /// SRTP: latch a new root table pointer and flush every cache (CAP.ESRTPS).
+    pub fn set_root_table(&mut self, rtaddr: Option<u64>) {
+        self.rtaddr = rtaddr;
+        self.iotlb.invalidate_all();
+        self.ctx_cache.invalidate_all();
+    }
+    pub fn iotlb(&self) -> &Iotlb {
+        &self.iotlb
+    }
+    pub fn context_cache(&self) -> &ContextCache {
+        &self.ctx_cache
+    }
+    pub fn fault_recorder(&self) -> &FaultRecorder {
+        &self.faults
+    }
+    pub fn drain_faults(&mut self) -> Vec<FaultRecord> {
+        self.faults.drain()
+    }
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    pub fn invalidate_iotlb_global(&mut self) {
+        self.iotlb.invalidate_all();
+    }
+    pub fn invalidate_iotlb_domain(&mut self, did: u16) {
+        self.iotlb.invalidate_domain(did);
+    }
+    /// Page-selective invalidation; without CAP.PSI the unit invalidates the whole domain, as
+    /// hardware may invalidate at a coarser granularity. `am` above CAP.MAMV is refused.
+    pub fn invalidate_iotlb_pages(&mut self, did: u16, addr: u64, am: u32) -> crate::Result<()> {
+        if am > self.cfg.mamv {
+            return Err(crate::Error::invalid(
+                "am",
+                format!("address mask {am} exceeds CAP.MAMV = {}", self.cfg.mamv),
+            ));
+        }
+        if self.cfg.psi {
+            self.iotlb.invalidate_pages(did, addr, am);
+        } else {
+            self.iotlb.invalidate_domain(did);
+        }
+        Ok(())
+    }
+    pub fn invalidate_context_global(&mut self) {
+        self.ctx_cache.invalidate_all();
+    }
+    pub fn invalidate_context_domain(&mut self, did: u16) {
+        self.ctx_cache.invalidate_domain(did);
+    }
+    pub fn invalidate_context_device(&mut self, sid: u16, fm: u32) -> crate::Result<()> {
+        if fm > 3 {
+            return Err(crate::Error::invalid(
+                "fm",
+                format!("function mask {fm} is not 0..=3"),
+            ));
+        }
+        self.ctx_cache.invalidate_device(sid, fm);
+        Ok(())
+    }
+
+    fn fault(&mut self, req: &Request, reason: FaultReason, fpd: bool) -> FaultRecord {
+        let rec = FaultRecord {
+            reason,
+            sid: req.sid,
+            iova: req.iova,
+            write: req.write,
+        };
+        let _: Outcome = self.faults.report(rec, fpd);
+        rec
+    }
+
+    /// Translate one request: the architectural result, with every side effect (caches,
+    /// counters, fault recording).
+    pub fn translate(&mut self, mem: &PhysMem, req: &Request) -> Result<Translation, FaultRecord> {
+        self.commit(mem, req, None)
+    }
+
+    /// The in-order step of a translation, using what `spec` worked out ahead where it holds.
+    fn commit(
+        &mut self,
+        mem: &PhysMem,
+        req: &Request,
+        spec: Option<&Spec>,
+    ) -> Result<Translation, FaultRecord> {
+        let cached = if self.ctx_cache.enabled() {
+            self.ctx_cache.get(req.sid)
+        } else {
+            None
+        };
+        let ctx_res = match cached {
+            Some(c) => {
+                self.stats.context_hits += 1;
+                Ok(c)
+            }
+            None => {
+                self.stats.context_misses += 1;
+                let r = match spec {
+                    Some(Spec {
+                        ctx: Some(r),
+                        from_mem: true,
+                        ..
+                    }) => *r,
+                    _ => fetch_context(mem, &self.cfg, self.rtaddr, req.sid),
+                };
+                if let Ok(c) = r {
+                    self.ctx_cache.insert(req.sid, c);
+                }
+                r
+            }
+        };
+        let ctx = match ctx_res {
+            Ok(c) => c,
+            Err(f) => return Err(self.fault(req, f.reason, f.fpd)),
+        };
+        // The hints hold only if the request saw this same context ahead.
+        let spec = spec.filter(|s| matches!(s.ctx, Some(Ok(c)) if c == ctx));
+        if req.translation_request && ctx.tt != TranslationType::MultiLevelDevIotlb {
+            return Err(self.fault(req, FaultReason::ContextEntryTt, ctx.fpd));
+        }
+        if ctx.tt == TranslationType::PassThrough {
+            return Ok(Translation {
+                hpa: req.iova,
+                page_size: 4096,
+                read: true,
+                write: true,
+                domain_id: ctx.did,
+                level: 0,
+            });
+        }
+        let levels = ctx.levels as u32;
+        if beyond_width(&self.cfg, levels, req.iova) {
+            return Err(self.fault(req, FaultReason::AddrBeyondMgaw, ctx.fpd));
+        }
+        let entry = if self.iotlb.capacity() > 0 {
+            let hit = match spec.and_then(|s| s.hit) {
+                Some((i, g)) => self
+                    .iotlb
+                    .get_checked(i, g)
+                    .or_else(|| self.iotlb.lookup(ctx.did, req.iova)),
+                None => self.iotlb.lookup(ctx.did, req.iova),
+            };
+            if hit.is_some() {
+                self.stats.hits += 1;
+            } else {
+                self.stats.misses += 1;
+            }
+            hit
+        } else {
+            self.stats.misses += 1;
+            None
+        };
+        let entry = match entry {
+            Some(e) => {
+                let need = if req.write { PERM_W } else { PERM_R };
+                if e.perm & need == 0 {
+                    let r = if req.write {
+                        FaultReason::Write
+                    } else {
+                        FaultReason::Read
+                    };
+                    return Err(self.fault(req, r, ctx.fpd));
+                }
+                e
+            }
+            None => {
+                self.stats.walks += 1;
+                let job = WalkJob {
+                    root: ctx.slptptr,
+                    iova: req.iova,
+                    levels: ctx.levels,
+                    write: req.write,
+                };
+                let w = match spec.and_then(|s| s.walk) {
+                    Some(w) => w,
+                    None => walk(mem, &self.cfg, &job),
+                };
+                if let Some(r) = FaultReason::from_code(w.fault) {
+                    return Err(self.fault(req, r, ctx.fpd));
+                }
+                let size = crate::entry::level_size(w.level as u32);
+                let e = IotlbEntry {
+                    did: ctx.did,
+                    level: w.level,
+                    perm: w.perm,
+                    iova_base: req.iova & !(size - 1),
+                    hpa_base: w.hpa_base,
+                };
+                self.iotlb.insert(e);
+                e
+            }
+        };
+        let size = crate::entry::level_size(entry.level as u32);
+        let hpa = entry.hpa_base | (req.iova & (size - 1));
+        if (INTERRUPT_RANGE.0..INTERRUPT_RANGE.1).contains(&hpa) {
+            return Err(self.fault(req, FaultReason::InterruptAddr, ctx.fpd));
+        }
+        Ok(Translation {
+            hpa,
+            page_size: size,
+            read: entry.perm & PERM_R != 0,
+            write: entry.perm & PERM_W != 0,
+            domain_id: ctx.did,
+            level: entry.level,
+        })
+    }
+
+    /// The read-only look-ahead of a slice of a window: context, IOTLB probe, and the walks of
+    /// the requests that missed, interleaved.
+    fn speculate(&self, mem: &PhysMem, reqs: &[Request], spec: &mut [Spec]) {
+        let mut jobs: Vec<WalkJob> = Vec::with_capacity(reqs.len());
+        let mut who: Vec<usize> = Vec::with_capacity(reqs.len());
+        let iotlb_on = self.iotlb.capacity() > 0 && !self.iotlb.is_empty();
+        for (i, (r, s)) in reqs.iter().zip(spec.iter_mut()).enumerate() {
+            let (ctx, from_mem) = match self.ctx_cache.get(r.sid) {
+                Some(c) => (Ok(c), false),
+                None => (fetch_context(mem, &self.cfg, self.rtaddr, r.sid), true),
+            };
+            *s = Spec {
+                ctx: Some(ctx),
+                from_mem,
+                hit: None,
+                walk: None,
+            };
+            let Ok(c) = ctx else { continue };
+            if c.tt == TranslationType::PassThrough || r.translation_request {
+                continue;
+            }
+            if iotlb_on {
+                s.hit = self.iotlb.probe(c.did, r.iova);
+                if s.hit.is_some() {
+                    continue;
+                }
+            }
+            jobs.push(WalkJob {
+                root: c.slptptr,
+                iova: r.iova,
+                levels: c.levels,
+                write: r.write,
+            });
+            who.push(i);
+        }
+        let mut outs = vec![WalkOut::default(); jobs.len()];
+        walk_interleaved(mem, &self.cfg, &jobs, &mut outs);
+        for (&i, o) in who.iter().zip(outs) {
+            if let Some(s) = spec.get_mut(i) {
+                s.walk = Some(o);
+            }
+        }
+    }
+
+    /// Translate many requests: exactly the results, side effects and counters of the same
+    /// calls to [`Remapper::translate`] one by one, in order. Each window is first worked out
+    /// ahead from the caches as they stand at its start (read-only, split over `threads`,
+    /// walks interleaved); then an in-order pass commits each request, taking an IOTLB hit
+    /// found ahead only if its slot is unchanged since, and a walk only from memory, which no
+    /// one changes during the batch. `out_hpa[i]` is 0 and `out_fault[i]` the reason code on a
+    /// fault.
+    pub fn translate_batch(
+        &mut self,
+        mem: &PhysMem,
+        reqs: &[Request],
+        threads: usize,
+        out_hpa: &mut [u64],
+        out_fault: &mut [u8],
+    ) {
+        let mut spec = vec![Spec::default(); WINDOW.min(reqs.len())];
+        let mut base = 0usize;
+        for win in reqs.chunks(WINDOW) {
+            let sp = &mut spec[..win.len()];
+            let t = threads.clamp(1, 64).min(win.len() / MIN_PER_THREAD).max(1);
+            if t <= 1 {
+                self.speculate(mem, win, sp);
+            } else {
+                let per = win.len().div_ceil(t);
+                let this = &*self;
+                std::thread::scope(|s| {
+                    for (rs, ss) in win.chunks(per).zip(sp.chunks_mut(per)) {
+                        s.spawn(move || this.speculate(mem, rs, ss));
+                    }
+                });
+            }
+            for (k, (r, s)) in win.iter().zip(sp.iter()).enumerate() {
+                let (h, f) = match self.commit(mem, r, Some(s)) {
+                    Ok(t) => (t.hpa, 0),
+                    Err(rec) => (0, rec.reason.code()),
+                };
+                if let Some(o) = out_hpa.get_mut(base + k) {
+                    *o = h;
+                }
+                if let Some(o) = out_fault.get_mut(base + k) {
+                    *o = f;
+                }
+            }
+            base += win.len();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addr::Maddr;
+
+    const ROOT: u64 = 0x1000;
+    const CTX: u64 = 0x2000;
+    const SID: u16 = 0x0308; // 03:01.0
+    /// Table pages for levels 5..1 of the first walk.
+    const T: [u64; 5] = [0x10_0000, 0x10_1000, 0x10_2000, 0x10_3000, 0x10_4000];
+    const IOVA: u64 = 0x0080_8060_4000;
+    const CAP5: u64 = DEFAULT_CAP | (0x8 << 8) | (56u64 << 16);
+
+    fn w(m: &mut PhysMem, a: u64, v: u64) {
+        m.write_u64(Maddr(a), v).unwrap();
+    }
+
+    /// Memory [0, 64 MiB), root -> context (sid) -> a `levels`-deep walk of IOVA to 0x4567000.
+    fn setup(levels: u32) -> (PhysMem, u64) {
+        let mut m = PhysMem::new(&[(0, 64 << 20)]).unwrap();
+        w(&mut m, ROOT + 3 * 16, CTX | 1);
+        let top = T[(5 - levels) as usize];
+        w(&mut m, CTX + 8 * 16, top | 1);
+        w(&mut m, CTX + 8 * 16 + 8, (levels as u64 - 2) | (42 << 8));
+        for l in (2..=levels).rev() {
+            let t = T[(5 - l) as usize];
+            let next = T[(5 - l + 1) as usize];
+            w(&mut m, t + address_level_offset(IOVA, l) * 8, next | 3);
+        }
+        w(
+            &mut m,
+            T[4] + address_level_offset(IOVA, 1) * 8,
+            0x456_7000 | 3,
+        );
+        (m, top)
+    }
+
+    fn unit(cap: u64) -> Remapper {
+        Remapper::new(cap, DEFAULT_ECAP, Some(ROOT), 1024, 8, true).unwrap()
+    }
+
+    fn req(iova: u64, write: bool) -> Request {
+        Request {
+            sid: SID,
+            iova,
+            write,
+            translation_request: false,
+        }
+    }
+
+    fn reason(r: &mut Remapper, m: &PhysMem, iova: u64, write: bool) -> u8 {
+        match r.translate(m, &req(iova, write)) {
+            Ok(_) => 0,
+            Err(f) => f.reason.code(),
+        }
+    }
+
+    #[test]
+    fn translates_at_3_4_5_levels() {
+        for (levels, cap) in [(3, DEFAULT_CAP | (0x2 << 8)), (4, DEFAULT_CAP), (5, CAP5)] {
+            let (m, _) = setup(levels);
+            let mut r = unit(cap);
+            let iova = IOVA & ((1u64 << levels_to_width(levels)) - 1);
+            let (m, iova) = if levels == 3 {
+                let (mut m, _) = (m, 0);
+                // Rebuild for the 39-bit IOVA (the L3 index differs only in higher bits).
+                for l in (2..=3).rev() {
+                    let t = T[(5 - l) as usize];
+                    let next = T[(5 - l + 1) as usize];
+                    w(&mut m, t + address_level_offset(iova, l) * 8, next | 3);
+                }
+                (m, iova)
+            } else {
+                (m, iova)
+            };
+            let t = r.translate(&m, &req(iova | 0x123, true)).unwrap();
+            assert_eq!(t.hpa, 0x456_7123, "levels {levels}");
+            assert_eq!((t.page_size, t.level, t.domain_id), (4096, 1, 42));
+            assert!(t.read && t.write);
+            assert_eq!(r.stats().walks, 1);
+            // Second time: an IOTLB hit.
+            assert_eq!(r.translate(&m, &req(iova, false)).unwrap().hpa, 0x456_7000);
+            assert_eq!(r.stats().hits, 1);
+        }
+    }
+
+    #[test]
+    fn every_context_fault() {
+        let (mut m, top) = setup(4);
+        let fresh = |m: &PhysMem| reason(&mut unit(DEFAULT_CAP), m, IOVA, false);
+        assert_eq!(fresh(&m), 0);
+        let ce = CTX + 8 * 16;
+        // 0x8: no root table / root table outside memory.
+        let mut r = Remapper::new(DEFAULT_CAP, DEFAULT_ECAP, None, 16, 8, true).unwrap();
+        assert_eq!(reason(&mut r, &m, IOVA, false), 0x8);
+        r.set_root_table(Some(1 << 40));
+        assert_eq!(reason(&mut r, &m, IOVA, false), 0x8);
+        // 0x1, 0xA.
+        w(&mut m, ROOT + 48, CTX);
+        assert_eq!(fresh(&m), 0x1);
+        w(&mut m, ROOT + 48, CTX | 1 | 0x10);
+        assert_eq!(fresh(&m), 0xA);
+        w(&mut m, ROOT + 48, CTX | 1 | (1 << 50));
+        assert_eq!(fresh(&m), 0xA);
+        w(&mut m, ROOT + 48, CTX | 1);
+        w(&mut m, ROOT + 56, 1);
+        assert_eq!(fresh(&m), 0xA);
+        w(&mut m, ROOT + 56, 0);
+        // 0x9: context table outside memory.
+        w(&mut m, ROOT + 48, (1 << 40) | 1);
+        assert_eq!(fresh(&m), 0x9);
+        w(&mut m, ROOT + 48, CTX | 1);
+        // 0x2, 0xB, 0x3.
+        w(&mut m, ce, top);
+        assert_eq!(fresh(&m), 0x2);
+        w(&mut m, ce, top | 1 | 0x100);
+        assert_eq!(fresh(&m), 0xB);
+        w(&mut m, ce, top | 1);
+        w(&mut m, ce + 8, 2 | (42 << 8) | 0x80);
+        assert_eq!(fresh(&m), 0xB);
+        for aw in [0u64, 1, 3, 4, 7] {
+            w(&mut m, ce + 8, aw | (42 << 8));
+            // AW 1 (39 bits) is supported, and IOVA (bit 39 set) is beyond it.
+            assert_eq!(fresh(&m), if aw == 1 { 0x4 } else { 0x3 }, "aw {aw}");
+        }
+        w(&mut m, ce + 8, 2 | (42 << 8));
+        w(&mut m, ce, top | 1 | (3 << 2));
+        assert_eq!(fresh(&m), 0x3);
+        // TT 1 needs ECAP.DT; TT 2 needs ECAP.PT.
+        w(&mut m, ce, top | 1 | (1 << 2));
+        assert_eq!(fresh(&m), 0);
+        let mut nodt = Remapper::new(
+            DEFAULT_CAP,
+            DEFAULT_ECAP & !ECAP_DT,
+            Some(ROOT),
+            16,
+            8,
+            true,
+        )
+        .unwrap();
+        assert_eq!(reason(&mut nodt, &m, IOVA, false), 0x3);
+        w(&mut m, ce, top | 1 | (2 << 2));
+        let mut nopt = Remapper::new(
+            DEFAULT_CAP,
+            DEFAULT_ECAP & !ECAP_PT,
+            Some(ROOT),
+            16,
+            8,
+            true,
+        )
+        .unwrap();
+        assert_eq!(reason(&mut nopt, &m, IOVA, false), 0x3);
+        // Pass-through: identity, even beyond the width.
+        let t = unit(DEFAULT_CAP)
+            .translate(&m, &req(1 << 60, true))
+            .unwrap();
+        assert_eq!((t.hpa, t.level, t.page_size), (1 << 60, 0, 4096));
+        // 0xD: a translation request needs TT 1.
+        let mut tr = req(IOVA, false);
+        tr.translation_request = true;
+        assert_eq!(
+            unit(DEFAULT_CAP)
+                .translate(&m, &tr)
+                .unwrap_err()
+                .reason
+                .code(),
+            0xD
+        );
+        w(&mut m, ce, top | 1 | (1 << 2));
+        assert!(unit(DEFAULT_CAP).translate(&m, &tr).is_ok());
+        w(&mut m, ce, top | 1);
+        assert_eq!(
+            unit(DEFAULT_CAP)
+                .translate(&m, &tr)
+                .unwrap_err()
+                .reason
+                .code(),
+            0xD
+        );
+    }
+
+    #[test]
+    fn every_walk_fault() {
+        let (mut m, top) = setup(4);
+        let fresh = |m: &PhysMem, iova: u64, wr: bool| reason(&mut unit(DEFAULT_CAP), m, iova, wr);
+        // 0x4: beyond 48 bits.
+        assert_eq!(fresh(&m, 1 << 48, false), 0x4);
+        // 0x3: top-level table outside memory; 0x7 below.
+        let ce = CTX + 8 * 16;
+        w(&mut m, ce, (1 << 40) | 1);
+        assert_eq!(fresh(&m, IOVA, false), 0x3);
+        w(&mut m, ce, top | 1);
+        let l4e = top + address_level_offset(IOVA, 4) * 8;
+        w(&mut m, l4e, (1 << 40) | 3);
+        // bit 40 < 48 is a valid address bit: the L3 table is simply outside memory.
+        assert_eq!(fresh(&m, IOVA, false), 0x7);
+        // 0x5/0x6 at a non-leaf level, then at the leaf.
+        w(&mut m, l4e, T[2] | 1);
+        assert_eq!(fresh(&m, IOVA, true), 0x5);
+        assert_eq!(fresh(&m, IOVA, false), 0);
+        w(&mut m, l4e, T[2] | 2);
+        assert_eq!(fresh(&m, IOVA, false), 0x6);
+        w(&mut m, l4e, T[2]);
+        assert_eq!(fresh(&m, IOVA, true), 0x5);
+        w(&mut m, l4e, T[2] | 3);
+        let l3e = T[2] + address_level_offset(IOVA, 3) * 8;
+        // 0xC: SNP on a non-leaf, bits above the width, TM.
+        w(&mut m, l3e, T[3] | 3 | Pte::SNP);
+        assert_eq!(fresh(&m, IOVA, false), 0xC);
+        w(&mut m, l3e, T[3] | 3 | (1 << 49));
+        assert_eq!(fresh(&m, IOVA, false), 0xC);
+        w(&mut m, l3e, T[3] | 3 | (1 << 62));
+        assert_eq!(fresh(&m, IOVA, false), 0xC);
+        // Ignored bits 52-61, 63 and X, EMT/IPAT are fine.
+        w(&mut m, l3e, T[3] | 3 | (0x3ff << 52) | (1 << 63) | 0x7c);
+        assert_eq!(fresh(&m, IOVA, false), 0);
+        w(&mut m, l3e, T[3] | 3);
+        // PS at L4 is reserved.
+        w(&mut m, l4e, T[2] | 3 | Pte::PS);
+        assert_eq!(fresh(&m, IOVA, false), 0xC);
+        w(&mut m, l4e, T[2] | 3);
+        // Permission is checked before reserved bits: a non-present entry with junk is 0x6.
+        w(&mut m, l3e, T[3] | Pte::SNP);
+        assert_eq!(fresh(&m, IOVA, false), 0x6);
+        w(&mut m, l3e, T[3] | 3);
+        // 0xE: the output in the interrupt range.
+        let l1e = T[4] + address_level_offset(IOVA, 1) * 8;
+        w(&mut m, l1e, 0xFEE0_1000 | 3);
+        assert_eq!(fresh(&m, IOVA, false), 0xE);
+    }
+
+    #[test]
+    fn superpages_at_every_depth() {
+        for (levels, cap) in [
+            (3u32, DEFAULT_CAP | (0x2 << 8)),
+            (4, DEFAULT_CAP),
+            (5, CAP5),
+        ] {
+            let (mut m, _) = setup(levels);
+            let iova = 0x7_4060_5123u64; // < 2^39
+            for l in (3..=levels).rev() {
+                let t = T[(5 - l) as usize];
+                let next = T[(5 - l + 1) as usize];
+                w(&mut m, t + address_level_offset(iova, l) * 8, next | 3);
+            }
+            // 2 MiB at L2.
+            w(
+                &mut m,
+                T[3] + address_level_offset(iova, 2) * 8,
+                0x4000_0000 | 3 | Pte::PS,
+            );
+            let t = unit(cap).translate(&m, &req(iova, false)).unwrap();
+            assert_eq!(
+                (t.hpa, t.level, t.page_size),
+                (0x4000_0000 | (iova & 0x1f_ffff), 2, 2 << 20)
+            );
+            // Address bits below 2 MiB are reserved in a 2 MiB leaf.
+            w(
+                &mut m,
+                T[3] + address_level_offset(iova, 2) * 8,
+                0x4000_1000 | 3 | Pte::PS,
+            );
+            assert_eq!(reason(&mut unit(cap), &m, iova, false), 0xC);
+            // 1 GiB at L3.
+            w(
+                &mut m,
+                T[2] + address_level_offset(iova, 3) * 8,
+                0x80_0000_0000 | 3 | Pte::PS,
+            );
+            let t = unit(cap).translate(&m, &req(iova, true)).unwrap();
+            assert_eq!((t.hpa, t.level), (0x80_0000_0000 | (iova & 0x3fff_ffff), 3));
+            // Without SLLPS 1G, PS at L3 is reserved.
+            assert_eq!(reason(&mut unit(cap & !CAP_SLLPS_1G), &m, iova, false), 0xC);
+        }
+    }
+
+    #[test]
+    fn fpd_and_fault_recording() {
+        let (mut m, top) = setup(4);
+        let ce = CTX + 8 * 16;
+        w(&mut m, ce, top | 1 | ContextEntry::FPD);
+        let mut r = unit(DEFAULT_CAP);
+        assert_eq!(reason(&mut r, &m, 1 << 50, false), 0x4);
+        assert!(r.drain_faults().is_empty());
+        assert_eq!(r.fault_recorder().counts().suppressed_fpd, 1);
+        w(&mut m, ce + 8, 2 | (42 << 8) | 0x80); // 0xB is never suppressed
+        let mut r = unit(DEFAULT_CAP);
+        assert_eq!(reason(&mut r, &m, IOVA, false), 0xB);
+        let d = r.drain_faults();
+        assert_eq!(d.len(), 1);
+        assert_eq!((d[0].sid, d[0].fault_address()), (SID, IOVA & !0xfff));
+    }
+
+    #[test]
+    fn iotlb_rechecks_permission_and_stays_stale() {
+        let (mut m, _) = setup(4);
+        let l1e = T[4] + address_level_offset(IOVA, 1) * 8;
+        w(&mut m, l1e, 0x456_7000 | 1);
+        let mut r = unit(DEFAULT_CAP);
+        assert!(r.translate(&m, &req(IOVA, false)).is_ok());
+        // A write through the cached read-only entry faults, and is recorded.
+        assert_eq!(reason(&mut r, &m, IOVA, true), 0x5);
+        assert_eq!(r.stats().hits, 1);
+        assert_eq!(r.drain_faults().len(), 1);
+        // Stale until invalidated.
+        w(&mut m, l1e, 0x999_9000 | 3);
+        assert_eq!(r.translate(&m, &req(IOVA, false)).unwrap().hpa, 0x456_7000);
+        r.invalidate_iotlb_pages(42, IOVA, 0).unwrap();
+        assert_eq!(r.translate(&m, &req(IOVA, false)).unwrap().hpa, 0x999_9000);
+        assert!(r.invalidate_iotlb_pages(42, IOVA, 19).is_err());
+    }
+
+    #[test]
+    fn interleaved_equals_single_on_random_tables() {
+        // Random bits in a small memory: every walk must end (never panic) and agree.
+        let mut x = 0x1234_5678_9abc_def1u64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut m = PhysMem::new(&[(0, 1 << 20)]).unwrap();
+        for i in 0..(1u64 << 17) {
+            let v = rnd();
+            // Mostly plausible entries pointing into memory, some garbage.
+            let v = if v & 7 == 0 {
+                v
+            } else {
+                (v & 0xf_f000 & !0x80) | (v >> 60)
+            };
+            w(&mut m, i * 8, v);
+        }
+        let cfg = UnitConfig::new(CAP5, DEFAULT_ECAP, 8).unwrap();
+        let jobs: Vec<WalkJob> = (0..5000)
+            .map(|_| WalkJob {
+                root: rnd() & 0xf_f000,
+                iova: rnd() >> (rnd() % 16),
+                levels: 3 + (rnd() % 3) as u8,
+                write: rnd() & 1 == 1,
+            })
+            .collect();
+        let mut out = vec![WalkOut::default(); jobs.len()];
+        walk_interleaved(&m, &cfg, &jobs, &mut out);
+        let mut ok = 0;
+        for (j, o) in jobs.iter().zip(&out) {
+            assert_eq!(walk(&m, &cfg, j), *o);
+            ok += (o.fault == 0) as u32;
+        }
+        assert!(ok > 0);
+    }
+}
