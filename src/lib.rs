@@ -13,6 +13,7 @@ pub mod error;
 pub mod fault;
 pub mod iotlb;
 pub mod mem;
+pub mod pagetable;
 pub mod translate;
 
 #[cfg(feature = "python")]

@@ -6,7 +6,7 @@ The public API is re-exported here explicitly; see ``__all__``.
 from __future__ import annotations
 
 from vtdwalk import dmar
-from vtdwalk._core import FaultRecord, PhysMem, Remapper, Translation, __version__
+from vtdwalk._core import FaultRecord, PageTable, PhysMem, Remapper, Translation, __version__
 from vtdwalk.errors import (
     BadFree,
     DmaFault,
@@ -38,6 +38,7 @@ __all__ = [
     "Numa",
     "NumaNode",
     "OutOfMemory",
+    "PageTable",
     "PhysMem",
     "Platform",
     "PlatformError",

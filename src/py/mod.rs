@@ -6,12 +6,14 @@ use pyo3::prelude::*;
 pub mod args;
 pub mod errors;
 pub mod mem;
+pub mod pagetable;
 pub mod remapper;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     mem::register(m)?;
+    pagetable::register(m)?;
     remapper::register(m)?;
     Ok(())
 }

@@ -1,0 +1,1740 @@
+//! The driver side of DMA remapping: a domain's second-level page table, built in `PhysMem`.
+//!
+//! Behaviour follows Xen's VT-d driver (xen-driver.md §4.3, §4.4, §4.6) with the choices of
+//! decisions.md: 3, 4 or 5 levels; table pages allocated against the domain's node (the seed's
+//! rule); intermediate entries always R+W, only leaves carry permissions; 2 MiB / 1 GiB leaves
+//! where alignment and the `superpages` setting allow, superpages shattered when part of one is
+//! remapped or unmapped; unmap frees tables that become empty (never the root).
+//!
+//! Every mutation is atomic: arguments are checked, then a read-only *plan* pass validates every
+//! table it will touch and counts the table pages it will allocate; only when the arena has that
+//! many free pages does the *execute* pass write anything. So bad input, a corrupted table and
+//! `OutOfMemory` all leave the tables exactly as they were.
+//!
+//! The table keeps the set of its own table pages (with their level and node). Mutations follow a
+//! pointer only to one of those pages at the expected level, so a corrupted entry is reported as
+//! an error instead of writing into (or freeing) someone else's memory. Read-only walks (lookup,
+//! mappings) read whatever the entries say, as the hardware would, and fail only on pointers
+//! outside memory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::addr::{Iova, Maddr, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE};
+use crate::entry::{
+    address_level_offset, level_size, level_to_offset_bits, levels_to_width, Pte, LEVEL_MASK,
+    MAX_LEVELS, MIN_LEVELS,
+};
+use crate::error::{Error, Result};
+use crate::mem::{Frame, PhysMem, MAX_MADDR_BITS};
+
+/// R or W: "present" as Xen defines it.
+const PRESENT: u64 = Pte::R | Pte::W;
+/// Highest level at which a leaf (PS) may appear: 1 GiB pages at L3.
+const MAX_SUPERPAGE_LEVEL: u32 = 3;
+
+/// The largest leaf `map` may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Superpages {
+    /// 4 KiB leaves only.
+    None,
+    /// 4 KiB and 2 MiB leaves.
+    Sp2M,
+    /// 4 KiB, 2 MiB and 1 GiB leaves.
+    #[default]
+    Sp1G,
+}
+
+impl Superpages {
+    /// Parse "none", "2M" or "1G" (case-insensitive).
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" | "4k" => Ok(Superpages::None),
+            "2m" => Ok(Superpages::Sp2M),
+            "1g" => Ok(Superpages::Sp1G),
+            _ => Err(Error::invalid(
+                "superpages",
+                format!("{s:?}: expected \"none\", \"2M\" or \"1G\""),
+            )),
+        }
+    }
+    /// The canonical name ("none", "2M", "1G").
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Superpages::None => "none",
+            Superpages::Sp2M => "2M",
+            Superpages::Sp1G => "1G",
+        }
+    }
+    /// Highest level a leaf may be written at (1, 2 or 3).
+    pub const fn max_leaf_level(self) -> u32 {
+        match self {
+            Superpages::None => 1,
+            Superpages::Sp2M => 2,
+            Superpages::Sp1G => 3,
+        }
+    }
+}
+
+/// Leaf permissions and attributes of a mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Perms {
+    pub read: bool,
+    pub write: bool,
+    pub snoop: bool,
+}
+
+impl Perms {
+    /// Read + write, no snoop.
+    pub const RW: Perms = Perms {
+        read: true,
+        write: true,
+        snoop: false,
+    };
+    fn bits(self) -> Result<u64> {
+        if !self.read && !self.write {
+            return Err(Error::invalid(
+                "permissions",
+                "a mapping needs read or write (an entry without either is not present; use unmap)",
+            ));
+        }
+        Ok(Pte::leaf(0, self.read, self.write, self.snoop, false).0)
+    }
+}
+
+/// One translation: what `lookup` returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    /// The machine address of the looked-up IOVA itself (page offset included).
+    pub maddr: u64,
+    /// Size of the leaf: 4 KiB, 2 MiB or 1 GiB.
+    pub page_size: u64,
+    pub read: bool,
+    pub write: bool,
+}
+
+/// A run of contiguous leaves with equal permissions: what `mappings` returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub iova: u64,
+    pub maddr: u64,
+    pub size: u64,
+    pub read: bool,
+    pub write: bool,
+}
+
+/// A table page this page table owns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TableInfo {
+    level: u32,
+    node: u32,
+}
+
+/// A multiplicative hash for page addresses (the default SipHash costs more than the walk).
+#[derive(Default, Clone, Copy)]
+struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        let h = (v >> PAGE_SHIFT).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = h ^ (h >> 29);
+    }
+}
+
+type TableSet = HashMap<u64, TableInfo, BuildHasherDefault<AddrHasher>>;
+
+/// What an entry is, once checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Absent,
+    Leaf,
+    /// A pointer to one of our tables, one level down.
+    Table(u64),
+}
+
+/// A table as the plan pass sees it: real, or one the execute pass would create.
+#[derive(Clone, Copy)]
+enum Virt {
+    Real(u64),
+    /// A new zeroed table.
+    Empty,
+    /// A new table from shattering a superpage: every entry a present leaf.
+    Leaves,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Map { delta: u64 },
+    Unmap,
+}
+
+/// State carried through one execute pass.
+#[derive(Default)]
+struct Exec {
+    /// Some overwritten or cleared entry was present (the flush hint).
+    present: bool,
+    /// Subtrees cut off by this operation, freed at the end: (table, level).
+    free: Vec<(u64, u32)>,
+}
+
+fn corrupt(addr: u64, why: &'static str) -> Error {
+    Error::MemoryAccess {
+        addr,
+        len: PAGE_SIZE,
+        why,
+    }
+}
+
+/// A second-level page table of 3, 4 or 5 levels.
+pub struct PageTable {
+    root: u64,
+    levels: u32,
+    node: Option<u32>,
+    superpages: Superpages,
+    tables: TableSet,
+    /// Machine page 0 is held (never used) because 0 means "no table" (see `alloc_nonzero`).
+    holds_page0: bool,
+}
+
+/// Allocate one zeroed page on `node` whose address is not 0: Xen uses maddr 0 for "no table",
+/// and so does this API. If the arena hands out page 0, it is kept aside (`*holds_page0` set;
+/// the owner frees it on teardown) and another page is taken.
+pub(crate) fn alloc_nonzero(
+    mem: &mut PhysMem,
+    node: Option<u32>,
+    holds_page0: &mut bool,
+) -> Result<u64> {
+    let a = mem.alloc_pages(1, node)?.get();
+    if a != 0 {
+        return Ok(a);
+    }
+    match mem.alloc_pages(1, node) {
+        Ok(b) => {
+            *holds_page0 = true;
+            Ok(b.get())
+        }
+        Err(e) => {
+            mem.free_pages(Maddr(0), 1)?;
+            Err(e)
+        }
+    }
+}
+
+/// Pages to add to a plan's count for the page-0 reservation of `alloc_nonzero`.
+pub(crate) fn page0_extra(mem: &PhysMem) -> u64 {
+    u64::from(mem.contains(Maddr(0), PAGE_SIZE) && !mem.is_allocated(Maddr(0)))
+}
+
+impl PageTable {
+    /// An empty table (no root yet) of `levels` levels, allocating on `node`.
+    pub fn new(levels: u32, node: Option<u32>, superpages: Superpages) -> Result<Self> {
+        if !(MIN_LEVELS..=MAX_LEVELS).contains(&levels) {
+            return Err(Error::invalid(
+                "levels",
+                format!("{levels}: a second-level table has 3, 4 or 5 levels"),
+            ));
+        }
+        Ok(PageTable {
+            root: 0,
+            levels,
+            node,
+            superpages,
+            tables: TableSet::default(),
+            holds_page0: false,
+        })
+    }
+
+    /// Machine address of the top table, 0 until the first allocation.
+    pub fn root(&self) -> u64 {
+        self.root
+    }
+    pub fn levels(&self) -> u32 {
+        self.levels
+    }
+    /// Input address width in bits (39, 48, 57).
+    pub fn width(&self) -> u32 {
+        levels_to_width(self.levels)
+    }
+    /// The node table pages are allocated against (None: no preference).
+    pub fn node(&self) -> Option<u32> {
+        self.node
+    }
+    /// Change the node for future allocations; pages already allocated stay where they are.
+    pub fn set_node(&mut self, node: Option<u32>) {
+        self.node = node;
+    }
+    pub fn superpages(&self) -> Superpages {
+        self.superpages
+    }
+
+    /// Table pages per node.
+    pub fn table_pages(&self) -> BTreeMap<u32, u64> {
+        let mut out = BTreeMap::new();
+        for info in self.tables.values() {
+            *out.entry(info.node).or_insert(0) += 1;
+        }
+        out
+    }
+
+    /// Total number of table pages.
+    pub fn table_count(&self) -> usize {
+        self.tables.len()
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Checks
+
+    fn limit(&self) -> u64 {
+        1u64 << self.width()
+    }
+
+    fn check_node(&self, mem: &PhysMem) -> Result<()> {
+        match self.node {
+            Some(n) if n as usize >= mem.num_nodes() => Err(Error::invalid(
+                "node",
+                format!("node {n} does not exist (there are {})", mem.num_nodes()),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_iova_range(&self, iova: u64, size: u64) -> Result<u64> {
+        if size == 0 {
+            return Err(Error::invalid("size", "must not be 0"));
+        }
+        if iova & PAGE_MASK != 0 {
+            return Err(Error::invalid(
+                "iova",
+                format!("{iova:#x} is not 4 KiB aligned"),
+            ));
+        }
+        if size & PAGE_MASK != 0 {
+            return Err(Error::invalid(
+                "size",
+                format!("{size:#x} is not a multiple of 4 KiB"),
+            ));
+        }
+        match iova.checked_add(size) {
+            Some(end) if end <= self.limit() => Ok(end),
+            _ => Err(Error::invalid(
+                "iova",
+                format!(
+                    "[{iova:#x}, +{size:#x}) goes beyond the {}-bit address width",
+                    self.width()
+                ),
+            )),
+        }
+    }
+
+    fn check_maddr_range(maddr: u64, size: u64) -> Result<()> {
+        if maddr & PAGE_MASK != 0 {
+            return Err(Error::invalid(
+                "maddr",
+                format!("{maddr:#x} is not 4 KiB aligned"),
+            ));
+        }
+        match maddr.checked_add(size) {
+            Some(end) if end <= 1u64 << MAX_MADDR_BITS => Ok(()),
+            _ => Err(Error::invalid(
+                "maddr",
+                format!("[{maddr:#x}, +{size:#x}) goes beyond 2^52"),
+            )),
+        }
+    }
+
+    /// What `pte`, read from a level-`level` table, is; a pointer must be one of our tables.
+    #[inline]
+    fn classify(&self, pte: u64, level: u32) -> Result<Kind> {
+        if pte & PRESENT == 0 {
+            return Ok(Kind::Absent);
+        }
+        if level == 1 {
+            return Ok(Kind::Leaf);
+        }
+        if pte & Pte::PS != 0 {
+            if level <= MAX_SUPERPAGE_LEVEL {
+                return Ok(Kind::Leaf);
+            }
+            return Err(corrupt(
+                pte & Pte::ADDR_MASK,
+                "corrupted page table: superpage (PS) entry above level 3",
+            ));
+        }
+        let addr = pte & Pte::ADDR_MASK;
+        match self.tables.get(&addr) {
+            Some(info) if info.level == level - 1 => Ok(Kind::Table(addr)),
+            _ => Err(corrupt(
+                addr,
+                "corrupted page table: an entry points at a page that is not one of this \
+                 table's tables at the level below",
+            )),
+        }
+    }
+
+    /// Validate every pointer of the subtree under the level-`level` table `t`.
+    fn check_subtree(&self, mem: &PhysMem, t: u64, level: u32) -> Result<()> {
+        if level == 1 {
+            return Ok(());
+        }
+        let Some(frame) = read_frame(mem, t)? else {
+            return Ok(());
+        };
+        for &pte in frame.iter() {
+            if let Kind::Table(c) = self.classify(pte, level)? {
+                self.check_subtree(mem, c, level - 1)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fail with `OutOfMemory` unless `needed` single pages can be allocated.
+    fn ensure_free(&self, mem: &PhysMem, needed: u64) -> Result<()> {
+        if needed == 0 {
+            return Ok(());
+        }
+        let needed = needed + page0_extra(mem);
+        let free: u64 = mem.stats().iter().map(|s| s.free_pages).sum();
+        if free < needed {
+            return Err(Error::OutOfMemory {
+                npages: needed,
+                node: self.node,
+            });
+        }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Table pages
+
+    fn alloc_table(&mut self, mem: &mut PhysMem, level: u32) -> Result<u64> {
+        let a = alloc_nonzero(mem, self.node, &mut self.holds_page0)?;
+        let node = mem.node_of(Maddr(a)).unwrap_or(0);
+        self.tables.insert(a, TableInfo { level, node });
+        Ok(a)
+    }
+
+    fn free_table(&mut self, mem: &mut PhysMem, t: u64) -> Result<()> {
+        self.tables.remove(&t);
+        mem.free_pages(Maddr(t), 1)
+    }
+
+    /// A new level-`level - 1` table holding the superpage leaf `old` (at `level`) split in 512.
+    fn shatter(&mut self, mem: &mut PhysMem, old: u64, level: u32) -> Result<u64> {
+        let child = level - 1;
+        let t = self.alloc_table(mem, child)?;
+        let step = level_size(child);
+        let mut attrs = old & !Pte::ADDR_MASK;
+        if child == 1 {
+            attrs &= !Pte::PS;
+        }
+        let mut a = old & Pte::ADDR_MASK;
+        for e in mem.page_mut(Maddr(t))?.iter_mut() {
+            *e = (a & Pte::ADDR_MASK) | attrs;
+            a = a.wrapping_add(step);
+        }
+        Ok(t)
+    }
+
+    fn free_subtree(&mut self, mem: &mut PhysMem, t: u64, level: u32) -> Result<()> {
+        if level > 1 {
+            if let Some(frame) = read_frame(mem, t)? {
+                let mut children = Vec::new();
+                for &pte in frame.iter() {
+                    if let Kind::Table(c) = self.classify(pte, level)? {
+                        children.push(c);
+                    }
+                }
+                for c in children {
+                    self.free_subtree(mem, c, level - 1)?;
+                }
+            }
+        }
+        self.free_table(mem, t)
+    }
+
+    fn finish(&mut self, mem: &mut PhysMem, st: Exec) -> Result<bool> {
+        for (t, level) in st.free {
+            self.free_subtree(mem, t, level)?;
+        }
+        Ok(st.present)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // addr_to_dma_page_maddr
+
+    /// Xen's `addr_to_dma_page_maddr`: the machine address of the level-`level` table covering
+    /// `iova`. With `alloc`, missing tables are allocated on the table's node and superpages met
+    /// above `level` are shattered; without it, 0 when there is no such table.
+    pub fn leaf_table(
+        &mut self,
+        mem: &mut PhysMem,
+        iova: Iova,
+        alloc: bool,
+        level: u32,
+    ) -> Result<u64> {
+        let iova = iova.get();
+        if !(1..=self.levels).contains(&level) {
+            return Err(Error::invalid(
+                "level",
+                format!("{level}: must be in 1..={}", self.levels),
+            ));
+        }
+        if iova >= self.limit() {
+            return Err(Error::invalid(
+                "iova",
+                format!("{iova:#x} is beyond the {}-bit address width", self.width()),
+            ));
+        }
+        if !alloc {
+            return self.find_table(mem, iova, level);
+        }
+        self.check_node(mem)?;
+        // Plan: count the tables to create.
+        let needed = match self.root {
+            0 => u64::from(self.levels - level + 1),
+            r => {
+                let mut t = r;
+                let mut n = 0;
+                for l in (level + 1..=self.levels).rev() {
+                    let pte = read_entry(mem, t, address_level_offset(iova, l))?;
+                    match self.classify(pte, l)? {
+                        Kind::Table(c) => t = c,
+                        _ => {
+                            n = u64::from(l - level);
+                            break;
+                        }
+                    }
+                }
+                n
+            }
+        };
+        self.ensure_free(mem, needed)?;
+        let mut st = Exec::default();
+        let t = self.walk_alloc(mem, iova, level, &mut st)?;
+        self.finish(mem, st)?;
+        Ok(t)
+    }
+
+    /// Read-only walk to the level-`level` table covering `iova` (0 when missing).
+    fn find_table(&self, mem: &PhysMem, iova: u64, level: u32) -> Result<u64> {
+        let mut t = self.root;
+        if t == 0 {
+            return Ok(0);
+        }
+        for l in (level + 1..=self.levels).rev() {
+            let pte = read_entry(mem, t, address_level_offset(iova, l))?;
+            match self.classify(pte, l)? {
+                Kind::Table(c) => t = c,
+                _ => return Ok(0),
+            }
+        }
+        Ok(t)
+    }
+
+    /// Walk to the level-`level` table covering `iova`, creating tables and shattering
+    /// superpages on the way. The caller has checked that the allocations will succeed.
+    fn walk_alloc(
+        &mut self,
+        mem: &mut PhysMem,
+        iova: u64,
+        level: u32,
+        st: &mut Exec,
+    ) -> Result<u64> {
+        if self.root == 0 {
+            self.root = self.alloc_table(mem, self.levels)?;
+        }
+        let mut t = self.root;
+        for l in (level + 1..=self.levels).rev() {
+            let idx = address_level_offset(iova, l) as usize;
+            let pte = mem.page_mut(Maddr(t))?[idx];
+            t = match self.classify(pte, l)? {
+                Kind::Table(c) => c,
+                Kind::Absent => {
+                    let c = self.alloc_table(mem, l - 1)?;
+                    mem.page_mut(Maddr(t))?[idx] = Pte::table(c).0;
+                    c
+                }
+                Kind::Leaf => {
+                    st.present = true;
+                    let c = self.shatter(mem, pte, l)?;
+                    mem.page_mut(Maddr(t))?[idx] = Pte::table(c).0;
+                    c
+                }
+            };
+        }
+        Ok(t)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Range map / unmap
+
+    /// Map `[iova, iova + size)` onto `[maddr, maddr + size)`. Returns true when some entry it
+    /// overwrote was present (the flush hint).
+    pub fn map(
+        &mut self,
+        mem: &mut PhysMem,
+        iova: Iova,
+        maddr: Maddr,
+        size: u64,
+        perms: Perms,
+    ) -> Result<bool> {
+        let (iova, maddr) = (iova.get(), maddr.get());
+        let end = self.check_iova_range(iova, size)?;
+        Self::check_maddr_range(maddr, size)?;
+        let flags = perms.bits()?;
+        self.check_node(mem)?;
+        let op = Op::Map {
+            delta: maddr.wrapping_sub(iova),
+        };
+        let top = if self.root == 0 {
+            Virt::Empty
+        } else {
+            Virt::Real(self.root)
+        };
+        let mut needed = self.plan(mem, top, self.levels, iova, end, op)?;
+        if self.root == 0 {
+            needed += 1;
+        }
+        self.ensure_free(mem, needed)?;
+        if self.root == 0 {
+            self.root = self.alloc_table(mem, self.levels)?;
+        }
+        let mut st = Exec::default();
+        self.map_rec(
+            mem,
+            self.root,
+            self.levels,
+            iova,
+            end,
+            maddr.wrapping_sub(iova),
+            flags,
+            &mut st,
+        )?;
+        self.finish(mem, st)
+    }
+
+    /// Clear `[iova, iova + size)`, shattering superpages that straddle its ends and freeing
+    /// tables that become empty. Returns true when something was present.
+    pub fn unmap(&mut self, mem: &mut PhysMem, iova: Iova, size: u64) -> Result<bool> {
+        let iova = iova.get();
+        let end = self.check_iova_range(iova, size)?;
+        if self.root == 0 {
+            return Ok(false);
+        }
+        self.check_node(mem)?;
+        let needed = self.plan(
+            mem,
+            Virt::Real(self.root),
+            self.levels,
+            iova,
+            end,
+            Op::Unmap,
+        )?;
+        self.ensure_free(mem, needed)?;
+        let mut st = Exec::default();
+        self.unmap_rec(mem, self.root, self.levels, iova, end, &mut st)?;
+        self.finish(mem, st)
+    }
+
+    /// The read-only pass of `map`/`unmap` over `[s, e)` in the level-`level` table `v`:
+    /// validates what the execute pass will follow or free, and counts the tables it creates.
+    fn plan(&self, mem: &PhysMem, v: Virt, level: u32, s: u64, e: u64, op: Op) -> Result<u64> {
+        if level == 1 {
+            return Ok(0);
+        }
+        let frame = match v {
+            Virt::Real(t) => read_frame(mem, t)?,
+            _ => None,
+        };
+        let esz = level_size(level);
+        let max_leaf = self.superpages.max_leaf_level();
+        let mut n = 0u64;
+        let mut a = s;
+        while a < e {
+            let base = a & !(esz - 1);
+            let sub_e = e.min(base + esz);
+            let full = a == base && sub_e == base + esz;
+            let kind = match v {
+                Virt::Real(_) => {
+                    let pte = frame.map_or(0, |f| f[address_level_offset(a, level) as usize]);
+                    self.classify(pte, level)?
+                }
+                Virt::Empty => Kind::Absent,
+                Virt::Leaves => Kind::Leaf,
+            };
+            match op {
+                Op::Map { delta } => {
+                    if full && level <= max_leaf && a.wrapping_add(delta) & (esz - 1) == 0 {
+                        if let Kind::Table(c) = kind {
+                            self.check_subtree(mem, c, level - 1)?;
+                        }
+                    } else {
+                        n += match kind {
+                            Kind::Absent => {
+                                1 + self.plan(mem, Virt::Empty, level - 1, a, sub_e, op)?
+                            }
+                            Kind::Leaf => {
+                                1 + self.plan(mem, Virt::Leaves, level - 1, a, sub_e, op)?
+                            }
+                            Kind::Table(c) => {
+                                self.plan(mem, Virt::Real(c), level - 1, a, sub_e, op)?
+                            }
+                        };
+                    }
+                }
+                Op::Unmap => match kind {
+                    Kind::Absent => {}
+                    Kind::Table(c) if full => self.check_subtree(mem, c, level - 1)?,
+                    Kind::Leaf if full => {}
+                    Kind::Leaf => n += 1 + self.plan(mem, Virt::Leaves, level - 1, a, sub_e, op)?,
+                    Kind::Table(c) => {
+                        n += self.plan(mem, Virt::Real(c), level - 1, a, sub_e, op)?
+                    }
+                },
+            }
+            a = sub_e;
+        }
+        Ok(n)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn map_rec(
+        &mut self,
+        mem: &mut PhysMem,
+        t: u64,
+        level: u32,
+        s: u64,
+        e: u64,
+        delta: u64,
+        flags: u64,
+        st: &mut Exec,
+    ) -> Result<()> {
+        if level == 1 {
+            let frame = mem.page_mut(Maddr(t))?;
+            let i0 = address_level_offset(s, 1) as usize;
+            let n = ((e - s) >> PAGE_SHIFT) as usize;
+            let slots = frame
+                .get_mut(i0..i0 + n)
+                .ok_or_else(|| Error::invalid("range", "internal: L1 span crosses a table"))?;
+            let mut old_any = 0u64;
+            let mut v = s.wrapping_add(delta) | flags;
+            for slot in slots.iter_mut() {
+                old_any |= *slot;
+                *slot = v;
+                v += PAGE_SIZE;
+            }
+            st.present |= old_any & PRESENT != 0;
+            return Ok(());
+        }
+        let esz = level_size(level);
+        let max_leaf = self.superpages.max_leaf_level();
+        let mut a = s;
+        while a < e {
+            let base = a & !(esz - 1);
+            let sub_e = e.min(base + esz);
+            let full = a == base && sub_e == base + esz;
+            let idx = address_level_offset(a, level) as usize;
+            let old = mem.page_mut(Maddr(t))?[idx];
+            let kind = self.classify(old, level)?;
+            let m = a.wrapping_add(delta);
+            if full && level <= max_leaf && m & (esz - 1) == 0 {
+                match kind {
+                    Kind::Absent => {}
+                    Kind::Leaf => st.present = true,
+                    Kind::Table(c) => {
+                        st.present = true;
+                        st.free.push((c, level - 1));
+                    }
+                }
+                mem.page_mut(Maddr(t))?[idx] = m | flags | Pte::PS;
+            } else {
+                let c = match kind {
+                    Kind::Table(c) => c,
+                    Kind::Absent => {
+                        let c = self.alloc_table(mem, level - 1)?;
+                        mem.page_mut(Maddr(t))?[idx] = Pte::table(c).0;
+                        c
+                    }
+                    Kind::Leaf => {
+                        st.present = true;
+                        let c = self.shatter(mem, old, level)?;
+                        mem.page_mut(Maddr(t))?[idx] = Pte::table(c).0;
+                        c
+                    }
+                };
+                self.map_rec(mem, c, level - 1, a, sub_e, delta, flags, st)?;
+            }
+            a = sub_e;
+        }
+        Ok(())
+    }
+
+    /// Clear `[s, e)` in the level-`level` table `t`; returns true when `t` is now empty.
+    fn unmap_rec(
+        &mut self,
+        mem: &mut PhysMem,
+        t: u64,
+        level: u32,
+        s: u64,
+        e: u64,
+        st: &mut Exec,
+    ) -> Result<bool> {
+        if level == 1 {
+            let frame = mem.page_mut(Maddr(t))?;
+            let i0 = address_level_offset(s, 1) as usize;
+            let n = ((e - s) >> PAGE_SHIFT) as usize;
+            let slots = frame
+                .get_mut(i0..i0 + n)
+                .ok_or_else(|| Error::invalid("range", "internal: L1 span crosses a table"))?;
+            let mut old_any = 0u64;
+            for slot in slots.iter_mut() {
+                old_any |= *slot;
+                *slot = 0;
+            }
+            st.present |= old_any & PRESENT != 0;
+            return Ok(is_empty(frame));
+        }
+        let esz = level_size(level);
+        let mut a = s;
+        while a < e {
+            let base = a & !(esz - 1);
+            let sub_e = e.min(base + esz);
+            let full = a == base && sub_e == base + esz;
+            let idx = address_level_offset(a, level) as usize;
+            let old = mem.page_mut(Maddr(t))?[idx];
+            match self.classify(old, level)? {
+                Kind::Absent => {}
+                Kind::Leaf if full => {
+                    st.present = true;
+                    mem.page_mut(Maddr(t))?[idx] = 0;
+                }
+                Kind::Table(c) if full => {
+                    st.present = true;
+                    mem.page_mut(Maddr(t))?[idx] = 0;
+                    st.free.push((c, level - 1));
+                }
+                Kind::Leaf => {
+                    st.present = true;
+                    let c = self.shatter(mem, old, level)?;
+                    mem.page_mut(Maddr(t))?[idx] = Pte::table(c).0;
+                    self.unmap_rec(mem, c, level - 1, a, sub_e, st)?;
+                }
+                Kind::Table(c) => {
+                    if self.unmap_rec(mem, c, level - 1, a, sub_e, st)? {
+                        mem.page_mut(Maddr(t))?[idx] = 0;
+                        st.free.push((c, level - 1));
+                    }
+                }
+            }
+            a = sub_e;
+        }
+        Ok(is_empty(mem.page_mut(Maddr(t))?))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Lookups
+
+    /// The translation of `iova`, or None when it is not mapped.
+    pub fn lookup(&self, mem: &PhysMem, iova: Iova) -> Result<Option<Translation>> {
+        let iova = iova.get();
+        if iova >= self.limit() {
+            return Err(Error::invalid(
+                "iova",
+                format!("{iova:#x} is beyond the {}-bit address width", self.width()),
+            ));
+        }
+        let mut t = self.root;
+        if t == 0 {
+            return Ok(None);
+        }
+        let mut level = self.levels;
+        loop {
+            let pte = read_entry(mem, t, address_level_offset(iova, level))?;
+            match leaf_or_next(pte, level)? {
+                Step::Absent => return Ok(None),
+                Step::Leaf => {
+                    let size = level_size(level);
+                    return Ok(Some(Translation {
+                        maddr: (pte & Pte::ADDR_MASK & !(size - 1)) | (iova & (size - 1)),
+                        page_size: size,
+                        read: pte & Pte::R != 0,
+                        write: pte & Pte::W != 0,
+                    }));
+                }
+                Step::Next(c) => {
+                    t = c;
+                    level -= 1;
+                }
+            }
+        }
+    }
+
+    /// Translate every IOVA of `iovas` into `out` (u64::MAX when unmapped).
+    pub fn lookup_many(&self, mem: &PhysMem, iovas: &[u64], out: &mut [u64]) -> Result<()> {
+        if out.len() != iovas.len() {
+            return Err(Error::invalid("out", "length differs from iovas"));
+        }
+        let limit = self.limit();
+        if let Some((i, &v)) = iovas.iter().enumerate().find(|(_, &v)| v >= limit) {
+            return Err(Error::invalid(
+                "iovas",
+                format!(
+                    "iovas[{i}] = {v:#x} is beyond the {}-bit address width",
+                    self.width()
+                ),
+            ));
+        }
+        if self.root == 0 {
+            out.fill(u64::MAX);
+            return Ok(());
+        }
+        let root = read_frame(mem, self.root)?;
+        // cache[l]: (the IOVA prefix a level-l table covers, that table), from earlier walks.
+        let mut cache: [(u64, Option<&Frame>); 6] = [(u64::MAX, None); 6];
+        let levels = self.levels;
+        for (&iova, o) in iovas.iter().zip(out.iter_mut()) {
+            let mut level = levels;
+            let mut frame = root;
+            for l in 1..levels {
+                let (p, f) = cache[l as usize];
+                if p == iova >> level_to_offset_bits(l + 1) {
+                    level = l;
+                    frame = f;
+                    break;
+                }
+            }
+            *o = loop {
+                let pte = frame.map_or(0, |f| f[address_level_offset(iova, level) as usize]);
+                match leaf_or_next(pte, level)? {
+                    Step::Absent => break u64::MAX,
+                    Step::Leaf => {
+                        let size = level_size(level);
+                        break (pte & Pte::ADDR_MASK & !(size - 1)) | (iova & (size - 1));
+                    }
+                    Step::Next(c) => {
+                        level -= 1;
+                        frame = read_frame(mem, c)?;
+                        cache[level as usize] = (iova >> level_to_offset_bits(level + 1), frame);
+                    }
+                }
+            };
+        }
+        Ok(())
+    }
+
+    /// Every mapping, as maximal runs of leaves contiguous in IOVA and machine address with
+    /// equal permissions, in IOVA order.
+    pub fn mappings(&self, mem: &PhysMem) -> Result<Vec<Mapping>> {
+        let mut out: Vec<Mapping> = Vec::new();
+        if self.root != 0 {
+            self.collect(mem, self.root, self.levels, 0, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    fn collect(
+        &self,
+        mem: &PhysMem,
+        t: u64,
+        level: u32,
+        base: u64,
+        out: &mut Vec<Mapping>,
+    ) -> Result<()> {
+        let Some(frame) = read_frame(mem, t)? else {
+            return Ok(());
+        };
+        let esz = level_size(level);
+        for (i, &pte) in frame.iter().enumerate() {
+            let iova = base + i as u64 * esz;
+            match leaf_or_next(pte, level)? {
+                Step::Absent => {}
+                Step::Next(c) => self.collect(mem, c, level - 1, iova, out)?,
+                Step::Leaf => {
+                    let m = Mapping {
+                        iova,
+                        maddr: pte & Pte::ADDR_MASK & !(esz - 1),
+                        size: esz,
+                        read: pte & Pte::R != 0,
+                        write: pte & Pte::W != 0,
+                    };
+                    match out.last_mut() {
+                        Some(p)
+                            if p.iova + p.size == m.iova
+                                && p.maddr.wrapping_add(p.size) == m.maddr
+                                && p.read == m.read
+                                && p.write == m.write =>
+                        {
+                            p.size += m.size;
+                        }
+                        _ => out.push(m),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Batches of 4 KiB pages
+
+    fn check_pages(&self, what: &'static str, iovas: &[u64]) -> Result<()> {
+        let limit = self.limit();
+        if let Some((i, &v)) = iovas
+            .iter()
+            .enumerate()
+            .find(|(_, &v)| v & PAGE_MASK != 0 || v >= limit)
+        {
+            let why = if v & PAGE_MASK != 0 {
+                "is not 4 KiB aligned".to_string()
+            } else {
+                format!("is beyond the {}-bit address width", self.width())
+            };
+            return Err(Error::invalid(what, format!("{what}[{i}] = {v:#x} {why}")));
+        }
+        Ok(())
+    }
+
+    /// Map each 4 KiB page `iovas[i]` onto `maddrs[i]` (a later duplicate wins). Returns true
+    /// when some overwritten entry was present.
+    pub fn map_pages(
+        &mut self,
+        mem: &mut PhysMem,
+        iovas: &[u64],
+        maddrs: &[u64],
+        perms: Perms,
+    ) -> Result<bool> {
+        if iovas.len() != maddrs.len() {
+            return Err(Error::invalid(
+                "maddrs",
+                format!("{} maddrs for {} iovas", maddrs.len(), iovas.len()),
+            ));
+        }
+        self.check_pages("iovas", iovas)?;
+        let mlimit = 1u64 << MAX_MADDR_BITS;
+        if let Some((i, &m)) = maddrs
+            .iter()
+            .enumerate()
+            .find(|(_, &m)| m & PAGE_MASK != 0 || m >= mlimit)
+        {
+            return Err(Error::invalid(
+                "maddrs",
+                format!("maddrs[{i}] = {m:#x} is not a 4 KiB aligned address below 2^52"),
+            ));
+        }
+        let flags = perms.bits()?;
+        self.check_node(mem)?;
+        if iovas.is_empty() {
+            return Ok(false);
+        }
+        let pairs: Vec<(u64, u64)> = iovas.iter().copied().zip(maddrs.iter().copied()).collect();
+        let pairs = sort_by_table(pairs, |p| p.0 >> level_to_offset_bits(2));
+        // Plan.
+        let needed = self.plan_pages(mem, pairs.iter().map(|p| p.0), false)?;
+        self.ensure_free(mem, needed)?;
+        // Execute, one L1 table at a time.
+        let mut st = Exec::default();
+        let mut old_any = 0u64;
+        for group in pairs.chunk_by(|a, b| a.0 >> 21 == b.0 >> 21) {
+            let t = self.walk_alloc(mem, group[0].0, 1, &mut st)?;
+            let frame = mem.page_mut(Maddr(t))?;
+            // Read first, so a duplicate IOVA in the batch does not count as "present before".
+            for &(iova, _) in group {
+                old_any |= frame[address_level_offset(iova, 1) as usize];
+            }
+            for &(iova, maddr) in group {
+                frame[address_level_offset(iova, 1) as usize] = maddr | flags;
+            }
+        }
+        st.present |= old_any & PRESENT != 0;
+        self.finish(mem, st)
+    }
+
+    /// Unmap each 4 KiB page of `iovas`, freeing tables that become empty. Returns true when
+    /// something was present.
+    pub fn unmap_pages(&mut self, mem: &mut PhysMem, iovas: &[u64]) -> Result<bool> {
+        self.check_pages("iovas", iovas)?;
+        if iovas.is_empty() || self.root == 0 {
+            return Ok(false);
+        }
+        self.check_node(mem)?;
+        let sorted = sort_by_table(iovas.to_vec(), |&v| v >> level_to_offset_bits(2));
+        let needed = self.plan_pages(mem, sorted.iter().copied(), true)?;
+        self.ensure_free(mem, needed)?;
+        let mut st = Exec::default();
+        let levels = self.levels;
+        for group in sorted.chunk_by(|a, b| a >> 21 == b >> 21) {
+            let iova = group[0];
+            // Walk down, remembering (table, index) per level; shatter superpages met.
+            let mut path = [(0u64, 0usize); 6];
+            let mut t = self.root;
+            let mut found = true;
+            for l in (2..=levels).rev() {
+                let idx = address_level_offset(iova, l) as usize;
+                path[l as usize] = (t, idx);
+                let pte = mem.page_mut(Maddr(t))?[idx];
+                t = match self.classify(pte, l)? {
+                    Kind::Table(c) => c,
+                    Kind::Absent => {
+                        found = false;
+                        break;
+                    }
+                    Kind::Leaf => {
+                        st.present = true;
+                        let c = self.shatter(mem, pte, l)?;
+                        mem.page_mut(Maddr(t))?[idx] = Pte::table(c).0;
+                        c
+                    }
+                };
+            }
+            if !found {
+                continue;
+            }
+            let frame = mem.page_mut(Maddr(t))?;
+            let mut old_any = 0u64;
+            for &v in group {
+                let slot = &mut frame[address_level_offset(v, 1) as usize];
+                old_any |= *slot;
+                *slot = 0;
+            }
+            st.present |= old_any & PRESENT != 0;
+            if old_any & PRESENT == 0 || !is_empty(frame) {
+                continue;
+            }
+            // Free the emptied L1 table and any ancestors that it leaves empty (not the root).
+            let mut child = t;
+            for l in 2..=levels {
+                let (pt, idx) = path[l as usize];
+                let parent = mem.page_mut(Maddr(pt))?;
+                parent[idx] = 0;
+                let now_empty = is_empty(parent);
+                self.free_table(mem, child)?;
+                if !now_empty || l == levels {
+                    break;
+                }
+                child = pt;
+            }
+        }
+        self.finish(mem, st)
+    }
+
+    /// Count the tables a batch (sorted by L1 table) creates, validating the paths it follows.
+    /// Map creates missing tables and shatters superpages; unmap only shatters.
+    fn plan_pages(
+        &self,
+        mem: &PhysMem,
+        sorted: impl Iterator<Item = u64>,
+        unmap: bool,
+    ) -> Result<u64> {
+        let levels = self.levels;
+        let mut n = 0u64;
+        // last[l]: prefix of the last level-l table counted as new (tables are visited in order).
+        let mut last = [u64::MAX; 6];
+        let mut prev_key = u64::MAX;
+        for iova in sorted {
+            let key = iova >> level_to_offset_bits(2);
+            if key == prev_key {
+                continue;
+            }
+            prev_key = key;
+            // `new_from`: levels below it (down to 1) are new tables.
+            let mut new_from = 0u32;
+            if self.root == 0 {
+                if unmap {
+                    return Ok(0);
+                }
+                new_from = levels + 1;
+            } else {
+                let mut t = self.root;
+                for l in (2..=levels).rev() {
+                    let pte = read_entry(mem, t, address_level_offset(iova, l))?;
+                    match self.classify(pte, l)? {
+                        Kind::Table(c) => t = c,
+                        Kind::Absent if unmap => break,
+                        _ => {
+                            new_from = l;
+                            break;
+                        }
+                    }
+                }
+            }
+            for l in 1..new_from {
+                let prefix = iova >> level_to_offset_bits(l + 1).min(63);
+                if last[l as usize] != prefix {
+                    last[l as usize] = prefix;
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Teardown
+
+    /// Free every table page (the root too); the table is empty afterwards.
+    pub fn free(&mut self, mem: &mut PhysMem) -> Result<()> {
+        let mut pages: Vec<u64> = self.tables.keys().copied().collect();
+        pages.sort_unstable();
+        self.tables.clear();
+        self.root = 0;
+        if std::mem::take(&mut self.holds_page0) {
+            pages.push(0);
+        }
+        let mut first_err = None;
+        for p in pages {
+            if let Err(e) = mem.free_pages(Maddr(p), 1) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// What a walk does with an entry (read-only walks: no ownership check).
+enum Step {
+    Absent,
+    Leaf,
+    Next(u64),
+}
+
+#[inline]
+fn leaf_or_next(pte: u64, level: u32) -> Result<Step> {
+    if pte & PRESENT == 0 {
+        Ok(Step::Absent)
+    } else if level == 1 || (pte & Pte::PS != 0 && level <= MAX_SUPERPAGE_LEVEL) {
+        Ok(Step::Leaf)
+    } else if pte & Pte::PS != 0 {
+        Err(corrupt(
+            pte & Pte::ADDR_MASK,
+            "corrupted page table: superpage (PS) entry above level 3",
+        ))
+    } else {
+        Ok(Step::Next(pte & Pte::ADDR_MASK))
+    }
+}
+
+/// The table page at `t`: None when it was never written (all zeros); an error outside memory.
+#[inline]
+fn read_frame(mem: &PhysMem, t: u64) -> Result<Option<&Frame>> {
+    mem.frame(t >> PAGE_SHIFT).ok_or(Error::MemoryAccess {
+        addr: t,
+        len: PAGE_SIZE,
+        why: "page-table pointer outside every NUMA node (corrupted table?)",
+    })
+}
+
+#[inline]
+fn read_entry(mem: &PhysMem, t: u64, idx: u64) -> Result<u64> {
+    Ok(read_frame(mem, t)?.map_or(0, |f| f[(idx & LEVEL_MASK) as usize]))
+}
+
+#[inline]
+fn is_empty(frame: &Frame) -> bool {
+    frame.iter().all(|&e| e & PRESENT == 0)
+}
+
+/// Stable sort of `items` by `key` (an L1-table number), cheap when already sorted and by
+/// counting when the keys span a small range.
+fn sort_by_table<T: Copy>(mut items: Vec<T>, key: impl Fn(&T) -> u64) -> Vec<T> {
+    if items.windows(2).all(|w| key(&w[0]) <= key(&w[1])) {
+        return items;
+    }
+    let (mut lo, mut hi) = (u64::MAX, 0u64);
+    for it in &items {
+        let k = key(it);
+        lo = lo.min(k);
+        hi = hi.max(k);
+    }
+    let span = hi - lo + 1;
+    let n = items.len() as u64;
+    if span > 4 * n + 4096 {
+        items.sort_by_key(key);
+        return items;
+    }
+    let mut pos = vec![0usize; span as usize + 1];
+    for it in &items {
+        pos[(key(it) - lo) as usize + 1] += 1;
+    }
+    for i in 1..pos.len() {
+        pos[i] += pos[i - 1];
+    }
+    let mut out = items.clone();
+    for it in &items {
+        let k = (key(it) - lo) as usize;
+        if let Some(p) = pos.get_mut(k) {
+            if let Some(slot) = out.get_mut(*p) {
+                *slot = *it;
+            }
+            *p += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    const K4: u64 = 1 << 12;
+    const M2: u64 = 1 << 21;
+    const G1: u64 = 1 << 30;
+
+    fn mem(pages: u64) -> PhysMem {
+        PhysMem::new(&[(0, pages * K4), (1 << 40, pages * K4)]).unwrap()
+    }
+
+    fn pt(levels: u32, sp: Superpages) -> PageTable {
+        PageTable::new(levels, None, sp).unwrap()
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// Page-granular model: iova page -> (maddr, read, write).
+    type Model = BTreeMap<u64, (u64, bool, bool)>;
+
+    fn model_runs(m: &Model) -> Vec<Mapping> {
+        let mut out: Vec<Mapping> = Vec::new();
+        for (&iova, &(maddr, read, write)) in m {
+            match out.last_mut() {
+                Some(p)
+                    if p.iova + p.size == iova
+                        && p.maddr + p.size == maddr
+                        && p.read == read
+                        && p.write == write =>
+                {
+                    p.size += K4
+                }
+                _ => out.push(Mapping {
+                    iova,
+                    maddr,
+                    size: K4,
+                    read,
+                    write,
+                }),
+            }
+        }
+        out
+    }
+
+    /// Everything observable about table memory, for "nothing changed" checks.
+    fn snapshot(p: &PageTable, m: &PhysMem) -> (u64, Vec<Mapping>, BTreeMap<u32, u64>, Vec<u64>) {
+        let frees = m.stats().iter().map(|s| s.free_pages).collect();
+        (p.root(), p.mappings(m).unwrap(), p.table_pages(), frees)
+    }
+
+    #[test]
+    fn every_level_count_maps_its_top_page() {
+        for (levels, width) in [(3u32, 39u32), (4, 48), (5, 57)] {
+            let mut m = mem(64);
+            let mut p = pt(levels, Superpages::None);
+            assert_eq!(p.width(), width);
+            let top = (1u64 << width) - K4;
+            assert!(!p
+                .map(&mut m, Iova(top), Maddr(0x5000), K4, Perms::RW)
+                .unwrap());
+            assert_eq!(p.table_count(), levels as usize);
+            let t = p.lookup(&m, Iova(top + 0x123)).unwrap().unwrap();
+            assert_eq!((t.maddr, t.page_size), (0x5123, K4));
+            assert_eq!(p.lookup(&m, Iova(0)).unwrap(), None);
+            let e = p.map(&mut m, Iova(top), Maddr(0), 2 * K4, Perms::RW);
+            assert!(matches!(e, Err(Error::InvalidArgument { .. })));
+            assert!(p.lookup(&m, Iova(1 << width)).is_err());
+            // The root sits where the entry formulas say.
+            let l1 = p.leaf_table(&mut m, Iova(top), false, 1).unwrap();
+            assert_eq!(m.read_u64(Maddr(l1 + 511 * 8)).unwrap(), 0x5000 | 3);
+            assert_eq!(p.leaf_table(&mut m, Iova(0), false, 1).unwrap(), 0);
+            assert_eq!(
+                p.leaf_table(&mut m, Iova(0), false, levels).unwrap(),
+                p.root()
+            );
+            assert!(p.unmap(&mut m, Iova(top), K4).unwrap());
+            assert_eq!(p.table_count(), 1);
+        }
+    }
+
+    #[test]
+    fn superpage_placement_follows_alignment_and_setting() {
+        // [1G - 4K, 2G + 2M + 4K): 4K at the ends, 1G in the middle, 2M leaf after it.
+        let (iova, size) = (G1 - K4, G1 + M2 + 2 * K4);
+        for (sp, tables) in [
+            (Superpages::Sp1G, 6),
+            (Superpages::Sp2M, 7),
+            (Superpages::None, 520),
+        ] {
+            let mut m = mem(1024);
+            let mut p = pt(4, sp);
+            p.map(&mut m, Iova(iova), Maddr(7 * G1 - K4), size, Perms::RW)
+                .unwrap();
+            let mid = p.lookup(&m, Iova(G1 + 5 * K4)).unwrap().unwrap();
+            let want = match sp {
+                Superpages::Sp1G => G1,
+                Superpages::Sp2M => M2,
+                Superpages::None => K4,
+            };
+            assert_eq!(mid.page_size, want);
+            assert_eq!(mid.maddr, 7 * G1 + 5 * K4);
+            let after = p.lookup(&m, Iova(2 * G1 + 8 * K4)).unwrap().unwrap();
+            assert_eq!(
+                after.page_size,
+                if sp == Superpages::None { K4 } else { M2 }
+            );
+            assert_eq!(p.lookup(&m, Iova(G1 - K4)).unwrap().unwrap().page_size, K4);
+            assert_eq!(
+                p.lookup(&m, Iova(2 * G1 + M2)).unwrap().unwrap().page_size,
+                K4
+            );
+            // root, L3, L2 + L1 below 1G, L2 + L1 above 2G; plus the middle's L2 (2M leaves)
+            // or its L2 and 512 L1 tables (4K leaves).
+            assert_eq!(p.table_count(), tables);
+            assert_eq!(
+                p.mappings(&m).unwrap(),
+                vec![Mapping {
+                    iova,
+                    maddr: 7 * G1 - K4,
+                    size,
+                    read: true,
+                    write: true
+                }]
+            );
+        }
+        // Misaligned maddr: no superpage.
+        let mut m = mem(1024);
+        let mut p = pt(4, Superpages::Sp1G);
+        p.map(&mut m, Iova(G1), Maddr(K4), M2, Perms::RW).unwrap();
+        assert_eq!(p.lookup(&m, Iova(G1)).unwrap().unwrap().page_size, K4);
+    }
+
+    #[test]
+    fn superpages_shatter_on_partial_unmap_and_remap() {
+        let mut m = mem(64);
+        let mut p = pt(4, Superpages::Sp1G);
+        p.map(&mut m, Iova(G1), Maddr(3 * G1), G1, Perms::RW)
+            .unwrap();
+        assert_eq!(p.table_count(), 2);
+        // Unmap one 4K page in the middle: 1G -> 2M leaves -> 4K leaves.
+        assert!(p.unmap(&mut m, Iova(G1 + M2 + K4), K4).unwrap());
+        assert_eq!(p.table_count(), 4);
+        assert_eq!(p.lookup(&m, Iova(G1 + M2 + K4)).unwrap(), None);
+        let t = p.lookup(&m, Iova(G1 + M2 + 2 * K4 + 5)).unwrap().unwrap();
+        assert_eq!((t.maddr, t.page_size), (3 * G1 + M2 + 2 * K4 + 5, K4));
+        assert_eq!(
+            p.lookup(&m, Iova(G1 + 5 * M2)).unwrap().unwrap().page_size,
+            M2
+        );
+        // Remap part of a 2M leaf read-only.
+        p.map(
+            &mut m,
+            Iova(G1 + 4 * M2),
+            Maddr(0x1000),
+            K4,
+            Perms {
+                read: true,
+                write: false,
+                snoop: true,
+            },
+        )
+        .unwrap();
+        let t = p.lookup(&m, Iova(G1 + 4 * M2)).unwrap().unwrap();
+        assert!(t.read && !t.write && t.maddr == 0x1000);
+        let runs = p.mappings(&m).unwrap();
+        assert_eq!(runs.len(), 4);
+        assert_eq!(runs.iter().map(|r| r.size).sum::<u64>(), G1 - K4);
+        // Remapping the whole 1G with a 1G leaf frees the shattered tables.
+        assert!(p
+            .map(&mut m, Iova(G1), Maddr(3 * G1), G1, Perms::RW)
+            .unwrap());
+        assert_eq!(p.table_count(), 2);
+    }
+
+    #[test]
+    fn unmap_frees_tables_down_to_the_root() {
+        for levels in 3..=5 {
+            let mut m = mem(4096);
+            let mut p = pt(levels, Superpages::Sp2M);
+            let before = m.stats()[0].free_pages + m.stats()[1].free_pages;
+            p.map(&mut m, Iova(0x1000), Maddr(0x1000), 3 * M2, Perms::RW)
+                .unwrap();
+            p.map(&mut m, Iova(5 * G1 + 7 * K4), Maddr(0), K4, Perms::RW)
+                .unwrap();
+            p.map_pages(&mut m, &[9 * G1, 40 * M2], &[0, K4], Perms::RW)
+                .unwrap();
+            assert!(p.unmap(&mut m, Iova(0), 16 * G1).unwrap());
+            assert_eq!(p.table_count(), 1);
+            assert!(!p.unmap(&mut m, Iova(0), 16 * G1).unwrap());
+            p.map(&mut m, Iova(0x1000), Maddr(0x1000), 3 * M2, Perms::RW)
+                .unwrap();
+            let v: Vec<u64> = (1..=3 * 512).map(|i| i * K4).collect();
+            assert!(p.unmap_pages(&mut m, &v).unwrap());
+            assert_eq!(p.table_count(), 1);
+            p.free(&mut m).unwrap();
+            assert_eq!(p.root(), 0);
+            assert_eq!(m.stats()[0].free_pages + m.stats()[1].free_pages, before);
+        }
+    }
+
+    #[test]
+    fn out_of_memory_changes_nothing() {
+        // 3 pages in all: enough for root + 2 tables, not for a 4-level path plus more.
+        let mut m = PhysMem::new(&[(G1, 3 * K4)]).unwrap();
+        let mut p = pt(4, Superpages::None);
+        let snap = snapshot(&p, &m);
+        let e = p.map(&mut m, Iova(0), Maddr(0), K4, Perms::RW);
+        assert!(matches!(e, Err(Error::OutOfMemory { .. })), "{e:?}");
+        assert_eq!(snapshot(&p, &m), snap);
+        assert!(p.leaf_table(&mut m, Iova(0), true, 1).is_err());
+        assert_eq!(snapshot(&p, &m), snap);
+        let l2 = p.leaf_table(&mut m, Iova(0), true, 2).unwrap();
+        assert!(l2 != 0 && l2 != p.root());
+        assert_eq!(p.leaf_table(&mut m, Iova(0), false, 2).unwrap(), l2);
+        assert_eq!(p.table_count(), 3);
+        let snap = snapshot(&p, &m);
+        assert!(p.map_pages(&mut m, &[0], &[0], Perms::RW).is_err());
+        assert_eq!(snapshot(&p, &m), snap);
+
+        // A superpage whose shattering needs more than the arena has.
+        let mut m = PhysMem::new(&[(G1, 5 * K4)]).unwrap();
+        let mut p = pt(4, Superpages::Sp1G);
+        p.map(&mut m, Iova(0), Maddr(0), G1, Perms::RW).unwrap();
+        p.map(&mut m, Iova(G1), Maddr(0), M2, Perms::RW).unwrap(); // root, L3, L2: 3 pages
+        let snap = snapshot(&p, &m);
+        // Needs 2 (1G -> L2 -> L1) + 1 (2M -> L1) with 2 free.
+        let e = p.unmap(&mut m, Iova(G1 - K4), 2 * K4);
+        assert!(matches!(e, Err(Error::OutOfMemory { .. })), "{e:?}");
+        assert_eq!(snapshot(&p, &m), snap);
+        let e = p.unmap_pages(&mut m, &[G1 - K4, G1]);
+        assert!(matches!(e, Err(Error::OutOfMemory { .. })), "{e:?}");
+        assert_eq!(snapshot(&p, &m), snap);
+        // Half of it fits.
+        assert!(p.unmap(&mut m, Iova(G1), K4).unwrap());
+    }
+
+    #[test]
+    fn bad_input_is_rejected_without_change() {
+        let mut m = mem(64);
+        let mut p = pt(3, Superpages::Sp1G);
+        p.map(&mut m, Iova(0), Maddr(0), M2, Perms::RW).unwrap();
+        let snap = snapshot(&p, &m);
+        let no = Perms {
+            read: false,
+            write: false,
+            snoop: false,
+        };
+        let bad: Vec<Result<bool>> = vec![
+            p.map(&mut m, Iova(0x800), Maddr(0), K4, Perms::RW),
+            p.map(&mut m, Iova(0), Maddr(0x800), K4, Perms::RW),
+            p.map(&mut m, Iova(0), Maddr(0), 0x800, Perms::RW),
+            p.map(&mut m, Iova(0), Maddr(0), 0, Perms::RW),
+            p.map(&mut m, Iova(1 << 39), Maddr(0), K4, Perms::RW),
+            p.map(&mut m, Iova((1 << 39) - K4), Maddr(0), 2 * K4, Perms::RW),
+            p.map(&mut m, Iova(!0xfff), Maddr(0), 2 * K4, Perms::RW),
+            p.map(&mut m, Iova(0), Maddr(1 << 52), K4, Perms::RW),
+            p.map(&mut m, Iova(0), Maddr((1 << 52) - K4), 2 * K4, Perms::RW),
+            p.map(&mut m, Iova(0), Maddr(0), K4, no),
+            p.unmap(&mut m, Iova(0), 0),
+            p.unmap(&mut m, Iova(1), K4),
+            p.unmap(&mut m, Iova(1 << 39), K4),
+            p.map_pages(&mut m, &[0, 0x800], &[0, 0], Perms::RW),
+            p.map_pages(&mut m, &[0, 1 << 39], &[0, 0], Perms::RW),
+            p.map_pages(&mut m, &[0, K4], &[0, 1 << 52], Perms::RW),
+            p.map_pages(&mut m, &[0, K4], &[0], Perms::RW),
+            p.unmap_pages(&mut m, &[0, 5]),
+        ];
+        for (i, r) in bad.iter().enumerate() {
+            assert!(
+                matches!(r, Err(Error::InvalidArgument { .. })),
+                "case {i}: {r:?}"
+            );
+        }
+        assert!(p.leaf_table(&mut m, Iova(0), true, 4).is_err());
+        assert!(p.leaf_table(&mut m, Iova(0), true, 0).is_err());
+        assert!(p.lookup_many(&m, &[1 << 39], &mut [0]).is_err());
+        p.set_node(Some(7));
+        assert!(p.map(&mut m, Iova(G1), Maddr(0), K4, Perms::RW).is_err());
+        assert_eq!(snapshot(&p, &m), snap);
+        assert!(PageTable::new(2, None, Superpages::None).is_err());
+        assert!(PageTable::new(6, None, Superpages::None).is_err());
+        assert!(Superpages::parse("4M").is_err());
+        assert_eq!(Superpages::parse("2m").unwrap(), Superpages::Sp2M);
+    }
+
+    #[test]
+    fn corrupted_tables_give_errors() {
+        let mut m = mem(64);
+        let mut p = pt(4, Superpages::None);
+        p.map(&mut m, Iova(0), Maddr(0), K4, Perms::RW).unwrap();
+        let root = p.root();
+        let good = m.read_u64(Maddr(root)).unwrap();
+        // A pointer outside memory, then to a page that is not one of our tables.
+        for bad in [
+            Pte::table(1 << 45).0,
+            Pte::table(5 * K4 + (1 << 40)).0,
+            good | Pte::PS,
+        ] {
+            m.write_u64(Maddr(root), bad).unwrap();
+            let snap_tables = p.table_pages();
+            assert!(p.map(&mut m, Iova(K4), Maddr(0), K4, Perms::RW).is_err());
+            assert!(p.unmap(&mut m, Iova(0), G1).is_err());
+            assert!(p.map_pages(&mut m, &[K4], &[0], Perms::RW).is_err());
+            assert!(p.unmap_pages(&mut m, &[0]).is_err());
+            assert!(p.leaf_table(&mut m, Iova(0), false, 1).is_err());
+            assert_eq!(p.table_pages(), snap_tables);
+            assert_eq!(m.read_u64(Maddr(root)).unwrap(), bad);
+        }
+        m.write_u64(Maddr(root), Pte::table(1 << 45).0).unwrap();
+        assert!(p.lookup(&m, Iova(0)).is_err());
+        assert!(p.mappings(&m).is_err());
+        assert!(p.lookup_many(&m, &[0], &mut [0]).is_err());
+        m.write_u64(Maddr(root), good).unwrap();
+        assert_eq!(p.lookup(&m, Iova(0)).unwrap().unwrap().maddr, 0);
+        p.free(&mut m).unwrap();
+    }
+
+    #[test]
+    fn nodes_of_table_pages() {
+        let mut m = mem(64);
+        let mut p = PageTable::new(4, Some(1), Superpages::None).unwrap();
+        p.map(&mut m, Iova(0), Maddr(0), K4, Perms::RW).unwrap();
+        p.set_node(Some(0));
+        p.map(&mut m, Iova(G1), Maddr(0), K4, Perms::RW).unwrap();
+        assert_eq!(p.table_pages(), BTreeMap::from([(0, 2), (1, 4)]));
+        assert_eq!(m.node_of(Maddr(p.root())), Some(1));
+    }
+
+    #[test]
+    fn random_ops_match_a_page_model() {
+        for (seed, levels, sp) in [
+            (1u64, 4u32, Superpages::Sp2M),
+            (2, 3, Superpages::None),
+            (3, 5, Superpages::Sp1G),
+            (4, 4, Superpages::Sp1G),
+        ] {
+            let mut r = Rng(0x9e37_79b9_7f4a_7c15 ^ seed);
+            let mut m = mem(1 << 14);
+            let mut p = pt(levels, sp);
+            let mut model = Model::new();
+            // IOVAs in [base, base + 8 GiB) near the top of the width, maddrs anywhere.
+            let base = (1u64 << p.width()) - 8 * G1;
+            for step in 0..3000 {
+                let kind = r.below(10);
+                let size = match r.below(20) {
+                    0 => M2,
+                    1 => 2 * M2,
+                    2 if step % 50 == 0 => G1,
+                    _ => (1 + r.below(40)) * K4,
+                };
+                let align = if size >= M2 { size.min(G1) } else { K4 };
+                let iova = base + (r.below(8 * G1 - size) & !(align - 1));
+                let maddr = if r.below(2) == 0 {
+                    r.below(1 << 40) & !(align - 1)
+                } else {
+                    r.below(1 << 40) & !(K4 - 1)
+                };
+                let perms = Perms {
+                    read: r.below(4) != 0,
+                    write: r.below(2) == 0,
+                    snoop: false,
+                };
+                let perms = if !perms.read && !perms.write {
+                    Perms::RW
+                } else {
+                    perms
+                };
+                let pages = size / K4;
+                let was = (0..pages).any(|i| model.contains_key(&(iova + i * K4)));
+                if kind < 5 {
+                    let got = p
+                        .map(&mut m, Iova(iova), Maddr(maddr), size, perms)
+                        .unwrap();
+                    assert_eq!(got, was, "step {step}");
+                    for i in 0..pages {
+                        model.insert(iova + i * K4, (maddr + i * K4, perms.read, perms.write));
+                    }
+                } else if kind < 8 {
+                    assert_eq!(
+                        p.unmap(&mut m, Iova(iova), size).unwrap(),
+                        was,
+                        "step {step}"
+                    );
+                    for i in 0..pages {
+                        model.remove(&(iova + i * K4));
+                    }
+                } else {
+                    // A scattered batch.
+                    let n = 1 + r.below(64);
+                    let iovas: Vec<u64> = (0..n)
+                        .map(|_| base + (r.below(8 * G1) & !(K4 - 1)))
+                        .collect();
+                    let was = iovas.iter().any(|v| model.contains_key(v));
+                    if kind == 8 {
+                        let maddrs: Vec<u64> =
+                            (0..n).map(|_| r.below(1 << 40) & !(K4 - 1)).collect();
+                        assert_eq!(p.map_pages(&mut m, &iovas, &maddrs, perms).unwrap(), was);
+                        for (&v, &a) in iovas.iter().zip(&maddrs) {
+                            model.insert(v, (a, perms.read, perms.write));
+                        }
+                    } else {
+                        assert_eq!(p.unmap_pages(&mut m, &iovas).unwrap(), was);
+                        for v in &iovas {
+                            model.remove(v);
+                        }
+                    }
+                }
+                if step % 100 == 99 {
+                    assert_eq!(p.mappings(&m).unwrap(), model_runs(&model), "step {step}");
+                    let probes: Vec<u64> = (0..256).map(|_| base + r.below(8 * G1)).collect();
+                    let mut out = vec![0; probes.len()];
+                    p.lookup_many(&m, &probes, &mut out).unwrap();
+                    for (&v, &o) in probes.iter().zip(&out) {
+                        let want = model
+                            .get(&(v & !(K4 - 1)))
+                            .map_or(u64::MAX, |e| e.0 + (v & (K4 - 1)));
+                        assert_eq!(o, want);
+                        let one = p.lookup(&m, Iova(v)).unwrap().map_or(u64::MAX, |t| t.maddr);
+                        assert_eq!(one, want);
+                    }
+                }
+            }
+            p.unmap(&mut m, Iova(base), 8 * G1).unwrap();
+            assert_eq!(p.table_count(), 1, "only the root is left");
+        }
+    }
+
+    #[test]
+    fn batch_duplicates_last_wins_and_sorting() {
+        let mut m = mem(256);
+        let mut p = pt(4, Superpages::None);
+        let iovas = [5 * M2, K4, 5 * M2, 3 * G1, K4];
+        let maddrs = [0x1000, 0x2000, 0x3000, 0x4000, 0x5000];
+        assert!(!p.map_pages(&mut m, &iovas, &maddrs, Perms::RW).unwrap());
+        let mut out = [0u64; 5];
+        p.lookup_many(&m, &iovas, &mut out).unwrap();
+        assert_eq!(out, [0x3000, 0x5000, 0x3000, 0x4000, 0x5000]);
+        let keys: Vec<(u64, u32)> = (0..10_000u64)
+            .map(|i| ((i * 7919) % 97, i as u32))
+            .collect();
+        let sorted = sort_by_table(keys.clone(), |k| k.0);
+        let mut want = keys;
+        want.sort_by_key(|k| k.0);
+        assert_eq!(sorted, want);
+    }
+}

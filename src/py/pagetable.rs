@@ -1,0 +1,220 @@
+//! `vtdwalk.PageTable`: the Python face of [`crate::pagetable::PageTable`].
+//!
+//! The table state sits behind a mutex and its memory is the shared `PhysMem`; every call takes
+//! the table lock, then the memory lock. Batch calls copy their numpy inputs, then run with the
+//! GIL released.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
+use pyo3::prelude::*;
+
+use super::args::{U32, U64};
+use super::errors::Exc;
+use super::mem::{PyPhysMem, SharedMem};
+use crate::addr::{Iova, Maddr};
+use crate::pagetable::{PageTable, Perms, Superpages};
+
+/// A domain's second-level page table of 3, 4 or 5 levels, built in a `PhysMem`.
+#[pyclass(name = "PageTable", module = "vtdwalk._core", frozen)]
+pub struct PyPageTable {
+    mem: SharedMem,
+    pt: Mutex<PageTable>,
+}
+
+pub(crate) fn check_node(mem: &SharedMem, node: Option<U32>) -> PyResult<Option<u32>> {
+    let n = mem.read().num_nodes();
+    match node {
+        Some(U32(v)) if v as usize >= n => Err(Exc::InvalidArgument.msg(format!(
+            "invalid node: node {v} does not exist (there are {n})"
+        ))),
+        _ => Ok(node.map(|v| v.0)),
+    }
+}
+
+/// (iova, maddr, size, read, write).
+type MappingTuple = (u64, u64, u64, bool, bool);
+
+fn to_vec(a: &PyReadonlyArray1<'_, u64>) -> Vec<u64> {
+    a.as_array().to_vec()
+}
+
+impl PyPageTable {
+    fn lock(&self) -> MutexGuard<'_, PageTable> {
+        self.pt.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[pymethods]
+impl PyPageTable {
+    #[new]
+    #[pyo3(
+        signature = (mem, levels=U32(4), node=None, superpages="1G"),
+        text_signature = "(mem, levels=4, node=None, superpages='1G')"
+    )]
+    fn new(mem: &Bound<'_, PyPhysMem>, levels: U32, node: Option<U32>, superpages: &str) -> PyResult<Self> {
+        let mem = mem.get().mem.clone();
+        let node = check_node(&mem, node)?;
+        let pt = PageTable::new(levels.0, node, Superpages::parse(superpages)?)?;
+        Ok(PyPageTable {
+            mem,
+            pt: Mutex::new(pt),
+        })
+    }
+
+    /// Machine address of the top table (0 until the first allocation).
+    #[getter]
+    fn root(&self) -> u64 {
+        self.lock().root()
+    }
+    #[getter]
+    fn levels(&self) -> u32 {
+        self.lock().levels()
+    }
+    /// Input address width in bits (39, 48 or 57).
+    #[getter]
+    fn width(&self) -> u32 {
+        self.lock().width()
+    }
+    /// NUMA node table pages are allocated against (None: no preference).
+    #[getter]
+    fn get_node(&self) -> Option<u32> {
+        self.lock().node()
+    }
+    #[setter]
+    fn set_node(&self, node: Option<U32>) -> PyResult<()> {
+        let node = check_node(&self.mem, node)?;
+        self.lock().set_node(node);
+        Ok(())
+    }
+    /// Largest leaf map uses: "none", "2M" or "1G".
+    #[getter]
+    fn superpages(&self) -> &'static str {
+        self.lock().superpages().as_str()
+    }
+
+    /// Xen's addr_to_dma_page_maddr: the table at `level` covering `iova` (0 when missing).
+    #[pyo3(
+        signature = (iova, alloc, level=U32(1)),
+        text_signature = "(self, iova, alloc, level=1)"
+    )]
+    fn leaf_table(&self, iova: U64, alloc: bool, level: U32) -> PyResult<u64> {
+        let mut pt = self.lock();
+        let mut mem = self.mem.write();
+        Ok(pt.leaf_table(&mut mem, Iova(iova.0), alloc, level.0)?)
+    }
+
+    /// Map [iova, iova + size) onto [maddr, maddr + size); True when an old entry was present.
+    #[pyo3(signature = (iova, maddr, size, read=true, write=true, snoop=false))]
+    fn map(&self, iova: U64, maddr: U64, size: U64, read: bool, write: bool, snoop: bool) -> PyResult<bool> {
+        let mut pt = self.lock();
+        let mut mem = self.mem.write();
+        let perms = Perms { read, write, snoop };
+        Ok(pt.map(&mut mem, Iova(iova.0), Maddr(maddr.0), size.0, perms)?)
+    }
+
+    /// Clear [iova, iova + size); True when something was present.
+    fn unmap(&self, iova: U64, size: U64) -> PyResult<bool> {
+        let mut pt = self.lock();
+        let mut mem = self.mem.write();
+        Ok(pt.unmap(&mut mem, Iova(iova.0), size.0)?)
+    }
+
+    /// (maddr, page_size, read, write) for `iova`, or None when unmapped.
+    fn lookup(&self, iova: U64) -> PyResult<Option<(u64, u64, bool, bool)>> {
+        let pt = self.lock();
+        let mem = self.mem.read();
+        Ok(pt
+            .lookup(&mem, Iova(iova.0))?
+            .map(|t| (t.maddr, t.page_size, t.read, t.write)))
+    }
+
+    /// Merged runs (iova, maddr, size, read, write) in IOVA order.
+    fn mappings(&self) -> PyResult<Vec<MappingTuple>> {
+        let pt = self.lock();
+        let mem = self.mem.read();
+        Ok(pt
+            .mappings(&mem)?
+            .iter()
+            .map(|m| (m.iova, m.maddr, m.size, m.read, m.write))
+            .collect())
+    }
+
+    /// Table pages per NUMA node.
+    fn table_pages(&self) -> BTreeMap<u32, u64> {
+        self.lock().table_pages()
+    }
+
+    /// Free every table page.
+    fn free(&self) -> PyResult<()> {
+        let mut pt = self.lock();
+        let mut mem = self.mem.write();
+        Ok(pt.free(&mut mem)?)
+    }
+
+    /// Map 4 KiB pages iovas[i] -> maddrs[i] (numpy uint64); True when an old entry was present.
+    #[pyo3(signature = (iovas, maddrs, read=true, write=true, snoop=false))]
+    fn map_pages(
+        &self,
+        py: Python<'_>,
+        iovas: PyReadonlyArray1<'_, u64>,
+        maddrs: PyReadonlyArray1<'_, u64>,
+        read: bool,
+        write: bool,
+        snoop: bool,
+    ) -> PyResult<bool> {
+        let (iv, mv) = (to_vec(&iovas), to_vec(&maddrs));
+        let perms = Perms { read, write, snoop };
+        let r = py.detach(|| {
+            let mut pt = self.lock();
+            let mut mem = self.mem.write();
+            pt.map_pages(&mut mem, &iv, &mv, perms)
+        });
+        Ok(r?)
+    }
+
+    /// Unmap 4 KiB pages (numpy uint64); True when something was present.
+    fn unmap_pages(&self, py: Python<'_>, iovas: PyReadonlyArray1<'_, u64>) -> PyResult<bool> {
+        let iv = to_vec(&iovas);
+        let r = py.detach(|| {
+            let mut pt = self.lock();
+            let mut mem = self.mem.write();
+            pt.unmap_pages(&mut mem, &iv)
+        });
+        Ok(r?)
+    }
+
+    /// Translate each IOVA (numpy uint64); u64 max (2**64 - 1) where unmapped.
+    fn lookup_many<'py>(
+        &self,
+        py: Python<'py>,
+        iovas: PyReadonlyArray1<'py, u64>,
+    ) -> PyResult<Bound<'py, PyArray1<u64>>> {
+        let iv = to_vec(&iovas);
+        let r = py.detach(|| {
+            let pt = self.lock();
+            let mem = self.mem.read();
+            let mut out = vec![0u64; iv.len()];
+            pt.lookup_many(&mem, &iv, &mut out).map(|()| out)
+        });
+        Ok(r?.into_pyarray(py))
+    }
+
+    fn __repr__(&self) -> String {
+        let pt = self.lock();
+        format!(
+            "PageTable(levels={}, root={:#x}, node={:?}, superpages={:?}, table_pages={})",
+            pt.levels(),
+            pt.root(),
+            pt.node(),
+            pt.superpages().as_str(),
+            pt.table_count()
+        )
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyPageTable>()?;
+    Ok(())
+}
