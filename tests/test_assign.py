@@ -7,14 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-import vtdwalk
 from tests.reference import ctx as ref
 from tests.reference import hw_walk
-from vtdwalk import Device, DeviceKind, DmaFault, Platform, PlatformError, Topology, VtdError
+
+import vtdwalk
+from vtdwalk import Bdf, Device, DeviceKind, DmaFault, Platform, PlatformError, Topology, VtdError
 from vtdwalk import dmar as D
 from vtdwalk.iommu import QEMU_CAP, QEMU_ECAP, Iommu
 
+B = Bdf.parse
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "dmar-corpus" / "real"
 DATA = Path(vtdwalk.__file__).resolve().parent / "data"
@@ -53,16 +54,16 @@ def q35(policy: str = "seed", mem_pages: int | None = None) -> Platform:
     )
     topo = Topology(
         [
-            Device("00:00.0", DeviceKind.HOST_BRIDGE),
-            Device("00:1c.0", DeviceKind.PCIE_PORT, secondary=1, subordinate=1),
-            Device("01:00.0", phantom_stride=2, name="phantom SATA"),
-            Device("00:1c.1", DeviceKind.PCIE_PORT, secondary=2, subordinate=3),
-            Device("02:00.0", DeviceKind.PCIE_TO_PCI_BRIDGE, secondary=3, subordinate=3),
-            Device("03:01.0", DeviceKind.PCI, name="e1000"),
-            Device("03:02.0", DeviceKind.PCI),
-            Device("00:1e.0", DeviceKind.LEGACY_PCI_BRIDGE, secondary=4, subordinate=4),
-            Device("04:03.0", DeviceKind.PCI),
-            Device("00:1f.0", DeviceKind.PCI_TO_PCIE_BRIDGE, secondary=5, subordinate=5),
+            Device(B("00:00.0"), DeviceKind.HOST_BRIDGE),
+            Device(B("00:1c.0"), DeviceKind.PCIE_PORT, secondary=1, subordinate=1),
+            Device(B("01:00.0"), phantom_stride=2, name="phantom SATA"),
+            Device(B("00:1c.1"), DeviceKind.PCIE_PORT, secondary=2, subordinate=3),
+            Device(B("02:00.0"), DeviceKind.PCIE_TO_PCI_BRIDGE, secondary=3, subordinate=3),
+            Device(B("03:01.0"), DeviceKind.PCI, name="e1000"),
+            Device(B("03:02.0"), DeviceKind.PCI),
+            Device(B("00:1e.0"), DeviceKind.LEGACY_PCI_BRIDGE, secondary=4, subordinate=4),
+            Device(B("04:03.0"), DeviceKind.PCI),
+            Device(B("00:1f.0"), DeviceKind.PCI_TO_PCIE_BRIDGE, secondary=5, subordinate=5),
         ]
     )
     numa = None
@@ -94,7 +95,7 @@ def test_two_sockets_end_to_end() -> None:
     s0, s1 = unit_at(p, SOCKET0_UNIT), unit_at(p, SOCKET1_UNIT)
     assert (s0.node, s1.node) == (0, 1)
     d0, d1 = p.create_domain(), p.create_domain()
-    assert d0.node is None and d1.node is None
+    assert [d0.node, d1.node] == [None, None]
     p.assign_device(d0, "01:00.0")  # NVMe behind root port 00:01.0: socket 0
     p.assign_device(d1, "0000:82:00.0")  # NVMe behind root port 80:02.0: socket 1
     p.assign_device(d1, 0x8100)  # 81:00.0 as an int source-id
@@ -481,7 +482,7 @@ def test_device_in_domain_bad_input() -> None:
     (u,) = p.iommus
     for did in (-1, 1 << 16, True):
         with pytest.raises(PlatformError):
-            p.device_in_domain(u, "01:00.0", did)  # type: ignore[arg-type]
+            p.device_in_domain(u, "01:00.0", did)
     with pytest.raises(PlatformError):
         p.device_in_domain(99, "01:00.0", 0)
     with pytest.raises(PlatformError):

@@ -89,7 +89,7 @@ def coerce_bdf(value: object, what: str = "device") -> Bdf:
             raise PlatformError(f"{what}: {v:#x} is not segment << 16 | bus << 8 | devfn")
         return Bdf.from_sid(v >> 16, v & 0xFFFF)
     if isinstance(value, Bdf | Device | str | tuple):
-        return Bdf.coerce(value)  # type: ignore[arg-type]
+        return Bdf.coerce(value)
     raise PlatformError(f"{what}: cannot read a PCI address from {value!r}")
 
 
@@ -140,7 +140,9 @@ class ContextTables:
     def root(self) -> int:
         r = self.unit.root_maddr
         if not r:
-            raise PlatformError(f"unit {self.unit.index} ({self.unit.address:#x}) has no root table")
+            raise PlatformError(
+                f"unit {self.unit.index} ({self.unit.address:#x}) has no root table"
+            )
         return r
 
     def context_table(self, bus: int, alloc: bool = False) -> tuple[int, bool]:
@@ -171,9 +173,7 @@ class ContextTables:
         a = t + devfn * _ENTRY
         return ContextEntry(int(self.mem.read_u64(a)), int(self.mem.read_u64(a + 8)))
 
-    def set_context(
-        self, table: int, devfn: int, slptptr: int, aw: int, did: int, tt: int
-    ) -> None:
+    def set_context(self, table: int, devfn: int, slptptr: int, aw: int, did: int, tt: int) -> None:
         """Write a present entry (FPD clear: faults are reported), the upper half first."""
         a = table + devfn * _ENTRY
         self.mem.write_u64(a + 8, (aw & 7) | (did & 0xFFFF) << 8)
@@ -287,9 +287,7 @@ class Assignments:
             raise PlatformError(f"domain levels {levels!r}: a domain has 3, 4 or 5 levels")
         if not isinstance(passthrough, bool):
             raise PlatformError(f"passthrough must be True or False, not {passthrough!r}")
-        d = Domain(
-            self.platform.mem, self._next_id, lv, passthrough, superpages=self._superpages()
-        )
+        d = Domain(self.platform.mem, self._next_id, lv, passthrough, superpages=self._superpages())
         self._next_id += 1
         d.dev_iotlb_hook = self._dev_iotlb
         d.reanchor_hook = self._reanchor
@@ -419,8 +417,10 @@ class Assignments:
                         f"RMRR [{r.base:#x}, {r.end:#x}] of {dev.bdf} lies beyond the "
                         f"{d.levels}-level domain's address width"
                     )
-        if entries and unit.dids.lookup(d.id) is None and len(unit.dids) >= unit.dids.ndoms - (
-            1 if unit.caching_mode else 0
+        if (
+            entries
+            and unit.dids.lookup(d.id) is None
+            and len(unit.dids) >= unit.dids.ndoms - (1 if unit.caching_mode else 0)
         ):
             raise PlatformError(f"unit {unit.index}: no free domain ids")
         return _Plan(dev, unit, entries, self._ats_applies(dev, unit), rmrrs)

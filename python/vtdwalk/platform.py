@@ -694,7 +694,9 @@ class Platform:
         """Free a domain's page table; it must have no devices left."""
         self.assignments.destroy_domain(domain)
 
-    def assign_device(self, domain: Domain | int, bdf: BdfLike | int, relaxed: bool = False) -> None:
+    def assign_device(
+        self, domain: Domain | int, bdf: BdfLike | int, relaxed: bool = False
+    ) -> None:
         """Xen's ``intel_iommu_assign_device``: context entries for the device (and its
         aliases) on its unit, then its RMRRs identity-mapped. ``relaxed`` allows a device
         that shares an RMRR with other devices. See :mod:`vtdwalk.assign`."""
