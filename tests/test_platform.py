@@ -14,6 +14,7 @@ from vtdwalk import (
     Device,
     DeviceKind,
     DidAllocator,
+    DmaFault,
     DmarError,
     Iommu,
     Numa,
@@ -404,7 +405,11 @@ def test_description_file_topology_and_numa(tmp_path: Path) -> None:
 def test_qemu_default_unit() -> None:
     p = Platform(table(drhd(C, inc=True)))
     (u,) = p.iommus
-    assert (u.cap, u.ecap) == (QEMU_CAP, QEMU_ECAP)
+    # The hardware reports NFR = fault_records - 1 (8 records by default).
+    assert (u.cap, u.ecap) == (QEMU_CAP | 7 << 40, QEMU_ECAP)
+    assert u.remapper.cap == u.cap and u.remapper.levels_supported == [3, 4]
+    (one,) = Platform(table(drhd(C, inc=True)), fault_records=1).iommus
+    assert one.cap == QEMU_CAP
     assert u.supported_levels == (3, 4) and u.levels == 4 and u.agaw == 2
     assert u.mgaw == 48 and u.ndoms == 1 << 16 and not u.caching_mode
     assert u.superpages == ("2M", "1G") and u.psi and u.mamv == 18
@@ -476,6 +481,20 @@ def test_did_allocator() -> None:
         DidAllocator(0)
 
 
+def test_units_hardware_walks_their_root_table() -> None:
+    p = Platform(two_socket(), iotlb_entries=64)
+    for u in p.iommus:
+        assert u.remapper.root_table == u.root_maddr and u.remapper.iotlb_entries == 64
+        # Nothing is mapped yet: the root entry is not present (fault 0x1).
+        with pytest.raises(DmaFault) as e:
+            u.remapper.translate(Bdf(0, 0, 2, 0).sid, 0x1000)
+        assert e.value.reason == 0x1
+    p.free()
+    assert all(u.remapper.root_table is None for u in p.iommus)
+    with pytest.raises(PlatformError, match="MGAW"):
+        Platform(two_socket(), cap=QEMU_CAP & ~(0x3F << 16))
+
+
 def test_unit_is_igd() -> None:
     p = Platform(table(drhd(A, ep(0, 2)), drhd(C, inc=True)))
     assert [u.is_igd for u in p.iommus] == [True, False]
@@ -498,6 +517,8 @@ def test_bad_platform_arguments(tmp_path: Path) -> None:
         Platform(two_socket(), topology=42)  # type: ignore[arg-type]
     with pytest.raises(VtdError):
         Platform(two_socket(), numa={"nodes": []})
+    with pytest.raises(PlatformError, match="NUMA description"):
+        Platform(two_socket(), numa=42)  # type: ignore[arg-type]
 
 
 def test_out_of_memory_leaves_nothing_allocated() -> None:
@@ -551,3 +572,60 @@ def test_embedded_default_platform() -> None:
     assert p.codes == {"unit-no-rhsa"}
     pre = Platform.default(policy="pre-seed")
     assert {pre.mem.node_of(u.root_maddr) for u in pre.iommus} == {0}
+
+
+def test_undecodable_structures_and_short_scopes_are_fatal() -> None:
+    t = table(
+        dmar.UnknownStructure(0, bytes(8)),  # a DRHD below its minimum length
+        drhd(A, SC(EP, start_bus=0, path=[]), ep(0, 2)),  # a 6-byte scope entry
+        drhd(C, inc=True),
+    )
+    p = Platform(t)
+    assert {"structure-too-short", "scope-too-short"} <= {
+        f.code for f in p.findings(severity="fatal")
+    }
+    assert [u.address for u in p.iommus] == [A, C] and addr(p, "00:02.0") == A
+    with pytest.raises(PlatformError, match="scope-too-short"):
+        Platform(t, strict=True)
+
+
+def test_scope_path_through_a_missing_bridge_reads_bus_ff() -> None:
+    topo = Topology([Device(Bdf(0, 0, 2, 0)), Device(Bdf(0, 0xFF, 0, 0))])
+    t = table(drhd(A, SC(EP, start_bus=0, path=[(1, 0), (0, 0)])), drhd(C, inc=True))
+    p = Platform(t, topology=topo)
+    # Xen reads 0xFF as the secondary bus of the absent 00:01.0, so the entry names ff:00.0.
+    assert p.iommus[0].scope.devices == (Bdf(0, 0xFF, 0, 0),)
+    assert addr(p, "ff:00.0") == A
+    # A bridge entry naming an absent bridge sets bus 0xff (sec = sub = 0xff) in the scope.
+    q = Platform(table(drhd(B, br(0, 9)), drhd(C, inc=True)), topology=topo)
+    assert q.iommus[0].scope.buses == frozenset({0xFF})
+    assert q.findings("scope-device-missing")
+
+
+def test_numa_nodes_must_be_numanodes() -> None:
+    with pytest.raises(PlatformError, match="NumaNode"):
+        Platform(two_socket(), numa=[(0, 1 << 30)])  # type: ignore[list-item]
+
+
+def test_cli_platform(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from vtdwalk.cli import main
+
+    assert main(["platform"]) == 0
+    text = capsys.readouterr().out
+    assert "units (Xen list order):" in text and "0xfbffc000" in text and "node 1" in text
+    f = tmp_path / "t.dat"
+    f.write_bytes(two_socket().to_bytes())
+    assert main(["platform", str(f), "--json", "--policy", "pre-seed"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["policy"] == "pre-seed" and data["synthesised_topology"]
+    assert [u["address"] for u in data["units"]] == [B, A, C]
+    assert [u["node"] for u in data["units"]] == [1, 0, 0]
+    assert {u["root_table_node"] for u in data["units"]} == {0}
+    bad = tmp_path / "bad.dat"
+    bad.write_bytes(table(drhd(0), drhd(C, inc=True)).to_bytes())
+    assert main(["platform", str(bad), "--strict"]) == 1
+    assert "drhd-address-invalid" in capsys.readouterr().err
+    assert main(["platform", str(tmp_path / "none.dat")]) == 1
+    assert "cannot read" in capsys.readouterr().err

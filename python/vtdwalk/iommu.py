@@ -12,7 +12,8 @@ import heapq
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vtdwalk.errors import PlatformError
+from vtdwalk._core import Remapper
+from vtdwalk.errors import PlatformError, VtdError
 from vtdwalk.topology import Bdf
 
 if TYPE_CHECKING:
@@ -154,6 +155,8 @@ class Iommu:
         scope: Scope | None = None,
         ioapics: list[tuple[int, Bdf]] | None = None,
         hpets: list[tuple[int, Bdf]] | None = None,
+        iotlb_entries: int = 1024,
+        fault_records: int = 8,
     ) -> None:
         where = f"remapping unit at {drhd.address:#x}"
         for what, v in (("CAP", cap), ("ECAP", ecap)):
@@ -161,6 +164,20 @@ class Iommu:
                 raise PlatformError(f"{where}: {what} {v!r} is not a 64-bit register value")
         if cap == _ALL_ONES or ecap == _ALL_ONES:
             raise PlatformError(f"{where}: CAP/ECAP read all-ones (Xen: -ENODEV)")
+        # The hardware first (Xen maps the registers, then reads CAP and ECAP from them); it
+        # reports NFR = fault_records - 1. Its root table is latched once allocated.
+        try:
+            remapper = Remapper(
+                mem,
+                None,
+                cap=cap,
+                ecap=ecap,
+                iotlb_entries=iotlb_entries,
+                fault_records=fault_records,
+            )
+        except VtdError as e:
+            raise PlatformError(f"{where}: {e}") from e
+        cap, ecap = remapper.cap, remapper.ecap
         fro = _bits(cap, 33, 24) * 16
         nfr = _bits(cap, 47, 40) + 1
         iro = _bits(ecap, 17, 8) * 16
@@ -170,11 +187,13 @@ class Iommu:
                 "lie outside the register page (Xen: 'IOMMU: unsupported')"
             )
         sagaw = _bits(cap, 12, 8)
-        # Bits 0..2: 2-, 3-, 4-level (Xen 2019); bit 3: 5-level (decisions.md).
-        levels = tuple(n + 2 for n in range(4) if sagaw >> n & 1)
+        # Bits 1..3: 3-, 4-, 5-level (decisions.md); bit 0 (2-level) is treated as reserved,
+        # as Xen has done since 2021 and as the hardware model does.
+        levels = tuple(n + 2 for n in range(1, 4) if sagaw >> n & 1)
         if not levels:
             raise PlatformError(
-                f"{where}: SAGAW {sagaw:#x} has no supported width (Xen: unsupported sagaw)"
+                f"{where}: SAGAW {sagaw:#x} has no 3-, 4- or 5-level width "
+                "(Xen: 'IOMMU: unsupported sagaw')"
             )
         self.drhd = drhd
         self.index = index
@@ -189,8 +208,8 @@ class Iommu:
         self.hpets: list[tuple[int, Bdf]] = list(hpets or [])
         self.node: int | None = None
         self.root_maddr: int = 0
-        self.root_table: object | None = None
-        self.remapper: object | None = None
+        #: The unit's hardware: walks the tables from the latched root table.
+        self.remapper: Remapper = remapper
         self._pages: list[tuple[int, int]] = []  # (maddr, npages) allocated for this unit
         self._held: list[tuple[int, int]] = []  # pages at address 0, kept out of use
 
@@ -303,10 +322,12 @@ class Iommu:
         self.mem.free_pages(maddr, npages)
 
     def alloc_root_table(self) -> int:
-        """Allocate the root table on the unit's current node (the one place it happens)."""
+        """Allocate the root table on the unit's current node and latch it in the hardware
+        (Xen's ``iommu_set_root_entry``: RTADDR, then SRTP). The one place it happens."""
         if self.root_maddr:
             raise PlatformError(f"unit {self.index} already has a root table")
         self.root_maddr = self.alloc_pages(1)
+        self.remapper.root_table = self.root_maddr
         return self.root_maddr
 
     @property
@@ -324,8 +345,7 @@ class Iommu:
             maddr, n = self._pages.pop()
             self.mem.free_pages(maddr, n)
         self.root_maddr = 0
-        self.root_table = None
-        self.remapper = None
+        self.remapper.root_table = None
 
     def __repr__(self) -> str:
         kind = "include-all" if self.include_all else f"{len(self.scope.devices)} scope entries"

@@ -119,6 +119,8 @@ class Platform:
         cap: int = QEMU_CAP,
         ecap: int = QEMU_ECAP,
         unit_caps: Mapping[int, tuple[int, int]] | None = None,
+        iotlb_entries: int = 1024,
+        fault_records: int = 8,
     ) -> None:
         if not isinstance(dmar, _dmar.DmarTable):
             raise PlatformError(f"expected a DmarTable, not {type(dmar).__name__}")
@@ -158,6 +160,7 @@ class Platform:
         self.rhsas: list[_dmar.Rhsa] = []
         #: Pages the platform keeps out of use for good (machine page 0).
         self.reserved_pages: list[tuple[int, int]] = []
+        self._unit_hw = {"iotlb_entries": iotlb_entries, "fault_records": fault_records}
         self._plan(cap, ecap, caps)
         self._check_platform()
         fatal = [f for f in self.report if f.severity == "fatal"]
@@ -181,13 +184,17 @@ class Platform:
         cap: int = QEMU_CAP,
         ecap: int = QEMU_ECAP,
         unit_caps: Mapping[int, tuple[int, int]] | None = None,
+        iotlb_entries: int = 1024,
+        fault_records: int = 8,
     ) -> Platform:
         """Build from a DmarTable, the raw table bytes, or a path to a binary table.
 
         ``topology``/``numa`` default to what the table implies (see :meth:`Topology.from_dmar`,
         :meth:`Numa.default`); ``mem`` defaults to a fresh PhysMem with the NUMA nodes.
         ``unit_caps`` maps a DRHD register base address to that unit's (CAP, ECAP); other units
-        get ``cap``/``ecap`` (QEMU's defaults).
+        get ``cap``/``ecap`` (QEMU's defaults). ``iotlb_entries`` and ``fault_records`` size
+        each unit's hardware model (its CAP then reports NFR = fault_records - 1).
+        ``policy``: "seed" (default) or "pre-seed"; ``strict``: raise for what Xen refuses.
         """
         if isinstance(table, str | Path):
             path = Path(table)
@@ -207,19 +214,18 @@ class Platform:
             cap=cap,
             ecap=ecap,
             unit_caps=unit_caps,
+            iotlb_entries=iotlb_entries,
+            fault_records=fault_records,
         )
 
     @classmethod
-    def default(cls, policy: Policy = "seed", strict: bool = False) -> Platform:
+    def default(cls, **kwargs: Any) -> Platform:
         """The embedded default machine: a two-socket Supermicro X10DAi (its real DMAR table)
-        with the matching NUMA layout and PCI population of ``data/supermicro-x10dai.toml``."""
+        with the matching NUMA layout and PCI population of ``data/supermicro-x10dai.toml``.
+        Keyword arguments (``policy``, ``strict``, ``cap``...) go to :meth:`from_dmar`."""
         data = Path(__file__).resolve().parent / "data"
-        return cls.from_dmar(
-            data / "supermicro-x10dai.dat",
-            topology=data / "supermicro-x10dai.toml",
-            policy=policy,
-            strict=strict,
-        )
+        kwargs.setdefault("topology", data / "supermicro-x10dai.toml")
+        return cls.from_dmar(data / "supermicro-x10dai.dat", **kwargs)
 
     # ---- construction steps
     def _memory(self, numa: Any, mem: PhysMem | None) -> tuple[Numa, PhysMem]:
@@ -230,7 +236,13 @@ class Platform:
         elif isinstance(numa, Mapping):
             numa = Numa.from_dict(numa)
         elif numa is not None and not isinstance(numa, Numa):
-            numa = Numa(list(numa))
+            try:
+                nodes = list(numa)
+            except TypeError:
+                raise PlatformError(
+                    f"cannot use {type(numa).__name__} as a NUMA description"
+                ) from None
+            numa = Numa(nodes)
         if numa is None:
             if mem is not None:
                 # Proximity domain i is node i.
@@ -311,6 +323,28 @@ class Platform:
         index = 0
         for s in t.structures:
             off = _off(s)
+            if isinstance(s, _dmar.UnknownStructure) and s.type_code in (0, 1, 2, 3):
+                self._add(
+                    "fatal",
+                    "structure-too-short",
+                    f"{_dmar.STRUCTURE_NAMES[s.type_code]} too short to decode "
+                    "('Invalid ACPI DMAR entry length'); ignored",
+                    off,
+                )
+                continue
+            parsed_scopes = isinstance(s, _dmar.Drhd | _dmar.Rmrr) or (
+                isinstance(s, _dmar.Atsr) and not s.all_ports
+            )
+            if parsed_scopes:
+                for sc in getattr(s, "scopes", []):
+                    if sc.length < _dmar.MIN_SCOPE_LEN:
+                        self._add(
+                            "fatal",
+                            "scope-too-short",
+                            f"device scope of length {sc.length} in a "
+                            f"{_dmar.structure_name(s)} ('Invalid device scope'); ignored",
+                            sc.offset if sc.offset is not None else off,
+                        )
             if isinstance(s, _dmar.Drhd):
                 what = f"DRHD {s.address:#x}"
                 if s.address in (0, 0xFFFF_FFFF_FFFF_FFFF):
@@ -369,7 +403,7 @@ class Platform:
                         include_all_seen[s.segment] = off
                 scope, ioapics, hpets, functions = self._resolve(s.segment, s.scopes, what, off)
                 c, e = caps.get(s.address, (cap, ecap))
-                unit = Iommu(s, index, self.mem, c, e, scope, ioapics, hpets)
+                unit = Iommu(s, index, self.mem, c, e, scope, ioapics, hpets, **self._unit_hw)
                 index += 1
                 if not s.include_all:
                     missing = [b for b in functions if b not in self.topology]
@@ -650,6 +684,81 @@ class Platform:
         """Registered RMRRs (list order) naming the device in their scope."""
         b = Bdf.coerce(dev)
         return [r for r in self.rmrrs if r.segment == b.segment and b in r.devices]
+
+    # ---- description
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary: NUMA nodes, units in list order, RMRRs, ATSRs, findings."""
+
+        def node_of(maddr: int) -> int | None:
+            return int(self.mem.node_of(maddr)) if maddr else None
+
+        return {
+            "policy": self.policy,
+            "synthesised_topology": self.synthesised,
+            "numa": self.numa.to_dict()["nodes"],
+            "pci_functions": len(self.topology),
+            "units": [
+                {
+                    "index": u.index,
+                    "address": u.address,
+                    "segment": u.segment,
+                    "include_all": u.include_all,
+                    "scope": [str(b) for b in u.scope.devices],
+                    "scope_buses": sorted(u.scope.buses),
+                    "ioapics": [i for i, _ in u.ioapics],
+                    "hpets": [i for i, _ in u.hpets],
+                    "levels": u.levels,
+                    "ndoms": u.ndoms,
+                    "cap": u.cap,
+                    "ecap": u.ecap,
+                    "node": u.node,
+                    "root_table": u.root_maddr,
+                    "root_table_node": node_of(u.root_maddr),
+                }
+                for u in self.iommus
+            ],
+            "rmrrs": [
+                {
+                    "base": r.base,
+                    "end": r.end,
+                    "segment": r.segment,
+                    "devices": [str(b) for b in r.devices],
+                }
+                for r in self.rmrrs
+            ],
+            "atsrs": [
+                {"segment": a.segment, "all_ports": a.all_ports, "buses": sorted(a.scope.buses)}
+                for a in self.atsrs
+            ],
+            "findings": [
+                {"severity": f.severity, "code": f.code, "message": f.message, "offset": f.offset}
+                for f in self.report
+            ],
+        }
+
+    def format(self) -> str:
+        """A human-readable summary (what ``vtdwalk platform`` prints)."""
+        out = [repr(self)]
+        for i, n in enumerate(self.numa.nodes):
+            pxms = ", ".join(map(str, n.pxms)) or "-"
+            out.append(f"  node {i}: [{n.base:#x}, {n.base + n.size:#x})  pxm {pxms}")
+        out.append("units (Xen list order):")
+        for u in self.iommus:
+            what = "include-all" if u.include_all else f"{len(u.scope.devices)} scope entries"
+            rn = self.mem.node_of(u.root_maddr) if u.root_maddr else None
+            out.append(
+                f"  #{u.index} {u.address:#x} seg {u.segment:#x} {what}, {u.levels}-level, "
+                f"{u.ndoms} DIDs, node {u.node}, root table {u.root_maddr:#x} (node {rn})"
+            )
+        for r in self.rmrrs:
+            devs = ", ".join(map(str, r.devices))
+            out.append(f"rmrr [{r.base:#x}, {r.end:#x}] seg {r.segment:#x}: {devs}")
+        for a in self.atsrs:
+            what = "all ports" if a.all_ports else f"buses {sorted(a.scope.buses)}"
+            out.append(f"atsr seg {a.segment:#x}: {what}")
+        out.append(f"findings: {len(self.report)}")
+        out.extend(f"  {f}" for f in self.report)
+        return "\n".join(out)
 
     # ---- report and teardown
     def findings(self, code: str | None = None, severity: Severity | None = None) -> list[Finding]:

@@ -801,17 +801,19 @@ def _synthesise(table: DmarTable) -> Topology:
         buses_of[k] = (lo, lo)
         bus_of[k] = lo
         nxt = lo
-        for c in children.get(k, []):
+        for c in sorted(children.get(k, []), key=lambda c: (c[2], c[3])):
             if kinds[c].is_bridge:
                 nxt = place(c, nxt + 1)
         buses_of[k] = (lo, nxt)
         return nxt
 
-    for parent_key in [p for p in children if isinstance(p, tuple) and p[0] == "bus"]:
+    # Sorted, so that the numbering does not depend on the order of the table's structures.
+    roots = sorted(p for p in children if isinstance(p, tuple) and p[0] == "bus")
+    for parent_key in roots:
         _, seg, bus = parent_key
         bus_of[parent_key] = bus
         taken = free.setdefault(seg, [b in used.get(seg, set()) for b in range(256)])
-        for k in children[parent_key]:
+        for k in sorted(children[parent_key], key=lambda c: (c[2], c[3])):
             if not kinds[k].is_bridge:
                 continue
             n = subtree_bridges(k)
@@ -894,6 +896,9 @@ class Numa:
 
     def __post_init__(self) -> None:
         self.nodes = list(self.nodes)
+        for n in self.nodes:
+            if not isinstance(n, NumaNode):
+                raise PlatformError(f"NUMA nodes must be NumaNode(base, size, pxms), not {n!r}")
         if not self.nodes:
             raise PlatformError("a NUMA description needs at least one node")
         if len(self.nodes) > MAX_NUMNODES:
