@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod addr;
+pub mod context;
 pub mod entry;
 pub mod error;
 pub mod fault;

@@ -48,6 +48,8 @@ struct Node {
     base_pfn: u64,
     npages: u64,
     dir: Vec<Option<Chunk>>,
+    /// Backed frames per chunk, so dropping a chunk's last frame needs no scan of the chunk.
+    live: Vec<u32>,
     /// free[k]: start pfns (absolute) of free blocks of 2^k pages.
     free: Vec<BTreeSet<u64>>,
     free_pages: u64,
@@ -62,6 +64,7 @@ impl Node {
             base_pfn,
             npages,
             dir: (0..nchunks).map(|_| None).collect(),
+            live: vec![0; nchunks],
             free: vec![BTreeSet::new(); MAX_ORDER + 1],
             free_pages: 0,
             backed_pages: 0,
@@ -93,6 +96,7 @@ impl Node {
         let f = &mut chunk[rel & (CHUNK_PAGES - 1)];
         if f.is_none() {
             self.backed_pages += 1;
+            self.live[rel >> CHUNK_SHIFT] += 1;
         }
         f.get_or_insert_with(|| Box::new([0u64; ENTRIES_PER_PAGE]))
     }
@@ -115,7 +119,8 @@ impl Node {
                     }
                 }
                 self.backed_pages -= dropped;
-                if chunk.iter().all(Option::is_none) {
+                self.live[ci] -= dropped as u32;
+                if self.live[ci] == 0 {
                     self.dir[ci] = None;
                 }
             }

@@ -896,36 +896,53 @@ impl PageTable {
             out.fill(u64::MAX);
             return Ok(());
         }
-        let root = read_frame(mem, self.root)?;
-        // cache[l]: (the IOVA prefix a level-l table covers, that table), from earlier walks.
-        let mut cache: [(u64, Option<&Frame>); 6] = [(u64::MAX, None); 6];
-        let levels = self.levels;
-        for (&iova, o) in iovas.iter().zip(out.iter_mut()) {
-            let mut level = levels;
-            let mut frame = root;
-            for l in 1..levels {
-                let (p, f) = cache[l as usize];
-                if p == iova >> level_to_offset_bits(l + 1) {
-                    level = l;
-                    frame = f;
-                    break;
+        // Group by L1 table so each table is walked once and stays in cache.
+        let items: Vec<(u64, usize)> = iovas.iter().copied().zip(0..).collect();
+        let items = sort_by_table(items, |p| p.0 >> level_to_offset_bits(2));
+        for group in items.chunk_by(|a, b| a.0 >> 21 == b.0 >> 21) {
+            let iova = group[0].0;
+            let mut t = self.root;
+            let mut level = self.levels;
+            // The L1 table of this group, or the entry that ends the walk above L1.
+            let found: Option<&Frame> = loop {
+                let frame = read_frame(mem, t)?;
+                if level == 1 {
+                    break frame;
                 }
-            }
-            *o = loop {
                 let pte = frame.map_or(0, |f| f[address_level_offset(iova, level) as usize]);
                 match leaf_or_next(pte, level)? {
-                    Step::Absent => break u64::MAX,
-                    Step::Leaf => {
-                        let size = level_size(level);
-                        break (pte & Pte::ADDR_MASK & !(size - 1)) | (iova & (size - 1));
-                    }
                     Step::Next(c) => {
+                        t = c;
                         level -= 1;
-                        frame = read_frame(mem, c)?;
-                        cache[level as usize] = (iova >> level_to_offset_bits(level + 1), frame);
+                    }
+                    step => {
+                        let size = level_size(level);
+                        let base = pte & Pte::ADDR_MASK & !(size - 1);
+                        for &(v, i) in group {
+                            if let Some(o) = out.get_mut(i) {
+                                *o = match step {
+                                    Step::Leaf => base | (v & (size - 1)),
+                                    _ => u64::MAX,
+                                };
+                            }
+                        }
+                        break None;
                     }
                 }
             };
+            if level != 1 {
+                continue;
+            }
+            for &(v, i) in group {
+                let pte = found.map_or(0, |f| f[address_level_offset(v, 1) as usize]);
+                if let Some(o) = out.get_mut(i) {
+                    *o = if pte & PRESENT == 0 {
+                        u64::MAX
+                    } else {
+                        (pte & Pte::ADDR_MASK) | (v & PAGE_MASK)
+                    };
+                }
+            }
         }
         Ok(())
     }
@@ -1034,6 +1051,9 @@ impl PageTable {
         if iovas.is_empty() {
             return Ok(false);
         }
+        if let Some(r) = self.map_pages_packed(mem, iovas, maddrs, flags) {
+            return r;
+        }
         let pairs: Vec<(u64, u64)> = iovas.iter().copied().zip(maddrs.iter().copied()).collect();
         let pairs = sort_by_table(pairs, |p| p.0 >> level_to_offset_bits(2));
         // Plan.
@@ -1055,6 +1075,60 @@ impl PageTable {
         }
         st.present |= old_any & PRESENT != 0;
         self.finish(mem, st)
+    }
+
+    /// `map_pages` for batches whose L1 tables span at most 2^15 (a 64 GiB window, the common
+    /// case): each page packs into one u64 (table number, L1 index, target frame), which halves
+    /// the memory traffic of sorting. None when the batch does not fit (checked input).
+    fn map_pages_packed(
+        &mut self,
+        mem: &mut PhysMem,
+        iovas: &[u64],
+        maddrs: &[u64],
+        flags: u64,
+    ) -> Option<Result<bool>> {
+        const KEY_SHIFT: u32 = 49;
+        const IDX_SHIFT: u32 = 40;
+        const PFN_MASK: u64 = (1 << IDX_SHIFT) - 1;
+        let (mut lo, mut hi) = (u64::MAX, 0u64);
+        for &v in iovas {
+            lo = lo.min(v >> 21);
+            hi = hi.max(v >> 21);
+        }
+        if hi.checked_sub(lo)? >= 1 << (64 - KEY_SHIFT) {
+            return None;
+        }
+        let packed: Vec<u64> = iovas
+            .iter()
+            .zip(maddrs)
+            .map(|(&v, &m)| {
+                (((v >> 21) - lo) << KEY_SHIFT)
+                    | (((v >> PAGE_SHIFT) & LEVEL_MASK) << IDX_SHIFT)
+                    | (m >> PAGE_SHIFT)
+            })
+            .collect();
+        let packed = sort_by_table(packed, |&x| x >> KEY_SHIFT);
+        let iova_of = |x: u64| (lo + (x >> KEY_SHIFT)) << 21;
+        let run = |pt: &mut Self, mem: &mut PhysMem| -> Result<bool> {
+            let needed = pt.plan_pages(mem, packed.iter().map(|&x| iova_of(x)), false)?;
+            pt.ensure_free(mem, needed)?;
+            let mut st = Exec::default();
+            let mut old_any = 0u64;
+            for group in packed.chunk_by(|a, b| a >> KEY_SHIFT == b >> KEY_SHIFT) {
+                let t = pt.walk_alloc(mem, iova_of(group[0]), 1, &mut st)?;
+                let frame = mem.page_mut(Maddr(t))?;
+                for &x in group {
+                    old_any |= frame[((x >> IDX_SHIFT) & LEVEL_MASK) as usize];
+                }
+                for &x in group {
+                    frame[((x >> IDX_SHIFT) & LEVEL_MASK) as usize] =
+                        ((x & PFN_MASK) << PAGE_SHIFT) | flags;
+                }
+            }
+            st.present |= old_any & PRESENT != 0;
+            pt.finish(mem, st)
+        };
+        Some(run(self, mem))
     }
 
     /// Unmap each 4 KiB page of `iovas`, freeing tables that become empty. Returns true when
@@ -1241,9 +1315,10 @@ fn is_empty(frame: &Frame) -> bool {
     frame.iter().all(|&e| e & PRESENT == 0)
 }
 
-/// Stable sort of `items` by `key` (an L1-table number), cheap when already sorted and by
-/// counting when the keys span a small range.
-fn sort_by_table<T: Copy>(mut items: Vec<T>, key: impl Fn(&T) -> u64) -> Vec<T> {
+/// Stable sort of `items` by `key` (an L1-table number): free when already sorted, else an LSD
+/// radix sort on 8-bit digits of `key - min` (cache-friendly: 256 output streams per pass), or a
+/// comparison sort when the keys span more than 32 bits.
+fn sort_by_table<T: Copy>(items: Vec<T>, key: impl Fn(&T) -> u64) -> Vec<T> {
     if items.windows(2).all(|w| key(&w[0]) <= key(&w[1])) {
         return items;
     }
@@ -1253,30 +1328,35 @@ fn sort_by_table<T: Copy>(mut items: Vec<T>, key: impl Fn(&T) -> u64) -> Vec<T> 
         lo = lo.min(k);
         hi = hi.max(k);
     }
-    let span = hi - lo + 1;
-    let n = items.len() as u64;
-    if span > 4 * n + 4096 {
+    let span_bits = 64 - (hi - lo).leading_zeros();
+    if span_bits > 32 {
+        let mut items = items;
         items.sort_by_key(key);
         return items;
     }
-    let mut pos = vec![0usize; span as usize + 1];
-    for it in &items {
-        pos[(key(it) - lo) as usize + 1] += 1;
-    }
-    for i in 1..pos.len() {
-        pos[i] += pos[i - 1];
-    }
-    let mut out = items.clone();
-    for it in &items {
-        let k = (key(it) - lo) as usize;
-        if let Some(p) = pos.get_mut(k) {
-            if let Some(slot) = out.get_mut(*p) {
+    let mut src = items;
+    let mut dst = src.clone();
+    let mut shift = 0;
+    while shift < span_bits {
+        let digit = |it: &T| (((key(it) - lo) >> shift) & 0xff) as usize;
+        let mut pos = [0usize; 257];
+        for it in &src {
+            pos[digit(it) + 1] += 1;
+        }
+        for i in 1..pos.len() {
+            pos[i] += pos[i - 1];
+        }
+        for it in &src {
+            let p = &mut pos[digit(it)];
+            if let Some(slot) = dst.get_mut(*p) {
                 *slot = *it;
             }
             *p += 1;
         }
+        std::mem::swap(&mut src, &mut dst);
+        shift += 8;
     }
-    out
+    src
 }
 
 #[cfg(test)]

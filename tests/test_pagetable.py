@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.reference import sl_walk
+from reference import sl_walk
 from vtdwalk import InvalidArgument, MemoryAccessError, OutOfMemory, PageTable, PhysMem
 
 K4 = 1 << 12

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from tests.reference import sl_walk
+from reference import sl_walk
 from vtdwalk import PageTable, PhysMem
 
 K4 = 1 << 12
@@ -68,7 +68,7 @@ def run(seed: int, levels: int, superpages: str, steps: int) -> None:
             if kind == 8:
                 targets = [rnd.randrange(1 << 40) & ~(K4 - 1) for _ in range(n)]
                 assert pt.map_pages(iovas, np.array(targets, np.uint64), read, write) == was
-                for p, m in zip(batch, targets):
+                for p, m in zip(batch, targets, strict=True):
                     model[p] = (m, read, write)
             else:
                 assert pt.unmap_pages(iovas) == was
@@ -79,9 +79,11 @@ def run(seed: int, levels: int, superpages: str, steps: int) -> None:
             assert pt.mappings() == want, step
             assert sl_walk.merge(sl_walk.leaves(mem, pt.root, levels)) == want, step
             probes = [base + rnd.randrange(span) for _ in range(200)]
-            probes += [p + rnd.randrange(K4) for p in rnd.sample(sorted(model), min(50, len(model)))]
+            probes += [
+                p + rnd.randrange(K4) for p in rnd.sample(sorted(model), min(50, len(model)))
+            ]
             got = pt.lookup_many(np.array(probes, np.uint64))
-            for p, g in zip(probes, got.tolist()):
+            for p, g in zip(probes, got.tolist(), strict=True):
                 entry = model.get(p & ~(K4 - 1))
                 expect = U64_MAX if entry is None else entry[0] + (p & (K4 - 1))
                 assert g == expect

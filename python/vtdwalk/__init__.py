@@ -6,7 +6,15 @@ The public API is re-exported here explicitly; see ``__all__``.
 from __future__ import annotations
 
 from vtdwalk import dmar
-from vtdwalk._core import FaultRecord, PageTable, PhysMem, Remapper, Translation, __version__
+from vtdwalk._core import (
+    FaultRecord,
+    PageTable,
+    PhysMem,
+    Remapper,
+    RootTable,
+    Translation,
+    __version__,
+)
 from vtdwalk.errors import (
     BadFree,
     DmaFault,
@@ -44,6 +52,7 @@ __all__ = [
     "PlatformError",
     "Remapper",
     "RmrrUnit",
+    "RootTable",
     "Scope",
     "Topology",
     "Translation",

@@ -4,6 +4,7 @@
 use pyo3::prelude::*;
 
 pub mod args;
+pub mod context;
 pub mod errors;
 pub mod mem;
 pub mod pagetable;
@@ -15,5 +16,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     mem::register(m)?;
     pagetable::register(m)?;
     remapper::register(m)?;
+    context::register(m)?;
     Ok(())
 }

@@ -53,7 +53,12 @@ impl PyPageTable {
         signature = (mem, levels=U32(4), node=None, superpages="1G"),
         text_signature = "(mem, levels=4, node=None, superpages='1G')"
     )]
-    fn new(mem: &Bound<'_, PyPhysMem>, levels: U32, node: Option<U32>, superpages: &str) -> PyResult<Self> {
+    fn new(
+        mem: &Bound<'_, PyPhysMem>,
+        levels: U32,
+        node: Option<U32>,
+        superpages: &str,
+    ) -> PyResult<Self> {
         let mem = mem.get().mem.clone();
         let node = check_node(&mem, node)?;
         let pt = PageTable::new(levels.0, node, Superpages::parse(superpages)?)?;
@@ -107,7 +112,15 @@ impl PyPageTable {
 
     /// Map [iova, iova + size) onto [maddr, maddr + size); True when an old entry was present.
     #[pyo3(signature = (iova, maddr, size, read=true, write=true, snoop=false))]
-    fn map(&self, iova: U64, maddr: U64, size: U64, read: bool, write: bool, snoop: bool) -> PyResult<bool> {
+    fn map(
+        &self,
+        iova: U64,
+        maddr: U64,
+        size: U64,
+        read: bool,
+        write: bool,
+        snoop: bool,
+    ) -> PyResult<bool> {
         let mut pt = self.lock();
         let mut mem = self.mem.write();
         let perms = Perms { read, write, snoop };

@@ -21,9 +21,7 @@ def offset_bits(level: int) -> int:
     return 12 + 9 * (level - 1)
 
 
-def walk(
-    mem: PhysMem, root: int, levels: int, iova: int
-) -> tuple[int, int, bool, bool] | None:
+def walk(mem: PhysMem, root: int, levels: int, iova: int) -> tuple[int, int, bool, bool] | None:
     """(maddr of iova, page size, read, write), or None when not mapped."""
     if root == 0:
         return None

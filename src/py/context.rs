@@ -1,0 +1,162 @@
+//! `vtdwalk.RootTable`: the Python face of [`crate::context::RootTable`].
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use pyo3::prelude::*;
+
+use super::args::{U32, U64};
+use super::errors::Exc;
+use super::mem::{PyPhysMem, SharedMem};
+use super::pagetable::check_node;
+use crate::context::{ContextFields, RootTable};
+use crate::entry::TranslationType;
+
+/// A remapping unit's root table and context tables (legacy mode), built in a `PhysMem`.
+#[pyclass(name = "RootTable", module = "vtdwalk._core", frozen)]
+pub struct PyRootTable {
+    mem: SharedMem,
+    rt: Mutex<RootTable>,
+}
+
+impl PyRootTable {
+    fn lock(&self) -> MutexGuard<'_, RootTable> {
+        self.rt.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn byte(what: &str, v: U32) -> PyResult<u8> {
+    u8::try_from(v.0)
+        .map_err(|_| Exc::InvalidArgument.msg(format!("invalid {what}: {} is not in 0..=255", v.0)))
+}
+
+#[pymethods]
+impl PyRootTable {
+    #[new]
+    #[pyo3(signature = (mem, node=None))]
+    fn new(mem: &Bound<'_, PyPhysMem>, node: Option<U32>) -> PyResult<Self> {
+        let mem = mem.get().mem.clone();
+        let node = check_node(&mem, node)?;
+        Ok(PyRootTable {
+            mem,
+            rt: Mutex::new(RootTable::new(node)),
+        })
+    }
+
+    /// Machine address of the root table (0 until allocated).
+    #[getter]
+    fn maddr(&self) -> u64 {
+        self.lock().maddr()
+    }
+    /// NUMA node the tables are allocated against (None: no preference).
+    #[getter]
+    fn get_node(&self) -> Option<u32> {
+        self.lock().node()
+    }
+    #[setter]
+    fn set_node(&self, node: Option<U32>) -> PyResult<()> {
+        let node = check_node(&self.mem, node)?;
+        self.lock().set_node(node);
+        Ok(())
+    }
+
+    /// Allocate the root table now, on the node (idempotent); returns its address.
+    fn alloc(&self) -> PyResult<u64> {
+        let mut rt = self.lock();
+        let mut mem = self.mem.write();
+        Ok(rt.alloc(&mut mem)?)
+    }
+
+    /// Xen's bus_to_context_maddr: the bus's context table (0 when missing and not alloc).
+    #[pyo3(signature = (bus, alloc=false))]
+    fn context_table(&self, bus: U32, alloc: bool) -> PyResult<u64> {
+        let bus = byte("bus", bus)?;
+        let mut rt = self.lock();
+        let mut mem = self.mem.write();
+        Ok(rt.context_table(&mut mem, bus, alloc)?)
+    }
+
+    /// Write a present legacy context entry, allocating the root/context tables as needed.
+    #[pyo3(signature = (bus, devfn, slptptr, aw, did, tt=U32(0), fpd=false), text_signature = "(self, bus, devfn, slptptr, aw, did, tt=0, fpd=False)")]
+    #[allow(clippy::too_many_arguments)]
+    fn set_context(
+        &self,
+        bus: U32,
+        devfn: U32,
+        slptptr: U64,
+        aw: U32,
+        did: U32,
+        tt: U32,
+        fpd: bool,
+    ) -> PyResult<()> {
+        let (bus, devfn) = (byte("bus", bus)?, byte("devfn", devfn)?);
+        let did = u16::try_from(did.0).map_err(|_| {
+            Exc::InvalidArgument.msg(format!("invalid did: {} is not in 0..=65535", did.0))
+        })?;
+        if tt.0 > 2 {
+            return Err(Exc::InvalidArgument.msg(format!(
+                "invalid tt: {} (0 multi-level, 1 multi-level + device-TLB, 2 pass-through)",
+                tt.0
+            )));
+        }
+        let f = ContextFields {
+            slptptr: slptptr.0,
+            aw: aw.0,
+            did,
+            tt: TranslationType::from_bits(u64::from(tt.0)),
+            fpd,
+        };
+        let mut rt = self.lock();
+        let mut mem = self.mem.write();
+        Ok(rt.set_context(&mut mem, bus, devfn, f)?)
+    }
+
+    /// Clear the entry of bus:devfn; True when it was present.
+    fn clear_context(&self, bus: U32, devfn: U32) -> PyResult<bool> {
+        let (bus, devfn) = (byte("bus", bus)?, byte("devfn", devfn)?);
+        let mut rt = self.lock();
+        let mut mem = self.mem.write();
+        Ok(rt.clear_context(&mut mem, bus, devfn)?)
+    }
+
+    /// (lo, hi) of the present entry of bus:devfn, or None.
+    fn context(&self, bus: U32, devfn: U32) -> PyResult<Option<(u64, u64)>> {
+        let (bus, devfn) = (byte("bus", bus)?, byte("devfn", devfn)?);
+        let rt = self.lock();
+        let mem = self.mem.read();
+        Ok(rt.context(&mem, bus, devfn)?.map(|e| (e.lo, e.hi)))
+    }
+
+    /// (bus, devfn, lo, hi) of every present entry.
+    fn entries(&self) -> PyResult<Vec<(u8, u8, u64, u64)>> {
+        let rt = self.lock();
+        let mem = self.mem.read();
+        Ok(rt
+            .entries(&mem)?
+            .into_iter()
+            .map(|(b, d, e)| (b, d, e.lo, e.hi))
+            .collect())
+    }
+
+    /// Pages per NUMA node (root and context tables).
+    fn table_pages(&self) -> BTreeMap<u32, u64> {
+        self.lock().table_pages()
+    }
+
+    /// Free the root table and every context table.
+    fn free(&self) -> PyResult<()> {
+        let mut rt = self.lock();
+        let mut mem = self.mem.write();
+        Ok(rt.free(&mut mem)?)
+    }
+
+    fn __repr__(&self) -> String {
+        let rt = self.lock();
+        format!("RootTable(maddr={:#x}, node={:?})", rt.maddr(), rt.node())
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyRootTable>()?;
+    Ok(())
+}
