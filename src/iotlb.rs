@@ -2,42 +2,14 @@
 //! CLOCK eviction) and the context cache (one slot per source-id).
 //!
 //! Differences from QEMU, per decisions.md: entries are tagged by DID, not by requester; the
-//! capacity is configurable and a full IOTLB evicts one entry (second chance / CLOCK: an
-//! approximation of LRU) rather than flushing everything; page-selective invalidation honours
+//! capacity is configurable, the IOTLB is 8-way set-associative as hardware TLBs are, and a
+//! full set evicts one of its entries (second chance / CLOCK: an approximation of LRU) rather
+//! than the whole IOTLB being flushed; page-selective invalidation honours
 //! the address mask and removes every entry of the domain that overlaps the range (so also a
 //! superpage covering it); domain-selective context invalidation is domain-selective.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
 use crate::entry::{level_size, level_to_offset_bits};
 use crate::translate::Context;
-
-/// A multiplicative hasher for the IOTLB's u64 keys (the keys are not attacker-chosen hashes of
-/// strings; speed matters more than DoS resistance here).
-#[derive(Default, Clone, Copy)]
-pub struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(b as u64);
-        }
-    }
-    #[inline]
-    fn write_u64(&mut self, v: u64) {
-        // Fold both halves so hashbrown's top-7-bit tags and low-bit buckets both vary.
-        let h = (self.0 ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        self.0 = h ^ (h >> 29);
-    }
-}
-
-type KeyMap = HashMap<u64, u32, BuildHasherDefault<KeyHasher>>;
 
 /// Largest leaf level the IOTLB holds (1 GiB pages).
 pub const MAX_LEAF_LEVEL: u32 = 3;
@@ -46,10 +18,14 @@ pub const MAX_LEAF_LEVEL: u32 = 3;
 /// the frame number at that level (< 2^45 for any IOVA below 2^57), the level and the DID.
 #[inline]
 pub fn iotlb_key(did: u16, level: u32, iova: u64) -> u64 {
-    ((iova >> level_to_offset_bits(level)) & ((1u64 << 46) - 1))
+    ((iova >> level_to_offset_bits(level)) & GFN_MASK)
         | ((level as u64) << 46)
         | ((did as u64) << 48)
 }
+
+const GFN_MASK: u64 = (1 << 46) - 1;
+/// No valid key has all of bits 0-45 set (that would be an IOVA at or above 2^57).
+const EMPTY: u64 = u64::MAX;
 
 /// One cached translation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -66,25 +42,65 @@ pub struct IotlbEntry {
     pub hpa_base: u64,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-struct Slot {
-    key: u64,
-    entry: IotlbEntry,
-    /// Bumped every time the slot is filled or emptied, so a remembered (index, gen) proves
-    /// the slot has not changed since.
-    gen: u32,
-    valid: bool,
-    referenced: bool,
+impl IotlbEntry {
+    #[inline]
+    fn from_slot(key: u64, val: u64) -> Self {
+        let level = ((key >> 46) & 3) as u32;
+        IotlbEntry {
+            did: (key >> 48) as u16,
+            level: level as u8,
+            perm: (val & 3) as u8,
+            iova_base: (key & GFN_MASK) << level_to_offset_bits(level.max(1)),
+            hpa_base: val & !0xfff,
+        }
+    }
 }
 
-/// The IOTLB.
+/// Ways per set.
+pub const WAYS: usize = 8;
+
+/// One set: its keys in one cache line, and their values in the next.
+#[derive(Clone, Copy, Debug)]
+#[repr(align(128))]
+struct SetLine {
+    keys: [u64; WAYS],
+    /// Per way: host page address | perm (bits 1:0).
+    vals: [u64; WAYS],
+}
+
+const EMPTY_SET: SetLine = SetLine {
+    keys: [EMPTY; WAYS],
+    vals: [0; WAYS],
+};
+
+/// What a look-up done ahead saw: the sets it probed (4 KiB first) and the hit, if any.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Ahead {
+    sets: [u32; MAX_LEAF_LEVEL as usize],
+    probed: u8,
+    /// The slot and entry found.
+    pub hit: Option<(u32, IotlbEntry)>,
+}
+
+/// The IOTLB: `sets` x `ways` entries, set-associative (the set indexed by the low bits of the
+/// frame number, mixed with the level and DID, as hardware TLBs do, so neighbouring pages
+/// spread over neighbouring sets), with CLOCK (second chance) replacement inside a set: an
+/// approximation of LRU.
 #[derive(Clone, Debug)]
 pub struct Iotlb {
     capacity: usize,
-    map: KeyMap,
-    slots: Vec<Slot>,
-    free: Vec<u32>,
-    hand: usize,
+    ways: usize,
+    sets: usize,
+    lines: Vec<SetLine>,
+    /// Per slot: referenced since the clock hand last passed.
+    refs: Vec<u8>,
+    /// Per set: the clock hand.
+    hands: Vec<u8>,
+    /// Sets changed since tracking was (re)started: a look-up done ahead is exact while none
+    /// of the sets it probed has changed.
+    dirty: Vec<u64>,
+    dirty_list: Vec<u32>,
+    len: usize,
     /// Entries evicted to make room.
     pub evictions: u64,
 }
@@ -93,7 +109,8 @@ pub struct Iotlb {
 pub const MAX_IOTLB_ENTRIES: usize = 1 << 26;
 
 impl Iotlb {
-    /// An IOTLB of `capacity` entries; 0 disables it (every translation walks).
+    /// An IOTLB of `capacity` entries (rounded down to a whole number of 8-way sets when larger
+    /// than 8); 0 disables it (every translation walks).
     pub fn new(capacity: usize) -> crate::Result<Self> {
         if capacity > MAX_IOTLB_ENTRIES {
             return Err(crate::Error::invalid(
@@ -101,203 +118,278 @@ impl Iotlb {
                 format!("{capacity} is more than the {MAX_IOTLB_ENTRIES} entries supported"),
             ));
         }
+        let ways = capacity.min(WAYS);
+        let sets = capacity.checked_div(ways).unwrap_or(0);
         Ok(Iotlb {
-            capacity,
-            map: KeyMap::default(),
-            slots: Vec::new(),
-            free: Vec::new(),
-            hand: 0,
+            capacity: sets * ways,
+            ways,
+            sets,
+            lines: vec![EMPTY_SET; sets],
+            refs: vec![0; sets * WAYS],
+            hands: vec![0; sets],
+            dirty: vec![0; sets.div_ceil(64)],
+            dirty_list: Vec::new(),
+            len: 0,
             evictions: 0,
         })
     }
 
+    /// Entries it can hold.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
 
     /// Entries held now.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len == 0
     }
 
-    /// Look `iova` up in domain `did`: 4 KiB, then 2 MiB, then 1 GiB. Read-only (no reference
-    /// bit); returns the slot index and generation for [`Iotlb::get_checked`].
     #[inline]
-    pub fn probe(&self, did: u16, iova: u64) -> Option<(u32, u32)> {
-        if self.map.is_empty() {
-            return None;
+    fn set_of(&self, key: u64) -> usize {
+        let gfn = key & GFN_MASK;
+        let tag = (key >> 46).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20;
+        ((gfn ^ tag) % self.sets.max(1) as u64) as usize
+    }
+
+    #[inline]
+    fn find_in(&self, set: usize, key: u64) -> Option<usize> {
+        let line = self.lines.get(set)?;
+        line.keys
+            .iter()
+            .take(self.ways)
+            .position(|&k| k == key)
+            .map(|w| set * WAYS + w)
+    }
+
+    #[inline]
+    fn find(&self, key: u64) -> Option<usize> {
+        self.find_in(self.set_of(key), key)
+    }
+
+    #[inline]
+    fn entry_at(&self, slot: usize) -> Option<IotlbEntry> {
+        let line = self.lines.get(slot / WAYS)?;
+        let key = *line.keys.get(slot % WAYS)?;
+        (key != EMPTY)
+            .then(|| IotlbEntry::from_slot(key, line.vals.get(slot % WAYS).copied().unwrap_or(0)))
+    }
+
+    /// Look `iova` up in domain `did` (4 KiB, then 2 MiB, then 1 GiB) without side effects,
+    /// remembering what was probed for [`Iotlb::ahead_exact`].
+    #[inline]
+    pub fn probe(&self, did: u16, iova: u64) -> Ahead {
+        let mut a = Ahead::default();
+        if self.len == 0 {
+            return a;
         }
         for level in 1..=MAX_LEAF_LEVEL {
-            if let Some(&i) = self.map.get(&iotlb_key(did, level, iova)) {
-                let g = self.slots.get(i as usize).map_or(0, |s| s.gen);
-                return Some((i, g));
+            let key = iotlb_key(did, level, iova);
+            let set = self.set_of(key);
+            if let Some(s) = a.sets.get_mut(a.probed as usize) {
+                *s = set as u32;
+            }
+            a.probed += 1;
+            if let Some(slot) = self.find_in(set, key) {
+                a.hit = self.entry_at(slot).map(|e| (slot as u32, e));
+                return a;
             }
         }
-        None
+        a
     }
 
-    /// The entry in slot `idx` if it still has generation `gen`; marks it referenced (a hit).
+    /// True when a probe done while tracking still gives the same answer: none of the sets it
+    /// looked at has changed since (an empty IOTLB then was probed by nobody and stays exact
+    /// only while still empty).
     #[inline]
-    pub fn get_checked(&mut self, idx: u32, gen: u32) -> Option<IotlbEntry> {
-        let s = self.slots.get_mut(idx as usize)?;
-        if s.valid && s.gen == gen {
-            s.referenced = true;
-            Some(s.entry)
-        } else {
-            None
+    pub fn ahead_exact(&self, a: &Ahead) -> bool {
+        if a.probed == 0 {
+            return self.len == 0;
+        }
+        a.sets.iter().take(a.probed as usize).all(|&s| {
+            let s = s as usize;
+            self.dirty
+                .get(s / 64)
+                .is_some_and(|w| w & (1 << (s % 64)) == 0)
+        })
+    }
+
+    /// Start (or restart) tracking changed sets.
+    pub fn track(&mut self) {
+        for s in self.dirty_list.drain(..) {
+            if let Some(w) = self.dirty.get_mut(s as usize / 64) {
+                *w = 0;
+            }
+        }
+    }
+
+    #[inline]
+    fn mark(&mut self, set: usize) {
+        if let Some(w) = self.dirty.get_mut(set / 64) {
+            if *w == 0 {
+                self.dirty_list.push(set as u32);
+            }
+            *w |= 1 << (set % 64);
+        }
+        // Bounded: a long run of single calls without a batch restarts the tracking.
+        if self.dirty_list.len() > self.dirty.len() {
+            self.dirty.iter_mut().for_each(|w| *w = 0);
+            self.dirty_list.clear();
+        }
+    }
+
+    /// Read (and so bring into cache) the set a 4 KiB look-up of `iova` in `did` will probe;
+    /// the value means nothing. Issued for a group of requests before their probes, so the
+    /// probes' cache misses overlap.
+    #[inline]
+    pub fn warm(&self, did: u16, iova: u64) -> u64 {
+        if self.len == 0 {
+            return 0;
+        }
+        let set = self.set_of(iotlb_key(did, 1, iova));
+        self.lines.get(set).map_or(0, |l| l.keys[0] ^ l.vals[0])
+    }
+
+    /// A hit on `slot`: mark it referenced.
+    #[inline]
+    pub fn touch(&mut self, slot: u32) {
+        if let Some(r) = self.refs.get_mut(slot as usize) {
+            *r = 1;
         }
     }
 
     /// Look up and mark referenced.
     #[inline]
     pub fn lookup(&mut self, did: u16, iova: u64) -> Option<IotlbEntry> {
-        let (i, g) = self.probe(did, iova)?;
-        self.get_checked(i, g)
+        let (slot, e) = self.probe(did, iova).hit?;
+        self.touch(slot);
+        Some(e)
     }
 
-    /// Insert a translation; evicts one entry when full. Returns true when it evicted.
+    /// Insert a translation; evicts one entry of its set when the set is full. Returns true
+    /// when it evicted.
     pub fn insert(&mut self, e: IotlbEntry) -> bool {
         if self.capacity == 0 {
             return false;
         }
         let key = iotlb_key(e.did, e.level as u32, e.iova_base);
-        if let Some(&i) = self.map.get(&key) {
-            if let Some(s) = self.slots.get_mut(i as usize) {
-                s.entry = e;
-                s.gen = s.gen.wrapping_add(1);
-                s.referenced = true;
-            }
+        let val = (e.hpa_base & !0xfff) | (e.perm as u64 & 3);
+        let set = self.set_of(key);
+        let ways = self.ways;
+        let Some(line) = self.lines.get(set) else {
             return false;
-        }
-        let mut evicted = false;
-        let idx = if let Some(i) = self.free.pop() {
-            i as usize
-        } else if self.slots.len() < self.capacity {
-            self.slots.push(Slot::default());
-            self.slots.len() - 1
+        };
+        let base = set * WAYS;
+        let (way, evicted) = if let Some(w) = line.keys.iter().take(ways).position(|&k| k == key) {
+            (w, false)
+        } else if let Some(w) = line.keys.iter().take(ways).position(|&k| k == EMPTY) {
+            self.len += 1;
+            (w, false)
         } else {
-            // CLOCK: skip (and clear) referenced slots, evict the first unreferenced one.
-            let n = self.slots.len();
-            let mut victim = self.hand % n;
-            for _ in 0..=n {
-                let h = self.hand % n;
-                self.hand = (h + 1) % n;
-                match self.slots.get_mut(h) {
-                    Some(s) if s.referenced => s.referenced = false,
-                    _ => {
-                        victim = h;
-                        break;
+            // CLOCK inside the set: skip (and clear) referenced ways, take the first other.
+            let mut hand = self.hands.get(set).map_or(0, |&h| h as usize) % ways;
+            for _ in 0..=ways {
+                match self.refs.get_mut(base + hand) {
+                    Some(r) if *r != 0 => {
+                        *r = 0;
+                        hand = (hand + 1) % ways;
                     }
+                    _ => break,
                 }
             }
-            if let Some(s) = self.slots.get_mut(victim) {
-                self.map.remove(&s.key);
-                s.valid = false;
+            if let Some(h) = self.hands.get_mut(set) {
+                *h = ((hand + 1) % ways) as u8;
             }
             self.evictions += 1;
-            evicted = true;
-            victim
+            (hand, true)
         };
-        if let Some(s) = self.slots.get_mut(idx) {
-            s.key = key;
-            s.entry = e;
-            s.gen = s.gen.wrapping_add(1);
-            s.valid = true;
-            s.referenced = false;
-            self.map.insert(key, idx as u32);
+        if let Some(l) = self.lines.get_mut(set) {
+            if let (Some(k), Some(v)) = (l.keys.get_mut(way), l.vals.get_mut(way)) {
+                *k = key;
+                *v = val;
+            }
         }
+        if let Some(r) = self.refs.get_mut(base + way) {
+            *r = 0;
+        }
+        self.mark(set);
         evicted
     }
 
-    fn remove_slot(&mut self, i: usize) {
-        if let Some(s) = self.slots.get_mut(i) {
-            if s.valid {
-                self.map.remove(&s.key);
-                s.valid = false;
-                s.gen = s.gen.wrapping_add(1);
-                self.free.push(i as u32);
+    fn remove_slot(&mut self, set: usize, way: usize) {
+        if let Some(k) = self.lines.get_mut(set).and_then(|l| l.keys.get_mut(way)) {
+            if *k != EMPTY {
+                *k = EMPTY;
+                self.len -= 1;
+                self.mark(set);
+            }
+        }
+    }
+
+    /// Remove every entry for which `pred(entry)` holds.
+    fn remove_where(&mut self, pred: impl Fn(&IotlbEntry) -> bool) {
+        for set in 0..self.sets {
+            for way in 0..self.ways {
+                if self.entry_at(set * WAYS + way).is_some_and(|e| pred(&e)) {
+                    self.remove_slot(set, way);
+                }
             }
         }
     }
 
     /// Global invalidation.
     pub fn invalidate_all(&mut self) {
-        self.map.clear();
-        for s in &mut self.slots {
-            s.valid = false;
-            s.gen = s.gen.wrapping_add(1);
-        }
-        self.free.clear();
-        self.free.extend((0..self.slots.len() as u32).rev());
+        self.lines.iter_mut().for_each(|l| *l = EMPTY_SET);
+        self.refs.iter_mut().for_each(|r| *r = 0);
+        self.len = 0;
+        self.dirty.iter_mut().for_each(|w| *w = u64::MAX);
     }
 
     /// Domain-selective invalidation.
     pub fn invalidate_domain(&mut self, did: u16) {
-        for i in 0..self.slots.len() {
-            if self
-                .slots
-                .get(i)
-                .is_some_and(|s| s.valid && s.entry.did == did)
-            {
-                self.remove_slot(i);
-            }
-        }
+        self.remove_where(|e| e.did == did);
     }
 
     /// Page-selective invalidation: every entry of `did` overlapping the `4 KiB << am` range
     /// holding `addr` (the address is aligned down to that size). `am` must be at most 52.
     pub fn invalidate_pages(&mut self, did: u16, addr: u64, am: u32) {
         let span_bits = 12 + am.min(52);
-        let start = if span_bits >= 64 {
-            0
-        } else {
-            addr & !((1u64 << span_bits) - 1)
-        };
-        let span = 1u64 << span_bits.min(63);
-        // Probing keys costs one lookup per covered frame and level; scanning costs the size.
+        let start = addr & !((1u64 << span_bits) - 1);
+        let span = 1u64 << span_bits;
+        let end = start.saturating_add(span);
+        // Probing keys costs one look-up per covered frame and level; scanning costs the size.
         let probes: u64 = (1..=MAX_LEAF_LEVEL)
             .map(|l| (span >> level_to_offset_bits(l)).max(1))
             .fold(0u64, |a, b| a.saturating_add(b));
-        if probes <= self.slots.len() as u64 {
+        if probes <= self.capacity as u64 {
             for l in 1..=MAX_LEAF_LEVEL {
                 let sz = level_size(l);
-                let first = start & !(sz - 1);
-                let mut a = first;
-                loop {
-                    if let Some(&i) = self.map.get(&iotlb_key(did, l, a)) {
-                        self.remove_slot(i as usize);
+                let mut a = start & !(sz - 1);
+                while a < end {
+                    if let Some(slot) = self.find(iotlb_key(did, l, a)) {
+                        self.remove_slot(slot / WAYS, slot % WAYS);
                     }
                     match a.checked_add(sz) {
-                        Some(n) if n < start.saturating_add(span) => a = n,
-                        _ => break,
+                        Some(n) => a = n,
+                        None => break,
                     }
                 }
             }
         } else {
-            let end = start.saturating_add(span);
-            for i in 0..self.slots.len() {
-                let hit = self.slots.get(i).is_some_and(|s| {
-                    let e = &s.entry;
-                    let e_end = e.iova_base.saturating_add(level_size(e.level as u32));
-                    s.valid && e.did == did && e.iova_base < end && start < e_end
-                });
-                if hit {
-                    self.remove_slot(i);
-                }
-            }
+            self.remove_where(|e| {
+                let e_end = e.iova_base.saturating_add(level_size(e.level as u32));
+                e.did == did && e.iova_base < end && start < e_end
+            });
         }
     }
 
     /// Every valid entry (for tests and inspection).
     pub fn entries(&self) -> Vec<IotlbEntry> {
-        self.slots
-            .iter()
-            .filter(|s| s.valid)
-            .map(|s| s.entry)
+        (0..self.sets * WAYS)
+            .filter_map(|s| self.entry_at(s))
             .collect()
     }
 }
@@ -444,12 +536,23 @@ mod tests {
     }
 
     #[test]
-    fn stale_generation_is_refused() {
-        let mut t = Iotlb::new(1).unwrap();
+    fn probes_ahead_stay_exact_until_their_sets_change() {
+        let mut t = Iotlb::new(64).unwrap();
+        t.track();
+        let empty = t.probe(1, 0);
+        assert!(t.ahead_exact(&empty));
         t.insert(e(1, 1, 0, 0x1000));
-        let (i, g) = t.probe(1, 0).unwrap();
-        t.insert(e(1, 1, 0x1000, 0x2000));
-        assert_eq!(t.get_checked(i, g), None);
+        assert!(!t.ahead_exact(&empty));
+        t.track();
+        let a = t.probe(1, 0);
+        assert_eq!(a.hit.map(|(_, x)| x.hpa_base), Some(0x1000));
+        let b = t.probe(1, 0x5000);
+        assert!(b.hit.is_none());
+        t.touch(a.hit.unwrap().0);
+        assert!(t.ahead_exact(&a) && t.ahead_exact(&b));
+        t.insert(e(1, 1, 0x5000, 0x2000));
+        assert!(t.ahead_exact(&a) && !t.ahead_exact(&b));
+        assert_eq!(t.entries().len(), 2);
     }
 
     #[test]

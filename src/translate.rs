@@ -263,11 +263,17 @@ fn fault_out(r: FaultReason) -> WalkOut {
 /// One level of a walk: read the PTE, check permission, reserved bits, leaf or descend.
 #[inline(always)]
 fn step(mem: &PhysMem, masks: &PteReservedMasks, job: &WalkJob, c: &mut Cursor) -> Step {
-    let level = c.level;
     let addr = c
         .table
-        .wrapping_add(address_level_offset(job.iova, level) * 8);
-    let Some(raw) = mem.load_u64(addr) else {
+        .wrapping_add(address_level_offset(job.iova, c.level) * 8);
+    check(masks, job, c, mem.load_u64(addr))
+}
+
+/// The checks of one level on the PTE read (`None`: the read fell outside memory).
+#[inline(always)]
+fn check(masks: &PteReservedMasks, job: &WalkJob, c: &mut Cursor, raw: Option<u64>) -> Step {
+    let level = c.level;
+    let Some(raw) = raw else {
         let top = level == job.levels as u32;
         return Step::Done(fault_out(if top {
             FaultReason::ContextEntryInv
@@ -332,56 +338,52 @@ pub fn walk(mem: &PhysMem, cfg: &UnitConfig, job: &WalkJob) -> WalkOut {
 /// Walks in flight at once in [`walk_interleaved`].
 pub const WALK_WAYS: usize = 16;
 
-/// Many independent walks, `WALK_WAYS` in flight, each advanced one level per round so the
-/// table reads of different walks overlap in the memory system. Same results as [`walk`].
+/// Many independent walks, in groups of `WALK_WAYS` advanced in lockstep one level at a time.
+/// Each level is done in two passes over the group: first every walk's table frame is looked
+/// up in the arena's directory, then every entry is read and checked, so the cache misses of
+/// the group's walks overlap instead of queueing one behind another. Same results as [`walk`].
 pub fn walk_interleaved(mem: &PhysMem, cfg: &UnitConfig, jobs: &[WalkJob], out: &mut [WalkOut]) {
-    let n = jobs.len().min(out.len());
-    let mut cur = [Cursor::default(); WALK_WAYS];
-    let mut idx = [usize::MAX; WALK_WAYS];
-    let mut next = 0usize;
-    let mut active = 0usize;
-    // Fill a way with the next job that needs a table read; finish the others at once.
-    let refill = |way: usize,
-                  cur: &mut [Cursor; WALK_WAYS],
-                  idx: &mut [usize; WALK_WAYS],
-                  next: &mut usize,
-                  out: &mut [WalkOut]|
-     -> bool {
-        while *next < n {
-            let j = *next;
-            *next += 1;
-            let Some(job) = jobs.get(j) else { break };
+    for (jg, og) in jobs.chunks(WALK_WAYS).zip(out.chunks_mut(WALK_WAYS)) {
+        let mut cur = [Cursor::default(); WALK_WAYS];
+        let mut live = [false; WALK_WAYS];
+        let mut n_live = 0;
+        for (k, (job, o)) in jg.iter().zip(og.iter_mut()).enumerate() {
             match start(cfg, job) {
                 Ok(c) => {
-                    cur[way] = c;
-                    idx[way] = j;
-                    return true;
+                    cur[k] = c;
+                    live[k] = true;
+                    n_live += 1;
                 }
-                Err(o) => {
-                    if let Some(s) = out.get_mut(j) {
-                        *s = o;
-                    }
-                }
+                Err(f) => *o = f,
             }
         }
-        idx[way] = usize::MAX;
-        false
-    };
-    for w in 0..WALK_WAYS {
-        if refill(w, &mut cur, &mut idx, &mut next, out) {
-            active += 1;
-        }
-    }
-    while active > 0 {
-        for w in 0..WALK_WAYS {
-            let j = idx[w];
-            let Some(job) = jobs.get(j) else { continue };
-            if let Step::Done(o) = step(mem, &cfg.masks, job, &mut cur[w]) {
-                if let Some(s) = out.get_mut(j) {
-                    *s = o;
+        while n_live > 0 {
+            let mut frames: [Option<Option<&crate::mem::Frame>>; WALK_WAYS] = [None; WALK_WAYS];
+            for k in 0..jg.len().min(WALK_WAYS) {
+                if live[k] {
+                    frames[k] = mem.frame(cur[k].table >> crate::addr::PAGE_SHIFT);
                 }
-                if !refill(w, &mut cur, &mut idx, &mut next, out) {
-                    active -= 1;
+            }
+            // Then every entry, with no branch on loaded data between the loads.
+            let mut raws: [Option<u64>; WALK_WAYS] = [None; WALK_WAYS];
+            for (k, job) in jg.iter().enumerate().take(WALK_WAYS) {
+                let c = &cur[k];
+                if !live[k] {
+                    continue;
+                }
+                let i = address_level_offset(job.iova, c.level) as usize;
+                raws[k] = frames[k].map(|f| f.map_or(0, |f| f.get(i & 511).copied().unwrap_or(0)));
+            }
+            for (k, (job, o)) in jg.iter().zip(og.iter_mut()).enumerate() {
+                if !live[k] {
+                    continue;
+                }
+                let c = &mut cur[k];
+                let raw = raws[k];
+                if let Step::Done(r) = check(&cfg.masks, job, c, raw) {
+                    *o = r;
+                    live[k] = false;
+                    n_live -= 1;
                 }
             }
         }
@@ -427,8 +429,8 @@ struct Spec {
     /// The context the request saw, and whether it was read from memory (not the cache).
     ctx: Option<Result<Context, CtxFault>>,
     from_mem: bool,
-    /// An IOTLB slot that held the translation.
-    hit: Option<(u32, u32)>,
+    /// The IOTLB look-up done ahead.
+    ahead: Option<crate::iotlb::Ahead>,
     /// The walk's result, when the request needed one.
     walk: Option<WalkOut>,
 }
@@ -445,8 +447,8 @@ pub struct Remapper {
 }
 
 /// Requests per window of a batch: the speculative pass covers a window, then the in-order
-/// pass commits it.
-const WINDOW: usize = 1 << 15;
+/// pass commits it. Small enough that the IOTLB sets probed ahead are still in cache at commit.
+const WINDOW: usize = 1 << 13;
 /// Fewest requests per thread worth a thread of its own.
 const MIN_PER_THREAD: usize = 1 << 12;
 
@@ -610,12 +612,13 @@ impl Remapper {
             return Err(self.fault(req, FaultReason::AddrBeyondMgaw, ctx.fpd));
         }
         let entry = if self.iotlb.capacity() > 0 {
-            let hit = match spec.and_then(|s| s.hit) {
-                Some((i, g)) => self
-                    .iotlb
-                    .get_checked(i, g)
-                    .or_else(|| self.iotlb.lookup(ctx.did, req.iova)),
-                None => self.iotlb.lookup(ctx.did, req.iova),
+            // A look-up done ahead is exact while the sets it probed are unchanged since.
+            let hit = match spec.and_then(|s| s.ahead) {
+                Some(a) if self.iotlb.ahead_exact(&a) => a.hit.map(|(slot, e)| {
+                    self.iotlb.touch(slot);
+                    e
+                }),
+                _ => self.iotlb.lookup(ctx.did, req.iova),
             };
             if hit.is_some() {
                 self.stats.hits += 1;
@@ -687,35 +690,53 @@ impl Remapper {
     fn speculate(&self, mem: &PhysMem, reqs: &[Request], spec: &mut [Spec]) {
         let mut jobs: Vec<WalkJob> = Vec::with_capacity(reqs.len());
         let mut who: Vec<usize> = Vec::with_capacity(reqs.len());
-        let iotlb_on = self.iotlb.capacity() > 0 && !self.iotlb.is_empty();
-        for (i, (r, s)) in reqs.iter().zip(spec.iter_mut()).enumerate() {
-            let (ctx, from_mem) = match self.ctx_cache.get(r.sid) {
-                Some(c) => (Ok(c), false),
-                None => (fetch_context(mem, &self.cfg, self.rtaddr, r.sid), true),
-            };
-            *s = Spec {
-                ctx: Some(ctx),
-                from_mem,
-                hit: None,
-                walk: None,
-            };
-            let Ok(c) = ctx else { continue };
-            if c.tt == TranslationType::PassThrough || r.translation_request {
-                continue;
-            }
+        let iotlb_on = self.iotlb.capacity() > 0;
+        for (g, (rg, sg)) in reqs
+            .chunks(WALK_WAYS)
+            .zip(spec.chunks_mut(WALK_WAYS))
+            .enumerate()
+        {
             if iotlb_on {
-                s.hit = self.iotlb.probe(c.did, r.iova);
-                if s.hit.is_some() {
+                // Touch every set this group will probe first, so their misses overlap.
+                let mut sink = 0u64;
+                for r in rg {
+                    if let Some(c) = self.ctx_cache.get(r.sid) {
+                        sink ^= self.iotlb.warm(c.did, r.iova);
+                    }
+                }
+                std::hint::black_box(sink);
+            }
+            for (k, (r, s)) in rg.iter().zip(sg.iter_mut()).enumerate() {
+                let i = g * WALK_WAYS + k;
+                let (ctx, from_mem) = match self.ctx_cache.get(r.sid) {
+                    Some(c) => (Ok(c), false),
+                    None => (fetch_context(mem, &self.cfg, self.rtaddr, r.sid), true),
+                };
+                *s = Spec {
+                    ctx: Some(ctx),
+                    from_mem,
+                    ahead: None,
+                    walk: None,
+                };
+                let Ok(c) = ctx else { continue };
+                if c.tt == TranslationType::PassThrough || r.translation_request {
                     continue;
                 }
+                if iotlb_on {
+                    let a = self.iotlb.probe(c.did, r.iova);
+                    s.ahead = Some(a);
+                    if a.hit.is_some() {
+                        continue;
+                    }
+                }
+                jobs.push(WalkJob {
+                    root: c.slptptr,
+                    iova: r.iova,
+                    levels: c.levels,
+                    write: r.write,
+                });
+                who.push(i);
             }
-            jobs.push(WalkJob {
-                root: c.slptptr,
-                iova: r.iova,
-                levels: c.levels,
-                write: r.write,
-            });
-            who.push(i);
         }
         let mut outs = vec![WalkOut::default(); jobs.len()];
         walk_interleaved(mem, &self.cfg, &jobs, &mut outs);
@@ -729,9 +750,11 @@ impl Remapper {
     /// Translate many requests: exactly the results, side effects and counters of the same
     /// calls to [`Remapper::translate`] one by one, in order. Each window is first worked out
     /// ahead from the caches as they stand at its start (read-only, split over `threads`,
-    /// walks interleaved); then an in-order pass commits each request, taking an IOTLB hit
-    /// found ahead only if its slot is unchanged since, and a walk only from memory, which no
-    /// one changes during the batch. `out_hpa[i]` is 0 and `out_fault[i]` the reason code on a
+    /// walks interleaved); then an in-order pass commits each request: it takes the IOTLB
+    /// look-up done ahead only while the IOTLB's content is unchanged since (else it looks up
+    /// again), and a walk done ahead always (a walk reads only memory, which no one changes
+    /// during the batch; the context cache only gains entries that equal memory). So threads
+    /// change the speed, never the outcome. `out_hpa[i]` is 0 and `out_fault[i]` the reason code on a
     /// fault.
     pub fn translate_batch(
         &mut self,
@@ -741,11 +764,14 @@ impl Remapper {
         out_hpa: &mut [u64],
         out_fault: &mut [u8],
     ) {
-        let mut spec = vec![Spec::default(); WINDOW.min(reqs.len())];
+        let threads = threads.clamp(1, 64);
+        let window = WINDOW * threads;
+        let mut spec = vec![Spec::default(); window.min(reqs.len())];
         let mut base = 0usize;
-        for win in reqs.chunks(WINDOW) {
+        for win in reqs.chunks(window) {
+            self.iotlb.track();
             let sp = &mut spec[..win.len()];
-            let t = threads.clamp(1, 64).min(win.len() / MIN_PER_THREAD).max(1);
+            let t = threads.min(win.len() / MIN_PER_THREAD).max(1);
             if t <= 1 {
                 self.speculate(mem, win, sp);
             } else {

@@ -103,7 +103,8 @@ pub struct PyRemapper {
 }
 
 fn u16_arg(what: &str, v: u64) -> PyResult<u16> {
-    u16::try_from(v).map_err(|_| Exc::InvalidArgument.msg(format!("{what} {v:#x} does not fit in 16 bits")))
+    u16::try_from(v)
+        .map_err(|_| Exc::InvalidArgument.msg(format!("{what} {v:#x} does not fit in 16 bits")))
 }
 
 fn need<T>(what: &str, gran: &str, v: Option<T>) -> PyResult<T> {
@@ -212,7 +213,10 @@ impl PyRemapper {
                 domain_id: t.domain_id,
                 level: t.level,
             }),
-            Err(f) => Err(Exc::DmaFault.err(py, (f.reason.code(), f.reason.name(), f.sid, f.iova, f.write))),
+            Err(f) => Err(Exc::DmaFault.err(
+                py,
+                (f.reason.code(), f.reason.name(), f.sid, f.iova, f.write),
+            )),
         }
     }
 
@@ -232,11 +236,16 @@ impl PyRemapper {
         let a = iovas.as_array();
         let n = a.len();
         if s.len() != n {
-            return Err(Exc::InvalidArgument.msg(format!("sids has {} entries, iovas {n}", s.len())));
+            return Err(
+                Exc::InvalidArgument.msg(format!("sids has {} entries, iovas {n}", s.len()))
+            );
         }
         let w: Vec<bool> = match &writes {
             Some(w) if w.as_array().len() != n => {
-                return Err(Exc::InvalidArgument.msg(format!("writes has {} entries, iovas {n}", w.as_array().len())))
+                return Err(Exc::InvalidArgument.msg(format!(
+                    "writes has {} entries, iovas {n}",
+                    w.as_array().len()
+                )))
             }
             Some(w) => w.as_array().iter().copied().collect(),
             None => vec![false; n],
@@ -244,7 +253,9 @@ impl PyRemapper {
         let threads = match threads {
             Some(U32(0)) => return Err(Exc::InvalidArgument.msg("threads must be at least 1")),
             Some(U32(t)) => t as usize,
-            None => std::thread::available_parallelism().map_or(1, |p| p.get()).min(8),
+            None => std::thread::available_parallelism()
+                .map_or(1, |p| p.get())
+                .min(8),
         };
         let reqs: Vec<Request> = s
             .iter()
@@ -270,11 +281,19 @@ impl PyRemapper {
 
     /// IOTLB invalidation: "global", "domain" (did) or "page" (did, addr, am: 2**am pages).
     #[pyo3(signature = (granularity, did=None, addr=None, am=U32(0)))]
-    fn invalidate_iotlb(&self, granularity: &str, did: Option<U64>, addr: Option<U64>, am: U32) -> PyResult<()> {
+    fn invalidate_iotlb(
+        &self,
+        granularity: &str,
+        did: Option<U64>,
+        addr: Option<U64>,
+        am: U32,
+    ) -> PyResult<()> {
         let did = did.map(|d| u16_arg("did", d.0)).transpose()?;
         match granularity {
             "global" => self.unit().invalidate_iotlb_global(),
-            "domain" => self.unit().invalidate_iotlb_domain(need("did", granularity, did)?),
+            "domain" => self
+                .unit()
+                .invalidate_iotlb_domain(need("did", granularity, did)?),
             "page" => {
                 let d = need("did", granularity, did)?;
                 let a = need("addr", granularity, addr)?;
@@ -291,7 +310,13 @@ impl PyRemapper {
 
     /// Context-cache invalidation: "global", "domain" (did) or "device" (sid, fm 0..=3).
     #[pyo3(signature = (granularity, did=None, sid=None, fm=U32(0)))]
-    fn invalidate_context(&self, granularity: &str, did: Option<U64>, sid: Option<U64>, fm: U32) -> PyResult<()> {
+    fn invalidate_context(
+        &self,
+        granularity: &str,
+        did: Option<U64>,
+        sid: Option<U64>,
+        fm: U32,
+    ) -> PyResult<()> {
         match granularity {
             "global" => self.unit().invalidate_context_global(),
             "domain" => {
@@ -315,7 +340,11 @@ impl PyRemapper {
 
     /// Drain the fault recording registers (oldest first); clears their F bits and PFO.
     fn faults(&self) -> Vec<PyFaultRecord> {
-        self.unit().drain_faults().into_iter().map(PyFaultRecord::from).collect()
+        self.unit()
+            .drain_faults()
+            .into_iter()
+            .map(PyFaultRecord::from)
+            .collect()
     }
 
     /// Every fault reported so far by reason code, recorded or not (FPD, compression, overflow).
@@ -349,7 +378,9 @@ impl PyRemapper {
 
     fn __repr__(&self) -> String {
         let u = self.unit();
-        let rt = u.root_table().map_or("None".to_string(), |r| format!("{r:#x}"));
+        let rt = u
+            .root_table()
+            .map_or("None".to_string(), |r| format!("{r:#x}"));
         format!(
             "Remapper(root_table={rt}, cap={:#x}, ecap={:#x}, iotlb_entries={})",
             u.config().cap,
