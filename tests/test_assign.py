@@ -521,3 +521,19 @@ def test_translate_batch_matches_single_requests() -> None:
         p.translate_batch(bdfs[:3], iovas)
     with pytest.raises(PlatformError):
         p.translate_batch("01:00.0", iovas[:1])
+
+
+def test_rmrr_over_a_foreign_mapping_refused() -> None:
+    p = x10dai()
+    (rmrr,) = p.rmrrs
+    d = p.create_domain()
+    d.map(rmrr.base + 0x2000, 0x5000_0000, 0x1000)
+    with pytest.raises(PlatformError, match="overlaps"):
+        p.assign_device(d, "00:14.0", relaxed=True)
+    assert p.owner_of("00:14.0") is None and d.rmrr_refs == {} and d.links == {}
+    assert d.lookup(rmrr.base) is None
+    # An identity mapping already there is no conflict.
+    d.unmap(rmrr.base + 0x2000, 0x1000)
+    d.map(rmrr.base, rmrr.base, 0x1000)
+    p.assign_device(d, "00:14.0", relaxed=True)
+    assert p.translate("00:14.0", rmrr.base + 0x2008).hpa == rmrr.base + 0x2008

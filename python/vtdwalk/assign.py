@@ -417,6 +417,8 @@ class Assignments:
                         f"RMRR [{r.base:#x}, {r.end:#x}] of {dev.bdf} lies beyond the "
                         f"{d.levels}-level domain's address width"
                     )
+                if (r.base, r.end) not in d.rmrr_refs:
+                    self._check_identity_free(d, dev.bdf, r)
         if (
             entries
             and unit.dids.lookup(d.id) is None
@@ -424,6 +426,19 @@ class Assignments:
         ):
             raise PlatformError(f"unit {unit.index}: no free domain ids")
         return _Plan(dev, unit, entries, self._ats_applies(dev, unit), rmrrs)
+
+    def _check_identity_free(self, d: Domain, bdf: Bdf, r: RmrrUnit) -> None:
+        """Xen's ``set_identity_p2m_entry`` refuses (-EBUSY) when the range already holds a
+        mapping that is not the identity."""
+        if d.page_table is None:
+            return
+        lo, hi = self._rmrr_range(r.base, r.end)
+        for iova, maddr, size, _, _ in d.page_table.mappings():
+            if iova < hi and lo < iova + size and iova != maddr:
+                raise PlatformError(
+                    f"{bdf}: RMRR [{r.base:#x}, {r.end:#x}] overlaps domain {d.id}'s mapping "
+                    f"{iova:#x} -> {maddr:#x} (+{size:#x}) (Xen: -EBUSY)"
+                )
 
     def _levels_on(self, d: Domain, unit: Iommu) -> int:
         fit = [lv for lv in unit.supported_levels if lv <= d.levels]

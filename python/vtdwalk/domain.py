@@ -43,16 +43,10 @@ FLUSH_LOG_LIMIT = 4096
 
 
 def remapper_of(unit: Iommu) -> Remapper:
-    """The unit's remapping hardware, created on first use over its root table."""
-    rm = unit.remapper
-    if rm is None:
-        from vtdwalk._core import Remapper
-
-        if not unit.root_maddr:
-            raise PlatformError(f"unit {unit.index} ({unit.address:#x}) has no root table")
-        rm = Remapper(unit.mem, root_table=unit.root_maddr, cap=unit.cap, ecap=unit.ecap)
-        unit.remapper = rm
-    return rm  # type: ignore[return-value]
+    """The unit's remapping hardware (it walks the unit's root table)."""
+    if not unit.root_maddr:
+        raise PlatformError(f"unit {unit.index} ({unit.address:#x}) has no root table")
+    return unit.remapper
 
 
 @dataclass(frozen=True)
