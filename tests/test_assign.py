@@ -537,3 +537,18 @@ def test_rmrr_over_a_foreign_mapping_refused() -> None:
     d.map(rmrr.base, rmrr.base, 0x1000)
     p.assign_device(d, "00:14.0", relaxed=True)
     assert p.translate("00:14.0", rmrr.base + 0x2008).hpa == rmrr.base + 0x2008
+
+
+def test_virtual_function_gets_its_own_entry() -> None:
+    p = x10dai()
+    vf = p.topology["02:10.2"]
+    assert vf.physfn == B("02:00.0")
+    d = p.create_domain()
+    p.assign_device(d, "02:10.2")
+    s0 = unit_at(p, SOCKET0_UNIT)
+    got = ref.present_entries(p.mem, s0.root_maddr)
+    assert sorted(got) == ["02:10.2"] and got["02:10.2"].did == d.did(s0)
+    d.map(0, 0x6000_0000, 0x1000)
+    assert p.translate("02:10.2", 0x10).hpa == 0x6000_0010
+    with pytest.raises(DmaFault):
+        p.translate("02:00.0", 0x10)  # the PF is not assigned
