@@ -83,3 +83,5 @@ def test_bench_platform_translate_batch_two_units(benchmark: Any, plat: Platform
     iovas = rng.integers(0, N, N).astype(np.uint64) * np.uint64(4096)
     hpa, fault = benchmark(plat.translate_batch, keys, iovas)
     assert not fault.any()
+    base = np.where(keys == 0x0100, 0x4000_0000, 0x10_0000_0000).astype(np.uint64)
+    assert np.array_equal(hpa, iovas + base)
