@@ -341,8 +341,7 @@ class Assignments:
                     and (secbus != b.bus or b.devfn != 0)
                 ):
                     out.append((secbus, 0))
-        seen: set[tuple[int, int]] = set()
-        return [e for e in out if not (e in seen or seen.add(e))]  # type: ignore[func-returns-value]
+        return list(dict.fromkeys(out))
 
     def _ats_applies(self, dev: Device, unit: Iommu) -> bool:
         return (
