@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.reference import ctx as ref
-from tests.reference import hw_walk
 
 import vtdwalk
+from reference import ctx as ref
+from reference import hw_walk
 from vtdwalk import Bdf, Device, DeviceKind, DmaFault, Platform, PlatformError, Topology, VtdError
 from vtdwalk import dmar as D
 from vtdwalk.iommu import QEMU_CAP, QEMU_ECAP, Iommu

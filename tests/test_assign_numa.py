@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.reference import ctx as ref
 
 import vtdwalk
+from reference import ctx as ref
 from vtdwalk import DeviceKind, Platform
 from vtdwalk.domain import Domain
 from vtdwalk.iommu import Iommu

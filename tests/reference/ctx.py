@@ -51,13 +51,18 @@ def entry(mem: PhysMem, root: int, bus: int, devfn: int) -> Ctx | None:
 def present_entries(mem: PhysMem, root: int) -> dict[str, Ctx]:
     """Every present context entry under the root table, keyed "bb:dd.f"."""
     out: dict[str, Ctx] = {}
+    roots = mem.read_u64s(root, 512)
     for bus in range(256):
-        if context_table(mem, root, bus) is None:
+        r = int(roots[2 * bus])
+        if not r & 1:
             continue
-        for devfn in range(256):
-            e = entry(mem, root, bus, devfn)
-            if e is not None and e.present:
-                out[e.bdf] = e
+        words = mem.read_u64s(r & ADDR, 512)
+        for devfn in np.flatnonzero(words[0::2] & np.uint64(1)).tolist():
+            lo, hi = int(words[2 * devfn]), int(words[2 * devfn + 1])
+            e = Ctx(
+                bus, devfn, True, bool(lo & 2), (lo >> 2) & 3, lo & ADDR, hi & 7, (hi >> 8) & 0xFFFF
+            )
+            out[e.bdf] = e
     return out
 
 
