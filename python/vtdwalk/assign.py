@@ -56,7 +56,7 @@ from vtdwalk.errors import PlatformError, VtdError
 from vtdwalk.topology import Bdf, Device, DeviceKind
 
 if TYPE_CHECKING:
-    from vtdwalk._core import Translation
+    from vtdwalk._core import RootTable, Translation
     from vtdwalk.iommu import Iommu
     from vtdwalk.platform import Platform, RmrrUnit
 
@@ -126,83 +126,43 @@ class ContextEntry:
 
 
 class ContextTables:
-    """A unit's root and context tables in PhysMem (legacy mode, 128-bit entries).
-
-    The root table is the unit's (allocated by the platform); context tables are allocated with
-    ``unit.alloc_pages``, i.e. on the unit's node, and counted in ``unit.table_pages``.
-    """
+    """A unit's root and context tables, through the unit's ``root_table`` (a RootTable whose
+    node is the unit's, so context tables land there, as ``bus_to_context_maddr`` does)."""
 
     def __init__(self, unit: Iommu) -> None:
         self.unit = unit
-        self.mem = unit.mem
 
     @property
-    def root(self) -> int:
-        r = self.unit.root_maddr
-        if not r:
-            raise PlatformError(
-                f"unit {self.unit.index} ({self.unit.address:#x}) has no root table"
-            )
-        return r
+    def rt(self) -> RootTable:
+        if not self.unit.root_maddr:
+            raise PlatformError(f"unit {self.unit.index} ({self.unit.address:#x}) has no root table")
+        return self.unit.root_table
 
-    def context_table(self, bus: int, alloc: bool = False) -> tuple[int, bool]:
-        """(address of the bus's context table or 0, whether it was allocated just now)."""
-        ra = self.root + bus * _ENTRY
-        lo = int(self.mem.read_u64(ra))
-        if lo & 1:
-            return lo & _ADDR_MASK, False
-        if not alloc:
-            return 0, False
-        t = self.unit.alloc_pages(1)
-        self.mem.write_u64(ra + 8, 0)
-        self.mem.write_u64(ra, t | 1)
-        return t, True
-
-    def drop_context_table(self, bus: int, table: int) -> None:
-        """Undo :meth:`context_table`'s allocation (the table must be empty)."""
-        ra = self.root + bus * _ENTRY
-        self.mem.write_u64(ra, 0)
-        self.mem.write_u64(ra + 8, 0)
-        self.unit.free_pages(table, 1)
+    def context_table(self, bus: int, alloc: bool = False) -> int:
+        """Address of the bus's context table, allocated when missing and ``alloc``; else 0."""
+        return int(self.rt.context_table(bus, alloc))
 
     def context(self, bus: int, devfn: int) -> ContextEntry | None:
-        """The entry for (bus, devfn), None when the bus has no context table."""
-        t, _ = self.context_table(bus)
-        if not t:
-            return None
-        a = t + devfn * _ENTRY
-        return ContextEntry(int(self.mem.read_u64(a)), int(self.mem.read_u64(a + 8)))
+        """The present entry for (bus, devfn), or None."""
+        e = self.rt.context(bus, devfn)
+        return None if e is None else ContextEntry(int(e[0]), int(e[1]))
 
-    def set_context(self, table: int, devfn: int, slptptr: int, aw: int, did: int, tt: int) -> None:
-        """Write a present entry (FPD clear: faults are reported), the upper half first."""
-        a = table + devfn * _ENTRY
-        self.mem.write_u64(a + 8, (aw & 7) | (did & 0xFFFF) << 8)
-        self.mem.write_u64(a, (slptptr & _ADDR_MASK) | (tt & 3) << 2 | 1)
+    def set_context(
+        self, bus: int, devfn: int, slptptr: int, aw: int, did: int, tt: int
+    ) -> None:
+        """Write a present entry (FPD clear: faults are reported)."""
+        self.rt.set_context(bus, devfn, slptptr, aw, did, tt=tt, fpd=False)
 
     def clear_context(self, bus: int, devfn: int) -> bool:
         """Zero both halves (Xen's ``context_clear_entry``); whether the entry was present."""
-        t, _ = self.context_table(bus)
-        if not t:
-            return False
-        a = t + devfn * _ENTRY
-        was = bool(int(self.mem.read_u64(a)) & 1)
-        self.mem.write_u64(a, 0)
-        self.mem.write_u64(a + 8, 0)
-        return was
+        return bool(self.rt.clear_context(bus, devfn))
 
     def entries(self) -> list[tuple[int, int, ContextEntry]]:
         """Every present context entry as (bus, devfn, entry)."""
-        out = []
-        for bus in range(256):
-            t, _ = self.context_table(bus)
-            if not t:
-                continue
-            words = self.mem.read_u64s(t, 512)
-            for devfn in range(256):
-                lo = int(words[2 * devfn])
-                if lo & 1:
-                    out.append((bus, devfn, ContextEntry(lo, int(words[2 * devfn + 1]))))
-        return out
+        return [
+            (int(b), int(f), ContextEntry(int(lo), int(hi)))
+            for b, f, lo, hi in self.rt.entries()
+        ]
 
 
 @dataclass
@@ -470,7 +430,6 @@ class Assignments:
         unit, dev = plan.unit, plan.dev
         inst = _Installed(d, unit, list(plan.entries), ats=plan.ats)
         tables = self.tables(unit)
-        new_tables: list[tuple[int, int]] = []
         had_did = unit.dids.lookup(d.id) is not None
         had_link = unit.index in d.links
         # The device's own entry and its phantom functions (not bridge aliases) may use ATS.
@@ -482,16 +441,13 @@ class Assignments:
                     ctx = tables.context(bus, devfn)
                     if ctx is not None and ctx.present:
                         continue  # already this domain's (checked by the plan)
-                    t, fresh = tables.context_table(bus, alloc=True)
-                    if fresh:
-                        new_tables.append((bus, t))
                     if d.passthrough:
                         tt = TT_PASS_THROUGH
                     elif plan.ats and (bus, devfn) in own:
                         tt = TT_DEV_IOTLB
                     else:
                         tt = TT_MULTI_LEVEL
-                    tables.set_context(t, devfn, link.slptptr, link.levels - 2, link.did, tt)
+                    tables.set_context(bus, devfn, link.slptptr, link.levels - 2, link.did, tt)
                     inst.written.append((bus, devfn))
                     self._flush_context_nonpresent(unit, bus << 8 | devfn)
             for r in plan.rmrrs:
@@ -503,8 +459,6 @@ class Assignments:
             for bus, devfn in reversed(inst.written):
                 tables.clear_context(bus, devfn)
                 self._flush_context(unit, d, bus << 8 | devfn, self._link_did(d, unit))
-            for bus, t in reversed(new_tables):
-                tables.drop_context_table(bus, t)
             if not had_link:
                 d.links.pop(unit.index, None)
             if not had_did:
@@ -645,8 +599,7 @@ class Assignments:
                 ctx = tables.context(bus, devfn)
                 if ctx is None or not ctx.present or ctx.did != link.did:
                     continue
-                t, _ = tables.context_table(bus)
-                tables.set_context(t, devfn, ptr, ctx.aw, ctx.did, ctx.tt)
+                tables.set_context(bus, devfn, ptr, ctx.aw, ctx.did, ctx.tt)
                 self._flush_context(unit, d, bus << 8 | devfn, link.did)
 
     # ---- ATS
