@@ -19,6 +19,7 @@ from vtdwalk import (
     Iommu,
     Numa,
     NumaNode,
+    PageTable,
     PhysMem,
     Platform,
     PlatformError,
@@ -338,6 +339,8 @@ def test_seed_places_root_tables_on_rhsa_nodes() -> None:
         assert p.mem.node_of(u.root_maddr) == u.node
         assert u.table_pages == {u.node: 1}
         # Later allocations (context tables) go on the unit's node too.
+        ctx = u.root_table.context_table(3, alloc=True)
+        assert ctx and p.mem.node_of(ctx) == u.node and u.table_pages == {u.node: 2}
         page = u.alloc_pages()
         assert p.mem.node_of(page) == u.node
         u.free_pages(page)
@@ -350,6 +353,10 @@ def test_pre_seed_root_tables_have_no_node() -> None:
     for u in p.iommus:
         assert u.node == {A: 0, B: 1, C: 0}[u.address]
         assert p.mem.node_of(u.root_maddr) == 0  # allocated before any RHSA was parsed
+        # Context tables looked the RHSA up at allocation time: they follow it.
+        assert p.mem.node_of(u.root_table.context_table(0, alloc=True)) == u.node
+    b = next(u for u in p.iommus if u.address == B)
+    assert b.table_pages == {0: 1, 1: 1}  # the misplaced root table shows
     # With the RHSAs first (not spec order) even pre-seed finds them.
     t = two_socket()
     t.structures = t.structures[3:] + t.structures[:3]
@@ -485,6 +492,7 @@ def test_units_hardware_walks_their_root_table() -> None:
     p = Platform(two_socket(), iotlb_entries=64)
     for u in p.iommus:
         assert u.remapper.root_table == u.root_maddr and u.remapper.iotlb_entries == 64
+        assert u.root_table.maddr == u.root_maddr and u.root_table.node == u.node
         # Nothing is mapped yet: the root entry is not present (fault 0x1).
         with pytest.raises(DmaFault) as e:
             u.remapper.translate(Bdf(0, 0, 2, 0).sid, 0x1000)
@@ -493,6 +501,23 @@ def test_units_hardware_walks_their_root_table() -> None:
     assert all(u.remapper.root_table is None for u in p.iommus)
     with pytest.raises(PlatformError, match="MGAW"):
         Platform(two_socket(), cap=QEMU_CAP & ~(0x3F << 16))
+
+
+def test_driver_tables_and_hardware_meet_in_the_unit() -> None:
+    """A context entry written through a unit's RootTable is what its Remapper walks."""
+    p = Platform(two_socket())
+    u = p.iommu_for_device("80:02.0")
+    assert u is not None and u.address == B and u.node == 1
+    pt = PageTable(p.mem, levels=u.levels, node=u.node)
+    pt.map(0x10000, 0x1_2345_6000, 0x1000)
+    did = u.dids.alloc(5)
+    u.root_table.set_context(0x80, 2 << 3, pt.root, aw=u.agaw, did=did)
+    t = u.remapper.translate(Bdf(0, 0x80, 2, 0).sid, 0x10123)
+    assert t.hpa == 0x1_2345_6123 and t.domain_id == did
+    assert p.mem.node_of(u.root_table.context_table(0x80)) == 1
+    with pytest.raises(DmaFault):
+        u.remapper.translate(Bdf(0, 0x80, 3, 0).sid, 0x10123)  # no context entry
+    pt.free()
 
 
 def test_unit_is_igd() -> None:

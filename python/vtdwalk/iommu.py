@@ -12,7 +12,7 @@ import heapq
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vtdwalk._core import Remapper
+from vtdwalk._core import Remapper, RootTable
 from vtdwalk.errors import PlatformError, VtdError
 from vtdwalk.topology import Bdf
 
@@ -206,12 +206,31 @@ class Iommu:
         self.scope = scope if scope is not None else Scope(drhd.segment)
         self.ioapics: list[tuple[int, Bdf]] = list(ioapics or [])
         self.hpets: list[tuple[int, Bdf]] = list(hpets or [])
-        self.node: int | None = None
-        self.root_maddr: int = 0
+        #: The unit's root and context tables (driver side), allocated against its node; the
+        #: root page itself only once :meth:`alloc_root_table` runs.
+        self.root_table: RootTable = RootTable(mem, None)
+        self._node: int | None = None
         #: The unit's hardware: walks the tables from the latched root table.
         self.remapper: Remapper = remapper
         self._pages: list[tuple[int, int]] = []  # (maddr, npages) allocated for this unit
         self._held: list[tuple[int, int]] = []  # pages at address 0, kept out of use
+
+    # ---- NUMA node and root table
+    @property
+    def node(self) -> int | None:
+        """The unit's NUMA node (None: NUMA_NO_NODE). Setting it also steers the allocations
+        of its context tables, as Xen's ``alloc_pgtable_maddr(1, iommu->node)`` does."""
+        return self._node
+
+    @node.setter
+    def node(self, node: int | None) -> None:
+        self.root_table.node = node
+        self._node = node
+
+    @property
+    def root_maddr(self) -> int:
+        """Machine address of the root table; 0 until allocated (Xen's ``root_maddr``)."""
+        return int(self.root_table.maddr)
 
     # ---- the DRHD's fields
     @property
@@ -326,26 +345,27 @@ class Iommu:
         (Xen's ``iommu_set_root_entry``: RTADDR, then SRTP). The one place it happens."""
         if self.root_maddr:
             raise PlatformError(f"unit {self.index} already has a root table")
-        self.root_maddr = self.alloc_pages(1)
-        self.remapper.root_table = self.root_maddr
-        return self.root_maddr
+        self.root_table.node = self._node
+        maddr = int(self.root_table.alloc())
+        self.remapper.root_table = maddr
+        return maddr
 
     @property
     def table_pages(self) -> dict[int, int]:
-        """Pages allocated for this unit, per node."""
-        out: dict[int, int] = {}
+        """Pages allocated for this unit (root, context tables and others), per node."""
+        out: dict[int, int] = {int(k): int(v) for k, v in self.root_table.table_pages().items()}
         for maddr, n in self._pages:
             node = int(self.mem.node_of(maddr))
             out[node] = out.get(node, 0) + n
         return out
 
     def free(self) -> None:
-        """Free every page allocated for this unit (root table included)."""
+        """Free every page allocated for this unit (root and context tables included)."""
+        self.remapper.root_table = None
+        self.root_table.free()
         while self._pages:
             maddr, n = self._pages.pop()
             self.mem.free_pages(maddr, n)
-        self.root_maddr = 0
-        self.remapper.root_table = None
 
     def __repr__(self) -> str:
         kind = "include-all" if self.include_all else f"{len(self.scope.devices)} scope entries"

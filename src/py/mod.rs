@@ -15,7 +15,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     mem::register(m)?;
     pagetable::register(m)?;
-    remapper::register(m)?;
     context::register(m)?;
+    remapper::register(m)?;
     Ok(())
 }
