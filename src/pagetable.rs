@@ -202,6 +202,9 @@ pub struct PageTable {
     tables: TableSet,
     /// Machine page 0 is held (never used) because 0 means "no table" (see `alloc_nonzero`).
     holds_page0: bool,
+    /// Sort buffers of the batch calls, kept between calls: fresh multi-megabyte buffers would
+    /// cost a page fault per 4 KiB on every call.
+    scratch: (Vec<u64>, Vec<u64>),
 }
 
 /// Allocate one zeroed page on `node` whose address is not 0: Xen uses maddr 0 for "no table",
@@ -249,6 +252,7 @@ impl PageTable {
             superpages,
             tables: TableSet::default(),
             holds_page0: false,
+            scratch: (Vec::new(), Vec::new()),
         })
     }
 
@@ -878,7 +882,7 @@ impl PageTable {
     }
 
     /// Translate every IOVA of `iovas` into `out` (u64::MAX when unmapped).
-    pub fn lookup_many(&self, mem: &PhysMem, iovas: &[u64], out: &mut [u64]) -> Result<()> {
+    pub fn lookup_many(&mut self, mem: &PhysMem, iovas: &[u64], out: &mut [u64]) -> Result<()> {
         if out.len() != iovas.len() {
             return Err(Error::invalid("out", "length differs from iovas"));
         }
@@ -896,11 +900,46 @@ impl PageTable {
             out.fill(u64::MAX);
             return Ok(());
         }
-        // Group by L1 table so each table is walked once and stays in cache.
+        // Group by L1 table so each table is walked once and stays in cache. Common case: pack
+        // (table number, low 21 bits of the IOVA, position) into one u64.
+        let (lo, bits) = key_span(iovas);
+        if bits <= 15 && iovas.len() <= 1 << 28 {
+            let (mut buf, mut tmp) = std::mem::take(&mut self.scratch);
+            buf.clear();
+            buf.extend(
+                iovas
+                    .iter()
+                    .zip(0u64..)
+                    .map(|(&v, i)| (((v >> 21) - lo) << 49) | ((v & 0x1f_ffff) << 28) | i),
+            );
+            // By table, then by entry: each table is read front to back (prefetch-friendly).
+            radix_sort(&mut buf, &mut tmp, bits + 9, |x| x >> 40);
+            let decode = |x: &u64| {
+                (
+                    ((lo + (x >> 49)) << 21) | ((x >> 28) & 0x1f_ffff),
+                    (x & ((1 << 28) - 1)) as usize,
+                )
+            };
+            let r = self.lookup_groups(mem, &buf, decode, out);
+            self.scratch = (buf, tmp);
+            return r;
+        }
         let items: Vec<(u64, usize)> = iovas.iter().copied().zip(0..).collect();
         let items = sort_by_table(items, |p| p.0 >> level_to_offset_bits(2));
-        for group in items.chunk_by(|a, b| a.0 >> 21 == b.0 >> 21) {
-            let iova = group[0].0;
+        self.lookup_groups(mem, &items, |p| *p, out)
+    }
+
+    /// Translate `items` (sorted by L1 table; `decode` gives IOVA and output position) into `out`.
+    fn lookup_groups<T>(
+        &self,
+        mem: &PhysMem,
+        items: &[T],
+        decode: impl Fn(&T) -> (u64, usize),
+        out: &mut [u64],
+    ) -> Result<()> {
+        for group in items.chunk_by(|a, b| decode(a).0 >> 21 == decode(b).0 >> 21) {
+            let Some(first) = group.first() else { continue };
+            let iova = decode(first).0;
             let mut t = self.root;
             let mut level = self.levels;
             // The L1 table of this group, or the entry that ends the walk above L1.
@@ -918,7 +957,8 @@ impl PageTable {
                     step => {
                         let size = level_size(level);
                         let base = pte & Pte::ADDR_MASK & !(size - 1);
-                        for &(v, i) in group {
+                        for x in group {
+                            let (v, i) = decode(x);
                             if let Some(o) = out.get_mut(i) {
                                 *o = match step {
                                     Step::Leaf => base | (v & (size - 1)),
@@ -933,7 +973,8 @@ impl PageTable {
             if level != 1 {
                 continue;
             }
-            for &(v, i) in group {
+            for x in group {
+                let (v, i) = decode(x);
                 let pte = found.map_or(0, |f| f[address_level_offset(v, 1) as usize]);
                 if let Some(o) = out.get_mut(i) {
                     *o = if pte & PRESENT == 0 {
@@ -1090,24 +1131,20 @@ impl PageTable {
         const KEY_SHIFT: u32 = 49;
         const IDX_SHIFT: u32 = 40;
         const PFN_MASK: u64 = (1 << IDX_SHIFT) - 1;
-        let (mut lo, mut hi) = (u64::MAX, 0u64);
-        for &v in iovas {
-            lo = lo.min(v >> 21);
-            hi = hi.max(v >> 21);
-        }
-        if hi.checked_sub(lo)? >= 1 << (64 - KEY_SHIFT) {
+        let (lo, bits) = key_span(iovas);
+        if bits > 64 - KEY_SHIFT {
             return None;
         }
-        let packed: Vec<u64> = iovas
-            .iter()
-            .zip(maddrs)
-            .map(|(&v, &m)| {
-                (((v >> 21) - lo) << KEY_SHIFT)
-                    | (((v >> PAGE_SHIFT) & LEVEL_MASK) << IDX_SHIFT)
-                    | (m >> PAGE_SHIFT)
-            })
-            .collect();
-        let packed = sort_by_table(packed, |&x| x >> KEY_SHIFT);
+        let (mut packed, mut tmp) = std::mem::take(&mut self.scratch);
+        packed.clear();
+        packed.extend(iovas.iter().zip(maddrs).map(|(&v, &m)| {
+            (((v >> 21) - lo) << KEY_SHIFT)
+                | (((v >> PAGE_SHIFT) & LEVEL_MASK) << IDX_SHIFT)
+                | (m >> PAGE_SHIFT)
+        }));
+        // By table, then by entry (stable, so a later duplicate still wins): each table is
+        // written front to back.
+        radix_sort(&mut packed, &mut tmp, bits + 9, |x| x >> IDX_SHIFT);
         let iova_of = |x: u64| (lo + (x >> KEY_SHIFT)) << 21;
         let run = |pt: &mut Self, mem: &mut PhysMem| -> Result<bool> {
             let needed = pt.plan_pages(mem, packed.iter().map(|&x| iova_of(x)), false)?;
@@ -1128,7 +1165,9 @@ impl PageTable {
             st.present |= old_any & PRESENT != 0;
             pt.finish(mem, st)
         };
-        Some(run(self, mem))
+        let r = run(self, mem);
+        self.scratch = (packed, tmp);
+        Some(r)
     }
 
     /// Unmap each 4 KiB page of `iovas`, freeing tables that become empty. Returns true when
@@ -1139,7 +1178,23 @@ impl PageTable {
             return Ok(false);
         }
         self.check_node(mem)?;
-        let sorted = sort_by_table(iovas.to_vec(), |&v| v >> level_to_offset_bits(2));
+        let (mut sorted, mut tmp) = std::mem::take(&mut self.scratch);
+        sorted.clear();
+        sorted.extend_from_slice(iovas);
+        let (lo, bits) = key_span(iovas);
+        if bits <= 32 {
+            radix_sort(&mut sorted, &mut tmp, bits + 9, |v| {
+                (v >> PAGE_SHIFT) - (lo << 9)
+            });
+        } else {
+            sorted.sort_unstable();
+        }
+        let r = self.unmap_sorted(mem, &sorted);
+        self.scratch = (sorted, tmp);
+        r
+    }
+
+    fn unmap_sorted(&mut self, mem: &mut PhysMem, sorted: &[u64]) -> Result<bool> {
         let needed = self.plan_pages(mem, sorted.iter().copied(), true)?;
         self.ensure_free(mem, needed)?;
         let mut st = Exec::default();
@@ -1313,6 +1368,48 @@ fn read_entry(mem: &PhysMem, t: u64, idx: u64) -> Result<u64> {
 #[inline]
 fn is_empty(frame: &Frame) -> bool {
     frame.iter().all(|&e| e & PRESENT == 0)
+}
+
+/// Stable LSD radix sort of `buf` by `key(x)`, which is below 2^`bits`, on 8-bit digits (256
+/// output streams per pass: cache-friendly), with `tmp` as the other buffer. Free when sorted.
+fn radix_sort(buf: &mut Vec<u64>, tmp: &mut Vec<u64>, bits: u32, key: impl Fn(u64) -> u64) {
+    if buf.windows(2).all(|w| key(w[0]) <= key(w[1])) {
+        return;
+    }
+    if tmp.len() != buf.len() {
+        tmp.clear();
+        tmp.resize(buf.len(), 0);
+    }
+    let mut shift = 0;
+    while shift < bits {
+        let digit = |x: u64| ((key(x) >> shift) & 0xff) as usize;
+        let mut pos = [0usize; 257];
+        for &x in buf.iter() {
+            pos[digit(x) + 1] += 1;
+        }
+        for i in 1..pos.len() {
+            pos[i] += pos[i - 1];
+        }
+        for &x in buf.iter() {
+            let p = &mut pos[digit(x)];
+            if let Some(slot) = tmp.get_mut(*p) {
+                *slot = x;
+            }
+            *p += 1;
+        }
+        std::mem::swap(buf, tmp);
+        shift += 8;
+    }
+}
+
+/// Smallest and largest L1-table number (IOVA >> 21) of `iovas`, and the bits their span needs.
+fn key_span(iovas: &[u64]) -> (u64, u32) {
+    let (mut lo, mut hi) = (u64::MAX, 0u64);
+    for &v in iovas {
+        lo = lo.min(v >> 21);
+        hi = hi.max(v >> 21);
+    }
+    (lo, 64 - hi.saturating_sub(lo).leading_zeros())
 }
 
 /// Stable sort of `items` by `key` (an L1-table number): free when already sorted, else an LSD
@@ -1797,6 +1894,34 @@ mod tests {
             p.unmap(&mut m, Iova(base), 8 * G1).unwrap();
             assert_eq!(p.table_count(), 1, "only the root is left");
         }
+    }
+
+    #[test]
+    fn batches_over_wide_windows_take_the_general_path() {
+        // Spans beyond 2^15 L1 tables (64 GiB) and beyond 2^32 (5 levels) use the unpacked
+        // sort; results must not depend on the path.
+        let mut m = mem(256);
+        let mut p = pt(5, Superpages::None);
+        let iovas = [1 << 56, 0, 1 << 40, 1 << 56, 5 * K4, 1 << 40];
+        let maddrs = [0x1000, 0x2000, 0x3000, 0x4000, 0x5000, 0x6000];
+        assert!(!p.map_pages(&mut m, &iovas, &maddrs, Perms::RW).unwrap());
+        let probes = [1 << 56, 0, (1 << 40) + 7, 5 * K4, 6 * K4];
+        let mut out = [0u64; 5];
+        p.lookup_many(&m, &probes, &mut out).unwrap();
+        assert_eq!(out, [0x4000, 0x2000, 0x6007, 0x5000, u64::MAX]);
+        assert!(p
+            .unmap_pages(&mut m, &[1 << 56, 1 << 40, 0, 5 * K4])
+            .unwrap());
+        assert_eq!(p.table_count(), 1);
+        let mut p = pt(4, Superpages::None);
+        let iovas = [1 << 46, 0, 1 << 46];
+        p.map_pages(&mut m, &iovas, &[K4, 2 * K4, 3 * K4], Perms::RW)
+            .unwrap();
+        let mut out = [0u64; 3];
+        p.lookup_many(&m, &iovas, &mut out).unwrap();
+        assert_eq!(out, [3 * K4, 2 * K4, 3 * K4]);
+        assert!(p.unmap_pages(&mut m, &iovas).unwrap());
+        assert_eq!(p.table_count(), 1);
     }
 
     #[test]

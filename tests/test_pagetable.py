@@ -342,3 +342,37 @@ def test_batches_match_single_calls_and_reference() -> None:
     assert pt.table_pages() == {0: 1}
     assert pt.map_pages(np.array([], np.uint64), np.array([], np.uint64)) is False
     assert pt.lookup_many(np.array([], np.uint64)).size == 0
+
+
+def test_strided_inputs_and_threads() -> None:
+    import threading
+
+    mem = arena(1 << 14)
+    iovas = np.arange(0, 4096, dtype=np.uint64) * np.uint64(K4)
+    maddrs = iovas + np.uint64(G1)
+    pt = PageTable(mem, superpages="none")
+    # Non-contiguous views are copied, contiguous ones borrowed: same result.
+    assert pt.map_pages(iovas[::2], maddrs[::2]) is False
+    assert np.array_equal(pt.lookup_many(iovas[::2]), maddrs[::2])
+    assert np.all(pt.lookup_many(iovas[1::2]) == np.uint64(U64_MAX))
+    # Two tables on one arena, driven from threads (batch calls run without the GIL).
+    tables = [PageTable(mem, superpages="none", node=i) for i in range(2)]
+    errors: list[BaseException] = []
+
+    def work(t: PageTable, shift: int) -> None:
+        try:
+            for r in range(20):
+                base = np.uint64((r * 4096 + shift) * K4)
+                t.map_pages(iovas + base, maddrs)
+                assert np.array_equal(t.lookup_many(iovas + base), maddrs)
+                t.unmap_pages(iovas + base)
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(t, i)) for i, t in enumerate(tables)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    assert [t.table_pages() for t in tables] == [{0: 1}, {1: 1}]

@@ -1,5 +1,10 @@
 """Randomised map/unmap sequences checked against a page-granular dict model and against the
-pure-Python reference walker of tests/reference/sl_walk.py."""
+pure-Python reference walker of tests/reference/sl_walk.py.
+
+Ranges go up to 6 MiB (2 MiB leaves where allowed); 1 GiB leaves are covered by the
+deterministic tests and by the Rust model test, which keeps this model (one dict entry per
+4 KiB page) small.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ def run(seed: int, levels: int, superpages: str, steps: int) -> None:
     mem = PhysMem([(G1, 1 << 30), (1 << 40, 1 << 30)])
     pt = PageTable(mem, levels=levels, superpages=superpages, node=seed % 2)
     width = pt.width
-    span = 2 * G1
+    span = G1 // 2
     base = (1 << width) - span  # near the top of the address space
     model: Model = {}
     for step in range(steps):
@@ -38,8 +43,6 @@ def run(seed: int, levels: int, superpages: str, steps: int) -> None:
             size = M2
         elif pick == 1:
             size = 3 * M2
-        elif pick == 2 and step % 400 == 0:
-            size = G1
         else:
             size = rnd.randrange(1, 40) * K4
         align = min(size, G1) if size >= M2 and size & (M2 - 1) == 0 else K4
@@ -112,6 +115,6 @@ def test_random_sequences(seed: int, levels: int, superpages: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", range(10, 16))
+@pytest.mark.parametrize("seed", range(10, 13))
 def test_random_sequences_long(seed: int) -> None:
-    run(seed, 3 + seed % 3, ["none", "2M", "1G"][seed % 3], 20_000)
+    run(seed, 3 + seed % 3, ["none", "2M", "1G"][seed % 3], 5000)

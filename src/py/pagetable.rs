@@ -4,6 +4,7 @@
 //! the table lock, then the memory lock. Batch calls copy their numpy inputs, then run with the
 //! GIL released.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
@@ -36,8 +37,13 @@ pub(crate) fn check_node(mem: &SharedMem, node: Option<U32>) -> PyResult<Option<
 /// (iova, maddr, size, read, write).
 type MappingTuple = (u64, u64, u64, bool, bool);
 
-fn to_vec(a: &PyReadonlyArray1<'_, u64>) -> Vec<u64> {
-    a.as_array().to_vec()
+/// The array's data: borrowed when contiguous, else copied. Either way a plain slice that the
+/// GIL-free part of a batch call can read.
+fn words<'a>(a: &'a PyReadonlyArray1<'_, u64>) -> Cow<'a, [u64]> {
+    match a.as_slice() {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => Cow::Owned(a.as_array().to_vec()),
+    }
 }
 
 impl PyPageTable {
@@ -177,7 +183,7 @@ impl PyPageTable {
         write: bool,
         snoop: bool,
     ) -> PyResult<bool> {
-        let (iv, mv) = (to_vec(&iovas), to_vec(&maddrs));
+        let (iv, mv) = (words(&iovas), words(&maddrs));
         let perms = Perms { read, write, snoop };
         let r = py.detach(|| {
             let mut pt = self.lock();
@@ -189,7 +195,7 @@ impl PyPageTable {
 
     /// Unmap 4 KiB pages (numpy uint64); True when something was present.
     fn unmap_pages(&self, py: Python<'_>, iovas: PyReadonlyArray1<'_, u64>) -> PyResult<bool> {
-        let iv = to_vec(&iovas);
+        let iv = words(&iovas);
         let r = py.detach(|| {
             let mut pt = self.lock();
             let mut mem = self.mem.write();
@@ -204,9 +210,9 @@ impl PyPageTable {
         py: Python<'py>,
         iovas: PyReadonlyArray1<'py, u64>,
     ) -> PyResult<Bound<'py, PyArray1<u64>>> {
-        let iv = to_vec(&iovas);
+        let iv = words(&iovas);
         let r = py.detach(|| {
-            let pt = self.lock();
+            let mut pt = self.lock();
             let mem = self.mem.read();
             let mut out = vec![0u64; iv.len()];
             pt.lookup_many(&mem, &iv, &mut out).map(|()| out)
