@@ -26,7 +26,7 @@ fn median_ns_per_op(ops: u64, reps: usize, mut f: impl FnMut()) -> f64 {
         })
         .collect();
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 fn build() -> vtdwalk::Result<(PhysMem, u64, u64)> {
@@ -95,14 +95,17 @@ fn main() {
         })
         .collect();
     let n = jobs.len() as u64;
-    let bare = median_ns_per_op(n, 5, || {
+    // VTDWALK_BENCH=<substring> runs only the matching batch cases (for profiling).
+    let only = std::env::var("VTDWALK_BENCH").unwrap_or_default();
+    let walk_reps = if only.is_empty() { 5 } else { 0 };
+    let bare = median_ns_per_op(n, walk_reps, || {
         let mut acc = 0u64;
         for j in &jobs {
             acc = acc.wrapping_add(bare_walk(&m, l4, j.iova));
         }
         black_box(acc);
     });
-    let plain = median_ns_per_op(n, 5, || {
+    let plain = median_ns_per_op(n, walk_reps, || {
         let mut acc = 0u64;
         for j in &jobs {
             acc = acc.wrapping_add(walk(&m, &cfg, j).hpa_base);
@@ -110,7 +113,7 @@ fn main() {
         black_box(acc);
     });
     let mut out = vec![WalkOut::default(); jobs.len()];
-    let inter = median_ns_per_op(n, 5, || {
+    let inter = median_ns_per_op(n, walk_reps, || {
         walk_interleaved(&m, &cfg, &jobs, &mut out);
         black_box(&out);
     });
@@ -126,8 +129,6 @@ fn main() {
     let mut hpa = vec![0u64; reqs.len()];
     let mut fault = vec![0u8; reqs.len()];
     let mut results = Vec::new();
-    // VTDWALK_BENCH=<substring> runs only the matching batch cases (for profiling).
-    let only = std::env::var("VTDWALK_BENCH").unwrap_or_default();
     for (label, entries, threads) in [
         ("batch, IOTLB off, 1 thread", 0usize, 1usize),
         ("batch, IOTLB off, 2 threads", 0, 2),

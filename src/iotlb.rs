@@ -2,7 +2,7 @@
 //! CLOCK eviction) and the context cache (one slot per source-id).
 //!
 //! Differences from QEMU, per decisions.md: entries are tagged by DID, not by requester; the
-//! capacity is configurable, the IOTLB is 8-way set-associative as hardware TLBs are, and a
+//! capacity is configurable, the IOTLB is 4-way set-associative as hardware TLBs are, and a
 //! full set evicts one of its entries (second chance / CLOCK: an approximation of LRU) rather
 //! than the whole IOTLB being flushed; page-selective invalidation honours
 //! the address mask and removes every entry of the domain that overlaps the range (so also a
@@ -57,20 +57,42 @@ impl IotlbEntry {
 }
 
 /// Ways per set.
-pub const WAYS: usize = 8;
+pub const WAYS: usize = 4;
 
-/// One set: its keys in one cache line, and their values in the next.
+/// One set in one cache line: key, value, key, value... A value is the host page address |
+/// perm (bits 1:0). One line per set keeps a hit to one cache miss.
 #[derive(Clone, Copy, Debug)]
-#[repr(align(128))]
+#[repr(align(64))]
 struct SetLine {
-    keys: [u64; WAYS],
-    /// Per way: host page address | perm (bits 1:0).
-    vals: [u64; WAYS],
+    kv: [u64; 2 * WAYS],
+}
+
+impl SetLine {
+    #[inline]
+    fn key(&self, way: usize) -> u64 {
+        self.kv.get(2 * way).copied().unwrap_or(EMPTY)
+    }
+    #[inline]
+    fn val(&self, way: usize) -> u64 {
+        self.kv.get(2 * way + 1).copied().unwrap_or(0)
+    }
+    #[inline]
+    fn way_of(&self, ways: usize, key: u64) -> Option<usize> {
+        (0..ways).find(|&w| self.key(w) == key)
+    }
+    #[inline]
+    fn set(&mut self, way: usize, key: u64, val: u64) {
+        if let Some(k) = self.kv.get_mut(2 * way) {
+            *k = key;
+        }
+        if let Some(v) = self.kv.get_mut(2 * way + 1) {
+            *v = val;
+        }
+    }
 }
 
 const EMPTY_SET: SetLine = SetLine {
-    keys: [EMPTY; WAYS],
-    vals: [0; WAYS],
+    kv: [EMPTY, 0, EMPTY, 0, EMPTY, 0, EMPTY, 0],
 };
 
 /// What a look-up done ahead saw: the sets it probed (4 KiB first) and the hit, if any.
@@ -92,8 +114,9 @@ pub struct Iotlb {
     ways: usize,
     sets: usize,
     lines: Vec<SetLine>,
-    /// Per slot: referenced since the clock hand last passed.
-    refs: Vec<u8>,
+    /// Per slot, one bit: referenced since the clock hand last passed (a bitmap, small enough
+    /// to stay in cache, so marking a hit costs no miss).
+    refs: Vec<u64>,
     /// Per set: the clock hand.
     hands: Vec<u8>,
     /// Sets changed since tracking was (re)started: a look-up done ahead is exact while none
@@ -109,8 +132,8 @@ pub struct Iotlb {
 pub const MAX_IOTLB_ENTRIES: usize = 1 << 26;
 
 impl Iotlb {
-    /// An IOTLB of `capacity` entries (rounded down to a whole number of 8-way sets when larger
-    /// than 8); 0 disables it (every translation walks).
+    /// An IOTLB of `capacity` entries (rounded down to a whole number of 4-way sets when larger
+    /// than 4); 0 disables it (every translation walks).
     pub fn new(capacity: usize) -> crate::Result<Self> {
         if capacity > MAX_IOTLB_ENTRIES {
             return Err(crate::Error::invalid(
@@ -125,7 +148,7 @@ impl Iotlb {
             ways,
             sets,
             lines: vec![EMPTY_SET; sets],
-            refs: vec![0; sets * WAYS],
+            refs: vec![0; (sets * WAYS).div_ceil(64)],
             hands: vec![0; sets],
             dirty: vec![0; sets.div_ceil(64)],
             dirty_list: Vec::new(),
@@ -152,17 +175,19 @@ impl Iotlb {
     fn set_of(&self, key: u64) -> usize {
         let gfn = key & GFN_MASK;
         let tag = (key >> 46).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20;
-        ((gfn ^ tag) % self.sets.max(1) as u64) as usize
+        let h = gfn ^ tag;
+        // A mask when the number of sets is a power of two (the usual case), else a division.
+        if self.sets.is_power_of_two() {
+            (h & (self.sets as u64 - 1)) as usize
+        } else {
+            (h % self.sets.max(1) as u64) as usize
+        }
     }
 
     #[inline]
     fn find_in(&self, set: usize, key: u64) -> Option<usize> {
         let line = self.lines.get(set)?;
-        line.keys
-            .iter()
-            .take(self.ways)
-            .position(|&k| k == key)
-            .map(|w| set * WAYS + w)
+        line.way_of(self.ways, key).map(|w| set * WAYS + w)
     }
 
     #[inline]
@@ -173,9 +198,8 @@ impl Iotlb {
     #[inline]
     fn entry_at(&self, slot: usize) -> Option<IotlbEntry> {
         let line = self.lines.get(slot / WAYS)?;
-        let key = *line.keys.get(slot % WAYS)?;
-        (key != EMPTY)
-            .then(|| IotlbEntry::from_slot(key, line.vals.get(slot % WAYS).copied().unwrap_or(0)))
+        let key = line.key(slot % WAYS);
+        (key != EMPTY).then(|| IotlbEntry::from_slot(key, line.val(slot % WAYS)))
     }
 
     /// Look `iova` up in domain `did` (4 KiB, then 2 MiB, then 1 GiB) without side effects,
@@ -250,15 +274,31 @@ impl Iotlb {
             return 0;
         }
         let set = self.set_of(iotlb_key(did, 1, iova));
-        self.lines.get(set).map_or(0, |l| l.keys[0] ^ l.vals[0])
+        self.lines.get(set).map_or(0, |l| l.key(0))
     }
 
     /// A hit on `slot`: mark it referenced.
     #[inline]
     pub fn touch(&mut self, slot: u32) {
-        if let Some(r) = self.refs.get_mut(slot as usize) {
-            *r = 1;
+        self.set_ref(slot as usize, true);
+    }
+
+    #[inline]
+    fn set_ref(&mut self, slot: usize, on: bool) {
+        if let Some(w) = self.refs.get_mut(slot / 64) {
+            if on {
+                *w |= 1 << (slot % 64);
+            } else {
+                *w &= !(1 << (slot % 64));
+            }
         }
+    }
+
+    #[inline]
+    fn referenced(&self, slot: usize) -> bool {
+        self.refs
+            .get(slot / 64)
+            .is_some_and(|w| w & (1 << (slot % 64)) != 0)
     }
 
     /// Look up and mark referenced.
@@ -283,22 +323,20 @@ impl Iotlb {
             return false;
         };
         let base = set * WAYS;
-        let (way, evicted) = if let Some(w) = line.keys.iter().take(ways).position(|&k| k == key) {
+        let (way, evicted) = if let Some(w) = line.way_of(ways, key) {
             (w, false)
-        } else if let Some(w) = line.keys.iter().take(ways).position(|&k| k == EMPTY) {
+        } else if let Some(w) = line.way_of(ways, EMPTY) {
             self.len += 1;
             (w, false)
         } else {
             // CLOCK inside the set: skip (and clear) referenced ways, take the first other.
             let mut hand = self.hands.get(set).map_or(0, |&h| h as usize) % ways;
             for _ in 0..=ways {
-                match self.refs.get_mut(base + hand) {
-                    Some(r) if *r != 0 => {
-                        *r = 0;
-                        hand = (hand + 1) % ways;
-                    }
-                    _ => break,
+                if !self.referenced(base + hand) {
+                    break;
                 }
+                self.set_ref(base + hand, false);
+                hand = (hand + 1) % ways;
             }
             if let Some(h) = self.hands.get_mut(set) {
                 *h = ((hand + 1) % ways) as u8;
@@ -307,20 +345,15 @@ impl Iotlb {
             (hand, true)
         };
         if let Some(l) = self.lines.get_mut(set) {
-            if let (Some(k), Some(v)) = (l.keys.get_mut(way), l.vals.get_mut(way)) {
-                *k = key;
-                *v = val;
-            }
+            l.set(way, key, val);
         }
-        if let Some(r) = self.refs.get_mut(base + way) {
-            *r = 0;
-        }
+        self.set_ref(base + way, false);
         self.mark(set);
         evicted
     }
 
     fn remove_slot(&mut self, set: usize, way: usize) {
-        if let Some(k) = self.lines.get_mut(set).and_then(|l| l.keys.get_mut(way)) {
+        if let Some(k) = self.lines.get_mut(set).and_then(|l| l.kv.get_mut(2 * way)) {
             if *k != EMPTY {
                 *k = EMPTY;
                 self.len -= 1;

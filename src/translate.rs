@@ -691,20 +691,31 @@ impl Remapper {
         let mut jobs: Vec<WalkJob> = Vec::with_capacity(reqs.len());
         let mut who: Vec<usize> = Vec::with_capacity(reqs.len());
         let iotlb_on = self.iotlb.capacity() > 0;
+        // Touch the IOTLB sets of a group of requests one group ahead of probing them, so
+        // their cache misses overlap with each other and with the work on the group before.
+        let warm = |rg: &[Request]| {
+            let mut sink = 0u64;
+            for r in rg {
+                if let Some(c) = self.ctx_cache.get(r.sid) {
+                    sink ^= self.iotlb.warm(c.did, r.iova);
+                }
+            }
+            std::hint::black_box(sink);
+        };
+        if iotlb_on {
+            warm(reqs.get(..WALK_WAYS.min(reqs.len())).unwrap_or(&[]));
+        }
         for (g, (rg, sg)) in reqs
             .chunks(WALK_WAYS)
             .zip(spec.chunks_mut(WALK_WAYS))
             .enumerate()
         {
             if iotlb_on {
-                // Touch every set this group will probe first, so their misses overlap.
-                let mut sink = 0u64;
-                for r in rg {
-                    if let Some(c) = self.ctx_cache.get(r.sid) {
-                        sink ^= self.iotlb.warm(c.did, r.iova);
-                    }
-                }
-                std::hint::black_box(sink);
+                let from = (g + 1) * WALK_WAYS;
+                warm(
+                    reqs.get(from..(from + WALK_WAYS).min(reqs.len()))
+                        .unwrap_or(&[]),
+                );
             }
             for (k, (r, s)) in rg.iter().zip(sg.iter_mut()).enumerate() {
                 let i = g * WALK_WAYS + k;

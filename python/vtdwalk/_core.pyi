@@ -54,6 +54,7 @@ class RemapperStats(TypedDict):
     iotlb_size: int
     context_cache_size: int
 
+@final
 class Translation:
     """A translated DMA request."""
 
@@ -70,6 +71,7 @@ class Translation:
     @property
     def level(self) -> int: ...
 
+@final
 class FaultRecord:
     """One recorded fault: reason code and name, requester, address, direction."""
 
@@ -86,6 +88,7 @@ class FaultRecord:
     @property
     def write(self) -> bool: ...
 
+@final
 class Remapper:
     """One VT-d remapping unit (legacy mode) over the tables in a PhysMem."""
 

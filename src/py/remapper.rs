@@ -96,6 +96,19 @@ impl PyFaultRecord {
 }
 
 /// One VT-d remapping unit (legacy mode) over the tables in a `PhysMem`.
+///
+/// * `root_table`: RTADDR (4 KiB aligned), or None: no table latched, every request faults
+///   0x08. Setting it later is SRTP and flushes the IOTLB and the context cache.
+/// * `cap` defaults to QEMU's aw48 CAP; its NFR field is replaced by `fault_records - 1`.
+///   `ecap` defaults to QEMU's TCG ECAP plus DT (0xF00F4E): pass-through (PT) and device-IOTLB
+///   contexts (TT 1, and `translate(..., translation_request=True)`) are allowed. Honoured:
+///   SAGAW, MGAW, SLLPS, PSI, MAMV, ND (DID width), NFR; ECAP PT, DT, SC.
+/// * `iotlb_entries`: 0 turns the IOTLB off; otherwise 4-way sets with CLOCK replacement
+///   (capacity rounded down to whole sets).
+/// * `faults()` drains the fault recording registers; `fault_counts()` counts every fault by
+///   reason, including those not recorded (FPD, compression, overflow); `stats()` splits them.
+/// * `translate_batch` gives exactly the results, records and counters of the same calls one
+///   by one; `threads` (default: the CPUs, at most 8) only speeds up the read-only look-ahead.
 #[pyclass(name = "Remapper", module = "vtdwalk._core", frozen)]
 pub struct PyRemapper {
     mem: SharedMem,
@@ -121,7 +134,10 @@ impl PyRemapper {
 #[pymethods]
 impl PyRemapper {
     #[new]
-    #[pyo3(signature = (mem, root_table=None, cap=U64(DEFAULT_CAP), ecap=U64(DEFAULT_ECAP), iotlb_entries=U64(1024), fault_records=U64(8), context_cache=true))]
+    #[pyo3(
+        signature = (mem, root_table=None, cap=U64(DEFAULT_CAP), ecap=U64(DEFAULT_ECAP), iotlb_entries=U64(1024), fault_records=U64(8), context_cache=true),
+        text_signature = "(mem, root_table=None, cap=..., ecap=..., iotlb_entries=1024, fault_records=8, context_cache=True)"
+    )]
     fn new(
         mem: &PyPhysMem,
         root_table: Option<U64>,
@@ -280,7 +296,10 @@ impl PyRemapper {
     }
 
     /// IOTLB invalidation: "global", "domain" (did) or "page" (did, addr, am: 2**am pages).
-    #[pyo3(signature = (granularity, did=None, addr=None, am=U32(0)))]
+    #[pyo3(
+        signature = (granularity, did=None, addr=None, am=U32(0)),
+        text_signature = "(self, granularity, did=None, addr=None, am=0)"
+    )]
     fn invalidate_iotlb(
         &self,
         granularity: &str,
@@ -309,7 +328,10 @@ impl PyRemapper {
     }
 
     /// Context-cache invalidation: "global", "domain" (did) or "device" (sid, fm 0..=3).
-    #[pyo3(signature = (granularity, did=None, sid=None, fm=U32(0)))]
+    #[pyo3(
+        signature = (granularity, did=None, sid=None, fm=U32(0)),
+        text_signature = "(self, granularity, did=None, sid=None, fm=0)"
+    )]
     fn invalidate_context(
         &self,
         granularity: &str,
