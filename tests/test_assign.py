@@ -460,11 +460,13 @@ def test_ats_tt_and_device_in_domain() -> None:
     p.mem.write_u64(t + 16 * 3, 1 << 2)
     assert p.device_in_domain(s0, "01:00.3", did) is True
     # No root table: false (Xen: ASSERT_UNREACHABLE).
-    root, s0.root_maddr = s0.root_maddr, 0
-    try:
-        assert p.device_in_domain(s0, "01:00.0", did) is False
-    finally:
-        s0.root_maddr = root
+    bare = x10dai(ecap=QEMU_ECAP | DT)
+    b0 = unit_at(bare, SOCKET0_UNIT)
+    bare.assign_device(bare.create_domain(), "01:00.0")
+    assert bare.device_in_domain(b0, "01:00.0", 0) is True
+    b0.free()
+    assert b0.root_maddr == 0
+    assert bare.device_in_domain(b0, "01:00.0", 0) is False
     # Flushes of the domain carry a device-TLB invalidation for the ATS device.
     d.map(0x1000, 0x2000_0000, 0x1000)
     d.map(0x1000, 0x2000_1000, 0x1000)

@@ -135,7 +135,9 @@ class ContextTables:
     @property
     def rt(self) -> RootTable:
         if not self.unit.root_maddr:
-            raise PlatformError(f"unit {self.unit.index} ({self.unit.address:#x}) has no root table")
+            raise PlatformError(
+                f"unit {self.unit.index} ({self.unit.address:#x}) has no root table"
+            )
         return self.unit.root_table
 
     def context_table(self, bus: int, alloc: bool = False) -> int:
@@ -147,9 +149,7 @@ class ContextTables:
         e = self.rt.context(bus, devfn)
         return None if e is None else ContextEntry(int(e[0]), int(e[1]))
 
-    def set_context(
-        self, bus: int, devfn: int, slptptr: int, aw: int, did: int, tt: int
-    ) -> None:
+    def set_context(self, bus: int, devfn: int, slptptr: int, aw: int, did: int, tt: int) -> None:
         """Write a present entry (FPD clear: faults are reported)."""
         self.rt.set_context(bus, devfn, slptptr, aw, did, tt=tt, fpd=False)
 
@@ -160,8 +160,7 @@ class ContextTables:
     def entries(self) -> list[tuple[int, int, ContextEntry]]:
         """Every present context entry as (bus, devfn, entry)."""
         return [
-            (int(b), int(f), ContextEntry(int(lo), int(hi)))
-            for b, f, lo, hi in self.rt.entries()
+            (int(b), int(f), ContextEntry(int(lo), int(hi))) for b, f, lo, hi in self.rt.entries()
         ]
 
 
