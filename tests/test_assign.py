@@ -556,3 +556,16 @@ def test_virtual_function_gets_its_own_entry() -> None:
     assert p.translate("02:10.2", 0x10).hpa == 0x6000_0010
     with pytest.raises(DmaFault):
         p.translate("02:00.0", 0x10)  # the PF is not assigned
+
+
+def test_platform_free_releases_domain_tables() -> None:
+    p = x10dai()
+    base = sum(s["allocated_pages"] for s in p.mem.stats())
+    d = p.create_domain()
+    p.assign_device(d, "01:00.0")
+    p.assign_device(d, "82:00.0")
+    d.map(0, 0x4000_0000, 0x40_0000)
+    assert sum(s["allocated_pages"] for s in p.mem.stats()) > base
+    p.free()
+    assert p.domains == [] and p.owner_of("01:00.0") is None
+    assert sum(s["allocated_pages"] for s in p.mem.stats()) <= sum(n for _, n in p.reserved_pages)

@@ -33,8 +33,15 @@ domain still needs), flushes the context cache (device-selective) and the IOTLB
 device of the domain is left behind the unit.
 
 Every request is checked before anything changes; a failure part way (out of memory) undoes
-what was done, so a failed request leaves no context entry, DID or mapping behind. The only
-exception is the domain's node, which the seed sets before mapping.
+what was done, so a failed request leaves no context entry, DID, ownership or mapping behind.
+What may stay: the domain's node, which the seed sets before mapping, an empty context table
+(Xen never frees those either) and the domain's first page-table chain.
+
+Modelling choices beyond Xen 2019: TT 1 needs the device's own ATS capability as well as
+ECAP.DT and an ATSR (Xen decides per unit); bridge alias entries are shared by the devices of
+one domain behind the bridge and cleared only when the last of them leaves (Xen clears them
+with the first); DMA in :meth:`Assignments.translate` carries the device's own source-id (an
+alias source-id can be given as an integer).
 
 Policy ``pre-seed``: the domain has no node; each page-table allocation goes to the node of the
 unit (by its RHSA) of the first device (lowest address) the domain already owns, or to no node
@@ -259,6 +266,18 @@ class Assignments:
         d = self._domain(domain)
         d.free()
         del self.domains[d.id]
+
+    def free(self) -> None:
+        """Drop every assignment and free every domain's page table (platform teardown; the
+        units' tables are the platform's to free)."""
+        for d in self.domains.values():
+            d.devices.clear()
+            d.links.clear()
+            d.free()
+        self.domains.clear()
+        self.owner.clear()
+        self.installed.clear()
+        self.ats_devices.clear()
 
     def _pre_seed_node(self, d: Domain) -> int | None:
         """``pci_get_pdev_by_domain(d)`` -> DRHD -> RHSA -> node, before the seed."""

@@ -774,7 +774,10 @@ class Platform:
         return {f.code for f in self.report}
 
     def free(self) -> None:
-        """Free every table page the units hold."""
+        """Free every table page the units (and the domains, if any) hold."""
+        a = self.__dict__.get("_assignments")
+        if a is not None:
+            a.free()
         for u in self.iommus:
             u.free()
 
