@@ -569,3 +569,26 @@ def test_platform_free_releases_domain_tables() -> None:
     p.free()
     assert p.domains == [] and p.owner_of("01:00.0") is None
     assert sum(s["allocated_pages"] for s in p.mem.stats()) <= sum(n for _, n in p.reserved_pages)
+
+
+def test_five_level_domain() -> None:
+    cap57 = QEMU_CAP | (0x8 << 8) | (56 << 16)  # SAGAW adds 5-level, MGAW 57 bits
+    p = x10dai(unit_caps={SOCKET1_UNIT: (cap57, QEMU_ECAP)})
+    s0, s1 = unit_at(p, SOCKET0_UNIT), unit_at(p, SOCKET1_UNIT)
+    assert s1.levels == 5 and s0.levels == 4
+    d = p.create_domain(levels=5)
+    p.assign_device(d, "82:00.0")  # walks all 5 levels
+    p.assign_device(d, "01:00.0")  # 4-level unit: one level skipped
+    assert d.page_table is not None
+    e1 = ref.entry(p.mem, s1.root_maddr, 0x82, 0)
+    e0 = ref.entry(p.mem, s0.root_maddr, 0x01, 0)
+    assert e1 is not None and (e1.aw, e1.slptptr) == (3, d.page_table.root)
+    l4 = p.mem.read_u64(d.page_table.root) & ref.ADDR
+    assert e0 is not None and (e0.aw, e0.slptptr) == (2, l4)
+    d.map(0x7F_0000_0000, 0x10_0000_0000, 0x1000)
+    d.map(1 << 48, 0x10_0000_1000, 0x1000)
+    assert p.translate("82:00.0", 0x7F_0000_0010).hpa == 0x10_0000_0010
+    assert p.translate("01:00.0", 0x7F_0000_0010).hpa == 0x10_0000_0010
+    assert p.translate("82:00.0", (1 << 48) + 0x10).hpa == 0x10_0000_1010
+    with pytest.raises(DmaFault):
+        p.translate("01:00.0", (1 << 48) + 0x10)
