@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -260,10 +260,7 @@ class Domain:
                 if self.dev_iotlb_hook is not None:
                     n = self.dev_iotlb_hook(unit, link.did)
                     if n:
-                        rec = Flush(
-                            rec.unit, rec.kind, rec.did, rec.addr, rec.am, rec.non_present,
-                            rec.wbf, n,
-                        )  # fmt: skip
+                        rec = replace(rec, dev_iotlb=n)
             self._record(rec)
 
     def _record(self, rec: Flush) -> None:
