@@ -76,9 +76,26 @@ impl SetLine {
     fn val(&self, way: usize) -> u64 {
         self.kv.get(2 * way + 1).copied().unwrap_or(0)
     }
+    /// The way holding `key` among the first `ways`.
     #[inline]
     fn way_of(&self, ways: usize, key: u64) -> Option<usize> {
         (0..ways).find(|&w| self.key(w) == key)
+    }
+    /// The way holding `key` (a valid key: never EMPTY, which unused ways hold).
+    #[inline(always)]
+    fn find_key(&self, key: u64) -> Option<usize> {
+        let k = &self.kv;
+        if k[0] == key {
+            Some(0)
+        } else if k[2] == key {
+            Some(1)
+        } else if k[4] == key {
+            Some(2)
+        } else if k[6] == key {
+            Some(3)
+        } else {
+            None
+        }
     }
     #[inline]
     fn set(&mut self, way: usize, key: u64, val: u64) {
@@ -95,15 +112,6 @@ const EMPTY_SET: SetLine = SetLine {
     kv: [EMPTY, 0, EMPTY, 0, EMPTY, 0, EMPTY, 0],
 };
 
-/// What a look-up done ahead saw: the sets it probed (4 KiB first) and the hit, if any.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Ahead {
-    sets: [u32; MAX_LEAF_LEVEL as usize],
-    probed: u8,
-    /// The slot and entry found.
-    pub hit: Option<(u32, IotlbEntry)>,
-}
-
 /// The IOTLB: `sets` x `ways` entries, set-associative (the set indexed by the low bits of the
 /// frame number, mixed with the level and DID, as hardware TLBs do, so neighbouring pages
 /// spread over neighbouring sets), with CLOCK (second chance) replacement inside a set: an
@@ -119,10 +127,6 @@ pub struct Iotlb {
     refs: Vec<u64>,
     /// Per set: the clock hand.
     hands: Vec<u8>,
-    /// Sets changed since tracking was (re)started: a look-up done ahead is exact while none
-    /// of the sets it probed has changed.
-    dirty: Vec<u64>,
-    dirty_list: Vec<u32>,
     len: usize,
     /// Entries evicted to make room.
     pub evictions: u64,
@@ -150,8 +154,6 @@ impl Iotlb {
             lines: vec![EMPTY_SET; sets],
             refs: vec![0; (sets * WAYS).div_ceil(64)],
             hands: vec![0; sets],
-            dirty: vec![0; sets.div_ceil(64)],
-            dirty_list: Vec::new(),
             len: 0,
             evictions: 0,
         })
@@ -187,7 +189,7 @@ impl Iotlb {
     #[inline]
     fn find_in(&self, set: usize, key: u64) -> Option<usize> {
         let line = self.lines.get(set)?;
-        line.way_of(self.ways, key).map(|w| set * WAYS + w)
+        line.find_key(key).map(|w| set * WAYS + w)
     }
 
     #[inline]
@@ -202,67 +204,26 @@ impl Iotlb {
         (key != EMPTY).then(|| IotlbEntry::from_slot(key, line.val(slot % WAYS)))
     }
 
-    /// Look `iova` up in domain `did` (4 KiB, then 2 MiB, then 1 GiB) without side effects,
-    /// remembering what was probed for [`Iotlb::ahead_exact`].
-    #[inline]
-    pub fn probe(&self, did: u16, iova: u64) -> Ahead {
-        let mut a = Ahead::default();
+    /// Look `iova` up in domain `did` (4 KiB, then 2 MiB, then 1 GiB) without side effects:
+    /// the slot and entry found.
+    #[inline(always)]
+    pub fn probe(&self, did: u16, iova: u64) -> Option<(u32, IotlbEntry)> {
         if self.len == 0 {
-            return a;
+            return None;
         }
         for level in 1..=MAX_LEAF_LEVEL {
             let key = iotlb_key(did, level, iova);
             let set = self.set_of(key);
-            if let Some(s) = a.sets.get_mut(a.probed as usize) {
-                *s = set as u32;
-            }
-            a.probed += 1;
-            if let Some(slot) = self.find_in(set, key) {
-                a.hit = self.entry_at(slot).map(|e| (slot as u32, e));
-                return a;
-            }
-        }
-        a
-    }
-
-    /// True when a probe done while tracking still gives the same answer: none of the sets it
-    /// looked at has changed since (an empty IOTLB then was probed by nobody and stays exact
-    /// only while still empty).
-    #[inline]
-    pub fn ahead_exact(&self, a: &Ahead) -> bool {
-        if a.probed == 0 {
-            return self.len == 0;
-        }
-        a.sets.iter().take(a.probed as usize).all(|&s| {
-            let s = s as usize;
-            self.dirty
-                .get(s / 64)
-                .is_some_and(|w| w & (1 << (s % 64)) == 0)
-        })
-    }
-
-    /// Start (or restart) tracking changed sets.
-    pub fn track(&mut self) {
-        for s in self.dirty_list.drain(..) {
-            if let Some(w) = self.dirty.get_mut(s as usize / 64) {
-                *w = 0;
+            if let Some(line) = self.lines.get(set) {
+                if let Some(w) = line.find_key(key) {
+                    return Some((
+                        (set * WAYS + w) as u32,
+                        IotlbEntry::from_slot(key, line.val(w)),
+                    ));
+                }
             }
         }
-    }
-
-    #[inline]
-    fn mark(&mut self, set: usize) {
-        if let Some(w) = self.dirty.get_mut(set / 64) {
-            if *w == 0 {
-                self.dirty_list.push(set as u32);
-            }
-            *w |= 1 << (set % 64);
-        }
-        // Bounded: a long run of single calls without a batch restarts the tracking.
-        if self.dirty_list.len() > self.dirty.len() {
-            self.dirty.iter_mut().for_each(|w| *w = 0);
-            self.dirty_list.clear();
-        }
+        None
     }
 
     /// Read (and so bring into cache) the set a 4 KiB look-up of `iova` in `did` will probe;
@@ -304,7 +265,7 @@ impl Iotlb {
     /// Look up and mark referenced.
     #[inline]
     pub fn lookup(&mut self, did: u16, iova: u64) -> Option<IotlbEntry> {
-        let (slot, e) = self.probe(did, iova).hit?;
+        let (slot, e) = self.probe(did, iova)?;
         self.touch(slot);
         Some(e)
     }
@@ -348,7 +309,6 @@ impl Iotlb {
             l.set(way, key, val);
         }
         self.set_ref(base + way, false);
-        self.mark(set);
         evicted
     }
 
@@ -357,7 +317,6 @@ impl Iotlb {
             if *k != EMPTY {
                 *k = EMPTY;
                 self.len -= 1;
-                self.mark(set);
             }
         }
     }
@@ -378,7 +337,6 @@ impl Iotlb {
         self.lines.iter_mut().for_each(|l| *l = EMPTY_SET);
         self.refs.iter_mut().for_each(|r| *r = 0);
         self.len = 0;
-        self.dirty.iter_mut().for_each(|w| *w = u64::MAX);
     }
 
     /// Domain-selective invalidation.
@@ -569,23 +527,14 @@ mod tests {
     }
 
     #[test]
-    fn probes_ahead_stay_exact_until_their_sets_change() {
+    fn probe_has_no_side_effect() {
         let mut t = Iotlb::new(64).unwrap();
-        t.track();
-        let empty = t.probe(1, 0);
-        assert!(t.ahead_exact(&empty));
+        assert!(t.probe(1, 0).is_none());
         t.insert(e(1, 1, 0, 0x1000));
-        assert!(!t.ahead_exact(&empty));
-        t.track();
-        let a = t.probe(1, 0);
-        assert_eq!(a.hit.map(|(_, x)| x.hpa_base), Some(0x1000));
-        let b = t.probe(1, 0x5000);
-        assert!(b.hit.is_none());
-        t.touch(a.hit.unwrap().0);
-        assert!(t.ahead_exact(&a) && t.ahead_exact(&b));
-        t.insert(e(1, 1, 0x5000, 0x2000));
-        assert!(t.ahead_exact(&a) && !t.ahead_exact(&b));
-        assert_eq!(t.entries().len(), 2);
+        let (slot, x) = t.probe(1, 0).unwrap();
+        assert_eq!(x.hpa_base, 0x1000);
+        t.touch(slot);
+        assert_eq!(t.entries(), vec![e(1, 1, 0, 0x1000)]);
     }
 
     #[test]

@@ -422,17 +422,13 @@ pub struct Stats {
     pub context_misses: u64,
 }
 
-/// What a batch works out ahead (possibly on other threads) from the state at the start of its
-/// window; the in-order pass uses it only where it provably gives the same answer.
-#[derive(Clone, Copy, Debug, Default)]
-struct Spec {
-    /// The context the request saw, and whether it was read from memory (not the cache).
-    ctx: Option<Result<Context, CtxFault>>,
-    from_mem: bool,
-    /// The IOTLB look-up done ahead.
-    ahead: Option<crate::iotlb::Ahead>,
-    /// The walk's result, when the request needed one.
-    walk: Option<WalkOut>,
+/// Buffers of the look-ahead of one part of a window: the walks to do, the index in the part
+/// of the request each is for, and their results.
+#[derive(Default)]
+struct Scratch {
+    jobs: Vec<WalkJob>,
+    who: Vec<u32>,
+    outs: Vec<WalkOut>,
 }
 
 /// One remapping unit: configuration, root table pointer, caches, fault registers, counters.
@@ -555,12 +551,13 @@ impl Remapper {
         self.commit(mem, req, None)
     }
 
-    /// The in-order step of a translation, using what `spec` worked out ahead where it holds.
+    /// The in-order step of a translation. `ahead` is a walk done ahead, used only if it is
+    /// the very walk this request needs now.
     fn commit(
         &mut self,
         mem: &PhysMem,
         req: &Request,
-        spec: Option<&Spec>,
+        ahead: Option<&(WalkJob, WalkOut)>,
     ) -> Result<Translation, FaultRecord> {
         let cached = if self.ctx_cache.enabled() {
             self.ctx_cache.get(req.sid)
@@ -574,14 +571,7 @@ impl Remapper {
             }
             None => {
                 self.stats.context_misses += 1;
-                let r = match spec {
-                    Some(Spec {
-                        ctx: Some(r),
-                        from_mem: true,
-                        ..
-                    }) => *r,
-                    _ => fetch_context(mem, &self.cfg, self.rtaddr, req.sid),
-                };
+                let r = fetch_context(mem, &self.cfg, self.rtaddr, req.sid);
                 if let Ok(c) = r {
                     self.ctx_cache.insert(req.sid, c);
                 }
@@ -592,8 +582,6 @@ impl Remapper {
             Ok(c) => c,
             Err(f) => return Err(self.fault(req, f.reason, f.fpd)),
         };
-        // The hints hold only if the request saw this same context ahead.
-        let spec = spec.filter(|s| matches!(s.ctx, Some(Ok(c)) if c == ctx));
         if req.translation_request && ctx.tt != TranslationType::MultiLevelDevIotlb {
             return Err(self.fault(req, FaultReason::ContextEntryTt, ctx.fpd));
         }
@@ -612,14 +600,7 @@ impl Remapper {
             return Err(self.fault(req, FaultReason::AddrBeyondMgaw, ctx.fpd));
         }
         let entry = if self.iotlb.capacity() > 0 {
-            // A look-up done ahead is exact while the sets it probed are unchanged since.
-            let hit = match spec.and_then(|s| s.ahead) {
-                Some(a) if self.iotlb.ahead_exact(&a) => a.hit.map(|(slot, e)| {
-                    self.iotlb.touch(slot);
-                    e
-                }),
-                _ => self.iotlb.lookup(ctx.did, req.iova),
-            };
+            let hit = self.iotlb.lookup(ctx.did, req.iova);
             if hit.is_some() {
                 self.stats.hits += 1;
             } else {
@@ -651,9 +632,9 @@ impl Remapper {
                     levels: ctx.levels,
                     write: req.write,
                 };
-                let w = match spec.and_then(|s| s.walk) {
-                    Some(w) => w,
-                    None => walk(mem, &self.cfg, &job),
+                let w = match ahead {
+                    Some((j, w)) if *j == job => *w,
+                    _ => walk(mem, &self.cfg, &job),
                 };
                 if let Some(r) = FaultReason::from_code(w.fault) {
                     return Err(self.fault(req, r, ctx.fpd));
@@ -685,14 +666,16 @@ impl Remapper {
         })
     }
 
-    /// The read-only look-ahead of a slice of a window: context, IOTLB probe, and the walks of
-    /// the requests that missed, interleaved.
-    fn speculate(&self, mem: &PhysMem, reqs: &[Request], spec: &mut [Spec]) {
-        let mut jobs: Vec<WalkJob> = Vec::with_capacity(reqs.len());
-        let mut who: Vec<usize> = Vec::with_capacity(reqs.len());
-        let iotlb_on = self.iotlb.capacity() > 0;
-        // Touch the IOTLB sets of a group of requests one group ahead of probing them, so
-        // their cache misses overlap with each other and with the work on the group before.
+    /// The read-only look-ahead of a slice of a window: the walks the requests that miss the
+    /// IOTLB (as it stands) will need, done interleaved, into `sc` (whose buffers are reused
+    /// from window to window).
+    fn speculate(&self, mem: &PhysMem, reqs: &[Request], sc: &mut Scratch) {
+        sc.jobs.clear();
+        sc.who.clear();
+        let iotlb_on = self.iotlb.capacity() > 0 && !self.iotlb.is_empty();
+        // Probe the IOTLB sets of a group of requests one group ahead of the probes that
+        // decide, so their cache misses overlap with each other and with the group before;
+        // the in-order pass then finds those sets in cache.
         let warm = |rg: &[Request]| {
             let mut sink = 0u64;
             for r in rg {
@@ -705,11 +688,7 @@ impl Remapper {
         if iotlb_on {
             warm(reqs.get(..WALK_WAYS.min(reqs.len())).unwrap_or(&[]));
         }
-        for (g, (rg, sg)) in reqs
-            .chunks(WALK_WAYS)
-            .zip(spec.chunks_mut(WALK_WAYS))
-            .enumerate()
-        {
+        for (g, rg) in reqs.chunks(WALK_WAYS).enumerate() {
             if iotlb_on {
                 let from = (g + 1) * WALK_WAYS;
                 warm(
@@ -717,56 +696,42 @@ impl Remapper {
                         .unwrap_or(&[]),
                 );
             }
-            for (k, (r, s)) in rg.iter().zip(sg.iter_mut()).enumerate() {
-                let i = g * WALK_WAYS + k;
-                let (ctx, from_mem) = match self.ctx_cache.get(r.sid) {
-                    Some(c) => (Ok(c), false),
-                    None => (fetch_context(mem, &self.cfg, self.rtaddr, r.sid), true),
+            for (k, r) in rg.iter().enumerate() {
+                let c = match self.ctx_cache.get(r.sid) {
+                    Some(c) => c,
+                    None => match fetch_context(mem, &self.cfg, self.rtaddr, r.sid) {
+                        Ok(c) => c,
+                        Err(_) => continue,
+                    },
                 };
-                *s = Spec {
-                    ctx: Some(ctx),
-                    from_mem,
-                    ahead: None,
-                    walk: None,
-                };
-                let Ok(c) = ctx else { continue };
                 if c.tt == TranslationType::PassThrough || r.translation_request {
                     continue;
                 }
-                if iotlb_on {
-                    let a = self.iotlb.probe(c.did, r.iova);
-                    s.ahead = Some(a);
-                    if a.hit.is_some() {
-                        continue;
-                    }
+                if iotlb_on && self.iotlb.probe(c.did, r.iova).is_some() {
+                    continue;
                 }
-                jobs.push(WalkJob {
+                sc.jobs.push(WalkJob {
                     root: c.slptptr,
                     iova: r.iova,
                     levels: c.levels,
                     write: r.write,
                 });
-                who.push(i);
+                sc.who.push((g * WALK_WAYS + k) as u32);
             }
         }
-        let mut outs = vec![WalkOut::default(); jobs.len()];
-        walk_interleaved(mem, &self.cfg, &jobs, &mut outs);
-        for (&i, o) in who.iter().zip(outs) {
-            if let Some(s) = spec.get_mut(i) {
-                s.walk = Some(o);
-            }
-        }
+        sc.outs.clear();
+        sc.outs.resize(sc.jobs.len(), WalkOut::default());
+        walk_interleaved(mem, &self.cfg, &sc.jobs, &mut sc.outs);
     }
 
     /// Translate many requests: exactly the results, side effects and counters of the same
-    /// calls to [`Remapper::translate`] one by one, in order. Each window is first worked out
-    /// ahead from the caches as they stand at its start (read-only, split over `threads`,
-    /// walks interleaved); then an in-order pass commits each request: it takes the IOTLB
-    /// look-up done ahead only while the IOTLB's content is unchanged since (else it looks up
-    /// again), and a walk done ahead always (a walk reads only memory, which no one changes
-    /// during the batch; the context cache only gains entries that equal memory). So threads
-    /// change the speed, never the outcome. `out_hpa[i]` is 0 and `out_fault[i]` the reason code on a
-    /// fault.
+    /// calls to [`Remapper::translate`] one by one, in order. Each window is first looked at
+    /// ahead, read-only (split over `threads`): the requests that miss the IOTLB as it stands
+    /// get their walks done, interleaved. Then an in-order pass runs each request exactly as
+    /// [`Remapper::translate`] does (context cache, IOTLB, fault recording, counters), taking a
+    /// walk done ahead only when it is the very walk needed (same table root, levels, address
+    /// and direction): a walk reads only memory, which no one changes during the batch. So
+    /// threads and look-ahead change the speed, never the outcome.
     pub fn translate_batch(
         &mut self,
         mem: &PhysMem,
@@ -777,25 +742,40 @@ impl Remapper {
     ) {
         let threads = threads.clamp(1, 64);
         let window = WINDOW * threads;
-        let mut spec = vec![Spec::default(); window.min(reqs.len())];
+        let mut scratch: Vec<Scratch> = (0..threads).map(|_| Scratch::default()).collect();
+        // Per request of the window: (part, index into that part's walks), or none.
+        let mut slot: Vec<(u32, u32)> = vec![(u32::MAX, 0); window.min(reqs.len())];
         let mut base = 0usize;
         for win in reqs.chunks(window) {
-            self.iotlb.track();
-            let sp = &mut spec[..win.len()];
             let t = threads.min(win.len() / MIN_PER_THREAD).max(1);
+            let per = win.len().div_ceil(t).max(1);
             if t <= 1 {
-                self.speculate(mem, win, sp);
+                if let Some(sc) = scratch.first_mut() {
+                    self.speculate(mem, win, sc);
+                }
             } else {
-                let per = win.len().div_ceil(t);
                 let this = &*self;
                 std::thread::scope(|s| {
-                    for (rs, ss) in win.chunks(per).zip(sp.chunks_mut(per)) {
-                        s.spawn(move || this.speculate(mem, rs, ss));
+                    for (rs, sc) in win.chunks(per).zip(scratch.iter_mut()) {
+                        s.spawn(move || this.speculate(mem, rs, sc));
                     }
                 });
             }
-            for (k, (r, s)) in win.iter().zip(sp.iter()).enumerate() {
-                let (h, f) = match self.commit(mem, r, Some(s)) {
+            let slots = &mut slot[..win.len()];
+            slots.fill((u32::MAX, 0));
+            for (part, sc) in scratch.iter().enumerate().take(t) {
+                for (n, &i) in sc.who.iter().enumerate() {
+                    if let Some(s) = slots.get_mut(part * per + i as usize) {
+                        *s = (part as u32, n as u32);
+                    }
+                }
+            }
+            for (k, r) in win.iter().enumerate() {
+                let a = slots.get(k).and_then(|&(part, n)| {
+                    let sc = scratch.get(part as usize)?;
+                    Some((*sc.jobs.get(n as usize)?, *sc.outs.get(n as usize)?))
+                });
+                let (h, f) = match self.commit(mem, r, a.as_ref()) {
                     Ok(t) => (t.hpa, 0),
                     Err(rec) => (0, rec.reason.code()),
                 };
