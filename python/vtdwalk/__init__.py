@@ -15,6 +15,7 @@ from vtdwalk._core import (
     Translation,
     __version__,
 )
+from vtdwalk.domain import Domain
 from vtdwalk.errors import (
     BadFree,
     DmaFault,
@@ -38,6 +39,7 @@ __all__ = [
     "DidAllocator",
     "DmaFault",
     "DmarError",
+    "Domain",
     "FaultRecord",
     "Finding",
     "InvalidArgument",

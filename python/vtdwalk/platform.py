@@ -24,7 +24,7 @@ any memory is allocated.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -35,7 +35,12 @@ from vtdwalk.iommu import MAX_IOMMUS, QEMU_CAP, QEMU_ECAP, Iommu, Scope
 from vtdwalk.topology import Bdf, BdfLike, Device, Numa, NumaNode, Topology, load_description
 
 if TYPE_CHECKING:
-    from vtdwalk._core import PhysMem
+    import numpy as np
+    import numpy.typing as npt
+
+    from vtdwalk._core import PhysMem, Translation
+    from vtdwalk.assign import Assignments
+    from vtdwalk.domain import Domain
 
 __all__ = ["AtsrUnit", "Finding", "Platform", "Policy", "RmrrUnit"]
 
@@ -769,9 +774,84 @@ class Platform:
         return {f.code for f in self.report}
 
     def free(self) -> None:
-        """Free every table page the units hold."""
+        """Free every table page the units (and the domains, if any) hold."""
+        a = self.__dict__.get("_assignments")
+        if a is not None:
+            a.free()
         for u in self.iommus:
             u.free()
+
+    # ---- domains and device assignment (vtdwalk.assign)
+    @property
+    def assignments(self) -> Assignments:
+        """Domains, device ownership and context entries (created on first use)."""
+        a: Assignments | None = self.__dict__.get("_assignments")
+        if a is None:
+            from vtdwalk.assign import Assignments
+
+            a = self.__dict__["_assignments"] = Assignments(self)
+        return a
+
+    @property
+    def domains(self) -> list[Domain]:
+        """The domains created on this platform, in creation order."""
+        return list(self.assignments.domains.values())
+
+    def create_domain(self, levels: int | None = None, passthrough: bool = False) -> Domain:
+        """A new domain with an empty page table (``levels`` 3, 4 or 5; 4 by default) and no
+        node; a pass-through domain has no page table and maps its devices with TT 2."""
+        return self.assignments.create_domain(levels, passthrough)
+
+    def destroy_domain(self, domain: Domain | int) -> None:
+        """Free a domain's page table; it must have no devices left."""
+        self.assignments.destroy_domain(domain)
+
+    def assign_device(
+        self, domain: Domain | int, bdf: BdfLike | int, relaxed: bool = False
+    ) -> None:
+        """Xen's ``intel_iommu_assign_device``: context entries for the device (and its
+        aliases) on its unit, then its RMRRs identity-mapped. ``relaxed`` allows a device
+        that shares an RMRR with other devices. See :mod:`vtdwalk.assign`."""
+        self.assignments.assign_device(domain, bdf, relaxed)
+
+    def deassign_device(self, bdf: BdfLike | int) -> Domain:
+        """Remove the device from its domain (its context entries cleared and flushed, its RMRR
+        references dropped); returns the domain it left."""
+        return self.assignments.deassign_device(bdf)
+
+    def reassign_device(
+        self, bdf: BdfLike | int, domain: Domain | int, relaxed: bool = False
+    ) -> None:
+        """Move the device to ``domain`` (or assign it, when it has no owner)."""
+        self.assignments.reassign_device(bdf, domain, relaxed)
+
+    def owner_of(self, bdf: BdfLike | int) -> Domain | None:
+        """The domain the device is assigned to, if any."""
+        from vtdwalk.assign import coerce_bdf
+
+        return self.assignments.owner.get(coerce_bdf(bdf))
+
+    def translate(self, bdf: BdfLike | int, iova: int, write: bool = False) -> Translation:
+        """A DMA request by the device, walked by its unit's hardware; raises DmaFault."""
+        return self.assignments.translate(bdf, iova, write)
+
+    def translate_batch(
+        self,
+        bdfs_or_sids: Sequence[BdfLike | int] | npt.ArrayLike,
+        iovas: npt.ArrayLike,
+        writes: npt.ArrayLike | None = None,
+    ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint8]]:
+        """Many requests: (hpa, fault reason) arrays, hpa 0 where the reason is not 0.
+        Devices as strings, Bdfs, or integers ``segment << 16 | source-id``."""
+        return self.assignments.translate_batch(bdfs_or_sids, iovas, writes)
+
+    def device_in_domain(self, iommu: Iommu | int, bdf: BdfLike | int, did: int) -> bool:
+        """Seed patch 3's ``device_in_domain`` (xen-driver.md §5.6)."""
+        return self.assignments.device_in_domain(iommu, bdf, did)
+
+    def numa_report(self) -> dict[str, Any]:
+        """Table pages per node for each unit and domain, with the misplaced ones counted."""
+        return self.assignments.numa_report()
 
     def __repr__(self) -> str:
         return (

@@ -1,0 +1,359 @@
+"""A DMA-remapping domain: its page table, the units it is on, its mappings and their flushes.
+
+Xen's ``struct domain_iommu`` with what the seed adds (xen-driver.md §4.3-§4.5, §8): a domain
+starts with no NUMA node; its page-table pages are allocated against its node, which the
+assignment of a device sets from the device's unit (see :mod:`vtdwalk.assign`). A pass-through
+domain has no page table (its context entries use TT 2).
+
+Every change of the page table sends its IOTLB flush to every unit the domain is on, with Xen's
+rules (§4.5; PSI for power-of-two, aligned page counts as in master):
+
+* nothing was present before and the unit has no caching mode: nothing is cached, so no IOTLB
+  invalidation (a write-buffer flush when CAP.RWBF); under caching mode the flush uses DID 0;
+* otherwise page-selective (address mask = log2 of the page count) when the unit has CAP.PSI,
+  the count is a power of two, the address is aligned to it and the mask is within CAP.MAMV;
+  domain-selective otherwise;
+* plus a device-TLB invalidation for each ATS device of the domain behind the unit.
+
+What was flushed is counted in :attr:`Domain.flush_counts` and listed in :attr:`Domain.flush_log`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from vtdwalk.errors import PlatformError
+
+if TYPE_CHECKING:
+    from vtdwalk._core import PageTable, PhysMem, Remapper
+    from vtdwalk.iommu import Iommu
+    from vtdwalk.topology import Bdf
+
+__all__ = ["PAGE_SIZE", "Domain", "Flush", "UnitLink", "remapper_of"]
+
+PAGE_SIZE = 4096
+#: How many flush records a domain keeps (oldest dropped first); the counters keep counting.
+FLUSH_LOG_LIMIT = 4096
+
+
+def remapper_of(unit: Iommu) -> Remapper:
+    """The unit's remapping hardware (it walks the unit's root table)."""
+    if not unit.root_maddr:
+        raise PlatformError(f"unit {unit.index} ({unit.address:#x}) has no root table")
+    return unit.remapper
+
+
+@dataclass(frozen=True)
+class Flush:
+    """One IOTLB flush sent to one unit.
+
+    ``kind``: "page" (PSI: ``addr``, ``am``), "domain" (DSI) or "none" (a non-present change on
+    a unit that caches no non-present entries). ``did`` is the DID the invalidation carried (0
+    for a non-present flush under caching mode). ``wbf``: a write-buffer flush was needed.
+    ``dev_iotlb``: device-TLB invalidations sent along (one per ATS device of the domain).
+    """
+
+    unit: int
+    kind: str
+    did: int
+    addr: int = 0
+    am: int = 0
+    non_present: bool = False
+    wbf: bool = False
+    dev_iotlb: int = 0
+
+
+@dataclass
+class UnitLink:
+    """The domain on one unit: its DID there, the levels the unit walks, and the table the
+    unit's context entries point at (``slptptr``: the root, or a lower table when levels are
+    skipped; 0 for pass-through)."""
+
+    unit: Iommu
+    did: int
+    levels: int
+    slptptr: int
+
+
+class Domain:
+    """A domain (Xen's ``struct domain_iommu``). Build it with ``Platform.create_domain``.
+
+    ``id`` is the domain id (what DIDs map to), ``levels`` the page-table depth (3, 4 or 5),
+    ``passthrough`` whether its devices bypass translation (TT 2). ``node`` is None until a
+    device is assigned through a unit with a node. ``page_table`` is its PageTable (None for a
+    pass-through domain). ``rmrr_refs`` counts, per RMRR range ``(base, end)``, the devices
+    whose identity map of it the domain holds.
+    """
+
+    def __init__(
+        self,
+        mem: PhysMem,
+        domain_id: int,
+        levels: int = 4,
+        passthrough: bool = False,
+        superpages: str = "1G",
+    ) -> None:
+        if isinstance(levels, bool) or levels not in (3, 4, 5):
+            raise PlatformError(f"domain levels {levels!r}: a domain has 3, 4 or 5 levels")
+        self.id = domain_id
+        self.levels = levels
+        self.passthrough = bool(passthrough)
+        self.mem = mem
+        self._node: int | None = None
+        self.page_table: PageTable | None = None
+        if not self.passthrough:
+            from vtdwalk._core import PageTable
+
+            self.page_table = PageTable(mem, levels=levels, node=None, superpages=superpages)
+        self.links: dict[int, UnitLink] = {}
+        self.devices: set[Bdf] = set()
+        self.rmrr_refs: dict[tuple[int, int], int] = {}
+        self.flush_counts: Counter[str] = Counter()
+        self.flush_log: list[Flush] = []
+        # Set by the assignment layer: where table pages go (pre-seed policy), which ATS devices
+        # want device-TLB invalidations, and what to do when a skipped-level table moves.
+        self.alloc_node_hook: Callable[[], int | None] | None = None
+        self.dev_iotlb_hook: Callable[[Iommu, int], int] | None = None
+        self.reanchor_hook: Callable[[Domain, UnitLink, int], None] | None = None
+
+    # ---- node
+    @property
+    def node(self) -> int | None:
+        """The NUMA node table pages are allocated against (None: NUMA_NO_NODE)."""
+        return self._node
+
+    @node.setter
+    def node(self, node: int | None) -> None:
+        self._node = node
+        if self.page_table is not None:
+            self.page_table.node = node
+
+    def _prepare_alloc(self) -> PageTable:
+        pt = self.page_table
+        if pt is None:
+            raise PlatformError(f"domain {self.id} is pass-through: it has no page table")
+        if self.alloc_node_hook is not None:
+            pt.node = self.alloc_node_hook()
+        return pt
+
+    # ---- units
+    @property
+    def units(self) -> list[Iommu]:
+        """The units the domain is on (has a DID on), in unit index order."""
+        return [self.links[i].unit for i in sorted(self.links)]
+
+    @property
+    def dids(self) -> dict[int, int]:
+        """Unit index -> the domain's DID on that unit."""
+        return {i: link.did for i, link in sorted(self.links.items())}
+
+    def did(self, unit: Iommu) -> int | None:
+        """The domain's DID on ``unit`` (Xen's ``domain_iommu_domid``), None when not on it."""
+        link = self.links.get(unit.index)
+        return None if link is None or link.unit is not unit else link.did
+
+    # ---- mappings
+    def map(
+        self,
+        iova: int,
+        maddr: int,
+        size: int,
+        read: bool = True,
+        write: bool = True,
+        snoop: bool = False,
+    ) -> bool:
+        """Map ``[iova, iova + size)`` to ``[maddr, maddr + size)`` and flush. Returns whether
+        something was mapped there before (the flush then covers old entries)."""
+        pt = self._prepare_alloc()
+        old = bool(pt.map(iova, maddr, size, read=read, write=write, snoop=snoop))
+        self._flush(iova, _pages(size), old)
+        return old
+
+    def unmap(self, iova: int, size: int) -> bool:
+        """Unmap ``[iova, iova + size)`` and flush. Returns whether something was mapped."""
+        pt = self._prepare_alloc()
+        old = bool(pt.unmap(iova, size))
+        if old:
+            self._flush(iova, _pages(size), True)
+            self._reanchor()
+        return old
+
+    def map_pages(
+        self,
+        iovas: npt.ArrayLike,
+        maddrs: npt.ArrayLike,
+        read: bool = True,
+        write: bool = True,
+        snoop: bool = False,
+    ) -> bool:
+        """Map 4 KiB pages ``iovas[i] -> maddrs[i]`` in one batch, then flush once per unit."""
+        pt = self._prepare_alloc()
+        iv = _u64_array(iovas, "iovas")
+        ma = _u64_array(maddrs, "maddrs")
+        old = bool(pt.map_pages(iv, ma, read=read, write=write, snoop=snoop))
+        self._flush_batch(iv, old)
+        return old
+
+    def unmap_pages(self, iovas: npt.ArrayLike) -> bool:
+        """Unmap 4 KiB pages in one batch, then flush once per unit."""
+        pt = self._prepare_alloc()
+        iv = _u64_array(iovas, "iovas")
+        old = bool(pt.unmap_pages(iv))
+        if old:
+            self._flush_batch(iv, True)
+            self._reanchor()
+        return old
+
+    def lookup(self, iova: int) -> tuple[int, int, bool, bool] | None:
+        """The page table's own view of ``iova`` (no hardware involved)."""
+        if self.page_table is None:
+            return None
+        return self.page_table.lookup(iova)
+
+    def table_pages(self) -> dict[int, int]:
+        """Page-table pages per node."""
+        return {} if self.page_table is None else dict(self.page_table.table_pages())
+
+    # ---- flushing
+    def flush_all(self) -> None:
+        """Xen's ``iotlb_flush_all``: a domain-selective flush on every unit."""
+        self._flush(0, None, True)
+
+    def _flush_batch(self, iovas: npt.NDArray[np.uint64], old_present: bool) -> None:
+        n = len(iovas)
+        if n == 0:
+            return
+        u = np.unique(iovas)
+        first = int(u[0])
+        if len(u) == 1:
+            self._flush(first, 1, old_present)
+        elif int(u[-1]) - first == (len(u) - 1) * PAGE_SIZE:
+            self._flush(first, len(u), old_present)
+        else:
+            self._flush(first, None, old_present)
+
+    def _flush(self, iova: int, npages: int | None, old_present: bool) -> None:
+        """Xen's ``iommu_flush_iotlb`` over every unit the domain is on (``npages`` None: DSI)."""
+        for i in sorted(self.links):
+            link = self.links[i]
+            unit = link.unit
+            rm = remapper_of(unit)
+            non_present = not old_present
+            if non_present and not unit.caching_mode:
+                rec = Flush(i, "none", link.did, non_present=True, wbf=unit.rwbf)
+            else:
+                did = 0 if non_present else link.did
+                order = _psi_order(unit, iova, npages)
+                if order is None:
+                    rm.invalidate_iotlb("domain", did=did)
+                    rec = Flush(i, "domain", did, non_present=non_present)
+                else:
+                    addr = iova & ~((PAGE_SIZE << order) - 1)
+                    rm.invalidate_iotlb("page", did=did, addr=addr, am=order)
+                    rec = Flush(i, "page", did, addr, order, non_present=non_present)
+                if self.dev_iotlb_hook is not None:
+                    n = self.dev_iotlb_hook(unit, link.did)
+                    if n:
+                        rec = replace(rec, dev_iotlb=n)
+            self._record(rec)
+
+    def _record(self, rec: Flush) -> None:
+        self.flush_counts[rec.kind] += 1
+        if rec.wbf:
+            self.flush_counts["wbf"] += 1
+        if rec.dev_iotlb:
+            self.flush_counts["dev_iotlb"] += rec.dev_iotlb
+        self.flush_log.append(rec)
+        if len(self.flush_log) > FLUSH_LOG_LIMIT:
+            del self.flush_log[: len(self.flush_log) - FLUSH_LOG_LIMIT]
+
+    # ---- level skipping
+    def _reanchor(self) -> None:
+        """After an unmap freed empty tables: a unit walking fewer levels than the domain
+        points at the table under entry 0 of the upper levels; if that table was freed, make
+        it again and let the assignment layer repoint the unit's context entries."""
+        pt = self.page_table
+        if pt is None:
+            return
+        for i in sorted(self.links):
+            link = self.links[i]
+            if link.levels >= self.levels or not link.slptptr:
+                continue
+            ptr = int(pt.leaf_table(0, False, level=link.levels))
+            if ptr == link.slptptr:
+                continue
+            if not ptr:
+                ptr = int(pt.leaf_table(0, True, level=link.levels))
+            if self.reanchor_hook is not None:
+                self.reanchor_hook(self, link, ptr)
+            link.slptptr = ptr
+            self.flush_counts["reanchor"] += 1
+
+    def anchor(self, levels: int) -> int:
+        """The table a unit walking ``levels`` levels starts from (Xen's level skipping:
+        entry 0 of each upper level), allocating the chain for address 0 when the domain has
+        no table yet, as ``domain_context_mapping_one`` does."""
+        pt = self._prepare_alloc()
+        if not pt.root:
+            pt.leaf_table(0, True, level=1)
+        return int(pt.leaf_table(0, True, level=levels))
+
+    # ---- teardown
+    def free(self) -> None:
+        """Free every page-table page (the domain must have no devices)."""
+        if self.devices:
+            raise PlatformError(
+                f"domain {self.id} still has devices: "
+                + ", ".join(str(b) for b in sorted(self.devices))
+            )
+        if self.page_table is not None:
+            self.page_table.free()
+        self.rmrr_refs.clear()
+
+    def __iter__(self) -> Iterator[Bdf]:
+        return iter(sorted(self.devices))
+
+    def __repr__(self) -> str:
+        kind = "pass-through" if self.passthrough else f"{self.levels}-level"
+        return (
+            f"Domain(id={self.id}, {kind}, node={self.node}, devices={len(self.devices)}, "
+            f"units={sorted(self.links)})"
+        )
+
+
+def _pages(size: int) -> int | None:
+    if not isinstance(size, int) or size <= 0:
+        return None
+    return (size + PAGE_SIZE - 1) // PAGE_SIZE
+
+
+def _psi_order(unit: Iommu, iova: int, npages: int | None) -> int | None:
+    """The address mask of a page-selective flush, or None for domain-selective."""
+    if npages is None or npages <= 0 or not unit.psi:
+        return None
+    if npages & (npages - 1):
+        return None
+    order = npages.bit_length() - 1
+    if order > unit.mamv or iova & ((PAGE_SIZE << order) - 1):
+        return None
+    return order
+
+
+def _u64_array(values: npt.ArrayLike | Sequence[int], what: str) -> npt.NDArray[np.uint64]:
+    try:
+        a = np.asarray(values)
+    except (TypeError, ValueError) as e:
+        raise PlatformError(f"{what}: not an array of addresses ({e})") from e
+    if a.ndim != 1:
+        raise PlatformError(f"{what}: expected a 1-D array, got {a.ndim} dimensions")
+    if a.size and a.dtype.kind not in "ui":
+        raise PlatformError(f"{what}: expected integers, got {a.dtype}")
+    if a.size and a.dtype.kind == "i" and int(a.min()) < 0:
+        raise PlatformError(f"{what}: negative address")
+    return np.ascontiguousarray(a, dtype=np.uint64)
