@@ -1,0 +1,224 @@
+"""`vtdwalk simulate` and `vtdwalk dump`, run as a user runs them: subprocesses of the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vtdwalk import simulate
+from vtdwalk.topology import load_description
+
+DATA = Path(simulate.__file__).parent / "data"
+
+
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(
+        [sys.executable, "-m", "vtdwalk.cli", *args], capture_output=True, text=True, timeout=300
+    )
+    if check and r.returncode != 0:
+        raise AssertionError(f"exit {r.returncode}: {r.stderr}")
+    return r
+
+
+@pytest.fixture(scope="module")
+def default_report() -> dict[str, Any]:
+    out = cli("simulate", "--json", "--accesses", "60000", "--seed", "7").stdout
+    rep: dict[str, Any] = json.loads(out)
+    return rep
+
+
+REPORT_KEYS = {"platform", "units", "devices", "refused", "domains", "workload", "faults"}
+WORKLOAD_KEYS = {
+    "translations",
+    "seconds",
+    "translations_per_second",
+    "ns_per_translation",
+    "iotlb_entries",
+    "iotlb_hit_rate",
+    "wrong_translations",
+    "unexpected_faults",
+    "stray_device_fault",
+}
+
+
+def test_default_report_shape(default_report: dict[str, Any]) -> None:
+    r = default_report
+    assert REPORT_KEYS | {"placement"} <= set(r)
+    assert set(r["workload"]) >= WORKLOAD_KEYS
+    assert set(r["placement"]) == {"seed", "pre-seed"}
+    for u in r["units"]:
+        assert {"address", "node", "iotlb_hits", "iotlb_misses", "iotlb_hit_rate"} <= set(u)
+    assert r["platform"]["dmar"] == simulate.DEFAULT_DMAR
+
+
+def test_default_run_translates_every_access_correctly(default_report: dict[str, Any]) -> None:
+    wl = default_report["workload"]
+    assert wl["translations"] >= 60000
+    # Every access reached the host address the scenario mapped it to (computed when mapping,
+    # not read back), and only the planted accesses faulted, with their architectural reasons.
+    assert wl["wrong_translations"] == 0
+    assert wl["unexpected_faults"] == 0
+    assert default_report["faults"] == {"0x05 WRITE": 8, "0x06 READ": 8}
+    # A device left out of every domain faults as context-not-present.
+    assert "0x02 CONTEXT_ENTRY_P" in wl["stray_device_fault"]
+    assert 0 < wl["iotlb_hit_rate"] < 1
+
+
+def test_default_run_uses_both_sockets(default_report: dict[str, Any]) -> None:
+    topo, numa = load_description(DATA / simulate.DEFAULT_TOPOLOGY)
+    assert topo is not None and numa is not None
+    nodes = {d["node"] for d in default_report["devices"]}
+    assert {0, 1} <= nodes
+    # The embedded description's devices are what got assigned.
+    names = {str(d.bdf) for d in topo}
+    assert {d["bdf"] for d in default_report["devices"]} <= names
+    # Units follow their RHSA: 0xf3ffc000 is proximity domain 0, 0xfbffc000 domain 1.
+    by_addr = {u["address"]: u["node"] for u in default_report["units"]}
+    assert by_addr[0xF3FFC000] == 0
+    assert by_addr[0xFBFFC000] == 1
+    assert by_addr[0xF3FFD000] is None
+
+
+def test_seed_places_every_table_page_on_its_node(default_report: dict[str, Any]) -> None:
+    seed = default_report["placement"]["seed"]
+    pre = default_report["placement"]["pre-seed"]
+    assert seed["misplaced"] == 0
+    assert pre["misplaced"] > 0
+    # Under pre-seed the socket-1 unit's root table sits on node 0.
+    unit1 = next(u for u in pre["units"] if u["address"] == 0xFBFFC000)
+    assert unit1["misplaced"] >= 1
+
+
+def test_same_seed_same_report() -> None:
+    timing = {"seconds", "translations_per_second", "ns_per_translation"}
+    timing |= {"map_seconds", "build_seconds"}
+
+    def strip(r: dict[str, Any]) -> dict[str, Any]:
+        wl = {k: v for k, v in r["workload"].items() if k not in timing}
+        return {**r, "workload": wl}
+
+    a = json.loads(cli("simulate", "--json", "--accesses", "20000", "--seed", "3").stdout)
+    b = json.loads(cli("simulate", "--json", "--accesses", "20000", "--seed", "3").stdout)
+    c = json.loads(cli("simulate", "--json", "--accesses", "20000", "--seed", "4").stdout)
+    assert strip(a) == strip(b)
+    assert strip(a)["units"] != strip(c)["units"]
+
+
+def test_text_report_and_progress() -> None:
+    r = cli("simulate", "--accesses", "20000", "--progress")
+    for heading in ("remapping units:", "devices:", "workload:", "faults by reason:"):
+        assert heading in r.stdout
+    assert "seed" in r.stdout and "pre-seed" in r.stdout
+    assert "translating [" in r.stderr
+
+
+def test_iotlb_size_matters() -> None:
+    small = json.loads(
+        cli("simulate", "--json", "--accesses", "30000", "--iotlb-entries", "16").stdout
+    )
+    big = json.loads(
+        cli("simulate", "--json", "--accesses", "30000", "--iotlb-entries", "8192").stdout
+    )
+    assert small["workload"]["iotlb_hit_rate"] < big["workload"]["iotlb_hit_rate"]
+    off = json.loads(
+        cli("simulate", "--json", "--accesses", "30000", "--iotlb-entries", "0").stdout
+    )
+    assert off["workload"]["iotlb_hit_rate"] in (None, 0.0)
+    assert off["workload"]["wrong_translations"] == 0
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        "google-ecclesia-skx-2s-testdata",
+        "dell-poweredge-r820",
+        "hp-proliant-dl360-g7",
+        "qemu-q35-intel-iommu-v2",
+        "lenovo-thinkpad-t480-20l5000uus",
+        "apple-macpro7-1-dmar1",
+    ],
+)
+def test_simulate_corpus_tables(shared_dir: Path, table: str) -> None:
+    path = shared_dir / "dmar-corpus" / "real" / f"{table}.dat"
+    r = json.loads(cli("simulate", "--dmar", str(path), "--json", "--accesses", "20000").stdout)
+    assert r["platform"]["dmar"] == path.name
+    assert r["platform"]["topology"] == "synthesised"
+    assert r["devices"], "some device was assigned"
+    assert r["workload"]["wrong_translations"] == 0
+    assert r["workload"]["unexpected_faults"] == 0
+    assert r["placement"]["seed"]["misplaced"] == 0
+
+
+def test_simulate_refuses_a_table_without_units(shared_dir: Path) -> None:
+    path = shared_dir / "dmar-corpus" / "real" / "hack-vtd-fix-oc-modified.dat"
+    r = cli("simulate", "--dmar", str(path), check=False)
+    assert r.returncode == 1
+    assert "no usable remapping unit" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_simulate_bad_inputs(tmp_path: Path) -> None:
+    r = cli("simulate", "--dmar", str(tmp_path / "missing.dat"), check=False)
+    assert r.returncode == 1 and "cannot read" in r.stderr
+    junk = tmp_path / "junk.dat"
+    junk.write_bytes(b"DMAR" + bytes(60))
+    r = cli("simulate", "--dmar", str(junk), check=False)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    r = cli("simulate", "--policy", "nope", check=False)
+    assert r.returncode == 2
+    r = cli("simulate", "--iotlb-entries", "-5", check=False)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+
+
+def test_dump_domain_json() -> None:
+    out = json.loads(cli("dump", "--domain", "6", "--json").stdout)
+    assert {"domain", "node", "levels", "devices", "contexts", "ranges"} <= set(out)
+    assert out["domain"] == 6
+    sizes = {r["page_size"] for r in out["ranges"]}
+    assert sizes == {4096, 2 << 20, 1 << 30}
+    # Ranges are disjoint, sorted, and each a whole number of its pages.
+    prev = 0
+    for r in out["ranges"]:
+        assert r["iova"] >= prev and r["size"] % r["page_size"] == 0
+        assert r["iova"] % r["page_size"] == 0 and r["maddr"] % r["page_size"] == 0
+        prev = r["iova"] + r["size"]
+    # The USB controllers share the X10DAi's RMRR: it is identity-mapped read/write.
+    rmrr = [r for r in out["ranges"] if r["iova"] == 0x7B461000]
+    assert rmrr and rmrr[0]["maddr"] == 0x7B461000 and rmrr[0]["size"] == 0x10000
+    assert {c["bdf"] for c in out["contexts"]} == set(out["devices"])
+
+
+def test_dump_device_behind_a_pcie_to_pci_bridge() -> None:
+    out = json.loads(cli("dump", "--device", "04:01.0", "--json").stdout)
+    bdfs = {c["bdf"] for c in out["contexts"]}
+    # Xen's rules: the device, its PCIe-to-PCI bridge (03:00.0) and secbus:00.0 (04:00.0);
+    # and the phantom functions (stride 2) of 05:00.0, its domain mate.
+    assert {"0000:04:01.0", "0000:03:00.0", "0000:04:00.0"} <= bdfs
+    assert {"0000:05:00.0", "0000:05:00.2", "0000:05:00.4", "0000:05:00.6"} <= bdfs
+    assert len({c["did"] for c in out["contexts"]}) == 1
+
+
+def test_dump_text_and_errors() -> None:
+    r = cli("dump", "--domain", "3")
+    assert "context entries:" in r.stdout and "1G x 1" in r.stdout
+    assert "scattered single 4K pages" in r.stdout
+    r = cli("dump", "--domain", "99", check=False)
+    assert r.returncode == 1 and "no domain 99" in r.stderr
+    r = cli("dump", "--device", "00:1f.2", check=False)
+    assert r.returncode == 1 and "in no domain" in r.stderr
+    r = cli("dump", check=False)
+    assert r.returncode == 2
+
+
+def test_plot(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "sim.png"
+    r = cli("simulate", "--accesses", "20000", "--plot", str(png))
+    assert "plot written" in r.stdout
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
