@@ -434,8 +434,8 @@ def drive(
 def _unit_stats(p: Platform) -> list[dict[str, Any]]:
     out = []
     for u in p.iommus:
-        s: dict[str, int] = {k: int(v) for k, v in u.remapper.stats().items()}
-        look = s.get("hits", 0) + s.get("misses", 0)
+        s = u.remapper.stats()
+        look = s["hits"] + s["misses"]
         out.append(
             {
                 "address": u.address,
@@ -443,11 +443,11 @@ def _unit_stats(p: Platform) -> list[dict[str, Any]]:
                 "include_all": u.include_all,
                 "levels": u.levels,
                 "domains": len(u.dids.in_use()),
-                "iotlb_hits": s.get("hits", 0),
-                "iotlb_misses": s.get("misses", 0),
-                "iotlb_evictions": s.get("evictions", 0),
-                "walks": s.get("walks", 0),
-                "iotlb_hit_rate": (s.get("hits", 0) / look) if look else None,
+                "iotlb_hits": s["hits"],
+                "iotlb_misses": s["misses"],
+                "iotlb_evictions": s["evictions"],
+                "walks": s["walks"],
+                "iotlb_hit_rate": (s["hits"] / look) if look else None,
             }
         )
     return out
