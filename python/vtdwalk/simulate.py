@@ -38,6 +38,11 @@ __all__ = [
     "SimConfig",
     "build_platform",
     "default_dmar_bytes",
+    "dump",
+    "hit_rate_sweep",
+    "make_workload",
+    "plan_scenario",
+    "plot",
     "render_text",
     "run",
 ]
