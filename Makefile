@@ -1,11 +1,12 @@
 # One entry point: build, test, lint, bench. Run inside a virtualenv (python3 -m venv .venv).
 PY ?= python3
 
-.PHONY: help dev build test test-rust test-py lint fmt typecheck bench bench-rust clean
+.PHONY: help dev build test test-rust test-py test-slow lint fmt typecheck bench bench-rust clean
 
 help:
 	@echo "make dev        install the package (release build) with test and dev tools"
 	@echo "make test       cargo tests + pytest (what CI runs)"
+	@echo "make test-slow  everything, with the long randomised runs"
 	@echo "make lint       cargo fmt --check, clippy -D warnings, ruff, mypy, stubtest"
 	@echo "make fmt        cargo fmt + ruff format"
 	@echo "make bench      pytest-benchmark suites in benches/"
@@ -23,6 +24,9 @@ test-rust:
 
 test-py:
 	$(PY) -m pytest -q
+
+test-slow:
+	VTDWALK_SLOW=1 $(PY) -m pytest -q -m "slow or not slow"
 
 lint:
 	cargo fmt --check
