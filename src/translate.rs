@@ -436,7 +436,7 @@ struct Scratch {
 
 /// Requests whose IOTLB sets the look-ahead reads in one go, a group ahead of their probes,
 /// so that the cache misses of that many look-ups overlap.
-const PROBE_AHEAD: usize = 32;
+const PROBE_AHEAD: usize = 64;
 
 /// One remapping unit: configuration, root table pointer, caches, fault registers, counters.
 #[derive(Clone, Debug)]
@@ -689,26 +689,36 @@ impl Remapper {
         // (a load outstanding for long blocks the core only once it is the oldest, so the
         // reads must be issued close together); the probes then find their sets in cache, and
         // so does the in-order pass, which re-checks the slot found here.
-        let ahead = PROBE_AHEAD;
         let warm = |rg: &[Request]| {
-            let mut sink = 0u64;
-            for r in rg {
-                if let Some(c) = self.ctx_cache.get(r.sid) {
-                    sink ^= self.iotlb.warm(c.did, r.iova);
+            let mut sets = [0usize; PROBE_AHEAD];
+            let mut n = 0;
+            // The last source-id's context, as a batch is mostly of few devices.
+            let mut last: Option<(u16, Option<Context>)> = None;
+            for (r, s) in rg.iter().zip(sets.iter_mut()) {
+                let c = match last {
+                    Some((sid, c)) if sid == r.sid => c,
+                    _ => {
+                        let c = self.ctx_cache.get(r.sid);
+                        last = Some((r.sid, c));
+                        c
+                    }
+                };
+                if let Some(c) = c {
+                    *s = self.iotlb.set_index(c.did, r.iova);
+                    n += 1;
                 }
             }
-            std::hint::black_box(sink);
+            let sets = sets.get(..n).unwrap_or(&[]);
+            std::hint::black_box(self.iotlb.warm_sets(sets));
         };
         if iotlb_on {
-            warm(reqs.get(..ahead.min(reqs.len())).unwrap_or(&[]));
+            warm(reqs.get(..PROBE_AHEAD.min(reqs.len())).unwrap_or(&[]));
         }
         for (k, r) in reqs.iter().enumerate() {
-            if iotlb_on && k % ahead == 0 {
-                let from = k + ahead;
-                warm(
-                    reqs.get(from..(from + ahead).min(reqs.len()))
-                        .unwrap_or(&[]),
-                );
+            if iotlb_on && k % PROBE_AHEAD == 0 {
+                let from = k + PROBE_AHEAD;
+                let to = (from + PROBE_AHEAD).min(reqs.len());
+                warm(reqs.get(from..to).unwrap_or(&[]));
             }
             let mut probe = Ahead::Unknown;
             let c = match self.ctx_cache.get(r.sid) {
