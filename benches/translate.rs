@@ -202,6 +202,28 @@ fn main() {
         });
         results.push((label, t));
     }
+    // Single translate() calls, one after another (the Rust side of the Python single call).
+    for (label, entries) in [
+        ("single translate(), IOTLB off", 0usize),
+        ("single translate(), IOTLB hits", 1 << 20),
+    ] {
+        if !label.contains(only.as_str()) {
+            continue;
+        }
+        let Ok(mut r) = Remapper::new(DEFAULT_CAP, DEFAULT_ECAP, Some(root), entries, 8, true)
+        else {
+            return;
+        };
+        r.translate_batch(&m, &reqs, 1, &mut hpa, &mut fault);
+        let t = median_ns_per_op(n, 5, || {
+            let mut acc = 0u64;
+            for q in &reqs {
+                acc ^= r.translate(&m, q).map_or(0, |t| t.hpa);
+            }
+            black_box(acc);
+        });
+        results.push((label, t));
+    }
     let ok = fault.iter().all(|&f| f == 0) && out.iter().all(|o| o.fault == 0);
     println!("1M random translations over 1M mapped 4 KiB pages, 4 levels (all valid: {ok})");
     println!("  bare 4-level loop (no checks)       {bare:7.1} ns/translation");
