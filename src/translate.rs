@@ -560,6 +560,7 @@ impl Remapper {
 
     /// The in-order step of a translation. `ahead` is a walk done ahead, used only if it is
     /// the very walk this request needs now.
+    #[inline(always)]
     fn commit(
         &mut self,
         mem: &PhysMem,
