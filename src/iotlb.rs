@@ -56,11 +56,30 @@ impl IotlbEntry {
     }
 }
 
+/// The referenced bit in a slot's value.
+const REF: u64 = 1 << 2;
+
+/// The outcome of a look-up done ahead of time (see [`Iotlb::lookup_after`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Ahead {
+    /// Not looked up.
+    #[default]
+    Unknown,
+    Miss,
+    /// Found in `slot`, which held `key` and `val` then.
+    Hit {
+        slot: u32,
+        key: u64,
+        val: u64,
+    },
+}
+
 /// Ways per set.
 pub const WAYS: usize = 4;
 
 /// One set in one cache line: key, value, key, value... A value is the host page address |
-/// perm (bits 1:0). One line per set keeps a hit to one cache miss.
+/// referenced (bit 2, CLOCK's bit) | perm (bits 1:0). One line per set keeps a hit to one
+/// cache miss, and the referenced bit there costs a hit no other line (and no write once set).
 #[derive(Clone, Copy, Debug)]
 #[repr(align(64))]
 struct SetLine {
@@ -81,21 +100,17 @@ impl SetLine {
     fn way_of(&self, ways: usize, key: u64) -> Option<usize> {
         (0..ways).find(|&w| self.key(w) == key)
     }
-    /// The way holding `key` (a valid key: never EMPTY, which unused ways hold).
+    /// The way holding `key` (a valid key: never EMPTY, which unused ways hold). The ways are
+    /// compared without a branch each (which way hits is random, so a chain of branches would
+    /// mispredict); a key is in at most one way.
     #[inline(always)]
     fn find_key(&self, key: u64) -> Option<usize> {
         let k = &self.kv;
-        if k[0] == key {
-            Some(0)
-        } else if k[2] == key {
-            Some(1)
-        } else if k[4] == key {
-            Some(2)
-        } else if k[6] == key {
-            Some(3)
-        } else {
-            None
-        }
+        let m = (k[0] == key) as u32
+            | ((k[2] == key) as u32) << 1
+            | ((k[4] == key) as u32) << 2
+            | ((k[6] == key) as u32) << 3;
+        (m != 0).then(|| m.trailing_zeros() as usize)
     }
     #[inline]
     fn set(&mut self, way: usize, key: u64, val: u64) {
@@ -122,12 +137,14 @@ pub struct Iotlb {
     ways: usize,
     sets: usize,
     lines: Vec<SetLine>,
-    /// Per slot, one bit: referenced since the clock hand last passed (a bitmap, small enough
-    /// to stay in cache, so marking a hit costs no miss).
-    refs: Vec<u64>,
+    /// Bumped by every change other than marking an entry referenced: a look-up done ahead
+    /// at the same epoch is still the look-up's result.
+    epoch: u64,
     /// Per set: the clock hand.
     hands: Vec<u8>,
     len: usize,
+    /// Entries held per leaf level (index 1..=3): a look-up skips the sizes it holds none of.
+    per_level: [usize; 4],
     /// Entries evicted to make room.
     pub evictions: u64,
 }
@@ -152,9 +169,10 @@ impl Iotlb {
             ways,
             sets,
             lines: vec![EMPTY_SET; sets],
-            refs: vec![0; (sets * WAYS).div_ceil(64)],
+            epoch: 0,
             hands: vec![0; sets],
             len: 0,
+            per_level: [0; 4],
             evictions: 0,
         })
     }
@@ -212,6 +230,9 @@ impl Iotlb {
             return None;
         }
         for level in 1..=MAX_LEAF_LEVEL {
+            if self.per_level.get(level as usize).is_none_or(|&n| n == 0) {
+                continue;
+            }
             let key = iotlb_key(did, level, iova);
             let set = self.set_of(key);
             if let Some(line) = self.lines.get(set) {
@@ -238,28 +259,115 @@ impl Iotlb {
         self.lines.get(set).map_or(0, |l| l.key(0))
     }
 
-    /// A hit on `slot`: mark it referenced.
+    /// The set a 4 KiB look-up of `iova` in `did` probes first (an index for [`Iotlb::warm_sets`]).
     #[inline]
-    pub fn touch(&mut self, slot: u32) {
-        self.set_ref(slot as usize, true);
+    pub fn set_index(&self, did: u16, iova: u64) -> usize {
+        self.set_of(iotlb_key(did, 1, iova))
     }
 
+    /// Read (and so bring into cache) the sets `sets` (from [`Iotlb::set_index`]); the value
+    /// means nothing. A tight loop of loads only, so that many cache misses are outstanding
+    /// at once (the core stalls on a miss only once it is the oldest of many instructions).
     #[inline]
-    fn set_ref(&mut self, slot: usize, on: bool) {
-        if let Some(w) = self.refs.get_mut(slot / 64) {
-            if on {
-                *w |= 1 << (slot % 64);
-            } else {
-                *w &= !(1 << (slot % 64));
+    pub fn warm_sets(&self, sets: &[usize]) -> u64 {
+        sets.iter()
+            .fold(0, |a, &s| a ^ self.lines.get(s).map_or(0, |l| l.key(0)))
+    }
+
+    /// A hit on `slot`: mark it referenced (a write only when it was not already).
+    #[inline]
+    pub fn touch(&mut self, slot: u32) {
+        let slot = slot as usize;
+        if let Some(v) = self
+            .lines
+            .get_mut(slot / WAYS)
+            .and_then(|l| l.kv.get_mut(2 * (slot % WAYS) + 1))
+        {
+            if *v & REF == 0 {
+                *v |= REF;
             }
         }
     }
 
     #[inline]
+    fn clear_ref(&mut self, slot: usize) {
+        if let Some(v) = self
+            .lines
+            .get_mut(slot / WAYS)
+            .and_then(|l| l.kv.get_mut(2 * (slot % WAYS) + 1))
+        {
+            *v &= !REF;
+        }
+    }
+
+    #[inline]
     fn referenced(&self, slot: usize) -> bool {
-        self.refs
-            .get(slot / 64)
-            .is_some_and(|w| w & (1 << (slot % 64)) != 0)
+        self.lines
+            .get(slot / WAYS)
+            .is_some_and(|l| l.val(slot % WAYS) & REF != 0)
+    }
+
+    /// The change counter (see [`Ahead`]).
+    #[inline]
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// A look-up done ahead of time, read-only: what [`Iotlb::lookup_after`] needs to redo it
+    /// cheaply.
+    #[inline(always)]
+    pub fn probe_ahead(&self, did: u16, iova: u64) -> Ahead {
+        match self.probe(did, iova) {
+            Some((slot, _)) => {
+                let line = self.lines.get(slot as usize / WAYS);
+                let w = slot as usize % WAYS;
+                Ahead::Hit {
+                    slot,
+                    key: line.map_or(EMPTY, |l| l.key(w)),
+                    val: line.map_or(0, |l| l.val(w)),
+                }
+            }
+            None => Ahead::Miss,
+        }
+    }
+
+    /// [`Iotlb::lookup`] given the look-up of the same `did` and `iova` done ahead at
+    /// `epoch`. When nothing changed since (same epoch), its outcome is the answer: no set is
+    /// read, except to mark a hit referenced when it was not. Otherwise, when its slot still
+    /// holds the 4 KiB key of `iova` that is the entry (4 KiB is probed first and a key is
+    /// held at most once); else a full look-up.
+    #[inline]
+    pub fn lookup_after(
+        &mut self,
+        did: u16,
+        iova: u64,
+        ahead: Ahead,
+        epoch: u64,
+    ) -> Option<IotlbEntry> {
+        match ahead {
+            Ahead::Miss if epoch == self.epoch => None,
+            Ahead::Hit { slot, key, val } => {
+                let level = ((key >> 46) & 3) as u32;
+                let same = level >= 1 && key == iotlb_key(did, level, iova);
+                if same && epoch == self.epoch {
+                    if val & REF == 0 {
+                        self.touch(slot);
+                    }
+                    return Some(IotlbEntry::from_slot(key, val));
+                }
+                let key1 = iotlb_key(did, 1, iova);
+                let (set, way) = (slot as usize / WAYS, slot as usize % WAYS);
+                if let Some(line) = self.lines.get(set) {
+                    if line.key(way) == key1 {
+                        let e = IotlbEntry::from_slot(key1, line.val(way));
+                        self.touch(slot);
+                        return Some(e);
+                    }
+                }
+                self.lookup(did, iova)
+            }
+            _ => self.lookup(did, iova),
+        }
     }
 
     /// Look up and mark referenced.
@@ -288,6 +396,7 @@ impl Iotlb {
             (w, false)
         } else if let Some(w) = line.way_of(ways, EMPTY) {
             self.len += 1;
+            self.count_level(key, true);
             (w, false)
         } else {
             // CLOCK inside the set: skip (and clear) referenced ways, take the first other.
@@ -296,28 +405,47 @@ impl Iotlb {
                 if !self.referenced(base + hand) {
                     break;
                 }
-                self.set_ref(base + hand, false);
+                self.clear_ref(base + hand);
                 hand = (hand + 1) % ways;
             }
             if let Some(h) = self.hands.get_mut(set) {
                 *h = ((hand + 1) % ways) as u8;
             }
             self.evictions += 1;
+            let old = self.lines.get(set).map_or(EMPTY, |l| l.key(hand));
+            self.count_level(old, false);
+            self.count_level(key, true);
             (hand, true)
         };
         if let Some(l) = self.lines.get_mut(set) {
             l.set(way, key, val);
         }
-        self.set_ref(base + way, false);
+        self.epoch += 1;
         evicted
     }
 
-    fn remove_slot(&mut self, set: usize, way: usize) {
-        if let Some(k) = self.lines.get_mut(set).and_then(|l| l.kv.get_mut(2 * way)) {
-            if *k != EMPTY {
-                *k = EMPTY;
-                self.len -= 1;
+    /// Count an entry of `key`'s level in (`add`) or out.
+    #[inline]
+    fn count_level(&mut self, key: u64, add: bool) {
+        if let Some(n) = self.per_level.get_mut(((key >> 46) & 3) as usize) {
+            if add {
+                *n += 1;
+            } else {
+                *n = n.saturating_sub(1);
             }
+        }
+    }
+
+    fn remove_slot(&mut self, set: usize, way: usize) {
+        let Some(k) = self.lines.get_mut(set).and_then(|l| l.kv.get_mut(2 * way)) else {
+            return;
+        };
+        let old = *k;
+        if old != EMPTY {
+            *k = EMPTY;
+            self.len -= 1;
+            self.epoch += 1;
+            self.count_level(old, false);
         }
     }
 
@@ -335,8 +463,9 @@ impl Iotlb {
     /// Global invalidation.
     pub fn invalidate_all(&mut self) {
         self.lines.iter_mut().for_each(|l| *l = EMPTY_SET);
-        self.refs.iter_mut().for_each(|r| *r = 0);
         self.len = 0;
+        self.epoch += 1;
+        self.per_level = [0; 4];
     }
 
     /// Domain-selective invalidation.
@@ -535,6 +664,65 @@ mod tests {
         assert_eq!(x.hpa_base, 0x1000);
         t.touch(slot);
         assert_eq!(t.entries(), vec![e(1, 1, 0, 0x1000)]);
+    }
+
+    /// A look-up given one done ahead gives what a fresh look-up gives, whatever changed in
+    /// between; the size counters follow inserts, evictions and invalidations.
+    #[test]
+    fn lookup_after_equals_lookup() {
+        let mut t = Iotlb::new(8).unwrap();
+        let mut fresh = t.clone();
+        let ahead = t.probe_ahead(1, 0x5000);
+        assert_eq!(ahead, Ahead::Miss);
+        let ep = t.epoch();
+        assert_eq!(t.lookup_after(1, 0x5000, ahead, ep), None);
+        // Inserted since: the stale "miss" is not trusted.
+        for u in [&mut t, &mut fresh] {
+            u.insert(e(1, 1, 0x5000, 0xa000));
+        }
+        assert_eq!(
+            t.lookup_after(1, 0x5123, ahead, ep),
+            fresh.lookup(1, 0x5123)
+        );
+        // A hit seen ahead, unchanged: the entry, now referenced (so it survives the clock).
+        let ep = t.epoch();
+        let ahead = t.probe_ahead(1, 0x5000);
+        assert!(matches!(ahead, Ahead::Hit { .. }));
+        assert_eq!(
+            t.lookup_after(1, 0x5000, ahead, ep),
+            fresh.lookup(1, 0x5000)
+        );
+        // Its slot reused by another page (a 2-way set after invalidation and refill): the
+        // fresh look-up's answer (a miss), not the stale one.
+        t.invalidate_all();
+        fresh.invalidate_all();
+        assert_eq!(t.lookup_after(1, 0x5000, ahead, ep), None);
+        for p in 0..64u64 {
+            for u in [&mut t, &mut fresh] {
+                u.insert(e(1, 1, p << 12, p << 20));
+            }
+        }
+        assert_eq!(
+            t.lookup_after(1, 0x5000, ahead, ep),
+            fresh.lookup(1, 0x5000)
+        );
+        assert_eq!(t.entries(), fresh.entries());
+        // Only sizes held are probed, and a 2 MiB entry still answers for its 4 KiB pages.
+        t.invalidate_all();
+        t.insert(e(3, 2, 0x40_0000, 0x20_0000));
+        assert_eq!(t.per_level, [0, 0, 1, 0]);
+        assert_eq!(t.lookup(3, 0x41_2345).map(|x| x.level), Some(2));
+        t.invalidate_pages(3, 0x41_2000, 0);
+        assert_eq!(t.per_level, [0; 4]);
+        for p in 0..64u64 {
+            t.insert(e(1, 1 + (p % 3) as u8, p << 30, 0));
+        }
+        let counted: usize = t.per_level.iter().sum();
+        assert_eq!((counted, t.len()), (t.entries().len(), t.entries().len()));
+        for l in 1..=3u8 {
+            let n = t.entries().iter().filter(|x| x.level == l).count();
+            assert_eq!(t.per_level[l as usize], n);
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::entry::{
     SuperpageSupport, TranslationType, ADDR_HI_MASK, CONTEXT_ENTRY_SIZE, ROOT_ENTRY_SIZE,
 };
 use crate::fault::{FaultReason, FaultRecord, FaultRecorder, Outcome};
-use crate::iotlb::{ContextCache, Iotlb, IotlbEntry};
+use crate::iotlb::{Ahead, ContextCache, Iotlb, IotlbEntry};
 use crate::mem::PhysMem;
 
 /// QEMU's CAP for aw-bits=48 (vtd-hardware.md §1.3).
@@ -429,7 +429,14 @@ struct Scratch {
     jobs: Vec<WalkJob>,
     who: Vec<u32>,
     outs: Vec<WalkOut>,
+    /// Per request of the part: its IOTLB look-up done ahead, and the IOTLB's epoch then.
+    probes: Vec<Ahead>,
+    epoch: u64,
 }
+
+/// Requests whose IOTLB sets the look-ahead reads in one go, a group ahead of their probes,
+/// so that the cache misses of that many look-ups overlap.
+const PROBE_AHEAD: usize = 64;
 
 /// One remapping unit: configuration, root table pointer, caches, fault registers, counters.
 #[derive(Clone, Debug)]
@@ -548,16 +555,18 @@ impl Remapper {
     /// Translate one request: the architectural result, with every side effect (caches,
     /// counters, fault recording).
     pub fn translate(&mut self, mem: &PhysMem, req: &Request) -> Result<Translation, FaultRecord> {
-        self.commit(mem, req, None)
+        self.commit(mem, req, None, (Ahead::Unknown, 0))
     }
 
     /// The in-order step of a translation. `ahead` is a walk done ahead, used only if it is
     /// the very walk this request needs now.
+    #[inline(always)]
     fn commit(
         &mut self,
         mem: &PhysMem,
         req: &Request,
         ahead: Option<&(WalkJob, WalkOut)>,
+        probe: (Ahead, u64),
     ) -> Result<Translation, FaultRecord> {
         let cached = if self.ctx_cache.enabled() {
             self.ctx_cache.get(req.sid)
@@ -600,7 +609,7 @@ impl Remapper {
             return Err(self.fault(req, FaultReason::AddrBeyondMgaw, ctx.fpd));
         }
         let entry = if self.iotlb.capacity() > 0 {
-            let hit = self.iotlb.lookup(ctx.did, req.iova);
+            let hit = self.iotlb.lookup_after(ctx.did, req.iova, probe.0, probe.1);
             if hit.is_some() {
                 self.stats.hits += 1;
             } else {
@@ -672,51 +681,72 @@ impl Remapper {
     fn speculate(&self, mem: &PhysMem, reqs: &[Request], sc: &mut Scratch) {
         sc.jobs.clear();
         sc.who.clear();
-        let iotlb_on = self.iotlb.capacity() > 0 && !self.iotlb.is_empty();
-        // Probe the IOTLB sets of a group of requests one group ahead of the probes that
-        // decide, so their cache misses overlap with each other and with the group before;
-        // the in-order pass then finds those sets in cache.
+        sc.probes.clear();
+        sc.epoch = self.iotlb.epoch();
+        let cached = self.iotlb.capacity() > 0;
+        let iotlb_on = cached && !self.iotlb.is_empty();
+        // Read the IOTLB sets of the next group of requests, in a tight loop, before probing
+        // this group's: their cache misses overlap with each other and with this group's work
+        // (a load outstanding for long blocks the core only once it is the oldest, so the
+        // reads must be issued close together); the probes then find their sets in cache, and
+        // so does the in-order pass, which re-checks the slot found here.
         let warm = |rg: &[Request]| {
-            let mut sink = 0u64;
-            for r in rg {
-                if let Some(c) = self.ctx_cache.get(r.sid) {
-                    sink ^= self.iotlb.warm(c.did, r.iova);
+            let mut sets = [0usize; PROBE_AHEAD];
+            let mut n = 0;
+            // The last source-id's context, as a batch is mostly of few devices.
+            let mut last: Option<(u16, Option<Context>)> = None;
+            for (r, s) in rg.iter().zip(sets.iter_mut()) {
+                let c = match last {
+                    Some((sid, c)) if sid == r.sid => c,
+                    _ => {
+                        let c = self.ctx_cache.get(r.sid);
+                        last = Some((r.sid, c));
+                        c
+                    }
+                };
+                if let Some(c) = c {
+                    *s = self.iotlb.set_index(c.did, r.iova);
+                    n += 1;
                 }
             }
-            std::hint::black_box(sink);
+            let sets = sets.get(..n).unwrap_or(&[]);
+            std::hint::black_box(self.iotlb.warm_sets(sets));
         };
         if iotlb_on {
-            warm(reqs.get(..WALK_WAYS.min(reqs.len())).unwrap_or(&[]));
+            warm(reqs.get(..PROBE_AHEAD.min(reqs.len())).unwrap_or(&[]));
         }
-        for (g, rg) in reqs.chunks(WALK_WAYS).enumerate() {
-            if iotlb_on {
-                let from = (g + 1) * WALK_WAYS;
-                warm(
-                    reqs.get(from..(from + WALK_WAYS).min(reqs.len()))
-                        .unwrap_or(&[]),
-                );
+        for (k, r) in reqs.iter().enumerate() {
+            if iotlb_on && k % PROBE_AHEAD == 0 {
+                let from = k + PROBE_AHEAD;
+                let to = (from + PROBE_AHEAD).min(reqs.len());
+                warm(reqs.get(from..to).unwrap_or(&[]));
             }
-            for (k, r) in rg.iter().enumerate() {
-                let c = match self.ctx_cache.get(r.sid) {
-                    Some(c) => c,
-                    None => match fetch_context(mem, &self.cfg, self.rtaddr, r.sid) {
-                        Ok(c) => c,
-                        Err(_) => continue,
-                    },
-                };
-                if c.tt == TranslationType::PassThrough || r.translation_request {
-                    continue;
+            let mut probe = Ahead::Unknown;
+            let c = match self.ctx_cache.get(r.sid) {
+                Some(c) => Some(c),
+                None => fetch_context(mem, &self.cfg, self.rtaddr, r.sid).ok(),
+            };
+            if let Some(c) = c {
+                if c.tt != TranslationType::PassThrough && !r.translation_request {
+                    if cached {
+                        probe = self.iotlb.probe_ahead(c.did, r.iova);
+                    }
+                    match probe {
+                        Ahead::Hit { .. } => {}
+                        _ => {
+                            sc.jobs.push(WalkJob {
+                                root: c.slptptr,
+                                iova: r.iova,
+                                levels: c.levels,
+                                write: r.write,
+                            });
+                            sc.who.push(k as u32);
+                        }
+                    }
                 }
-                if iotlb_on && self.iotlb.probe(c.did, r.iova).is_some() {
-                    continue;
-                }
-                sc.jobs.push(WalkJob {
-                    root: c.slptptr,
-                    iova: r.iova,
-                    levels: c.levels,
-                    write: r.write,
-                });
-                sc.who.push((g * WALK_WAYS + k) as u32);
+            }
+            if cached {
+                sc.probes.push(probe);
             }
         }
         sc.outs.clear();
@@ -743,8 +773,6 @@ impl Remapper {
         let threads = threads.clamp(1, 64);
         let window = WINDOW * threads;
         let mut scratch: Vec<Scratch> = (0..threads).map(|_| Scratch::default()).collect();
-        // Per request of the window: (part, index into that part's walks), or none.
-        let mut slot: Vec<(u32, u32)> = vec![(u32::MAX, 0); window.min(reqs.len())];
         let mut base = 0usize;
         for win in reqs.chunks(window) {
             let t = threads.min(win.len() / MIN_PER_THREAD).max(1);
@@ -761,34 +789,57 @@ impl Remapper {
                     }
                 });
             }
-            let slots = &mut slot[..win.len()];
-            slots.fill((u32::MAX, 0));
-            for (part, sc) in scratch.iter().enumerate().take(t) {
-                for (n, &i) in sc.who.iter().enumerate() {
-                    if let Some(s) = slots.get_mut(part * per + i as usize) {
-                        *s = (part as u32, n as u32);
+            let hpa_out = out_hpa.get_mut(base..).unwrap_or_default();
+            let fault_out = out_fault.get_mut(base..).unwrap_or_default();
+            // (Outputs shorter than the requests: the rest is translated, the results dropped.)
+            let hpa_parts = hpa_out.chunks_mut(per).map(Some);
+            let hpa_parts = hpa_parts.chain(std::iter::repeat_with(|| None));
+            let fault_parts = fault_out.chunks_mut(per).map(Some);
+            let fault_parts = fault_parts.chain(std::iter::repeat_with(|| None));
+            let outs = hpa_parts.zip(fault_parts);
+            for ((rs, sc), (hs, fs)) in win.chunks(per).zip(&scratch).zip(outs) {
+                // A part's walks are in request order: the next one is for request `who[n]`.
+                let mut n = 0usize;
+                let probes = sc.probes.iter().map(|&p| (p, sc.epoch));
+                let unknown = std::iter::repeat((Ahead::Unknown, 0));
+                let probes = probes.chain(unknown);
+                for (((i, r), probe), (h, f)) in rs
+                    .iter()
+                    .enumerate()
+                    .zip(probes)
+                    .zip(slots(hs).zip(slots(fs)))
+                {
+                    let walked = match sc.who.get(n) {
+                        Some(&w) if w as usize == i => {
+                            n += 1;
+                            sc.jobs.get(n - 1).zip(sc.outs.get(n - 1))
+                        }
+                        _ => None,
+                    };
+                    let a = walked.map(|(j, o)| (*j, *o));
+                    let (hpa, fault) = match self.commit(mem, r, a.as_ref(), probe) {
+                        Ok(t) => (t.hpa, 0),
+                        Err(rec) => (0, rec.reason.code()),
+                    };
+                    if let Some(h) = h {
+                        *h = hpa;
                     }
-                }
-            }
-            for (k, r) in win.iter().enumerate() {
-                let a = slots.get(k).and_then(|&(part, n)| {
-                    let sc = scratch.get(part as usize)?;
-                    Some((*sc.jobs.get(n as usize)?, *sc.outs.get(n as usize)?))
-                });
-                let (h, f) = match self.commit(mem, r, a.as_ref()) {
-                    Ok(t) => (t.hpa, 0),
-                    Err(rec) => (0, rec.reason.code()),
-                };
-                if let Some(o) = out_hpa.get_mut(base + k) {
-                    *o = h;
-                }
-                if let Some(o) = out_fault.get_mut(base + k) {
-                    *o = f;
+                    if let Some(f) = f {
+                        *f = fault;
+                    }
                 }
             }
             base += win.len();
         }
     }
+}
+
+/// The elements of an optional slice as `Some(&mut x)`, then `None` for ever.
+fn slots<T>(s: Option<&mut [T]>) -> impl Iterator<Item = Option<&mut T>> {
+    s.into_iter()
+        .flat_map(|s| s.iter_mut())
+        .map(Some)
+        .chain(std::iter::repeat_with(|| None))
 }
 
 #[cfg(test)]
@@ -1101,6 +1152,62 @@ mod tests {
         r.invalidate_iotlb_pages(42, IOVA, 0).unwrap();
         assert_eq!(r.translate(&m, &req(IOVA, false)).unwrap().hpa, 0x999_9000);
         assert!(r.invalidate_iotlb_pages(42, IOVA, 19).is_err());
+    }
+
+    /// A batch leaves the unit exactly as the same single calls do: results, faults, counters
+    /// and the IOTLB's content (so also which entries the CLOCK evicts), over several windows,
+    /// with 4 KiB and 2 MiB pages, read-only pages and a small IOTLB.
+    #[test]
+    fn batch_equals_single_calls_and_iotlb_content() {
+        let (mut m, _) = setup(4);
+        let l1 = address_level_offset(IOVA, 1);
+        let base = IOVA & !0x1f_ffff;
+        for i in 0..64u64 {
+            let perm = if i % 5 == 0 { 1 } else { 3 };
+            w(
+                &mut m,
+                T[4] + ((l1 + i) % 512) * 8,
+                (0x800_0000 + (i << 12)) | perm,
+            );
+        }
+        let sp = base + (1 << 21);
+        w(
+            &mut m,
+            T[3] + address_level_offset(sp, 2) * 8,
+            0x4000_0000 | 3 | Pte::PS,
+        );
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let reqs: Vec<Request> = (0..3 * WINDOW as u64 + 77)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let iova = match x % 4 {
+                    0 => sp + (x >> 20) % (1 << 21),
+                    _ => base + (((l1 + (x >> 8) % 70) % 512) << 12) + (x >> 40) % 4096,
+                };
+                req(iova, (x >> 30) % 3 == 0)
+            })
+            .collect();
+        for (entries, threads) in [(16, 1), (16, 2), (64, 1), (1, 1)] {
+            let mk = || Remapper::new(DEFAULT_CAP, DEFAULT_ECAP, Some(ROOT), entries, 8, true);
+            let (mut one, mut many) = (mk().unwrap(), mk().unwrap());
+            let mut hpa = vec![0u64; reqs.len()];
+            let mut fault = vec![0u8; reqs.len()];
+            many.translate_batch(&m, &reqs, threads, &mut hpa, &mut fault);
+            for (k, q) in reqs.iter().enumerate() {
+                let (h, f) = match one.translate(&m, q) {
+                    Ok(t) => (t.hpa, 0),
+                    Err(r) => (0, r.reason.code()),
+                };
+                assert_eq!((hpa[k], fault[k]), (h, f), "request {k}");
+            }
+            assert_eq!(one.stats(), many.stats());
+            assert!(one.stats().hits > 0 && one.iotlb().evictions > 0);
+            assert_eq!(one.iotlb().evictions, many.iotlb().evictions);
+            assert_eq!(one.iotlb().entries(), many.iotlb().entries());
+            assert_eq!(one.drain_faults(), many.drain_faults());
+        }
     }
 
     #[test]
