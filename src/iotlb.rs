@@ -474,9 +474,14 @@ impl Iotlb {
     }
 
     /// Page-selective invalidation: every entry of `did` overlapping the `4 KiB << am` range
-    /// holding `addr` (the address is aligned down to that size). `am` must be at most 52.
+    /// holding `addr` (the address is aligned down to that size). A mask of 52 or more covers
+    /// the whole 64-bit space: the domain's every entry.
     pub fn invalidate_pages(&mut self, did: u16, addr: u64, am: u32) {
-        let span_bits = 12 + am.min(52);
+        let span_bits = 12u32.saturating_add(am);
+        if span_bits >= 64 {
+            self.invalidate_domain(did);
+            return;
+        }
         let start = addr & !((1u64 << span_bits) - 1);
         let span = 1u64 << span_bits;
         let end = start.saturating_add(span);
@@ -650,6 +655,16 @@ mod tests {
         assert!(t.lookup(1, 0).is_some());
         t.invalidate_domain(1);
         assert!(t.is_empty());
+        // Masks of 52 and more span everything: the whole domain goes, the other stays.
+        for am in [51u32, 52, 63, u32::MAX] {
+            t.insert(e(1, 1, 0x7000, 0));
+            t.insert(e(1, 3, 0x7fc0_0000_0000, 0));
+            t.insert(e(2, 1, 0x7000, 0));
+            t.invalidate_pages(1, 0x1234_5000, am);
+            assert!(t.lookup(1, 0x7000).is_none() && t.lookup(1, 0x7fc0_0000_0000).is_none());
+            assert!(t.lookup(2, 0x7000).is_some(), "am {am}");
+            t.invalidate_all();
+        }
         t.insert(e(1, 1, 0, 0));
         t.invalidate_all();
         assert!(t.is_empty() && t.lookup(1, 0).is_none());
