@@ -94,6 +94,20 @@ class AtsrUnit:
     scope: Scope
 
 
+#: validate()'s checks the platform reports as its own findings (one code per condition).
+_TABLE_CODES = frozenset(
+    {
+        "duplicate-include-all",
+        "duplicate-all-ports",
+        "duplicate-drhd-address",
+        "rmrr-base-zero",
+        "rhsa-no-drhd",
+    }
+)
+#: Of those, the ones Xen refuses the table for on segment 0.
+_FATAL_ON_SEGMENT_0 = frozenset({"duplicate-include-all", "duplicate-all-ports"})
+
+
 def _off(s: object) -> int | None:
     o = getattr(s, "offset", None)
     return o if isinstance(o, int) else None
@@ -310,14 +324,13 @@ class Platform:
                 "X2APIC_OPT_OUT is set but INTR_REMAP is not (Xen ignores the opt-out)",
                 37,
             )
+        self._table_findings()
         specific: list[Iommu] = []  # head-inserted: kept reversed at the end
         include_all: list[Iommu] = []
         include_all_seen: dict[int, int | None] = {}
         not_last_reported: set[int] = set()
-        all_ports_seen: set[int] = set()
         atsr_head: list[AtsrUnit] = []
         atsr_tail: list[AtsrUnit] = []
-        addresses: dict[int, int] = {}
         rhsas_so_far: list[_dmar.Rhsa] = []
         self._pre_seed_node: dict[int, int | None] = {}
         index = 0
@@ -366,16 +379,6 @@ class Platform:
                         off,
                     )
                     continue
-                if s.address in addresses:
-                    self._add(
-                        "warning",
-                        "duplicate-unit",
-                        f"{what} on segment {s.segment:#x} duplicates unit {addresses[s.address]}"
-                        "; both are kept, as Xen keeps them",
-                        off,
-                    )
-                else:
-                    addresses[s.address] = index
                 if s.segment in include_all_seen and s.segment not in not_last_reported:
                     not_last_reported.add(s.segment)
                     self._add(
@@ -386,21 +389,7 @@ class Platform:
                         off,
                     )
                 if s.include_all:
-                    if s.segment in include_all_seen:
-                        self._add(
-                            "fatal" if s.segment == 0 else "warning",
-                            "multiple-include-all",
-                            f"second include-all DRHD ({what}) on segment {s.segment:#x}"
-                            + (
-                                " ('Only one INCLUDE_ALL device scope is allowed')"
-                                if s.segment == 0
-                                else ""
-                            )
-                            + "; the last one is the fallback",
-                            off,
-                        )
-                    else:
-                        include_all_seen[s.segment] = off
+                    include_all_seen.setdefault(s.segment, off)
                 scope, ioapics, hpets, functions = self._resolve(s.segment, s.scopes, what, off)
                 c, e = caps.get(s.address, (cap, ecap))
                 unit = Iommu(s, index, self.mem, c, e, scope, ioapics, hpets, **self._unit_hw)
@@ -425,15 +414,6 @@ class Platform:
                 self._plan_rmrr(s, off)
             elif isinstance(s, _dmar.Atsr):
                 if s.all_ports:
-                    if s.segment in all_ports_seen and s.segment == 0:
-                        self._add(
-                            "fatal",
-                            "multiple-all-ports",
-                            "second ALL_PORTS ATSR on segment 0 ('Only one ALL_PORTS device "
-                            "scope is allowed')",
-                            off,
-                        )
-                    all_ports_seen.add(s.segment)
                     atsr_tail.append(AtsrUnit(s, s.segment, True, Scope(s.segment)))
                 else:
                     scope, _, _, _ = self._resolve(s.segment, s.scopes, "ATSR", off)
@@ -444,6 +424,19 @@ class Platform:
         self.atsrs = atsr_head[::-1] + atsr_tail
         self.rmrrs = self.rmrrs[::-1]
         self.rhsas = rhsas_so_far
+
+    def _table_findings(self) -> None:
+        """What :meth:`DmarTable.validate` finds about the table itself that the platform
+        reports too, under validate's codes: Xen-fatal ones (a second include-all DRHD or
+        ALL_PORTS ATSR on segment 0) become "fatal", the rest "warning"."""
+        at = {o: s for o, s, _ in self.dmar._layout()}
+        for p in self.dmar.validate():
+            if p.code not in _TABLE_CODES:
+                continue
+            sev: Severity = "warning"
+            if p.code in _FATAL_ON_SEGMENT_0 and getattr(at.get(p.offset), "segment", 0) == 0:
+                sev = "fatal"
+            self._add(sev, p.code, p.message, p.offset)
 
     def _plan_rmrr(self, s: _dmar.Rmrr, off: int | None) -> None:
         what = f"RMRR [{s.base:#x}, {s.limit:#x}]"
@@ -457,8 +450,6 @@ class Platform:
                     off,
                 )
                 return
-        if s.base == 0:
-            self._add("warning", "rmrr-at-zero", f"{what} covers address 0", off)
         if s.limit >= s.base and s.limit - s.base + 1 > LARGE_RMRR:
             self._add(
                 "info",
@@ -494,15 +485,7 @@ class Platform:
         by_addr = {u.address for u in self.iommus}
         seen_rhsa: set[int] = set()
         for r in self.rhsas:
-            if r.address not in by_addr:
-                self._add(
-                    "warning",
-                    "rhsa-no-unit",
-                    f"RHSA for register base {r.address:#x} (proximity domain "
-                    f"{r.proximity_domain}) names no remapping unit",
-                    _off(r),
-                )
-            elif r.address in seen_rhsa:
+            if r.address in by_addr and r.address in seen_rhsa:
                 self._add(
                     "warning",
                     "duplicate-rhsa",
