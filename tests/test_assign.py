@@ -471,8 +471,8 @@ def test_ats_tt_and_device_in_domain() -> None:
     d.map(0x1000, 0x2000_0000, 0x1000)
     d.map(0x1000, 0x2000_1000, 0x1000)
     assert d.flush_log[-1].dev_iotlb == 1
-    # Without ECAP.DT (QEMU's default), TT stays 0.
-    q = x10dai()
+    # Without ECAP.DT, TT stays 0.
+    q = x10dai(ecap=QEMU_ECAP & ~DT)
     q.assign_device(q.create_domain(), "01:00.0")
     e = ref.entry(q.mem, unit_at(q, SOCKET0_UNIT).root_maddr, 0x01, 0)
     assert e is not None and e.tt == 0
@@ -525,6 +525,33 @@ def test_translate_batch_matches_single_requests() -> None:
         p.translate_batch(bdfs[:3], iovas)
     with pytest.raises(PlatformError):
         p.translate_batch("01:00.0", iovas[:1])
+
+
+def test_default_platform_uses_device_tlb_where_ats_applies() -> None:
+    # Issue 7: TT 1 where the device has ATS, the unit ECAP.DT and an ATSR covers it. The
+    # default units have ECAP.DT (the hardware model's default ECAP).
+    p = Platform.default()
+    s1 = unit_at(p, SOCKET1_UNIT)
+    assert s1.device_iotlb and s1.ecap == QEMU_ECAP
+    assert p.atsr_for_device("81:00.0") is not None and p.topology[B("81:00.0")].ats
+    assert p.atsr_for_device("81:00.1") is not None and not p.topology[B("81:00.1")].ats
+    d = p.create_domain()
+    p.assign_device(d, "81:00.0")
+    p.assign_device(d, "81:00.1")
+    gpu = ref.entry(p.mem, s1.root_maddr, 0x81, 0)
+    audio = ref.entry(p.mem, s1.root_maddr, 0x81, 1)
+    assert gpu is not None and gpu.tt == 1
+    assert audio is not None and audio.tt == 0
+    did = d.did(s1)
+    assert did is not None and p.device_in_domain(s1, "81:00.0", did)
+    d.map(0, 0x5000_0000, 0x1000)
+    d.map(0, 0x5000_1000, 0x1000)
+    assert d.flush_log[-1].dev_iotlb == 1
+    # Without ECAP.DT: TT 0 for the same device.
+    q = Platform.default(ecap=QEMU_ECAP & ~DT)
+    q.assign_device(q.create_domain(), "81:00.0")
+    e = ref.entry(q.mem, unit_at(q, SOCKET1_UNIT).root_maddr, 0x81, 0)
+    assert e is not None and e.tt == 0
 
 
 def test_rmrr_over_a_foreign_mapping_refused() -> None:

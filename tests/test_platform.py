@@ -23,6 +23,7 @@ from vtdwalk import (
     PhysMem,
     Platform,
     PlatformError,
+    Remapper,
     Topology,
     VtdError,
     dmar,
@@ -456,7 +457,12 @@ def test_qemu_default_unit() -> None:
     assert u.mgaw == 48 and u.ndoms == 1 << 16 and not u.caching_mode
     assert u.superpages == ("2M", "1G") and u.psi and u.mamv == 18
     assert u.queued_invalidation and u.intr_remap and u.pass_through
-    assert not u.device_iotlb and not u.coherent and not u.snoop_control
+    # Device-TLB on (the hardware model's default ECAP); no coherency, no snoop control.
+    assert u.device_iotlb and not u.coherent and not u.snoop_control
+    # One default: QEMU's TCG ECAP (vtd-hardware.md §1.3: 0xF00F4A) plus ECAP.DT, and what
+    # the hardware model reports when given no ECAP.
+    assert QEMU_ECAP == 0xF00F4A | 1 << 2
+    assert Remapper(PhysMem([(0, 1 << 24)])).ecap == QEMU_ECAP
     assert u.include_all and u.segment == 0 and "include-all" in repr(u)
 
 
