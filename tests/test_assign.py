@@ -9,9 +9,20 @@ import numpy as np
 import pytest
 
 import vtdwalk
+import vtdwalk.assign
 from reference import ctx as ref
 from reference import hw_walk
-from vtdwalk import Bdf, Device, DeviceKind, DmaFault, Platform, PlatformError, Topology, VtdError
+from vtdwalk import (
+    Bdf,
+    Device,
+    DeviceKind,
+    DmaFault,
+    InvalidArgument,
+    Platform,
+    PlatformError,
+    Topology,
+    VtdError,
+)
 from vtdwalk import dmar as D
 from vtdwalk.iommu import QEMU_CAP, QEMU_ECAP, Iommu
 
@@ -319,8 +330,10 @@ def test_bad_input_changes_nothing() -> None:
     with pytest.raises(PlatformError):
         p.assign_device(stranger, "03:01.0")
     for lv in (2, 6, True, "4"):
-        with pytest.raises(PlatformError):
+        with pytest.raises(InvalidArgument, match="levels"):
             p.create_domain(levels=lv)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="passthrough"):
+        p.create_domain(passthrough=1)  # type: ignore[arg-type]
     assert entries_on(p) == before
     assert isinstance(PlatformError("x"), VtdError)
 
@@ -527,6 +540,39 @@ def test_translate_batch_matches_single_requests() -> None:
         p.translate_batch("01:00.0", iovas[:1])
 
 
+def test_every_method_takes_the_same_device_forms() -> None:
+    p = x10dai()
+    d = p.create_domain()
+    forms = [
+        "0000:81:00.0",
+        "81:00.0",
+        B("81:00.0"),
+        (0, 0x81, 0, 0),
+        0x8100,
+        np.uint32(0x8100),
+        p.topology[B("81:00.0")],
+    ]
+    unit = p.iommu_for_device("81:00.0")
+    assert unit is not None and unit.address == SOCKET1_UNIT
+    for f in forms:
+        assert Bdf.coerce(f) == B("81:00.0")
+        assert p.iommu_for_device(f) is unit
+        assert p.drhd_for_device(f) is unit.drhd
+        assert p.atsr_for_device(f) is not None
+        assert p.rmrrs_for_device(f) == []
+        p.assign_device(d, f)
+        assert p.owner_of(f) is d
+        d.map(0, 0x5000_0000, 0x1000)
+        assert p.translate(f, 0x10).hpa == 0x5000_0010
+        assert p.deassign_device(f) is d
+        d.unmap(0, 0x1000)
+    # Segment in the high half; out of range or booleans are refused.
+    assert Bdf.coerce(0x1_8100) == Bdf(1, 0x81, 0, 0)
+    for bad in (-1, 1 << 32, True, 1.5):
+        with pytest.raises(PlatformError):
+            Bdf.coerce(bad)  # type: ignore[arg-type]
+
+
 def test_default_platform_uses_device_tlb_where_ats_applies() -> None:
     # Issue 7: TT 1 where the device has ATS, the unit ECAP.DT and an ATSR covers it. The
     # default units have ECAP.DT (the hardware model's default ECAP).
@@ -552,6 +598,43 @@ def test_default_platform_uses_device_tlb_where_ats_applies() -> None:
     q.assign_device(q.create_domain(), "81:00.0")
     e = ref.entry(q.mem, unit_at(q, SOCKET1_UNIT).root_maddr, 0x81, 0)
     assert e is not None and e.tt == 0
+
+
+def test_reassign_double_failure_says_the_device_is_unassigned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    p = x10dai()
+    a, b = p.create_domain(), p.create_domain()
+    p.assign_device(a, "82:00.0")
+    real_apply = vtdwalk.assign.Assignments._apply
+    calls: list[int] = []
+
+    def failing_apply(self: vtdwalk.assign.Assignments, d: vtdwalk.Domain, plan: object) -> None:
+        calls.append(d.id)
+        raise vtdwalk.OutOfMemory(f"no memory for domain {d.id}")
+
+    monkeypatch.setattr(vtdwalk.assign.Assignments, "_apply", failing_apply)
+    with pytest.raises(PlatformError, match="now unassigned") as ei:
+        p.reassign_device("82:00.0", b)
+    assert calls == [b.id, a.id]
+    msg = str(ei.value)
+    assert f"domain {b.id}" in msg and f"domain {a.id}" in msg
+    assert isinstance(ei.value.__cause__, vtdwalk.OutOfMemory)
+    assert str(ei.value.__cause__) == f"no memory for domain {b.id}"
+    assert p.owner_of("82:00.0") is None
+    # Only the move failing: the device is back in its source, the move's error raised.
+    calls.clear()
+
+    def fail_target(self: vtdwalk.assign.Assignments, d: vtdwalk.Domain, plan: object) -> None:
+        if d is b:
+            raise vtdwalk.OutOfMemory("target")
+        real_apply(self, d, plan)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(vtdwalk.assign.Assignments, "_apply", fail_target)
+    p.assign_device(a, "82:00.0")
+    with pytest.raises(vtdwalk.OutOfMemory, match="target"):
+        p.reassign_device("82:00.0", b)
+    assert p.owner_of("82:00.0") is a
 
 
 def test_rmrr_over_a_foreign_mapping_refused() -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import vtdwalk
-from vtdwalk import DmaFault, Platform, PlatformError, VtdError
+from vtdwalk import DmaFault, InvalidArgument, Platform, PlatformError, VtdError
 from vtdwalk import dmar as D
 from vtdwalk.domain import Flush
 from vtdwalk.iommu import QEMU_CAP, QEMU_ECAP
@@ -234,3 +235,23 @@ def test_dsi_is_decided_first_and_never_non_present() -> None:
     f.map(0x8000, 0x200000, 0x1000)
     assert f.flush_log[-1] == Flush(w.index, "domain", 0, non_present=True)
     assert f.flush_counts == {"domain": 1}
+
+
+def test_domain_levels_and_freed_domain() -> None:
+    p = two_units()
+    for lv in (2, 6, True, "4"):
+        with pytest.raises(InvalidArgument, match="levels"):
+            p.create_domain(levels=lv)  # type: ignore[arg-type]
+    d = p.create_domain()
+    d.map(0x1000, 0x100000, 0x1000)
+    p.free()
+    pages = sum(s["allocated_pages"] for s in p.mem.stats())
+    calls: list[Callable[[], object]] = [
+        lambda: d.map(0x2000, 0x100000, 0x1000),
+        lambda: d.map_pages([0x3000], [0x100000]),
+        lambda: d.unmap(0x1000, 0x1000),
+    ]
+    for call in calls:
+        with pytest.raises(PlatformError, match="freed"):
+            call()
+    assert sum(s["allocated_pages"] for s in p.mem.stats()) == pages

@@ -16,6 +16,7 @@ from vtdwalk import (
     DidAllocator,
     DmaFault,
     DmarError,
+    InvalidArgument,
     Iommu,
     Numa,
     NumaNode,
@@ -208,6 +209,11 @@ def test_rhsa_lookup_and_nodes(plat: Platform) -> None:
     nodes = {u.address: u.node for u in plat.iommus}
     assert nodes == {A: 0, B: 1, C: None, D: None, E: None, F: None, G: None}
     assert plat.pxm_to_node(1) == 1 and plat.pxm_to_node(7) is None
+    # No proximity domain: NUMA_NO_NODE; a non-integer is a bad argument.
+    assert plat.pxm_to_node(None) is None and plat.numa.pxm_to_node(None) is None
+    for bad in ("1", 1.0, True):
+        with pytest.raises(InvalidArgument, match="proximity domain"):
+            plat.pxm_to_node(bad)  # type: ignore[arg-type]
     codes = plat.codes
     assert {"duplicate-rhsa", "rhsa-no-drhd", "unit-no-rhsa", "duplicate-include-all"} <= codes
     assert "include-all-not-last" in codes

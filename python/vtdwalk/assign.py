@@ -59,8 +59,8 @@ import numpy as np
 import numpy.typing as npt
 
 from vtdwalk.domain import PAGE_SIZE, Domain, UnitLink, remapper_of
-from vtdwalk.errors import PlatformError, VtdError
-from vtdwalk.topology import Bdf, Device, DeviceKind
+from vtdwalk.errors import InvalidArgument, PlatformError, VtdError
+from vtdwalk.topology import Bdf, BdfLike, Device, DeviceKind
 
 if TYPE_CHECKING:
     from vtdwalk._core import RootTable, Translation
@@ -74,7 +74,6 @@ __all__ = [
     "Assignments",
     "ContextEntry",
     "ContextTables",
-    "coerce_bdf",
 ]
 
 TT_MULTI_LEVEL = 0
@@ -83,21 +82,6 @@ TT_PASS_THROUGH = 2
 
 _ADDR_MASK = 0x000F_FFFF_FFFF_F000  # bits 51:12
 _ENTRY = 16
-
-
-def coerce_bdf(value: object, what: str = "device") -> Bdf:
-    """A Bdf from ``"SSSS:BB:DD.F"`` / ``"BB:DD.F"``, a Bdf or Device, or an int
-    ``segment << 16 | bus << 8 | devfn`` (a plain source-id is segment 0)."""
-    if isinstance(value, bool):
-        raise PlatformError(f"{what}: {value!r} is not a PCI address")
-    if isinstance(value, int | np.integer):
-        v = int(value)
-        if not 0 <= v <= 0xFFFF_FFFF:
-            raise PlatformError(f"{what}: {v:#x} is not segment << 16 | bus << 8 | devfn")
-        return Bdf.from_sid(v >> 16, v & 0xFFFF)
-    if isinstance(value, Bdf | Device | str | tuple):
-        return Bdf.coerce(value)
-    raise PlatformError(f"{what}: cannot read a PCI address from {value!r}")
 
 
 @dataclass(frozen=True)
@@ -250,9 +234,9 @@ class Assignments:
     def create_domain(self, levels: int | None = None, passthrough: bool = False) -> Domain:
         lv = 4 if levels is None else levels
         if isinstance(lv, bool) or not isinstance(lv, int) or lv not in (3, 4, 5):
-            raise PlatformError(f"domain levels {levels!r}: a domain has 3, 4 or 5 levels")
+            raise InvalidArgument(f"domain levels {levels!r}: a domain has 3, 4 or 5 levels")
         if not isinstance(passthrough, bool):
-            raise PlatformError(f"passthrough must be True or False, not {passthrough!r}")
+            raise InvalidArgument(f"passthrough must be True or False, not {passthrough!r}")
         d = Domain(self.platform.mem, self._next_id, lv, passthrough, superpages=self._superpages())
         self._next_id += 1
         d.dev_iotlb_hook = self._dev_iotlb
@@ -287,8 +271,8 @@ class Assignments:
         return None
 
     # ---- planning (no changes)
-    def _device(self, bdf: object) -> Device:
-        b = coerce_bdf(bdf)
+    def _device(self, bdf: BdfLike) -> Device:
+        b = Bdf.coerce(bdf)
         dev = self.platform.topology.get(b)
         if dev is None:
             raise PlatformError(f"{b}: no such PCI function on this platform")
@@ -330,7 +314,7 @@ class Assignments:
         )
 
     def _plan(
-        self, d: Domain, bdf: object, relaxed: bool, source: Domain | None, set_node: bool = True
+        self, d: Domain, bdf: BdfLike, relaxed: bool, source: Domain | None, set_node: bool = True
     ) -> _Plan:
         dev = self._device(bdf)
         owner = self.owner.get(dev.bdf)
@@ -439,7 +423,7 @@ class Assignments:
         return out
 
     # ---- assignment
-    def assign_device(self, domain: object, bdf: object, relaxed: bool = False) -> None:
+    def assign_device(self, domain: object, bdf: BdfLike, relaxed: bool = False) -> None:
         d = self._domain(domain)
         plan = self._plan(d, bdf, relaxed, None)
         self._apply(d, plan)
@@ -555,8 +539,8 @@ class Assignments:
             d.rmrr_refs[key] = n - 1
 
     # ---- deassignment
-    def deassign_device(self, bdf: object) -> Domain:
-        b = coerce_bdf(bdf)
+    def deassign_device(self, bdf: BdfLike) -> Domain:
+        b = Bdf.coerce(bdf)
         inst = self.installed.get(b)
         if inst is None:
             raise PlatformError(f"{b} is not assigned to any domain")
@@ -587,9 +571,9 @@ class Assignments:
                 unit.dids.free(did)
 
     # ---- reassignment
-    def reassign_device(self, bdf: object, domain: object, relaxed: bool = False) -> None:
+    def reassign_device(self, bdf: BdfLike, domain: object, relaxed: bool = False) -> None:
         target = self._domain(domain)
-        b = coerce_bdf(bdf)
+        b = Bdf.coerce(bdf)
         inst = self.installed.get(b)
         if inst is None:
             self.assign_device(target, b, relaxed)
@@ -601,9 +585,15 @@ class Assignments:
         self._remove(b, inst)
         try:
             self._apply(target, plan)
-        except VtdError:
-            back = self._plan(source, b, True, None)
-            self._apply(source, back)
+        except VtdError as e:
+            try:
+                self._apply(source, self._plan(source, b, True, None))
+            except VtdError as e2:
+                err = PlatformError(
+                    f"{b}: moving it to domain {target.id} failed ({e}), and so did putting it "
+                    f"back in domain {source.id} ({e2}): the device is now unassigned"
+                )
+                raise err from e
             raise
 
     # ---- level skipping
@@ -630,12 +620,12 @@ class Assignments:
                 n += 1
         return n
 
-    def device_in_domain(self, iommu: object, bdf: object, did: int) -> bool:
+    def device_in_domain(self, iommu: object, bdf: BdfLike, did: int) -> bool:
         """Seed patch 3 (xen-driver.md §5.6): the root entry for the device's bus is present,
         and the context entry at the device's devfn (present bit not checked) has this DID and
         TT 1."""
         unit = self._unit(iommu)
-        b = coerce_bdf(bdf)
+        b = Bdf.coerce(bdf)
         if isinstance(did, bool) or not isinstance(did, int) or not 0 <= did <= 0xFFFF:
             raise PlatformError(f"DID {did!r} is not a 16-bit integer")
         if not unit.root_maddr:
@@ -652,8 +642,8 @@ class Assignments:
         return (lo >> 2) & 3 == TT_DEV_IOTLB
 
     # ---- DMA
-    def translate(self, bdf: object, iova: int, write: bool = False) -> Translation:
-        b = coerce_bdf(bdf)
+    def translate(self, bdf: BdfLike, iova: int, write: bool = False) -> Translation:
+        b = Bdf.coerce(bdf)
         unit = self.platform.iommu_for_device(b)
         if unit is None:
             raise PlatformError(f"{b} is in no remapping unit's scope")
@@ -681,7 +671,7 @@ class Assignments:
         group = np.empty(len(uniq), dtype=np.int64)
         units: list[Iommu] = []
         for i, k in enumerate(uniq):
-            b = coerce_bdf(int(k))
+            b = Bdf.coerce(int(k))
             u = self.platform.iommu_for_device(b)
             if u is None:
                 raise PlatformError(f"{b} is in no remapping unit's scope")
@@ -772,7 +762,7 @@ def _device_keys(values: Sequence[object] | npt.ArrayLike) -> npt.NDArray[np.int
         key = v if isinstance(v, str | int) else repr(v)
         k = cache.get(key)
         if k is None:
-            b = coerce_bdf(v)
+            b = Bdf.coerce(v)  # type: ignore[arg-type]
             k = cache[key] = b.segment << 16 | b.sid
         out.append(k)
     return np.asarray(out, dtype=np.int64)

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from vtdwalk.errors import PlatformError
+from vtdwalk.errors import InvalidArgument, PlatformError
 
 if TYPE_CHECKING:
     from vtdwalk._core import PageTable, PhysMem, Remapper
@@ -106,8 +106,8 @@ class Domain:
         passthrough: bool = False,
         superpages: str = "1G",
     ) -> None:
-        if isinstance(levels, bool) or levels not in (3, 4, 5):
-            raise PlatformError(f"domain levels {levels!r}: a domain has 3, 4 or 5 levels")
+        if isinstance(levels, bool) or not isinstance(levels, int) or levels not in (3, 4, 5):
+            raise InvalidArgument(f"domain levels {levels!r}: a domain has 3, 4 or 5 levels")
         self.id = domain_id
         self.levels = levels
         self.passthrough = bool(passthrough)
@@ -123,6 +123,7 @@ class Domain:
         self.rmrr_refs: dict[tuple[int, int], int] = {}
         self.flush_counts: Counter[str] = Counter()
         self.flush_log: list[Flush] = []
+        self._freed = False
         # Set by the assignment layer: where table pages go (pre-seed policy), which ATS devices
         # want device-TLB invalidations, and what to do when a skipped-level table moves.
         self.alloc_node_hook: Callable[[], int | None] | None = None
@@ -143,6 +144,8 @@ class Domain:
 
     def _prepare_alloc(self) -> PageTable:
         pt = self.page_table
+        if self._freed:
+            raise PlatformError(f"domain {self.id} was freed: it takes no more mappings")
         if pt is None:
             raise PlatformError(f"domain {self.id} is pass-through: it has no page table")
         if self.alloc_node_hook is not None:
@@ -320,6 +323,7 @@ class Domain:
         if self.page_table is not None:
             self.page_table.free()
         self.rmrr_refs.clear()
+        self._freed = True
 
     def __iter__(self) -> Iterator[Bdf]:
         return iter(sorted(self.devices))

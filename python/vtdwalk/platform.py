@@ -659,8 +659,9 @@ class Platform:
             return None
         return next((r for r in self.rhsas if r.address == drhd.address), None)
 
-    def pxm_to_node(self, pxm: int) -> int | None:
-        """Xen's ``pxm_to_node`` over the NUMA description; None is NUMA_NO_NODE."""
+    def pxm_to_node(self, pxm: int | None) -> int | None:
+        """Xen's ``pxm_to_node`` over the NUMA description; None is NUMA_NO_NODE (also the
+        answer for ``pxm`` None)."""
         return self.numa.pxm_to_node(pxm)
 
     def rmrrs_for_device(self, dev: BdfLike) -> list[RmrrUnit]:
@@ -810,9 +811,7 @@ class Platform:
 
     def owner_of(self, bdf: BdfLike | int) -> Domain | None:
         """The domain the device is assigned to, if any."""
-        from vtdwalk.assign import coerce_bdf
-
-        return self.assignments.owner.get(coerce_bdf(bdf))
+        return self.assignments.owner.get(Bdf.coerce(bdf))
 
     def translate(self, bdf: BdfLike | int, iova: int, write: bool = False) -> Translation:
         """A DMA request by the device, walked by its unit's hardware; raises DmaFault."""
