@@ -4,6 +4,7 @@ hardware model, RMRRs, ownership, atomicity, device_in_domain (xen-driver.md §5
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -534,10 +535,50 @@ def test_translate_batch_matches_single_requests() -> None:
     keys = np.array([vtdwalk.Bdf.parse(b).sid for b in bdfs], dtype=np.uint32)
     hpa2, fault2 = p.translate_batch(keys, iovas, writes)
     assert np.array_equal(hpa, hpa2) and np.array_equal(fault, fault2)
-    with pytest.raises(PlatformError):
+    with pytest.raises(InvalidArgument):
         p.translate_batch(bdfs[:3], iovas)
-    with pytest.raises(PlatformError):
+    with pytest.raises(InvalidArgument):
         p.translate_batch("01:00.0", iovas[:1])
+    # threads goes through to the units' hardware and changes no answer.
+    hpa3, fault3 = p.translate_batch(bdfs, iovas, writes, threads=2)
+    assert np.array_equal(hpa, hpa3) and np.array_equal(fault, fault3)
+    # One device, or several devices of one unit, take the one-unit path: same answers.
+    for dev in ("01:00.0", "82:00.0"):
+        sel = [i for i, b in enumerate(bdfs) if B(b) == B(dev)]
+        h1, f1 = p.translate_batch([dev] * len(sel), iovas[sel], writes[sel])
+        assert np.array_equal(h1, hpa[sel]) and np.array_equal(f1, fault[sel])
+    sel = [i for i, b in enumerate(bdfs) if B(b) in (B("82:00.0"), B("81:00.0"))]
+    h2, f2 = p.translate_batch([bdfs[i] for i in sel], iovas[sel], writes[sel])
+    assert np.array_equal(h2, hpa[sel]) and np.array_equal(f2, fault[sel])
+    h0, f0 = p.translate_batch([], [])
+    assert h0.shape == f0.shape == (0,)
+
+
+def test_translate_batch_bad_arrays_refused() -> None:
+    p = x10dai()
+    d = p.create_domain()
+    p.assign_device(d, "01:00.0")
+    d.map(0, 0x3000_0000, 0x10_0000)
+    devs = ["01:00.0"] * 2
+    for iovas in ([-4096, 0], [4096.0, 0.5], ["0x1000", "0"], [[0, 1], [2, 3]], [2**64, 0]):
+        with pytest.raises(InvalidArgument, match="iovas") as ei:
+            p.translate_batch(devs, iovas)
+        assert isinstance(ei.value, VtdError) and isinstance(ei.value, ValueError)
+    bad_writes: list[Any] = [["no", "yes"], [0.0, 1.0], [2, 0], [-1, 0], [None, None]]
+    for writes in bad_writes:
+        with pytest.raises(InvalidArgument, match="writes"):
+            p.translate_batch(devs, [0, 0x1000], writes)
+    # Booleans and 0/1 integers are writes.
+    good_writes: list[Any] = [[True, False], [1, 0], np.array([1, 0], dtype=np.uint8)]
+    for writes in good_writes:
+        _, fault = p.translate_batch(devs, [0, 0x1000], writes)
+        assert fault.tolist() == [0, 0]
+    d.map(0, 0x3000_0000, 0x1000, write=False)
+    _, fault = p.translate_batch(devs, [0, 0], [1, 0])
+    assert fault.tolist() == [5, 0]  # a write to a read-only page; the read is fine
+    for bad in (["01:00.0", "zz"], [0x0100, -1], [0x0100, 1 << 40]):
+        with pytest.raises(VtdError):
+            p.translate_batch(bad, [0, 0])
 
 
 def test_every_method_takes_the_same_device_forms() -> None:

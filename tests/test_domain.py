@@ -158,9 +158,11 @@ def test_batches() -> None:
     d.map_pages([0x11000, 0x11000], [0x600000, 0x600000])
     assert d.flush_log[-1] == Flush(u.index, "page", d.did(u) or 0, 0x11000, 0)
     assert d.map_pages([0x20000], [0x300000]) is False  # lists are accepted
-    for bad in ([[1]], ["x"], [-4096]):
-        with pytest.raises(VtdError):
+    for bad in ([[1]], ["x"], [-4096], [4096.0], [True]):
+        with pytest.raises(InvalidArgument, match="iovas"):
             d.map_pages(bad, [0x1000])
+    with pytest.raises(InvalidArgument, match="maddrs"):
+        d.map_pages([0x1000], [-1])
 
 
 def test_bad_mappings_change_nothing() -> None:

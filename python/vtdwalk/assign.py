@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from vtdwalk._args import bool_array, u64_array
 from vtdwalk.domain import PAGE_SIZE, Domain, UnitLink, remapper_of
 from vtdwalk.errors import InvalidArgument, PlatformError, VtdError
 from vtdwalk.topology import Bdf, BdfLike, Device, DeviceKind
@@ -654,43 +655,58 @@ class Assignments:
         bdfs_or_sids: Sequence[object] | npt.ArrayLike,
         iovas: npt.ArrayLike,
         writes: npt.ArrayLike | None = None,
+        threads: int | None = None,
     ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint8]]:
         keys = _device_keys(bdfs_or_sids)
-        iv = np.ascontiguousarray(np.asarray(iovas), dtype=np.uint64)
-        if iv.ndim != 1 or len(iv) != len(keys):
-            raise PlatformError(f"iovas has shape {iv.shape}, devices {len(keys)}")
+        iv = u64_array(iovas, "iovas")
+        if len(iv) != len(keys):
+            raise InvalidArgument(f"iovas has {len(iv)} entries, devices {len(keys)}")
         wr: npt.NDArray[np.bool_] | None = None
         if writes is not None:
-            wr = np.ascontiguousarray(np.asarray(writes), dtype=np.bool_)
+            wr = bool_array(writes, "writes")
             if wr.shape != iv.shape:
-                raise PlatformError(f"writes has shape {wr.shape}, iovas {iv.shape}")
-        hpa = np.zeros(len(keys), dtype=np.uint64)
-        fault = np.zeros(len(keys), dtype=np.uint8)
-        uniq, inverse = np.unique(keys, return_inverse=True)
-        unit_of: dict[int, Iommu] = {}
-        group = np.empty(len(uniq), dtype=np.int64)
-        units: list[Iommu] = []
-        for i, k in enumerate(uniq):
-            b = Bdf.coerce(int(k))
-            u = self.platform.iommu_for_device(b)
-            if u is None:
-                raise PlatformError(f"{b} is in no remapping unit's scope")
-            if id(u) not in unit_of:
-                unit_of[id(u)] = u
-                units.append(u)
-            group[i] = units.index(u)
-        per = group[inverse]
+                raise InvalidArgument(f"writes has {len(wr)} entries, iovas {len(iv)}")
+        n = len(keys)
+        if n == 0:
+            return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.uint8)
         sids = (keys & 0xFFFF).astype(np.uint16)
+        lo, hi = int(keys.min()), int(keys.max())
+        if lo == hi:
+            # One device (the common case): its unit walks the arrays as they are.
+            return remapper_of(self._unit_of_key(lo)).translate_batch(sids, iv, wr, threads=threads)
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        units: list[Iommu] = []
+        group = np.empty(len(uniq), dtype=np.int64)
+        for i, k in enumerate(uniq):
+            u = self._unit_of_key(int(k))
+            gi = next((j for j, x in enumerate(units) if x is u), None)
+            if gi is None:
+                gi = len(units)
+                units.append(u)
+            group[i] = gi
+        if len(units) == 1:
+            return remapper_of(units[0]).translate_batch(sids, iv, wr, threads=threads)
+        hpa = np.zeros(n, dtype=np.uint64)
+        fault = np.zeros(n, dtype=np.uint8)
+        per = group[inverse]
         for gi, u in enumerate(units):
             idx = np.nonzero(per == gi)[0]
             h, f = remapper_of(u).translate_batch(
                 np.ascontiguousarray(sids[idx]),
                 np.ascontiguousarray(iv[idx]),
                 None if wr is None else np.ascontiguousarray(wr[idx]),
+                threads=threads,
             )
             hpa[idx] = h
             fault[idx] = f
         return hpa, fault
+
+    def _unit_of_key(self, key: int) -> Iommu:
+        b = Bdf.coerce(key)
+        u = self.platform.iommu_for_device(b)
+        if u is None:
+            raise PlatformError(f"{b} is in no remapping unit's scope")
+        return u
 
     # ---- NUMA
     def numa_report(self) -> dict[str, Any]:
@@ -744,25 +760,50 @@ class Assignments:
 
 
 def _device_keys(values: Sequence[object] | npt.ArrayLike) -> npt.NDArray[np.int64]:
-    """``segment << 16 | sid`` for each device named by a string, Bdf or integer."""
+    """``segment << 16 | sid`` for each device named by a string, Bdf or integer (see
+    :meth:`Bdf.coerce`). Each distinct name is read once; a list of integers or of strings is
+    converted without a per-element Python loop."""
     if isinstance(values, np.ndarray):
         if values.ndim != 1:
-            raise PlatformError(f"devices: expected a 1-D array, got {values.ndim} dimensions")
+            raise InvalidArgument(f"devices: expected a 1-D array, got {values.ndim} dimensions")
         if values.dtype.kind in "ui":
             a = values.astype(np.int64)
             if len(a) and (int(a.min()) < 0 or int(a.max()) > 0xFFFF_FFFF):
-                raise PlatformError("devices: a source-id is outside 0..0xffffffff")
+                raise InvalidArgument("devices: a device key is outside 0..0xffffffff")
             return a
         values = values.tolist()
     if isinstance(values, str | bytes) or not isinstance(values, Iterable):
-        raise PlatformError(f"devices: expected a sequence of PCI addresses, not {values!r}")
-    cache: dict[object, int] = {}
-    out = []
-    for v in values:
-        key = v if isinstance(v, str | int) else repr(v)
-        k = cache.get(key)
+        raise InvalidArgument(f"devices: expected a sequence of PCI addresses, not {values!r}")
+    seq = values if isinstance(values, list | tuple) else list(values)
+    if seq and isinstance(seq[0], str) and seq.count(seq[0]) == len(seq):
+        # One device named by one string (the common case): read it once.
+        return np.full(len(seq), _key(seq[0]), dtype=np.int64)
+    types = set(map(type, seq))
+    if types == {int}:
+        ints = np.asarray(seq)
+        if ints.dtype.kind not in "ui":
+            raise InvalidArgument("devices: a device key is outside 0..0xffffffff")
+        return _device_keys(ints)
+    if types == {str}:
+        # Distinct strings only (usually one): map each once, then look them all up in C.
+        table = {v: _key(v) for v in set(seq)}
+        if len(table) == 1:
+            return np.full(len(seq), next(iter(table.values())), dtype=np.int64)
+        return np.fromiter(map(table.__getitem__, seq), dtype=np.int64, count=len(seq))
+    cache: dict[tuple[type, object], int] = {}
+    out = np.empty(len(seq), dtype=np.int64)
+    for i, v in enumerate(seq):
+        try:
+            ck: tuple[type, object] = (type(v), v)
+            k = cache.get(ck)
+        except TypeError:  # unhashable
+            ck, k = (type(v), id(v)), None
         if k is None:
-            b = Bdf.coerce(v)  # type: ignore[arg-type]
-            k = cache[key] = b.segment << 16 | b.sid
-        out.append(k)
-    return np.asarray(out, dtype=np.int64)
+            k = cache[ck] = _key(v)
+        out[i] = k
+    return out
+
+
+def _key(v: object) -> int:
+    b = Bdf.coerce(v)  # type: ignore[arg-type]
+    return b.segment << 16 | b.sid

@@ -28,13 +28,14 @@ What was flushed is counted in :attr:`Domain.flush_counts` and listed in :attr:`
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
+from vtdwalk._args import u64_array
 from vtdwalk.errors import InvalidArgument, PlatformError
 
 if TYPE_CHECKING:
@@ -204,8 +205,8 @@ class Domain:
     ) -> bool:
         """Map 4 KiB pages ``iovas[i] -> maddrs[i]`` in one batch, then flush once per unit."""
         pt = self._prepare_alloc()
-        iv = _u64_array(iovas, "iovas")
-        ma = _u64_array(maddrs, "maddrs")
+        iv = u64_array(iovas, "iovas")
+        ma = u64_array(maddrs, "maddrs")
         old = bool(pt.map_pages(iv, ma, read=read, write=write, snoop=snoop))
         self._flush_batch(iv, old)
         return old
@@ -213,7 +214,7 @@ class Domain:
     def unmap_pages(self, iovas: npt.ArrayLike) -> bool:
         """Unmap 4 KiB pages in one batch, then flush once per unit."""
         pt = self._prepare_alloc()
-        iv = _u64_array(iovas, "iovas")
+        iv = u64_array(iovas, "iovas")
         old = bool(pt.unmap_pages(iv))
         if old:
             self._flush_batch(iv, True)
@@ -351,17 +352,3 @@ def _psi_order(iova: int, npages: int | None) -> int | None:
     if iova & ((PAGE_SIZE << order) - 1):
         return None
     return order
-
-
-def _u64_array(values: npt.ArrayLike | Sequence[int], what: str) -> npt.NDArray[np.uint64]:
-    try:
-        a = np.asarray(values)
-    except (TypeError, ValueError) as e:
-        raise PlatformError(f"{what}: not an array of addresses ({e})") from e
-    if a.ndim != 1:
-        raise PlatformError(f"{what}: expected a 1-D array, got {a.ndim} dimensions")
-    if a.size and a.dtype.kind not in "ui":
-        raise PlatformError(f"{what}: expected integers, got {a.dtype}")
-    if a.size and a.dtype.kind == "i" and int(a.min()) < 0:
-        raise PlatformError(f"{what}: negative address")
-    return np.ascontiguousarray(a, dtype=np.uint64)

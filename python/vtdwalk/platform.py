@@ -822,10 +822,13 @@ class Platform:
         bdfs_or_sids: Sequence[BdfLike | int] | npt.ArrayLike,
         iovas: npt.ArrayLike,
         writes: npt.ArrayLike | None = None,
+        threads: int | None = None,
     ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint8]]:
         """Many requests: (hpa, fault reason) arrays, hpa 0 where the reason is not 0.
-        Devices as strings, Bdfs, or integers ``segment << 16 | source-id``."""
-        return self.assignments.translate_batch(bdfs_or_sids, iovas, writes)
+        Devices as strings, Bdfs, or integers ``segment << 16 | source-id``; ``iovas``
+        non-negative integers; ``writes`` booleans (or 0/1). Bad arrays raise InvalidArgument.
+        ``threads`` goes to each unit's ``Remapper.translate_batch``."""
+        return self.assignments.translate_batch(bdfs_or_sids, iovas, writes, threads)
 
     def device_in_domain(self, iommu: Iommu | int, bdf: BdfLike | int, did: int) -> bool:
         """Seed patch 3's ``device_in_domain`` (xen-driver.md §5.6)."""
