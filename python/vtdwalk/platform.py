@@ -16,8 +16,9 @@ RHSAs parsed so far (on a spec-conforming table: none, so no node), as Xen did b
 The unit's ``node`` (used for its later allocations) still comes from its RHSA afterwards, as the
 pre-seed driver looked the RHSA up again at each of those allocations.
 
-Firmware oddities are collected in :attr:`Platform.report` as :class:`Finding` entries and the
-rest still works (a DRHD at address 0 is skipped, duplicates are kept as Xen keeps them).
+Firmware oddities are collected in :attr:`Platform.report` as :class:`Finding` entries (the
+table-level ones are :meth:`DmarTable.validate`'s, under its codes) and the rest still works
+(a DRHD at address 0 is skipped, duplicates are kept as Xen keeps them).
 ``strict=True`` raises :class:`PlatformError` for every condition Xen treats as fatal, before
 any memory is allocated.
 """
@@ -206,8 +207,9 @@ class Platform:
         ``topology``/``numa`` default to what the table implies (see :meth:`Topology.from_dmar`,
         :meth:`Numa.default`); ``mem`` defaults to a fresh PhysMem with the NUMA nodes.
         ``unit_caps`` maps a DRHD register base address to that unit's (CAP, ECAP); other units
-        get ``cap``/``ecap`` (QEMU's defaults). ``iotlb_entries`` and ``fault_records`` size
-        each unit's hardware model (its CAP then reports NFR = fault_records - 1).
+        get ``cap``/``ecap`` (QEMU's, device-TLB on: the hardware model's defaults).
+        ``iotlb_entries`` and ``fault_records`` size each unit's hardware model (its CAP then
+        reports NFR = fault_records - 1).
         ``policy``: "seed" (default) or "pre-seed"; ``strict``: raise for what Xen refuses.
         """
         if isinstance(table, str | Path):
