@@ -615,11 +615,10 @@ class Assignments:
     def _dev_iotlb(self, unit: Iommu, did: int) -> int:
         """Device-TLB invalidations a flush sends: one per ATS device of the unit that
         ``device_in_domain`` finds in the DID's domain (Xen's ``dev_invalidate_iotlb``)."""
-        n = 0
-        for b in sorted(self.ats_devices.get(unit.index, ())):
-            if self.device_in_domain(unit, b, did):
-                n += 1
-        return n
+        devices = self.ats_devices.get(unit.index)
+        if not devices or not unit.root_maddr:
+            return 0
+        return sum(1 for b in devices if self._in_domain(unit, b, did))
 
     def device_in_domain(self, iommu: object, bdf: BdfLike, did: int) -> bool:
         """Seed patch 3 (xen-driver.md §5.6): the root entry for the device's bus is present,
@@ -629,8 +628,10 @@ class Assignments:
         b = Bdf.coerce(bdf)
         if isinstance(did, bool) or not isinstance(did, int) or not 0 <= did <= 0xFFFF:
             raise PlatformError(f"DID {did!r} is not a 16-bit integer")
-        if not unit.root_maddr:
-            return False
+        return bool(unit.root_maddr) and self._in_domain(unit, b, did)
+
+    def _in_domain(self, unit: Iommu, b: Bdf, did: int) -> bool:
+        """``device_in_domain`` on checked arguments and a unit with a root table."""
         mem = unit.mem
         root = int(mem.read_u64(unit.root_maddr + b.bus * _ENTRY))
         if not root & 1:

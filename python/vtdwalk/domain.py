@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -259,17 +259,14 @@ class Domain:
                 rec = Flush(i, "none", link.did, non_present=True, wbf=unit.rwbf)
             else:
                 did = 0 if non_present else link.did
+                dev = 0 if self.dev_iotlb_hook is None else self.dev_iotlb_hook(unit, link.did)
                 if order is None or not unit.psi or order > unit.mamv:
                     rm.invalidate_iotlb("domain", did=did)
-                    rec = Flush(i, "domain", did, non_present=non_present)
+                    rec = Flush(i, "domain", did, non_present=non_present, dev_iotlb=dev)
                 else:
                     addr = iova & ~((PAGE_SIZE << order) - 1)
                     rm.invalidate_iotlb("page", did=did, addr=addr, am=order)
-                    rec = Flush(i, "page", did, addr, order, non_present=non_present)
-                if self.dev_iotlb_hook is not None:
-                    n = self.dev_iotlb_hook(unit, link.did)
-                    if n:
-                        rec = replace(rec, dev_iotlb=n)
+                    rec = Flush(i, "page", did, addr, order, non_present, dev_iotlb=dev)
             self._record(rec)
 
     def _record(self, rec: Flush) -> None:
