@@ -4,14 +4,26 @@ hardware model, RMRRs, ownership, atomicity, device_in_domain (xen-driver.md §5
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 import vtdwalk
+import vtdwalk.assign
 from reference import ctx as ref
 from reference import hw_walk
-from vtdwalk import Bdf, Device, DeviceKind, DmaFault, Platform, PlatformError, Topology, VtdError
+from vtdwalk import (
+    Bdf,
+    Device,
+    DeviceKind,
+    DmaFault,
+    InvalidArgument,
+    Platform,
+    PlatformError,
+    Topology,
+    VtdError,
+)
 from vtdwalk import dmar as D
 from vtdwalk.iommu import QEMU_CAP, QEMU_ECAP, Iommu
 
@@ -319,8 +331,10 @@ def test_bad_input_changes_nothing() -> None:
     with pytest.raises(PlatformError):
         p.assign_device(stranger, "03:01.0")
     for lv in (2, 6, True, "4"):
-        with pytest.raises(PlatformError):
+        with pytest.raises(InvalidArgument, match="levels"):
             p.create_domain(levels=lv)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="passthrough"):
+        p.create_domain(passthrough=1)  # type: ignore[arg-type]
     assert entries_on(p) == before
     assert isinstance(PlatformError("x"), VtdError)
 
@@ -471,8 +485,8 @@ def test_ats_tt_and_device_in_domain() -> None:
     d.map(0x1000, 0x2000_0000, 0x1000)
     d.map(0x1000, 0x2000_1000, 0x1000)
     assert d.flush_log[-1].dev_iotlb == 1
-    # Without ECAP.DT (QEMU's default), TT stays 0.
-    q = x10dai()
+    # Without ECAP.DT, TT stays 0.
+    q = x10dai(ecap=QEMU_ECAP & ~DT)
     q.assign_device(q.create_domain(), "01:00.0")
     e = ref.entry(q.mem, unit_at(q, SOCKET0_UNIT).root_maddr, 0x01, 0)
     assert e is not None and e.tt == 0
@@ -485,7 +499,7 @@ def test_device_in_domain_bad_input() -> None:
     p = q35()
     (u,) = p.iommus
     for did in (-1, 1 << 16, True):
-        with pytest.raises(PlatformError):
+        with pytest.raises(InvalidArgument, match="DID"):
             p.device_in_domain(u, "01:00.0", did)
     with pytest.raises(PlatformError):
         p.device_in_domain(99, "01:00.0", 0)
@@ -521,10 +535,147 @@ def test_translate_batch_matches_single_requests() -> None:
     keys = np.array([vtdwalk.Bdf.parse(b).sid for b in bdfs], dtype=np.uint32)
     hpa2, fault2 = p.translate_batch(keys, iovas, writes)
     assert np.array_equal(hpa, hpa2) and np.array_equal(fault, fault2)
-    with pytest.raises(PlatformError):
+    with pytest.raises(InvalidArgument):
         p.translate_batch(bdfs[:3], iovas)
-    with pytest.raises(PlatformError):
+    with pytest.raises(InvalidArgument):
         p.translate_batch("01:00.0", iovas[:1])
+    # threads goes through to the units' hardware and changes no answer.
+    hpa3, fault3 = p.translate_batch(bdfs, iovas, writes, threads=2)
+    assert np.array_equal(hpa, hpa3) and np.array_equal(fault, fault3)
+    # One device, or several devices of one unit, take the one-unit path: same answers.
+    for dev in ("01:00.0", "82:00.0"):
+        sel = [i for i, b in enumerate(bdfs) if B(b) == B(dev)]
+        h1, f1 = p.translate_batch([dev] * len(sel), iovas[sel], writes[sel])
+        assert np.array_equal(h1, hpa[sel]) and np.array_equal(f1, fault[sel])
+    sel = [i for i, b in enumerate(bdfs) if B(b) in (B("82:00.0"), B("81:00.0"))]
+    h2, f2 = p.translate_batch([bdfs[i] for i in sel], iovas[sel], writes[sel])
+    assert np.array_equal(h2, hpa[sel]) and np.array_equal(f2, fault[sel])
+    h0, f0 = p.translate_batch([], [])
+    assert h0.shape == f0.shape == (0,)
+
+
+def test_translate_batch_bad_arrays_refused() -> None:
+    p = x10dai()
+    d = p.create_domain()
+    p.assign_device(d, "01:00.0")
+    d.map(0, 0x3000_0000, 0x10_0000)
+    devs = ["01:00.0"] * 2
+    for iovas in ([-4096, 0], [4096.0, 0.5], ["0x1000", "0"], [[0, 1], [2, 3]], [2**64, 0]):
+        with pytest.raises(InvalidArgument, match="iovas") as ei:
+            p.translate_batch(devs, iovas)
+        assert isinstance(ei.value, VtdError) and isinstance(ei.value, ValueError)
+    bad_writes: list[Any] = [["no", "yes"], [0.0, 1.0], [2, 0], [-1, 0], [None, None]]
+    for writes in bad_writes:
+        with pytest.raises(InvalidArgument, match="writes"):
+            p.translate_batch(devs, [0, 0x1000], writes)
+    # Booleans and 0/1 integers are writes.
+    good_writes: list[Any] = [[True, False], [1, 0], np.array([1, 0], dtype=np.uint8)]
+    for writes in good_writes:
+        _, fault = p.translate_batch(devs, [0, 0x1000], writes)
+        assert fault.tolist() == [0, 0]
+    d.map(0, 0x3000_0000, 0x1000, write=False)
+    _, fault = p.translate_batch(devs, [0, 0], [1, 0])
+    assert fault.tolist() == [5, 0]  # a write to a read-only page; the read is fine
+    for bad in (["01:00.0", "zz"], [0x0100, -1], [0x0100, 1 << 40]):
+        with pytest.raises(VtdError):
+            p.translate_batch(bad, [0, 0])
+
+
+def test_every_method_takes_the_same_device_forms() -> None:
+    p = x10dai()
+    d = p.create_domain()
+    forms = [
+        "0000:81:00.0",
+        "81:00.0",
+        B("81:00.0"),
+        (0, 0x81, 0, 0),
+        0x8100,
+        np.uint32(0x8100),
+        p.topology[B("81:00.0")],
+    ]
+    unit = p.iommu_for_device("81:00.0")
+    assert unit is not None and unit.address == SOCKET1_UNIT
+    for f in forms:
+        assert Bdf.coerce(f) == B("81:00.0")
+        assert p.iommu_for_device(f) is unit
+        assert p.drhd_for_device(f) is unit.drhd
+        assert p.atsr_for_device(f) is not None
+        assert p.rmrrs_for_device(f) == []
+        p.assign_device(d, f)
+        assert p.owner_of(f) is d
+        d.map(0, 0x5000_0000, 0x1000)
+        assert p.translate(f, 0x10).hpa == 0x5000_0010
+        assert p.deassign_device(f) is d
+        d.unmap(0, 0x1000)
+    # Segment in the high half; out of range or booleans are refused.
+    assert Bdf.coerce(0x1_8100) == Bdf(1, 0x81, 0, 0)
+    for bad in (-1, 1 << 32, True, 1.5):
+        with pytest.raises(PlatformError):
+            Bdf.coerce(bad)  # type: ignore[arg-type]
+
+
+def test_default_platform_uses_device_tlb_where_ats_applies() -> None:
+    # Issue 7: TT 1 where the device has ATS, the unit ECAP.DT and an ATSR covers it. The
+    # default units have ECAP.DT (the hardware model's default ECAP).
+    p = Platform.default()
+    s1 = unit_at(p, SOCKET1_UNIT)
+    assert s1.device_iotlb and s1.ecap == QEMU_ECAP
+    assert p.atsr_for_device("81:00.0") is not None and p.topology[B("81:00.0")].ats
+    assert p.atsr_for_device("81:00.1") is not None and not p.topology[B("81:00.1")].ats
+    d = p.create_domain()
+    p.assign_device(d, "81:00.0")
+    p.assign_device(d, "81:00.1")
+    gpu = ref.entry(p.mem, s1.root_maddr, 0x81, 0)
+    audio = ref.entry(p.mem, s1.root_maddr, 0x81, 1)
+    assert gpu is not None and gpu.tt == 1
+    assert audio is not None and audio.tt == 0
+    did = d.did(s1)
+    assert did is not None and p.device_in_domain(s1, "81:00.0", did)
+    d.map(0, 0x5000_0000, 0x1000)
+    d.map(0, 0x5000_1000, 0x1000)
+    assert d.flush_log[-1].dev_iotlb == 1
+    # Without ECAP.DT: TT 0 for the same device.
+    q = Platform.default(ecap=QEMU_ECAP & ~DT)
+    q.assign_device(q.create_domain(), "81:00.0")
+    e = ref.entry(q.mem, unit_at(q, SOCKET1_UNIT).root_maddr, 0x81, 0)
+    assert e is not None and e.tt == 0
+
+
+def test_reassign_double_failure_says_the_device_is_unassigned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    p = x10dai()
+    a, b = p.create_domain(), p.create_domain()
+    p.assign_device(a, "82:00.0")
+    real_apply = vtdwalk.assign.Assignments._apply
+    calls: list[int] = []
+
+    def failing_apply(self: vtdwalk.assign.Assignments, d: vtdwalk.Domain, plan: object) -> None:
+        calls.append(d.id)
+        raise vtdwalk.OutOfMemory(f"no memory for domain {d.id}")
+
+    monkeypatch.setattr(vtdwalk.assign.Assignments, "_apply", failing_apply)
+    with pytest.raises(PlatformError, match="now unassigned") as ei:
+        p.reassign_device("82:00.0", b)
+    assert calls == [b.id, a.id]
+    msg = str(ei.value)
+    assert f"domain {b.id}" in msg and f"domain {a.id}" in msg
+    assert isinstance(ei.value.__cause__, vtdwalk.OutOfMemory)
+    assert str(ei.value.__cause__) == f"no memory for domain {b.id}"
+    assert p.owner_of("82:00.0") is None
+    # Only the move failing: the device is back in its source, the move's error raised.
+    calls.clear()
+
+    def fail_target(self: vtdwalk.assign.Assignments, d: vtdwalk.Domain, plan: object) -> None:
+        if d is b:
+            raise vtdwalk.OutOfMemory("target")
+        real_apply(self, d, plan)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(vtdwalk.assign.Assignments, "_apply", fail_target)
+    p.assign_device(a, "82:00.0")
+    with pytest.raises(vtdwalk.OutOfMemory, match="target"):
+        p.reassign_device("82:00.0", b)
+    assert p.owner_of("82:00.0") is a
 
 
 def test_rmrr_over_a_foreign_mapping_refused() -> None:

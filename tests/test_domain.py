@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import vtdwalk
-from vtdwalk import DmaFault, Platform, PlatformError, VtdError
+from vtdwalk import DmaFault, InvalidArgument, Platform, PlatformError, VtdError
 from vtdwalk import dmar as D
 from vtdwalk.domain import Flush
 from vtdwalk.iommu import QEMU_CAP, QEMU_ECAP
@@ -142,15 +143,26 @@ def test_batches() -> None:
     assert d.flush_log[-1] == Flush(u.index, "page", d.did(u) or 0, 0x10000, 2)
     hpa, fault = p.translate_batch(["01:00.0"] * 4, iovas)
     assert fault.tolist() == [0] * 4 and hpa.tolist() == (iovas + 0x200000).tolist()
-    scattered = np.array([0x10000, 0x13000], dtype=np.uint64)
+    # A batch is flushed as [min, max + 4K): two scattered pages of an aligned 4-page run
+    # give one PSI over the run (more than what changed, never less).
+    scattered = np.array([0x13000, 0x10000], dtype=np.uint64)
     assert d.unmap_pages(scattered) is True
-    assert d.flush_log[-1].kind == "domain"
+    assert d.flush_log[-1] == Flush(u.index, "page", d.did(u) or 0, 0x10000, 2)
     _, fault = p.translate_batch(["01:00.0"] * 4, iovas)
     assert fault.tolist() == [6, 0, 0, 6]
+    # [0x11000, 0x13000] spans 3 pages: domain-selective.
+    assert d.unmap_pages(np.array([0x12000, 0x11000], dtype=np.uint64)) is True
+    assert d.flush_log[-1] == Flush(u.index, "domain", d.did(u) or 0)
+    # Duplicates in a batch: the range is still one page.
+    d.map_pages([0x11000, 0x11000], [0x500000, 0x500000])
+    d.map_pages([0x11000, 0x11000], [0x600000, 0x600000])
+    assert d.flush_log[-1] == Flush(u.index, "page", d.did(u) or 0, 0x11000, 0)
     assert d.map_pages([0x20000], [0x300000]) is False  # lists are accepted
-    for bad in ([[1]], ["x"], [-4096]):
-        with pytest.raises(VtdError):
+    for bad in ([[1]], ["x"], [-4096], [4096.0], [True]):
+        with pytest.raises(InvalidArgument, match="iovas"):
             d.map_pages(bad, [0x1000])
+    with pytest.raises(InvalidArgument, match="maddrs"):
+        d.map_pages([0x1000], [-1])
 
 
 def test_bad_mappings_change_nothing() -> None:
@@ -188,3 +200,60 @@ def test_domain_teardown() -> None:
     p.destroy_domain(d)
     assert sum(s["allocated_pages"] for s in p.mem.stats()) == before - pages
     assert d not in p.domains
+
+
+def test_dsi_is_decided_first_and_never_non_present() -> None:
+    # xen-driver.md §4.5: a count that is not a power of two (or a misaligned address) is a
+    # domain-selective flush with non_present = 0 and the domain's DID, even when nothing was
+    # present before; only a page-selective flush is a non-present one.
+    p = two_units(cap=QEMU_CAP | RWBF)
+    d = p.create_domain()
+    p.assign_device(d, "01:00.0")
+    (u,) = d.units
+    did = d.did(u)
+    assert did is not None
+    d.map(0x1000, 0x100000, 0x3000)  # 3 new pages
+    assert d.flush_log[-1] == Flush(u.index, "domain", did)
+    d.map_pages([0x10000, 0x12000], [0x200000, 0x300000])  # new, spans 3 pages
+    assert d.flush_log[-1] == Flush(u.index, "domain", did)
+    d.map(0x20000, 0x400000, 0x2000)  # 2 new aligned pages: PSI, non-present: nothing
+    assert d.flush_log[-1] == Flush(u.index, "none", did, non_present=True, wbf=True)
+    # Under caching mode: DSI keeps the real DID; a non-present PSI uses DID 0.
+    cm = two_units(cap=QEMU_CAP | CM)
+    e = cm.create_domain()
+    cm.assign_device(e, "01:00.0")
+    (v,) = e.units
+    edid = e.did(v)
+    assert edid is not None and edid != 0
+    e.map(0x1000, 0x100000, 0x3000)
+    assert e.flush_log[-1] == Flush(v.index, "domain", edid)
+    e.map(0x8000, 0x200000, 0x1000)
+    assert e.flush_log[-1] == Flush(v.index, "page", 0, 0x8000, 0, non_present=True)
+    # A unit without CAP.PSI turns a non-present PSI into a DSI that keeps DID 0.
+    nopsi = two_units(cap=(QEMU_CAP | CM) & ~PSI)
+    f = nopsi.create_domain()
+    nopsi.assign_device(f, "01:00.0")
+    (w,) = f.units
+    f.map(0x8000, 0x200000, 0x1000)
+    assert f.flush_log[-1] == Flush(w.index, "domain", 0, non_present=True)
+    assert f.flush_counts == {"domain": 1}
+
+
+def test_domain_levels_and_freed_domain() -> None:
+    p = two_units()
+    for lv in (2, 6, True, "4"):
+        with pytest.raises(InvalidArgument, match="levels"):
+            p.create_domain(levels=lv)  # type: ignore[arg-type]
+    d = p.create_domain()
+    d.map(0x1000, 0x100000, 0x1000)
+    p.free()
+    pages = sum(s["allocated_pages"] for s in p.mem.stats())
+    calls: list[Callable[[], object]] = [
+        lambda: d.map(0x2000, 0x100000, 0x1000),
+        lambda: d.map_pages([0x3000], [0x100000]),
+        lambda: d.unmap(0x1000, 0x1000),
+    ]
+    for call in calls:
+        with pytest.raises(PlatformError, match="freed"):
+            call()
+    assert sum(s["allocated_pages"] for s in p.mem.stats()) == pages

@@ -16,6 +16,7 @@ from vtdwalk import (
     DidAllocator,
     DmaFault,
     DmarError,
+    InvalidArgument,
     Iommu,
     Numa,
     NumaNode,
@@ -23,6 +24,7 @@ from vtdwalk import (
     PhysMem,
     Platform,
     PlatformError,
+    Remapper,
     Topology,
     VtdError,
     dmar,
@@ -207,8 +209,13 @@ def test_rhsa_lookup_and_nodes(plat: Platform) -> None:
     nodes = {u.address: u.node for u in plat.iommus}
     assert nodes == {A: 0, B: 1, C: None, D: None, E: None, F: None, G: None}
     assert plat.pxm_to_node(1) == 1 and plat.pxm_to_node(7) is None
+    # No proximity domain: NUMA_NO_NODE; a non-integer is a bad argument.
+    assert plat.pxm_to_node(None) is None and plat.numa.pxm_to_node(None) is None
+    for bad in ("1", 1.0, True):
+        with pytest.raises(InvalidArgument, match="proximity domain"):
+            plat.pxm_to_node(bad)  # type: ignore[arg-type]
     codes = plat.codes
-    assert {"duplicate-rhsa", "rhsa-no-unit", "unit-no-rhsa", "multiple-include-all"} <= codes
+    assert {"duplicate-rhsa", "rhsa-no-drhd", "unit-no-rhsa", "duplicate-include-all"} <= codes
     assert "include-all-not-last" in codes
     # Two include-all units on segment 1 is not fatal to Xen; on segment 0 it would be.
     assert not plat.findings(severity="fatal")
@@ -245,8 +252,8 @@ def test_two_include_all_on_segment_0() -> None:
     t = table(drhd(C, inc=True), drhd(F, inc=True))
     p = Platform(t)
     assert addr(p, "00:01.0") == F  # the last one seen is the fallback
-    assert p.findings("multiple-include-all", "fatal")
-    with pytest.raises(PlatformError, match="multiple-include-all"):
+    assert p.findings("duplicate-include-all", "fatal")
+    with pytest.raises(PlatformError, match="duplicate-include-all"):
         Platform(t, strict=True)
 
 
@@ -255,7 +262,7 @@ def test_duplicate_units_are_kept() -> None:
     p = Platform(t)
     assert [u.index for u in p.iommus] == [1, 0, 2]
     assert addr(p, "00:02.0") == A and p.iommu_for_device("00:02.0") is p.iommus[0]
-    assert p.findings("duplicate-unit", "warning")
+    assert p.findings("duplicate-drhd-address", "warning")
     Platform(t, strict=True)  # Xen does not detect duplicates
 
 
@@ -278,7 +285,7 @@ def test_rmrr_oddities() -> None:
     with pytest.raises(PlatformError, match="rmrr-overlap"):
         Platform(t, topology=topo, strict=True)
     big = Platform(table(drhd(C, inc=True), dmar.Rmrr(0, 0x0, 0x40000FFF, [ep(0, 2)])))
-    assert {"rmrr-at-zero", "rmrr-large"} <= big.codes
+    assert {"rmrr-base-zero", "rmrr-large"} <= big.codes
 
 
 def test_devices_outside_every_scope_and_missing_scope_devices() -> None:
@@ -293,9 +300,44 @@ def test_devices_outside_every_scope_and_missing_scope_devices() -> None:
 
 def test_second_all_ports_atsr_on_segment_0_is_fatal() -> None:
     t = table(drhd(C, inc=True), dmar.Atsr(1, 0, []), dmar.Atsr(1, 0, []))
-    assert Platform(t).findings("multiple-all-ports", "fatal")
-    with pytest.raises(PlatformError, match="multiple-all-ports"):
+    assert Platform(t).findings("duplicate-all-ports", "fatal")
+    with pytest.raises(PlatformError, match="duplicate-all-ports"):
         Platform(t, strict=True)
+    # On another segment Xen carries on: a warning, and strict accepts the table.
+    t1 = table(drhd(C, inc=True), dmar.Atsr(1, 1, []), dmar.Atsr(1, 1, []))
+    assert Platform(t1).findings("duplicate-all-ports", "warning")
+    Platform(t1, strict=True)
+
+
+def test_table_findings_are_validates_own() -> None:
+    # One code per condition: the platform reports validate()'s problems for the table-level
+    # conditions, with their offsets, and no second code of its own for them.
+    t = table(
+        drhd(A, ep(0, 2)),
+        drhd(A, ep(0, 2)),
+        drhd(C, inc=True),
+        drhd(F, inc=True),
+        dmar.Rmrr(0, 0x0, 0xFFF, [ep(0, 2)]),
+        dmar.Atsr(1, 0, []),
+        dmar.Atsr(1, 0, []),
+        dmar.Rhsa(0xDEAD000, 0),
+    )
+    p = Platform(t, topology=Topology([Device(Bdf(0, 0, 2, 0))]))
+    want = {"duplicate-drhd-address", "duplicate-include-all", "rmrr-base-zero"}
+    want |= {"duplicate-all-ports", "rhsa-no-drhd"}
+    probs = {(q.code, q.offset) for q in t.validate() if q.code in want}
+    assert {(f.code, f.offset) for f in p.report if f.code in want} == probs
+    assert {c for c, _ in probs} == want
+    old = {"duplicate-unit", "multiple-include-all", "multiple-all-ports", "rmrr-at-zero"}
+    assert not p.codes & (old | {"rhsa-no-unit"})
+    sev = {f.code: f.severity for f in p.report if f.code in want}
+    assert sev == {
+        "duplicate-drhd-address": "warning",
+        "duplicate-include-all": "fatal",
+        "rmrr-base-zero": "warning",
+        "duplicate-all-ports": "fatal",
+        "rhsa-no-drhd": "warning",
+    }
 
 
 def test_unit_count_limit() -> None:
@@ -421,7 +463,12 @@ def test_qemu_default_unit() -> None:
     assert u.mgaw == 48 and u.ndoms == 1 << 16 and not u.caching_mode
     assert u.superpages == ("2M", "1G") and u.psi and u.mamv == 18
     assert u.queued_invalidation and u.intr_remap and u.pass_through
-    assert not u.device_iotlb and not u.coherent and not u.snoop_control
+    # Device-TLB on (the hardware model's default ECAP); no coherency, no snoop control.
+    assert u.device_iotlb and not u.coherent and not u.snoop_control
+    # One default: QEMU's TCG ECAP (vtd-hardware.md §1.3: 0xF00F4A) plus ECAP.DT, and what
+    # the hardware model reports when given no ECAP.
+    assert QEMU_ECAP == 0xF00F4A | 1 << 2
+    assert Remapper(PhysMem([(0, 1 << 24)])).ecap == QEMU_ECAP
     assert u.include_all and u.segment == 0 and "include-all" in repr(u)
 
 

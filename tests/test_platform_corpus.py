@@ -166,17 +166,17 @@ def test_report_names_the_corpus_anomalies(path: Path) -> None:
     codes = p.codes
     expect = {
         "drhd-address-invalid": "ANOMALY:drhd addr 0" in notes,
-        "duplicate-unit": "ANOMALY:duplicate DRHD address" in notes,
+        "duplicate-drhd-address": "ANOMALY:duplicate DRHD address" in notes,
         "include-all-not-last": "ANOMALY:INCLUDE_PCI_ALL DRHD not last" in notes,
-        "multiple-include-all": "INCLUDE_PCI_ALL_DRHDs=2" in notes,
+        "duplicate-include-all": "INCLUDE_PCI_ALL_DRHDs=2" in notes,
         "rmrr-large": "ANOMALY:huge RMRR" in notes,
-        "rmrr-at-zero": "ANOMALY:RMRR base 0" in notes,
+        "rmrr-base-zero": "ANOMALY:RMRR base 0" in notes,
     }
     for code, present in expect.items():
         assert (code in codes) == present, f"{code}: expected {present}, report {sorted(codes)}"
     # Independent of the notes: RHSAs naming no DRHD, multi-level paths, the x2APIC flag.
     addrs = {d.address for d in t.drhds}
-    assert ("rhsa-no-unit" in codes) == any(r.address not in addrs for r in t.rhsas)
+    assert ("rhsa-no-drhd" in codes) == any(r.address not in addrs for r in t.rhsas)
     multi = any(len(sc.path) > 1 for s in t.structures for sc in getattr(s, "scopes", []))
     assert ("multi-level-path" in codes) == multi
     assert ("x2apic-opt-out-without-intremap" in codes) == (t.x2apic_opt_out and not t.intr_remap)
@@ -194,10 +194,10 @@ def test_readme_anomalies_are_reported() -> None:
     cases = {
         "lenovo-ideapadflex-15-20309": {"drhd-address-invalid", "device-no-unit"},
         "lenovo-thinkpad-e15-gen-2-20td0005mh": {"drhd-address-invalid"},
-        "apple-macpro7-1-dmar1": {"multiple-include-all", "duplicate-unit"},
-        "apple-imacpro1-1-dmar1": {"multiple-include-all", "duplicate-unit"},
-        "google-ecclesia-skx-2s-testdata": {"rhsa-no-unit"},
-        "hp-elitebook-8440p": {"rmrr-at-zero"},
+        "apple-macpro7-1-dmar1": {"duplicate-include-all", "duplicate-drhd-address"},
+        "apple-imacpro1-1-dmar1": {"duplicate-include-all", "duplicate-drhd-address"},
+        "google-ecclesia-skx-2s-testdata": {"rhsa-no-drhd"},
+        "hp-elitebook-8440p": {"rmrr-base-zero"},
         "hp-proliant-dl360-g7": {"multi-level-path", "x2apic-opt-out-without-intremap"},
     }
     for name, codes in cases.items():

@@ -58,9 +58,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from vtdwalk._args import bool_array, u64_array
 from vtdwalk.domain import PAGE_SIZE, Domain, UnitLink, remapper_of
-from vtdwalk.errors import PlatformError, VtdError
-from vtdwalk.topology import Bdf, Device, DeviceKind
+from vtdwalk.errors import InvalidArgument, PlatformError, VtdError
+from vtdwalk.topology import Bdf, BdfLike, Device, DeviceKind
 
 if TYPE_CHECKING:
     from vtdwalk._core import RootTable, Translation
@@ -74,7 +75,6 @@ __all__ = [
     "Assignments",
     "ContextEntry",
     "ContextTables",
-    "coerce_bdf",
 ]
 
 TT_MULTI_LEVEL = 0
@@ -83,21 +83,6 @@ TT_PASS_THROUGH = 2
 
 _ADDR_MASK = 0x000F_FFFF_FFFF_F000  # bits 51:12
 _ENTRY = 16
-
-
-def coerce_bdf(value: object, what: str = "device") -> Bdf:
-    """A Bdf from ``"SSSS:BB:DD.F"`` / ``"BB:DD.F"``, a Bdf or Device, or an int
-    ``segment << 16 | bus << 8 | devfn`` (a plain source-id is segment 0)."""
-    if isinstance(value, bool):
-        raise PlatformError(f"{what}: {value!r} is not a PCI address")
-    if isinstance(value, int | np.integer):
-        v = int(value)
-        if not 0 <= v <= 0xFFFF_FFFF:
-            raise PlatformError(f"{what}: {v:#x} is not segment << 16 | bus << 8 | devfn")
-        return Bdf.from_sid(v >> 16, v & 0xFFFF)
-    if isinstance(value, Bdf | Device | str | tuple):
-        return Bdf.coerce(value)
-    raise PlatformError(f"{what}: cannot read a PCI address from {value!r}")
 
 
 @dataclass(frozen=True)
@@ -250,9 +235,9 @@ class Assignments:
     def create_domain(self, levels: int | None = None, passthrough: bool = False) -> Domain:
         lv = 4 if levels is None else levels
         if isinstance(lv, bool) or not isinstance(lv, int) or lv not in (3, 4, 5):
-            raise PlatformError(f"domain levels {levels!r}: a domain has 3, 4 or 5 levels")
+            raise InvalidArgument(f"domain levels {levels!r}: a domain has 3, 4 or 5 levels")
         if not isinstance(passthrough, bool):
-            raise PlatformError(f"passthrough must be True or False, not {passthrough!r}")
+            raise InvalidArgument(f"passthrough must be True or False, not {passthrough!r}")
         d = Domain(self.platform.mem, self._next_id, lv, passthrough, superpages=self._superpages())
         self._next_id += 1
         d.dev_iotlb_hook = self._dev_iotlb
@@ -287,8 +272,8 @@ class Assignments:
         return None
 
     # ---- planning (no changes)
-    def _device(self, bdf: object) -> Device:
-        b = coerce_bdf(bdf)
+    def _device(self, bdf: BdfLike) -> Device:
+        b = Bdf.coerce(bdf)
         dev = self.platform.topology.get(b)
         if dev is None:
             raise PlatformError(f"{b}: no such PCI function on this platform")
@@ -330,7 +315,7 @@ class Assignments:
         )
 
     def _plan(
-        self, d: Domain, bdf: object, relaxed: bool, source: Domain | None, set_node: bool = True
+        self, d: Domain, bdf: BdfLike, relaxed: bool, source: Domain | None, set_node: bool = True
     ) -> _Plan:
         dev = self._device(bdf)
         owner = self.owner.get(dev.bdf)
@@ -439,7 +424,7 @@ class Assignments:
         return out
 
     # ---- assignment
-    def assign_device(self, domain: object, bdf: object, relaxed: bool = False) -> None:
+    def assign_device(self, domain: object, bdf: BdfLike, relaxed: bool = False) -> None:
         d = self._domain(domain)
         plan = self._plan(d, bdf, relaxed, None)
         self._apply(d, plan)
@@ -555,8 +540,8 @@ class Assignments:
             d.rmrr_refs[key] = n - 1
 
     # ---- deassignment
-    def deassign_device(self, bdf: object) -> Domain:
-        b = coerce_bdf(bdf)
+    def deassign_device(self, bdf: BdfLike) -> Domain:
+        b = Bdf.coerce(bdf)
         inst = self.installed.get(b)
         if inst is None:
             raise PlatformError(f"{b} is not assigned to any domain")
@@ -587,9 +572,9 @@ class Assignments:
                 unit.dids.free(did)
 
     # ---- reassignment
-    def reassign_device(self, bdf: object, domain: object, relaxed: bool = False) -> None:
+    def reassign_device(self, bdf: BdfLike, domain: object, relaxed: bool = False) -> None:
         target = self._domain(domain)
-        b = coerce_bdf(bdf)
+        b = Bdf.coerce(bdf)
         inst = self.installed.get(b)
         if inst is None:
             self.assign_device(target, b, relaxed)
@@ -601,9 +586,15 @@ class Assignments:
         self._remove(b, inst)
         try:
             self._apply(target, plan)
-        except VtdError:
-            back = self._plan(source, b, True, None)
-            self._apply(source, back)
+        except VtdError as e:
+            try:
+                self._apply(source, self._plan(source, b, True, None))
+            except VtdError as e2:
+                err = PlatformError(
+                    f"{b}: moving it to domain {target.id} failed ({e}), and so did putting it "
+                    f"back in domain {source.id} ({e2}): the device is now unassigned"
+                )
+                raise err from e
             raise
 
     # ---- level skipping
@@ -624,22 +615,23 @@ class Assignments:
     def _dev_iotlb(self, unit: Iommu, did: int) -> int:
         """Device-TLB invalidations a flush sends: one per ATS device of the unit that
         ``device_in_domain`` finds in the DID's domain (Xen's ``dev_invalidate_iotlb``)."""
-        n = 0
-        for b in sorted(self.ats_devices.get(unit.index, ())):
-            if self.device_in_domain(unit, b, did):
-                n += 1
-        return n
+        devices = self.ats_devices.get(unit.index)
+        if not devices or not unit.root_maddr:
+            return 0
+        return sum(1 for b in devices if self._in_domain(unit, b, did))
 
-    def device_in_domain(self, iommu: object, bdf: object, did: int) -> bool:
+    def device_in_domain(self, iommu: object, bdf: BdfLike, did: int) -> bool:
         """Seed patch 3 (xen-driver.md §5.6): the root entry for the device's bus is present,
         and the context entry at the device's devfn (present bit not checked) has this DID and
         TT 1."""
         unit = self._unit(iommu)
-        b = coerce_bdf(bdf)
+        b = Bdf.coerce(bdf)
         if isinstance(did, bool) or not isinstance(did, int) or not 0 <= did <= 0xFFFF:
-            raise PlatformError(f"DID {did!r} is not a 16-bit integer")
-        if not unit.root_maddr:
-            return False
+            raise InvalidArgument(f"DID {did!r} is not a 16-bit integer")
+        return bool(unit.root_maddr) and self._in_domain(unit, b, did)
+
+    def _in_domain(self, unit: Iommu, b: Bdf, did: int) -> bool:
+        """``device_in_domain`` on checked arguments and a unit with a root table."""
         mem = unit.mem
         root = int(mem.read_u64(unit.root_maddr + b.bus * _ENTRY))
         if not root & 1:
@@ -652,8 +644,8 @@ class Assignments:
         return (lo >> 2) & 3 == TT_DEV_IOTLB
 
     # ---- DMA
-    def translate(self, bdf: object, iova: int, write: bool = False) -> Translation:
-        b = coerce_bdf(bdf)
+    def translate(self, bdf: BdfLike, iova: int, write: bool = False) -> Translation:
+        b = Bdf.coerce(bdf)
         unit = self.platform.iommu_for_device(b)
         if unit is None:
             raise PlatformError(f"{b} is in no remapping unit's scope")
@@ -664,43 +656,58 @@ class Assignments:
         bdfs_or_sids: Sequence[object] | npt.ArrayLike,
         iovas: npt.ArrayLike,
         writes: npt.ArrayLike | None = None,
+        threads: int | None = None,
     ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint8]]:
         keys = _device_keys(bdfs_or_sids)
-        iv = np.ascontiguousarray(np.asarray(iovas), dtype=np.uint64)
-        if iv.ndim != 1 or len(iv) != len(keys):
-            raise PlatformError(f"iovas has shape {iv.shape}, devices {len(keys)}")
+        iv = u64_array(iovas, "iovas")
+        if len(iv) != len(keys):
+            raise InvalidArgument(f"iovas has {len(iv)} entries, devices {len(keys)}")
         wr: npt.NDArray[np.bool_] | None = None
         if writes is not None:
-            wr = np.ascontiguousarray(np.asarray(writes), dtype=np.bool_)
+            wr = bool_array(writes, "writes")
             if wr.shape != iv.shape:
-                raise PlatformError(f"writes has shape {wr.shape}, iovas {iv.shape}")
-        hpa = np.zeros(len(keys), dtype=np.uint64)
-        fault = np.zeros(len(keys), dtype=np.uint8)
-        uniq, inverse = np.unique(keys, return_inverse=True)
-        unit_of: dict[int, Iommu] = {}
-        group = np.empty(len(uniq), dtype=np.int64)
-        units: list[Iommu] = []
-        for i, k in enumerate(uniq):
-            b = coerce_bdf(int(k))
-            u = self.platform.iommu_for_device(b)
-            if u is None:
-                raise PlatformError(f"{b} is in no remapping unit's scope")
-            if id(u) not in unit_of:
-                unit_of[id(u)] = u
-                units.append(u)
-            group[i] = units.index(u)
-        per = group[inverse]
+                raise InvalidArgument(f"writes has {len(wr)} entries, iovas {len(iv)}")
+        n = len(keys)
+        if n == 0:
+            return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.uint8)
         sids = (keys & 0xFFFF).astype(np.uint16)
+        lo, hi = int(keys.min()), int(keys.max())
+        if lo == hi:
+            # One device (the common case): its unit walks the arrays as they are.
+            return remapper_of(self._unit_of_key(lo)).translate_batch(sids, iv, wr, threads=threads)
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        units: list[Iommu] = []
+        group = np.empty(len(uniq), dtype=np.int64)
+        for i, k in enumerate(uniq):
+            u = self._unit_of_key(int(k))
+            gi = next((j for j, x in enumerate(units) if x is u), None)
+            if gi is None:
+                gi = len(units)
+                units.append(u)
+            group[i] = gi
+        if len(units) == 1:
+            return remapper_of(units[0]).translate_batch(sids, iv, wr, threads=threads)
+        hpa = np.zeros(n, dtype=np.uint64)
+        fault = np.zeros(n, dtype=np.uint8)
+        per = group[inverse]
         for gi, u in enumerate(units):
             idx = np.nonzero(per == gi)[0]
             h, f = remapper_of(u).translate_batch(
                 np.ascontiguousarray(sids[idx]),
                 np.ascontiguousarray(iv[idx]),
                 None if wr is None else np.ascontiguousarray(wr[idx]),
+                threads=threads,
             )
             hpa[idx] = h
             fault[idx] = f
         return hpa, fault
+
+    def _unit_of_key(self, key: int) -> Iommu:
+        b = Bdf.coerce(key)
+        u = self.platform.iommu_for_device(b)
+        if u is None:
+            raise PlatformError(f"{b} is in no remapping unit's scope")
+        return u
 
     # ---- NUMA
     def numa_report(self) -> dict[str, Any]:
@@ -754,25 +761,50 @@ class Assignments:
 
 
 def _device_keys(values: Sequence[object] | npt.ArrayLike) -> npt.NDArray[np.int64]:
-    """``segment << 16 | sid`` for each device named by a string, Bdf or integer."""
+    """``segment << 16 | sid`` for each device named by a string, Bdf or integer (see
+    :meth:`Bdf.coerce`). Each distinct name is read once; a list of integers or of strings is
+    converted without a per-element Python loop."""
     if isinstance(values, np.ndarray):
         if values.ndim != 1:
-            raise PlatformError(f"devices: expected a 1-D array, got {values.ndim} dimensions")
+            raise InvalidArgument(f"devices: expected a 1-D array, got {values.ndim} dimensions")
         if values.dtype.kind in "ui":
             a = values.astype(np.int64)
             if len(a) and (int(a.min()) < 0 or int(a.max()) > 0xFFFF_FFFF):
-                raise PlatformError("devices: a source-id is outside 0..0xffffffff")
+                raise InvalidArgument("devices: a device key is outside 0..0xffffffff")
             return a
         values = values.tolist()
     if isinstance(values, str | bytes) or not isinstance(values, Iterable):
-        raise PlatformError(f"devices: expected a sequence of PCI addresses, not {values!r}")
-    cache: dict[object, int] = {}
-    out = []
-    for v in values:
-        key = v if isinstance(v, str | int) else repr(v)
-        k = cache.get(key)
+        raise InvalidArgument(f"devices: expected a sequence of PCI addresses, not {values!r}")
+    seq = values if isinstance(values, list | tuple) else list(values)
+    if seq and isinstance(seq[0], str) and seq.count(seq[0]) == len(seq):
+        # One device named by one string (the common case): read it once.
+        return np.full(len(seq), _key(seq[0]), dtype=np.int64)
+    types = set(map(type, seq))
+    if types == {int}:
+        ints = np.asarray(seq)
+        if ints.dtype.kind not in "ui":
+            raise InvalidArgument("devices: a device key is outside 0..0xffffffff")
+        return _device_keys(ints)
+    if types == {str}:
+        # Distinct strings only (usually one): map each once, then look them all up in C.
+        table = {v: _key(v) for v in set(seq)}
+        if len(table) == 1:
+            return np.full(len(seq), next(iter(table.values())), dtype=np.int64)
+        return np.fromiter(map(table.__getitem__, seq), dtype=np.int64, count=len(seq))
+    cache: dict[tuple[type, object], int] = {}
+    out = np.empty(len(seq), dtype=np.int64)
+    for i, v in enumerate(seq):
+        try:
+            ck: tuple[type, object] = (type(v), v)
+            k = cache.get(ck)
+        except TypeError:  # unhashable
+            ck, k = (type(v), id(v)), None
         if k is None:
-            b = coerce_bdf(v)
-            k = cache[key] = b.segment << 16 | b.sid
-        out.append(k)
-    return np.asarray(out, dtype=np.int64)
+            k = cache[ck] = _key(v)
+        out[i] = k
+    return out
+
+
+def _key(v: object) -> int:
+    b = Bdf.coerce(v)  # type: ignore[arg-type]
+    return b.segment << 16 | b.sid

@@ -6,14 +6,21 @@ assignment of a device sets from the device's unit (see :mod:`vtdwalk.assign`). 
 domain has no page table (its context entries use TT 2).
 
 Every change of the page table sends its IOTLB flush to every unit the domain is on, with Xen's
-rules (§4.5; PSI for power-of-two, aligned page counts as in master):
+rules (§4.5, master's choice of page-selective for power-of-two, aligned page counts), decided
+in this order:
 
-* nothing was present before and the unit has no caching mode: nothing is cached, so no IOTLB
-  invalidation (a write-buffer flush when CAP.RWBF); under caching mode the flush uses DID 0;
-* otherwise page-selective (address mask = log2 of the page count) when the unit has CAP.PSI,
-  the count is a power of two, the address is aligned to it and the mask is within CAP.MAMV;
-  domain-selective otherwise;
+* page-selective or domain-selective first: page-selective when the page count is a power of
+  two and the address is aligned to it, domain-selective otherwise (and for ``flush_all``);
+* only a page-selective flush carries ``non_present = !old_present``: when nothing was present
+  before and the unit has no caching mode, nothing is cached, so no IOTLB invalidation (a
+  write-buffer flush when CAP.RWBF); under caching mode it uses DID 0. A domain-selective
+  flush has ``non_present = 0`` and uses the domain's DID;
+* a page-selective flush falls back to domain-selective (keeping its DID) when the unit has no
+  CAP.PSI or the address mask exceeds CAP.MAMV;
 * plus a device-TLB invalidation for each ATS device of the domain behind the unit.
+
+A batch (``map_pages``/``unmap_pages``) is flushed as the one range ``[min, max + 4K)`` of its
+addresses: that may cover more than what changed, never less.
 
 What was flushed is counted in :attr:`Domain.flush_counts` and listed in :attr:`Domain.flush_log`.
 """
@@ -21,14 +28,15 @@ What was flushed is counted in :attr:`Domain.flush_counts` and listed in :attr:`
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
-from vtdwalk.errors import PlatformError
+from vtdwalk._args import u64_array
+from vtdwalk.errors import InvalidArgument, PlatformError
 
 if TYPE_CHECKING:
     from vtdwalk._core import PageTable, PhysMem, Remapper
@@ -99,8 +107,8 @@ class Domain:
         passthrough: bool = False,
         superpages: str = "1G",
     ) -> None:
-        if isinstance(levels, bool) or levels not in (3, 4, 5):
-            raise PlatformError(f"domain levels {levels!r}: a domain has 3, 4 or 5 levels")
+        if isinstance(levels, bool) or not isinstance(levels, int) or levels not in (3, 4, 5):
+            raise InvalidArgument(f"domain levels {levels!r}: a domain has 3, 4 or 5 levels")
         self.id = domain_id
         self.levels = levels
         self.passthrough = bool(passthrough)
@@ -116,6 +124,7 @@ class Domain:
         self.rmrr_refs: dict[tuple[int, int], int] = {}
         self.flush_counts: Counter[str] = Counter()
         self.flush_log: list[Flush] = []
+        self._freed = False
         # Set by the assignment layer: where table pages go (pre-seed policy), which ATS devices
         # want device-TLB invalidations, and what to do when a skipped-level table moves.
         self.alloc_node_hook: Callable[[], int | None] | None = None
@@ -136,6 +145,8 @@ class Domain:
 
     def _prepare_alloc(self) -> PageTable:
         pt = self.page_table
+        if self._freed:
+            raise PlatformError(f"domain {self.id} was freed: it takes no more mappings")
         if pt is None:
             raise PlatformError(f"domain {self.id} is pass-through: it has no page table")
         if self.alloc_node_hook is not None:
@@ -194,8 +205,8 @@ class Domain:
     ) -> bool:
         """Map 4 KiB pages ``iovas[i] -> maddrs[i]`` in one batch, then flush once per unit."""
         pt = self._prepare_alloc()
-        iv = _u64_array(iovas, "iovas")
-        ma = _u64_array(maddrs, "maddrs")
+        iv = u64_array(iovas, "iovas")
+        ma = u64_array(maddrs, "maddrs")
         old = bool(pt.map_pages(iv, ma, read=read, write=write, snoop=snoop))
         self._flush_batch(iv, old)
         return old
@@ -203,7 +214,7 @@ class Domain:
     def unmap_pages(self, iovas: npt.ArrayLike) -> bool:
         """Unmap 4 KiB pages in one batch, then flush once per unit."""
         pt = self._prepare_alloc()
-        iv = _u64_array(iovas, "iovas")
+        iv = u64_array(iovas, "iovas")
         old = bool(pt.unmap_pages(iv))
         if old:
             self._flush_batch(iv, True)
@@ -226,41 +237,36 @@ class Domain:
         self._flush(0, None, True)
 
     def _flush_batch(self, iovas: npt.NDArray[np.uint64], old_present: bool) -> None:
-        n = len(iovas)
-        if n == 0:
+        """One flush over ``[min, max + 4K)`` of the batch (no sort: O(n) and vectorised)."""
+        if len(iovas) == 0:
             return
-        u = np.unique(iovas)
-        first = int(u[0])
-        if len(u) == 1:
-            self._flush(first, 1, old_present)
-        elif int(u[-1]) - first == (len(u) - 1) * PAGE_SIZE:
-            self._flush(first, len(u), old_present)
-        else:
-            self._flush(first, None, old_present)
+        lo = int(iovas.min()) & ~(PAGE_SIZE - 1)
+        hi = int(iovas.max()) & ~(PAGE_SIZE - 1)
+        self._flush(lo, (hi - lo) // PAGE_SIZE + 1, old_present)
 
     def _flush(self, iova: int, npages: int | None, old_present: bool) -> None:
-        """Xen's ``iommu_flush_iotlb`` over every unit the domain is on (``npages`` None: DSI)."""
+        """Xen's ``iommu_flush_iotlb`` over every unit the domain is on (``npages`` None: DSI).
+
+        Page-selective or domain-selective is decided first, from the page count and alignment;
+        only a page-selective flush is a non-present one when nothing was present before."""
+        order = _psi_order(iova, npages)
+        non_present = order is not None and not old_present
         for i in sorted(self.links):
             link = self.links[i]
             unit = link.unit
             rm = remapper_of(unit)
-            non_present = not old_present
             if non_present and not unit.caching_mode:
                 rec = Flush(i, "none", link.did, non_present=True, wbf=unit.rwbf)
             else:
                 did = 0 if non_present else link.did
-                order = _psi_order(unit, iova, npages)
-                if order is None:
+                dev = 0 if self.dev_iotlb_hook is None else self.dev_iotlb_hook(unit, link.did)
+                if order is None or not unit.psi or order > unit.mamv:
                     rm.invalidate_iotlb("domain", did=did)
-                    rec = Flush(i, "domain", did, non_present=non_present)
+                    rec = Flush(i, "domain", did, non_present=non_present, dev_iotlb=dev)
                 else:
                     addr = iova & ~((PAGE_SIZE << order) - 1)
                     rm.invalidate_iotlb("page", did=did, addr=addr, am=order)
-                    rec = Flush(i, "page", did, addr, order, non_present=non_present)
-                if self.dev_iotlb_hook is not None:
-                    n = self.dev_iotlb_hook(unit, link.did)
-                    if n:
-                        rec = replace(rec, dev_iotlb=n)
+                    rec = Flush(i, "page", did, addr, order, non_present, dev_iotlb=dev)
             self._record(rec)
 
     def _record(self, rec: Flush) -> None:
@@ -315,6 +321,7 @@ class Domain:
         if self.page_table is not None:
             self.page_table.free()
         self.rmrr_refs.clear()
+        self._freed = True
 
     def __iter__(self) -> Iterator[Bdf]:
         return iter(sorted(self.devices))
@@ -333,27 +340,12 @@ def _pages(size: int) -> int | None:
     return (size + PAGE_SIZE - 1) // PAGE_SIZE
 
 
-def _psi_order(unit: Iommu, iova: int, npages: int | None) -> int | None:
-    """The address mask of a page-selective flush, or None for domain-selective."""
-    if npages is None or npages <= 0 or not unit.psi:
-        return None
-    if npages & (npages - 1):
+def _psi_order(iova: int, npages: int | None) -> int | None:
+    """The address mask of a page-selective flush (a power-of-two page count, the address
+    aligned to it), or None for domain-selective. The unit's CAP.PSI / MAMV come later."""
+    if npages is None or npages <= 0 or npages & (npages - 1):
         return None
     order = npages.bit_length() - 1
-    if order > unit.mamv or iova & ((PAGE_SIZE << order) - 1):
+    if iova & ((PAGE_SIZE << order) - 1):
         return None
     return order
-
-
-def _u64_array(values: npt.ArrayLike | Sequence[int], what: str) -> npt.NDArray[np.uint64]:
-    try:
-        a = np.asarray(values)
-    except (TypeError, ValueError) as e:
-        raise PlatformError(f"{what}: not an array of addresses ({e})") from e
-    if a.ndim != 1:
-        raise PlatformError(f"{what}: expected a 1-D array, got {a.ndim} dimensions")
-    if a.size and a.dtype.kind not in "ui":
-        raise PlatformError(f"{what}: expected integers, got {a.dtype}")
-    if a.size and a.dtype.kind == "i" and int(a.min()) < 0:
-        raise PlatformError(f"{what}: negative address")
-    return np.ascontiguousarray(a, dtype=np.uint64)

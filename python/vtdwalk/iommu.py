@@ -1,9 +1,9 @@
 """Remapping units (Xen's ``struct vtd_iommu``), one per registered DRHD.
 
 A unit keeps its DRHD as a field (seed patch 1: no reverse search), its CAP and ECAP registers
-(QEMU's defaults unless given), the page-table levels its SAGAW allows, a domain-id allocator
-sized by CAP.ND (DID 0 reserved under caching mode), its NUMA ``node`` (None until its RHSA is
-applied, as NUMA_NO_NODE) and its root table. See xen-driver.md §3.
+(QEMU's, with device-TLB, unless given), the page-table levels its SAGAW allows, a domain-id
+allocator sized by CAP.ND (DID 0 reserved under caching mode), its NUMA ``node`` (None until
+its RHSA is applied, as NUMA_NO_NODE) and its root table. See xen-driver.md §3.
 """
 
 from __future__ import annotations
@@ -32,8 +32,10 @@ __all__ = [
 
 #: QEMU intel-iommu CAP with its defaults (aw-bits 48, dma-drain on): vtd-hardware.md §1.3.
 QEMU_CAP = 0x80D2008C222F0606
-#: QEMU intel-iommu ECAP under TCG defaults (QI, IR, PT; no EIM, no device-TLB).
-QEMU_ECAP = 0x0000000000F00F4A
+#: The default ECAP, the hardware model's (``Remapper(mem).ecap``): QEMU intel-iommu's TCG
+#: default (QI, IR, PT; no EIM; vtd-hardware.md §1.3) with device-TLB (DT) on, as QEMU's
+#: ``device-iotlb=on`` sets it, so TT 1 applies where a device has ATS and an ATSR covers it.
+QEMU_ECAP = 0x0000000000F00F4E
 #: Xen's MAX_IOMMUS. ``iommu_alloc`` refuses a unit when this many already exist *before* the
 #: one being counted, so 33 units are accepted (the off-by-one of §3.2 step 1).
 MAX_IOMMUS = 32

@@ -16,8 +16,9 @@ RHSAs parsed so far (on a spec-conforming table: none, so no node), as Xen did b
 The unit's ``node`` (used for its later allocations) still comes from its RHSA afterwards, as the
 pre-seed driver looked the RHSA up again at each of those allocations.
 
-Firmware oddities are collected in :attr:`Platform.report` as :class:`Finding` entries and the
-rest still works (a DRHD at address 0 is skipped, duplicates are kept as Xen keeps them).
+Firmware oddities are collected in :attr:`Platform.report` as :class:`Finding` entries (the
+table-level ones are :meth:`DmarTable.validate`'s, under its codes) and the rest still works
+(a DRHD at address 0 is skipped, duplicates are kept as Xen keeps them).
 ``strict=True`` raises :class:`PlatformError` for every condition Xen treats as fatal, before
 any memory is allocated.
 """
@@ -92,6 +93,20 @@ class AtsrUnit:
     segment: int
     all_ports: bool
     scope: Scope
+
+
+#: validate()'s checks the platform reports as its own findings (one code per condition).
+_TABLE_CODES = frozenset(
+    {
+        "duplicate-include-all",
+        "duplicate-all-ports",
+        "duplicate-drhd-address",
+        "rmrr-base-zero",
+        "rhsa-no-drhd",
+    }
+)
+#: Of those, the ones Xen refuses the table for on segment 0.
+_FATAL_ON_SEGMENT_0 = frozenset({"duplicate-include-all", "duplicate-all-ports"})
 
 
 def _off(s: object) -> int | None:
@@ -192,8 +207,9 @@ class Platform:
         ``topology``/``numa`` default to what the table implies (see :meth:`Topology.from_dmar`,
         :meth:`Numa.default`); ``mem`` defaults to a fresh PhysMem with the NUMA nodes.
         ``unit_caps`` maps a DRHD register base address to that unit's (CAP, ECAP); other units
-        get ``cap``/``ecap`` (QEMU's defaults). ``iotlb_entries`` and ``fault_records`` size
-        each unit's hardware model (its CAP then reports NFR = fault_records - 1).
+        get ``cap``/``ecap`` (QEMU's, device-TLB on: the hardware model's defaults).
+        ``iotlb_entries`` and ``fault_records`` size each unit's hardware model (its CAP then
+        reports NFR = fault_records - 1).
         ``policy``: "seed" (default) or "pre-seed"; ``strict``: raise for what Xen refuses.
         """
         if isinstance(table, str | Path):
@@ -310,14 +326,13 @@ class Platform:
                 "X2APIC_OPT_OUT is set but INTR_REMAP is not (Xen ignores the opt-out)",
                 37,
             )
+        self._table_findings()
         specific: list[Iommu] = []  # head-inserted: kept reversed at the end
         include_all: list[Iommu] = []
         include_all_seen: dict[int, int | None] = {}
         not_last_reported: set[int] = set()
-        all_ports_seen: set[int] = set()
         atsr_head: list[AtsrUnit] = []
         atsr_tail: list[AtsrUnit] = []
-        addresses: dict[int, int] = {}
         rhsas_so_far: list[_dmar.Rhsa] = []
         self._pre_seed_node: dict[int, int | None] = {}
         index = 0
@@ -366,16 +381,6 @@ class Platform:
                         off,
                     )
                     continue
-                if s.address in addresses:
-                    self._add(
-                        "warning",
-                        "duplicate-unit",
-                        f"{what} on segment {s.segment:#x} duplicates unit {addresses[s.address]}"
-                        "; both are kept, as Xen keeps them",
-                        off,
-                    )
-                else:
-                    addresses[s.address] = index
                 if s.segment in include_all_seen and s.segment not in not_last_reported:
                     not_last_reported.add(s.segment)
                     self._add(
@@ -386,21 +391,7 @@ class Platform:
                         off,
                     )
                 if s.include_all:
-                    if s.segment in include_all_seen:
-                        self._add(
-                            "fatal" if s.segment == 0 else "warning",
-                            "multiple-include-all",
-                            f"second include-all DRHD ({what}) on segment {s.segment:#x}"
-                            + (
-                                " ('Only one INCLUDE_ALL device scope is allowed')"
-                                if s.segment == 0
-                                else ""
-                            )
-                            + "; the last one is the fallback",
-                            off,
-                        )
-                    else:
-                        include_all_seen[s.segment] = off
+                    include_all_seen.setdefault(s.segment, off)
                 scope, ioapics, hpets, functions = self._resolve(s.segment, s.scopes, what, off)
                 c, e = caps.get(s.address, (cap, ecap))
                 unit = Iommu(s, index, self.mem, c, e, scope, ioapics, hpets, **self._unit_hw)
@@ -425,15 +416,6 @@ class Platform:
                 self._plan_rmrr(s, off)
             elif isinstance(s, _dmar.Atsr):
                 if s.all_ports:
-                    if s.segment in all_ports_seen and s.segment == 0:
-                        self._add(
-                            "fatal",
-                            "multiple-all-ports",
-                            "second ALL_PORTS ATSR on segment 0 ('Only one ALL_PORTS device "
-                            "scope is allowed')",
-                            off,
-                        )
-                    all_ports_seen.add(s.segment)
                     atsr_tail.append(AtsrUnit(s, s.segment, True, Scope(s.segment)))
                 else:
                     scope, _, _, _ = self._resolve(s.segment, s.scopes, "ATSR", off)
@@ -444,6 +426,19 @@ class Platform:
         self.atsrs = atsr_head[::-1] + atsr_tail
         self.rmrrs = self.rmrrs[::-1]
         self.rhsas = rhsas_so_far
+
+    def _table_findings(self) -> None:
+        """What :meth:`DmarTable.validate` finds about the table itself that the platform
+        reports too, under validate's codes: Xen-fatal ones (a second include-all DRHD or
+        ALL_PORTS ATSR on segment 0) become "fatal", the rest "warning"."""
+        at = {o: s for o, s, _ in self.dmar._layout()}
+        for p in self.dmar.validate():
+            if p.code not in _TABLE_CODES:
+                continue
+            sev: Severity = "warning"
+            if p.code in _FATAL_ON_SEGMENT_0 and getattr(at.get(p.offset), "segment", 0) == 0:
+                sev = "fatal"
+            self._add(sev, p.code, p.message, p.offset)
 
     def _plan_rmrr(self, s: _dmar.Rmrr, off: int | None) -> None:
         what = f"RMRR [{s.base:#x}, {s.limit:#x}]"
@@ -457,8 +452,6 @@ class Platform:
                     off,
                 )
                 return
-        if s.base == 0:
-            self._add("warning", "rmrr-at-zero", f"{what} covers address 0", off)
         if s.limit >= s.base and s.limit - s.base + 1 > LARGE_RMRR:
             self._add(
                 "info",
@@ -494,15 +487,7 @@ class Platform:
         by_addr = {u.address for u in self.iommus}
         seen_rhsa: set[int] = set()
         for r in self.rhsas:
-            if r.address not in by_addr:
-                self._add(
-                    "warning",
-                    "rhsa-no-unit",
-                    f"RHSA for register base {r.address:#x} (proximity domain "
-                    f"{r.proximity_domain}) names no remapping unit",
-                    _off(r),
-                )
-            elif r.address in seen_rhsa:
+            if r.address in by_addr and r.address in seen_rhsa:
                 self._add(
                     "warning",
                     "duplicate-rhsa",
@@ -676,8 +661,9 @@ class Platform:
             return None
         return next((r for r in self.rhsas if r.address == drhd.address), None)
 
-    def pxm_to_node(self, pxm: int) -> int | None:
-        """Xen's ``pxm_to_node`` over the NUMA description; None is NUMA_NO_NODE."""
+    def pxm_to_node(self, pxm: int | None) -> int | None:
+        """Xen's ``pxm_to_node`` over the NUMA description; None is NUMA_NO_NODE (also the
+        answer for ``pxm`` None)."""
         return self.numa.pxm_to_node(pxm)
 
     def rmrrs_for_device(self, dev: BdfLike) -> list[RmrrUnit]:
@@ -827,9 +813,7 @@ class Platform:
 
     def owner_of(self, bdf: BdfLike | int) -> Domain | None:
         """The domain the device is assigned to, if any."""
-        from vtdwalk.assign import coerce_bdf
-
-        return self.assignments.owner.get(coerce_bdf(bdf))
+        return self.assignments.owner.get(Bdf.coerce(bdf))
 
     def translate(self, bdf: BdfLike | int, iova: int, write: bool = False) -> Translation:
         """A DMA request by the device, walked by its unit's hardware; raises DmaFault."""
@@ -840,10 +824,13 @@ class Platform:
         bdfs_or_sids: Sequence[BdfLike | int] | npt.ArrayLike,
         iovas: npt.ArrayLike,
         writes: npt.ArrayLike | None = None,
+        threads: int | None = None,
     ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint8]]:
         """Many requests: (hpa, fault reason) arrays, hpa 0 where the reason is not 0.
-        Devices as strings, Bdfs, or integers ``segment << 16 | source-id``."""
-        return self.assignments.translate_batch(bdfs_or_sids, iovas, writes)
+        Devices as strings, Bdfs, or integers ``segment << 16 | source-id``; ``iovas``
+        non-negative integers; ``writes`` booleans (or 0/1). Bad arrays raise InvalidArgument.
+        ``threads`` goes to each unit's ``Remapper.translate_batch``."""
+        return self.assignments.translate_batch(bdfs_or_sids, iovas, writes, threads)
 
     def device_in_domain(self, iommu: Iommu | int, bdf: BdfLike | int, did: int) -> bool:
         """Seed patch 3's ``device_in_domain`` (xen-driver.md §5.6)."""

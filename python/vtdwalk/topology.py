@@ -32,7 +32,9 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vtdwalk.errors import PlatformError
+import numpy as np
+
+from vtdwalk.errors import InvalidArgument, PlatformError
 
 if TYPE_CHECKING:
     from vtdwalk._core import PhysMem
@@ -106,13 +108,19 @@ class Bdf:
 
     @classmethod
     def coerce(cls, value: BdfLike) -> Bdf:
-        """A Bdf from a Bdf, a Device, a ``"[ssss:]bb:dd.f"`` string or a (seg, bus, dev, fn)."""
+        """A Bdf from a Bdf, a Device, a ``"[ssss:]bb:dd.f"`` string, a (seg, bus, dev, fn), or
+        an integer ``segment << 16 | source-id`` (a plain source-id is segment 0)."""
         if isinstance(value, Bdf):
             return value
         if isinstance(value, Device):
             return value.bdf
         if isinstance(value, str):
             return cls.parse(value)
+        if isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
+            v = int(value)
+            if not 0 <= v <= 0xFFFF_FFFF:
+                raise PlatformError(f"{v:#x} is not a PCI address (segment << 16 | source-id)")
+            return cls.from_sid(v >> 16, v & 0xFFFF)
         if isinstance(value, tuple) and len(value) == 4:
             return cls(*value)
         raise PlatformError(f"cannot read a PCI address from {value!r}")
@@ -280,7 +288,8 @@ class Device:
         return d
 
 
-BdfLike = Bdf | Device | str | tuple[int, int, int, int]
+#: What names a PCI function: see :meth:`Bdf.coerce`.
+BdfLike = Bdf | Device | str | tuple[int, int, int, int] | int
 
 
 def sriov_vf_bdfs(pf: Bdf, num_vfs: int, offset: int, stride: int = 1) -> list[Bdf]:
@@ -823,7 +832,7 @@ def _synthesise(table: DmarTable) -> Topology:
             if start is None:
                 raise PlatformError(
                     f"segment {seg:#x}: no run of {n} free bus numbers left for the bridge "
-                    f"{bus:02x}:{k[2]:02x}.{k[3]}"
+                    f"{Bdf(seg, bus, k[2], k[3])}"
                 )
             for b in range(start, start + n):
                 taken[b] = True
@@ -926,8 +935,14 @@ class Numa:
                 slots[idx] = (pxm, node)
         self._slots = slots
 
-    def pxm_to_node(self, pxm: int) -> int | None:
-        """Xen's ``pxm_to_node``: slot ``pxm`` first, then a linear search; None = NUMA_NO_NODE."""
+    def pxm_to_node(self, pxm: int | None) -> int | None:
+        """Xen's ``pxm_to_node``: slot ``pxm`` first, then a linear search; None = NUMA_NO_NODE
+        (also for ``pxm`` None: no proximity domain)."""
+        if pxm is None:
+            return None
+        if isinstance(pxm, bool) or not isinstance(pxm, int | np.integer):
+            raise InvalidArgument(f"proximity domain {pxm!r} is not an integer")
+        pxm = int(pxm)
         if 0 <= pxm < MAX_NUMNODES:
             s = self._slots[pxm]
             if s is not None and s[0] == pxm:
