@@ -370,6 +370,34 @@ impl PhysMem {
         Ok(())
     }
 
+    /// Write `words` as consecutive u64s from an 8-byte aligned `maddr`; the range must lie
+    /// inside one node (checked first: on error nothing is written). Whole-frame copies, no
+    /// byte conversion: the batch writer of the Python API.
+    pub fn write_u64s(&mut self, maddr: Maddr, words: &[u64]) -> Result<()> {
+        let a = maddr.get();
+        let len = (words.len() as u64).saturating_mul(8);
+        if a & 7 != 0 {
+            return Err(Error::MemoryAccess {
+                addr: a,
+                len,
+                why: "u64 access not 8-byte aligned",
+            });
+        }
+        let i = self.span_node(a, len)?;
+        let node = &mut self.nodes[i];
+        let mut a = a;
+        let mut rest = words;
+        while !rest.is_empty() {
+            let off = ((a & PAGE_MASK) >> 3) as usize;
+            let n = (ENTRIES_PER_PAGE - off).min(rest.len());
+            let (now, later) = rest.split_at(n);
+            node.frame_mut(a >> PAGE_SHIFT)[off..off + n].copy_from_slice(now);
+            rest = later;
+            a += (n as u64) * 8;
+        }
+        Ok(())
+    }
+
     /// The whole table page at a 4 KiB aligned `maddr`, for writers that fill many entries.
     pub fn page_mut(&mut self, maddr: Maddr) -> Result<&mut Frame> {
         let a = maddr.get();
@@ -645,6 +673,29 @@ mod tests {
         assert!(m.read_u64(Maddr(2 * GIB)).is_err());
         assert_eq!(m.load_u64(2 * GIB), None);
         assert_eq!(m.load_u64(GIB), Some(0));
+    }
+
+    #[test]
+    fn write_u64s_spans_pages_and_is_all_or_nothing() {
+        let mut m = two_nodes();
+        let words: Vec<u64> = (0..700u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
+        m.write_u64s(Maddr(0x1ff8), &words).unwrap();
+        for (k, &w) in words.iter().enumerate() {
+            assert_eq!(m.read_u64(Maddr(0x1ff8 + 8 * k as u64)).unwrap(), w);
+        }
+        // Byte view agrees (little endian).
+        let mut b = [0u8; 8];
+        m.read(Maddr(0x2000), &mut b).unwrap();
+        assert_eq!(u64::from_le_bytes(b), words[1]);
+        let before = m.stats();
+        assert!(m.write_u64s(Maddr(0x1004), &[1]).is_err());
+        // Runs past node 1's end: nothing written.
+        let end = GIB + 8 * PAGE_SIZE;
+        assert!(m.write_u64s(Maddr(end - 16), &[1, 2, 3]).is_err());
+        assert_eq!(m.load_u64(end - 16), Some(0));
+        assert!(m.write_u64s(Maddr(2 * GIB), &[1]).is_err());
+        assert_eq!(m.stats(), before);
+        assert!(m.write_u64s(Maddr(2 * GIB), &[]).is_err());
     }
 
     #[test]

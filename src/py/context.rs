@@ -5,7 +5,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use pyo3::prelude::*;
 
-use super::args::{U32, U64};
+use super::args::{Flag, U32, U64};
 use super::errors::Exc;
 use super::mem::{PyPhysMem, SharedMem};
 use super::pagetable::check_node;
@@ -68,16 +68,16 @@ impl PyRootTable {
     }
 
     /// Xen's bus_to_context_maddr: the bus's context table (0 when missing and not alloc).
-    #[pyo3(signature = (bus, alloc=false))]
-    fn context_table(&self, bus: U32, alloc: bool) -> PyResult<u64> {
+    #[pyo3(signature = (bus, alloc=Flag(false)), text_signature = "(self, bus, alloc=False)")]
+    fn context_table(&self, bus: U32, alloc: Flag) -> PyResult<u64> {
         let bus = byte("bus", bus)?;
         let mut rt = self.lock();
         let mut mem = self.mem.write();
-        Ok(rt.context_table(&mut mem, bus, alloc)?)
+        Ok(rt.context_table(&mut mem, bus, alloc.0)?)
     }
 
     /// Write a present legacy context entry, allocating the root/context tables as needed.
-    #[pyo3(signature = (bus, devfn, slptptr, aw, did, tt=U32(0), fpd=false), text_signature = "(self, bus, devfn, slptptr, aw, did, tt=0, fpd=False)")]
+    #[pyo3(signature = (bus, devfn, slptptr, aw, did, tt=U32(0), fpd=Flag(false)), text_signature = "(self, bus, devfn, slptptr, aw, did, tt=0, fpd=False)")]
     #[allow(clippy::too_many_arguments)]
     fn set_context(
         &self,
@@ -87,7 +87,7 @@ impl PyRootTable {
         aw: U32,
         did: U32,
         tt: U32,
-        fpd: bool,
+        fpd: Flag,
     ) -> PyResult<()> {
         let (bus, devfn) = (byte("bus", bus)?, byte("devfn", devfn)?);
         let did = u16::try_from(did.0).map_err(|_| {
@@ -104,7 +104,7 @@ impl PyRootTable {
             aw: aw.0,
             did,
             tt: TranslationType::from_bits(u64::from(tt.0)),
-            fpd,
+            fpd: fpd.0,
         };
         let mut rt = self.lock();
         let mut mem = self.mem.write();

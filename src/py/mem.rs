@@ -6,12 +6,12 @@
 
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
+use numpy::{IntoPyArray, PyArray1};
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
-use super::args::{U32, U64};
+use super::args::{batch_array, U32, U64};
 use super::errors::Exc;
 use crate::addr::Maddr;
 use crate::mem::PhysMem;
@@ -141,18 +141,17 @@ impl PyPhysMem {
         Ok(words.into_pyarray(py))
     }
 
-    /// Write a numpy uint64 array as consecutive words from an 8-byte aligned address.
-    fn write_u64s(&self, maddr: U64, values: PyReadonlyArray1<'_, u64>) -> PyResult<()> {
-        if maddr.0 & 7 != 0 {
-            return Err(Exc::MemoryAccessError
-                .msg(format!("u64 access at {:#x} not 8-byte aligned", maddr.0)));
+    /// Write `values` (a 1-D array or sequence of unsigned integers) as consecutive words from
+    /// an 8-byte aligned address. The words are converted once (not at all when they already
+    /// are a contiguous uint64 array) and written with the GIL released.
+    fn write_u64s(&self, py: Python<'_>, maddr: U64, values: &Bound<'_, PyAny>) -> PyResult<()> {
+        let values = batch_array::<u64>(values, "values")?;
+        if values.len() > 1 << 27 {
+            return Err(Exc::InvalidArgument.msg("write of more than 2**27 words at once"));
         }
-        let bytes: Vec<u8> = values
-            .as_array()
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
-        Ok(self.mem.write().write(Maddr(maddr.0), &bytes)?)
+        let words = values.as_slice()?;
+        let r = py.detach(|| self.mem.write().write_u64s(Maddr(maddr.0), words));
+        Ok(r?)
     }
 
     /// Per node: base, size, total/allocated/free/backed pages, fallbacks.
