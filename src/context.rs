@@ -14,7 +14,6 @@ use crate::addr::{Maddr, PAGE_MASK, PAGE_SIZE};
 use crate::entry::{ContextEntry, RootEntry, TranslationType, CONTEXT_ENTRY_SIZE, ROOT_ENTRY_SIZE};
 use crate::error::{Error, Result};
 use crate::mem::{PhysMem, MAX_MADDR_BITS};
-use crate::pagetable::{alloc_nonzero, page0_extra};
 
 /// Fields of a legacy context entry, as `set_context` writes them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,7 +36,6 @@ pub struct RootTable {
     contexts: BTreeMap<u8, u64>,
     /// Node of every page owned (root and context tables).
     pages: BTreeMap<u64, u32>,
-    holds_page0: bool,
 }
 
 fn corrupt(addr: u64) -> Error {
@@ -57,7 +55,6 @@ impl RootTable {
             node,
             contexts: BTreeMap::new(),
             pages: BTreeMap::new(),
-            holds_page0: false,
         }
     }
 
@@ -96,7 +93,6 @@ impl RootTable {
         if needed == 0 {
             return Ok(());
         }
-        let needed = needed + page0_extra(mem);
         let free: u64 = mem.stats().iter().map(|s| s.free_pages).sum();
         if free < needed {
             return Err(Error::OutOfMemory {
@@ -108,7 +104,8 @@ impl RootTable {
     }
 
     fn alloc_page(&mut self, mem: &mut PhysMem) -> Result<u64> {
-        let a = alloc_nonzero(mem, self.node, &mut self.holds_page0)?;
+        // Never 0: PhysMem reserves frame 0, the "no table" address.
+        let a = mem.alloc_pages(1, self.node)?.get();
         self.pages.insert(a, mem.node_of(Maddr(a)).unwrap_or(0));
         Ok(a)
     }
@@ -243,10 +240,7 @@ impl RootTable {
 
     /// Free the root table and every context table.
     pub fn free(&mut self, mem: &mut PhysMem) -> Result<()> {
-        let mut pages: Vec<u64> = self.pages.keys().copied().collect();
-        if std::mem::take(&mut self.holds_page0) {
-            pages.push(0);
-        }
+        let pages: Vec<u64> = self.pages.keys().copied().collect();
         self.pages.clear();
         self.contexts.clear();
         self.maddr = 0;
@@ -316,6 +310,26 @@ mod tests {
         assert_eq!(rt.context(&m, 3, 0x0a).unwrap(), None);
         rt.free(&mut m).unwrap();
         assert_eq!(m.stats()[1].allocated_pages, 0);
+    }
+
+    #[test]
+    fn no_table_at_address_zero_and_nothing_leaks() {
+        // Frame 0 is reserved: of 3 pages, 2 hold the root and one context table.
+        let mut m = PhysMem::new(&[(0, 3 * K4)]).unwrap();
+        let mut rt = RootTable::new(None);
+        rt.set_context(&mut m, 5, 1, fields(0x7000, 2, 9)).unwrap();
+        assert!(rt.maddr() != 0 && !rt.pages.contains_key(&0));
+        assert!(matches!(
+            rt.context_table(&mut m, 6, true),
+            Err(Error::OutOfMemory { .. })
+        ));
+        assert_eq!(rt.table_pages(), BTreeMap::from([(0, 2)]));
+        rt.free(&mut m).unwrap();
+        let s = m.stats()[0];
+        assert_eq!(
+            (s.reserved_pages, s.allocated_pages, s.free_pages),
+            (1, 0, 2)
+        );
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //! * A binary buddy allocator per node (free lists by order, lowest address first, so runs are
 //!   deterministic): allocation and free cost O(MAX_ORDER * log n), never a scan over a node.
 //!   Allocated pages read as zeros; freed pages drop their backing.
+//! * Frame 0 (machine address 0) is reserved at construction when a node starts at 0: address
+//!   0 means "no table" in root, context and page-table pointers and in this API (as in Xen), so
+//!   `alloc_pages` never returns it and `free_pages` refuses it. It stays readable and writable.
+//! * Per node, `total_pages == reserved_pages + allocated_pages + free_pages` at all times.
 //!
 //! Lookup of a frame is node (a scan of a handful of ranges) -> chunk directory -> frame: three
 //! dependent loads, a few nanoseconds.
@@ -35,8 +39,13 @@ type Chunk = Box<[Option<Box<Frame>>]>;
 pub struct NodeStats {
     pub base: u64,
     pub size: u64,
+    /// Every page of the node: `reserved_pages + allocated_pages + free_pages`.
     pub total_pages: u64,
+    /// Pages never handed out: 1 (frame 0) on a node that starts at address 0, else 0.
+    pub reserved_pages: u64,
+    /// Pages handed out by `alloc_pages` and not freed since.
     pub allocated_pages: u64,
+    /// Pages `alloc_pages` may still hand out.
     pub free_pages: u64,
     /// Frames with backing store (written at least once since their last alloc or free).
     pub backed_pages: u64,
@@ -53,6 +62,8 @@ struct Node {
     /// free[k]: start pfns (absolute) of free blocks of 2^k pages.
     free: Vec<BTreeSet<u64>>,
     free_pages: u64,
+    /// Frames kept out of the allocator for good: frame 0 when the node starts at 0.
+    reserved_pages: u64,
     backed_pages: u64,
     fallbacks: u64,
 }
@@ -67,13 +78,16 @@ impl Node {
             live: vec![0; nchunks],
             free: vec![BTreeSet::new(); MAX_ORDER + 1],
             free_pages: 0,
+            reserved_pages: u64::from(base_pfn == 0),
             backed_pages: 0,
             fallbacks: 0,
         };
-        for (start, order) in aligned_blocks(base_pfn, npages) {
+        // Frame 0 never enters the free lists, so no buddy merge can ever reach it either.
+        let first = base_pfn + n.reserved_pages;
+        for (start, order) in aligned_blocks(first, npages - n.reserved_pages) {
             n.free[order].insert(start);
         }
-        n.free_pages = npages;
+        n.free_pages = npages - n.reserved_pages;
         n
     }
 
@@ -545,6 +559,13 @@ impl PhysMem {
             })?;
         let pfn = maddr.pfn();
         let nd = &mut self.nodes[i];
+        if pfn < nd.base_pfn + nd.reserved_pages {
+            return Err(Error::BadFree {
+                addr: maddr,
+                npages,
+                why: "frame 0 is reserved (address 0 means \"no table\"); it was never allocated",
+            });
+        }
         if aligned_blocks(pfn, npages).any(|(s, o)| nd.overlaps_free(s, o)) {
             return Err(Error::BadFree {
                 addr: maddr,
@@ -557,10 +578,15 @@ impl PhysMem {
         Ok(())
     }
 
-    /// True when the page at `maddr` is allocated (inside a node and in no free block).
+    /// True when the page at `maddr` is allocated: handed out by `alloc_pages` and not freed
+    /// since (inside a node, in no free block, not the reserved frame 0).
     pub fn is_allocated(&self, maddr: Maddr) -> bool {
-        match self.node_index_of_pfn(maddr.pfn()) {
-            Some(i) => !self.nodes[i].overlaps_free(maddr.pfn(), 0),
+        let pfn = maddr.pfn();
+        match self.node_index_of_pfn(pfn) {
+            Some(i) => {
+                let n = &self.nodes[i];
+                pfn >= n.base_pfn + n.reserved_pages && !n.overlaps_free(pfn, 0)
+            }
             None => false,
         }
     }
@@ -573,7 +599,8 @@ impl PhysMem {
                 base: n.base_pfn << PAGE_SHIFT,
                 size: n.npages << PAGE_SHIFT,
                 total_pages: n.npages,
-                allocated_pages: n.npages - n.free_pages,
+                reserved_pages: n.reserved_pages,
+                allocated_pages: n.npages - n.reserved_pages - n.free_pages,
                 free_pages: n.free_pages,
                 backed_pages: n.backed_pages,
                 fallbacks: n.fallbacks,
@@ -618,15 +645,75 @@ mod tests {
     #[test]
     fn non_power_of_two_returns_tail() {
         let mut m = two_nodes();
-        let a = m.alloc_pages(3, Some(0)).unwrap();
-        assert_eq!(m.stats()[0].allocated_pages, 3);
-        let b = m.alloc_pages(1, Some(0)).unwrap();
+        let a = m.alloc_pages(3, Some(1)).unwrap();
+        assert_eq!(m.stats()[1].allocated_pages, 3);
+        let b = m.alloc_pages(1, Some(1)).unwrap();
         assert_eq!(b.get(), a.get() + 3 * PAGE_SIZE);
         m.free_pages(a, 3).unwrap();
         m.free_pages(b, 1).unwrap();
-        assert_eq!(m.stats()[0].free_pages, 16);
-        // Everything merged back: one 16-page block can be had again.
-        assert_eq!(m.alloc_pages(16, Some(0)).unwrap().get(), 0);
+        assert_eq!(m.stats()[1].free_pages, 8);
+        // Everything merged back: one 8-page block can be had again.
+        assert_eq!(m.alloc_pages(8, Some(1)).unwrap().get(), GIB);
+    }
+
+    #[test]
+    fn frame_zero_is_reserved_once_for_good() {
+        let mut m = two_nodes();
+        let s = m.stats();
+        assert_eq!(
+            (
+                s[0].total_pages,
+                s[0].reserved_pages,
+                s[0].allocated_pages,
+                s[0].free_pages
+            ),
+            (16, 1, 0, 15)
+        );
+        assert_eq!((s[1].reserved_pages, s[1].free_pages), (0, 8));
+        assert!(!m.is_allocated(Maddr(0)));
+        // A 16-page block would need frame 0; the aligned 8-page block above it is there.
+        assert!(matches!(
+            m.alloc_pages(16, Some(0)),
+            Err(Error::OutOfMemory { .. })
+        ));
+        assert_eq!(m.alloc_pages(8, Some(0)).unwrap().get(), 8 * PAGE_SIZE);
+        let mut got: Vec<u64> = (0..7)
+            .map(|_| m.alloc_pages(1, Some(0)).unwrap().pfn())
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, (1..8).collect::<Vec<u64>>());
+        let s = m.stats()[0];
+        assert_eq!(
+            (s.reserved_pages, s.allocated_pages, s.free_pages),
+            (1, 15, 0)
+        );
+        // Node 0 is full: the next page comes from node 1, never frame 0.
+        let c = m.alloc_pages(1, Some(0)).unwrap();
+        assert_eq!(m.node_of(c), Some(1));
+        let before = m.stats();
+        assert!(matches!(
+            m.free_pages(Maddr(0), 1),
+            Err(Error::BadFree { .. })
+        ));
+        assert!(matches!(
+            m.free_pages(Maddr(0), 2),
+            Err(Error::BadFree { .. })
+        ));
+        assert_eq!(m.stats(), before);
+        // Freeing its neighbours never merges a block over frame 0.
+        for p in 1..8u64 {
+            m.free_pages(Maddr(p * PAGE_SIZE), 1).unwrap();
+        }
+        m.free_pages(Maddr(8 * PAGE_SIZE), 8).unwrap();
+        assert_eq!(m.stats()[0].free_pages, 15);
+        assert!(m.alloc_pages(16, Some(0)).is_err());
+        // Still memory: readable and writable.
+        m.write_u64(Maddr(0), 7).unwrap();
+        assert_eq!(m.read_u64(Maddr(0)).unwrap(), 7);
+        // A one-page node at 0 has nothing to hand out.
+        let mut one = PhysMem::new(&[(0, PAGE_SIZE)]).unwrap();
+        assert_eq!(one.stats()[0].free_pages, 0);
+        assert!(one.alloc_pages(1, None).is_err());
     }
 
     #[test]
@@ -678,7 +765,9 @@ mod tests {
     #[test]
     fn write_u64s_spans_pages_and_is_all_or_nothing() {
         let mut m = two_nodes();
-        let words: Vec<u64> = (0..700u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
+        let words: Vec<u64> = (0..700u64)
+            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .collect();
         m.write_u64s(Maddr(0x1ff8), &words).unwrap();
         for (k, &w) in words.iter().enumerate() {
             assert_eq!(m.read_u64(Maddr(0x1ff8 + 8 * k as u64)).unwrap(), w);
@@ -751,6 +840,13 @@ mod tests {
             let used: u64 = owned.values().sum();
             let s = m.stats();
             assert_eq!(s[0].allocated_pages + s[1].allocated_pages, used);
+            for n in &s {
+                assert_eq!(
+                    n.reserved_pages + n.allocated_pages + n.free_pages,
+                    n.total_pages
+                );
+            }
+            assert!(!owned.contains_key(&0));
         }
     }
 }

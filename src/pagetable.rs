@@ -200,40 +200,9 @@ pub struct PageTable {
     node: Option<u32>,
     superpages: Superpages,
     tables: TableSet,
-    /// Machine page 0 is held (never used) because 0 means "no table" (see `alloc_nonzero`).
-    holds_page0: bool,
     /// Sort buffers of the batch calls, kept between calls: fresh multi-megabyte buffers would
     /// cost a page fault per 4 KiB on every call.
     scratch: (Vec<u64>, Vec<u64>),
-}
-
-/// Allocate one zeroed page on `node` whose address is not 0: Xen uses maddr 0 for "no table",
-/// and so does this API. If the arena hands out page 0, it is kept aside (`*holds_page0` set;
-/// the owner frees it on teardown) and another page is taken.
-pub(crate) fn alloc_nonzero(
-    mem: &mut PhysMem,
-    node: Option<u32>,
-    holds_page0: &mut bool,
-) -> Result<u64> {
-    let a = mem.alloc_pages(1, node)?.get();
-    if a != 0 {
-        return Ok(a);
-    }
-    match mem.alloc_pages(1, node) {
-        Ok(b) => {
-            *holds_page0 = true;
-            Ok(b.get())
-        }
-        Err(e) => {
-            mem.free_pages(Maddr(0), 1)?;
-            Err(e)
-        }
-    }
-}
-
-/// Pages to add to a plan's count for the page-0 reservation of `alloc_nonzero`.
-pub(crate) fn page0_extra(mem: &PhysMem) -> u64 {
-    u64::from(mem.contains(Maddr(0), PAGE_SIZE) && !mem.is_allocated(Maddr(0)))
 }
 
 impl PageTable {
@@ -251,7 +220,6 @@ impl PageTable {
             node,
             superpages,
             tables: TableSet::default(),
-            holds_page0: false,
             scratch: (Vec::new(), Vec::new()),
         })
     }
@@ -404,7 +372,6 @@ impl PageTable {
         if needed == 0 {
             return Ok(());
         }
-        let needed = needed + page0_extra(mem);
         let free: u64 = mem.stats().iter().map(|s| s.free_pages).sum();
         if free < needed {
             return Err(Error::OutOfMemory {
@@ -419,7 +386,8 @@ impl PageTable {
     // Table pages
 
     fn alloc_table(&mut self, mem: &mut PhysMem, level: u32) -> Result<u64> {
-        let a = alloc_nonzero(mem, self.node, &mut self.holds_page0)?;
+        // Never 0: PhysMem reserves frame 0, the "no table" address.
+        let a = mem.alloc_pages(1, self.node)?.get();
         let node = mem.node_of(Maddr(a)).unwrap_or(0);
         self.tables.insert(a, TableInfo { level, node });
         Ok(a)
@@ -1314,9 +1282,6 @@ impl PageTable {
         pages.sort_unstable();
         self.tables.clear();
         self.root = 0;
-        if std::mem::take(&mut self.holds_page0) {
-            pages.push(0);
-        }
         let mut first_err = None;
         for p in pages {
             if let Err(e) = mem.free_pages(Maddr(p), 1) {
@@ -1703,6 +1668,28 @@ mod tests {
         assert_eq!(snapshot(&p, &m), snap);
         // Half of it fits.
         assert!(p.unmap(&mut m, Iova(G1), K4).unwrap());
+    }
+
+    #[test]
+    fn no_table_at_address_zero_and_nothing_leaks() {
+        // A node starting at 0 with 4 pages: frame 0 is reserved, 3 are left for a 3-level
+        // path (root, L2, L1) and the OOM check counts exactly those.
+        let mut m = PhysMem::new(&[(0, 4 * K4)]).unwrap();
+        let mut p = pt(3, Superpages::None);
+        p.map(&mut m, Iova(0), Maddr(0), K4, Perms::RW).unwrap();
+        assert_eq!(p.table_count(), 3);
+        assert!(p.root() != 0 && !p.tables.contains_key(&0));
+        assert_eq!(m.stats()[0].free_pages, 0);
+        let snap = snapshot(&p, &m);
+        let e = p.map(&mut m, Iova(M2), Maddr(0), K4, Perms::RW);
+        assert!(matches!(e, Err(Error::OutOfMemory { .. })), "{e:?}");
+        assert_eq!(snapshot(&p, &m), snap);
+        p.free(&mut m).unwrap();
+        let s = m.stats()[0];
+        assert_eq!(
+            (s.reserved_pages, s.allocated_pages, s.free_pages),
+            (1, 0, 3)
+        );
     }
 
     #[test]

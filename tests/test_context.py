@@ -120,8 +120,13 @@ def test_out_of_memory_and_corruption() -> None:
 
 
 def test_page_zero_is_never_a_table() -> None:
-    mem = PhysMem([(0, 16 * K4)])
+    # 3 pages at 0: frame 0 is reserved, the root and one context table take the other two.
+    mem = PhysMem([(0, 3 * K4)])
     rt = RootTable(mem)
-    assert rt.alloc() != 0
+    rt.set_context(4, 0, 0, 2, 1)
+    assert rt.maddr != 0 and rt.context_table(4) not in (0, rt.maddr)
+    with pytest.raises(OutOfMemory):
+        rt.context_table(5, alloc=True)
     rt.free()
-    assert mem.stats()[0]["allocated_pages"] == 0
+    s = mem.stats()[0]
+    assert (s["reserved_pages"], s["allocated_pages"], s["free_pages"]) == (1, 0, 2)

@@ -12,7 +12,8 @@ class NodeStats(TypedDict):
     node: int
     base: int
     size: int
-    total_pages: int
+    total_pages: int  # reserved_pages + allocated_pages + free_pages
+    reserved_pages: int  # 1 (frame 0: address 0 means "no table") on a node starting at 0
     allocated_pages: int
     free_pages: int
     backed_pages: int

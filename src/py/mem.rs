@@ -154,7 +154,9 @@ impl PyPhysMem {
         Ok(r?)
     }
 
-    /// Per node: base, size, total/allocated/free/backed pages, fallbacks.
+    /// Per node: base, size, total/reserved/allocated/free/backed pages, fallbacks.
+    /// `total_pages == reserved_pages + allocated_pages + free_pages`; `reserved_pages` is 1
+    /// (frame 0, address 0 meaning "no table") on a node that starts at 0, else 0.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let list = PyList::empty(py);
         for (i, s) in self.mem.read().stats().iter().enumerate() {
@@ -163,6 +165,7 @@ impl PyPhysMem {
             d.set_item("base", s.base)?;
             d.set_item("size", s.size)?;
             d.set_item("total_pages", s.total_pages)?;
+            d.set_item("reserved_pages", s.reserved_pages)?;
             d.set_item("allocated_pages", s.allocated_pages)?;
             d.set_item("free_pages", s.free_pages)?;
             d.set_item("backed_pages", s.backed_pages)?;
