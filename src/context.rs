@@ -79,30 +79,6 @@ impl RootTable {
         out
     }
 
-    fn check_node(&self, mem: &PhysMem) -> Result<()> {
-        match self.node {
-            Some(n) if n as usize >= mem.num_nodes() => Err(Error::invalid(
-                "node",
-                format!("node {n} does not exist (there are {})", mem.num_nodes()),
-            )),
-            _ => Ok(()),
-        }
-    }
-
-    fn ensure_free(&self, mem: &PhysMem, needed: u64) -> Result<()> {
-        if needed == 0 {
-            return Ok(());
-        }
-        let free: u64 = mem.stats().iter().map(|s| s.free_pages).sum();
-        if free < needed {
-            return Err(Error::OutOfMemory {
-                npages: needed,
-                node: self.node,
-            });
-        }
-        Ok(())
-    }
-
     fn alloc_page(&mut self, mem: &mut PhysMem) -> Result<u64> {
         // Never 0: PhysMem reserves frame 0, the "no table" address.
         let a = mem.alloc_pages(1, self.node)?.get();
@@ -113,8 +89,8 @@ impl RootTable {
     /// Allocate the root table now (idempotent); returns its address.
     pub fn alloc(&mut self, mem: &mut PhysMem) -> Result<u64> {
         if self.maddr == 0 {
-            self.check_node(mem)?;
-            self.ensure_free(mem, 1)?;
+            mem.check_node(self.node)?;
+            mem.ensure_free(1, self.node)?;
             self.maddr = self.alloc_page(mem)?;
         }
         Ok(self.maddr)
@@ -148,8 +124,8 @@ impl RootTable {
         if !alloc {
             return Ok(0);
         }
-        self.check_node(mem)?;
-        self.ensure_free(mem, 1 + u64::from(self.maddr == 0))?;
+        mem.check_node(self.node)?;
+        mem.ensure_free(1 + u64::from(self.maddr == 0), self.node)?;
         self.alloc(mem)?;
         let c = self.alloc_page(mem)?;
         self.contexts.insert(bus, c);

@@ -482,20 +482,38 @@ impl PhysMem {
         Ok(())
     }
 
+    /// `InvalidArgument` unless `node` is None (no preference) or an existing node.
+    pub fn check_node(&self, node: Option<u32>) -> Result<()> {
+        match node {
+            Some(n) if n as usize >= self.nodes.len() => Err(Error::invalid(
+                "node",
+                format!("node {n} does not exist (there are {})", self.nodes.len()),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// `OutOfMemory` (naming the preferred `node`) unless `needed` single pages can be
+    /// allocated, on any node since allocation falls back: how table builders check before
+    /// writing anything.
+    pub fn ensure_free(&self, needed: u64, node: Option<u32>) -> Result<()> {
+        let free: u64 = self.nodes.iter().map(|n| n.free_pages).sum();
+        if free < needed {
+            return Err(Error::OutOfMemory {
+                npages: needed,
+                node,
+            });
+        }
+        Ok(())
+    }
+
     /// Allocate `npages` contiguous zeroed pages, on `node` when it has room, else on another
     /// node (counted as a fallback of `node`). `node = None`: the first node with room.
     pub fn alloc_pages(&mut self, npages: u64, node: Option<u32>) -> Result<Maddr> {
         if npages == 0 {
             return Err(Error::invalid("npages", "must be at least 1"));
         }
-        if let Some(n) = node {
-            if n as usize >= self.nodes.len() {
-                return Err(Error::invalid(
-                    "node",
-                    format!("node {n} does not exist (there are {})", self.nodes.len()),
-                ));
-            }
-        }
+        self.check_node(node)?;
         if npages > 1u64 << MAX_ORDER {
             return Err(Error::OutOfMemory { npages, node });
         }
@@ -785,6 +803,32 @@ mod tests {
         assert!(m.write_u64s(Maddr(2 * GIB), &[1]).is_err());
         assert_eq!(m.stats(), before);
         assert!(m.write_u64s(Maddr(2 * GIB), &[]).is_err());
+    }
+
+    #[test]
+    fn check_node_and_ensure_free() {
+        let mut m = two_nodes();
+        assert!(m.check_node(None).is_ok() && m.check_node(Some(1)).is_ok());
+        let e = m.check_node(Some(2)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            Error::invalid("node", "node 2 does not exist (there are 2)").to_string()
+        );
+        // 15 free on node 0 (frame 0 reserved) + 8 on node 1, single pages from any node.
+        assert!(m.ensure_free(23, Some(1)).is_ok() && m.ensure_free(0, None).is_ok());
+        assert_eq!(
+            m.ensure_free(24, Some(1)),
+            Err(Error::OutOfMemory {
+                npages: 24,
+                node: Some(1)
+            })
+        );
+        m.alloc_pages(8, Some(1)).unwrap();
+        assert!(m.ensure_free(15, Some(1)).is_ok() && m.ensure_free(16, None).is_err());
+        assert!(matches!(
+            m.alloc_pages(1, Some(7)),
+            Err(Error::InvalidArgument { what: "node", .. })
+        ));
     }
 
     #[test]

@@ -268,16 +268,6 @@ impl PageTable {
         1u64 << self.width()
     }
 
-    fn check_node(&self, mem: &PhysMem) -> Result<()> {
-        match self.node {
-            Some(n) if n as usize >= mem.num_nodes() => Err(Error::invalid(
-                "node",
-                format!("node {n} does not exist (there are {})", mem.num_nodes()),
-            )),
-            _ => Ok(()),
-        }
-    }
-
     fn check_iova_range(&self, iova: u64, size: u64) -> Result<u64> {
         if size == 0 {
             return Err(Error::invalid("size", "must not be 0"));
@@ -363,21 +353,6 @@ impl PageTable {
             if let Kind::Table(c) = self.classify(pte, level)? {
                 self.check_subtree(mem, c, level - 1)?;
             }
-        }
-        Ok(())
-    }
-
-    /// Fail with `OutOfMemory` unless `needed` single pages can be allocated.
-    fn ensure_free(&self, mem: &PhysMem, needed: u64) -> Result<()> {
-        if needed == 0 {
-            return Ok(());
-        }
-        let free: u64 = mem.stats().iter().map(|s| s.free_pages).sum();
-        if free < needed {
-            return Err(Error::OutOfMemory {
-                npages: needed,
-                node: self.node,
-            });
         }
         Ok(())
     }
@@ -468,7 +443,7 @@ impl PageTable {
         if !alloc {
             return self.find_table(mem, iova, level);
         }
-        self.check_node(mem)?;
+        mem.check_node(self.node)?;
         // Plan: count the tables to create.
         let needed = match self.root {
             0 => u64::from(self.levels - level + 1),
@@ -488,7 +463,7 @@ impl PageTable {
                 n
             }
         };
-        self.ensure_free(mem, needed)?;
+        mem.ensure_free(needed, self.node)?;
         let mut st = Exec::default();
         let t = self.walk_alloc(mem, iova, level, &mut st)?;
         self.finish(mem, st)?;
@@ -562,7 +537,7 @@ impl PageTable {
         let end = self.check_iova_range(iova, size)?;
         Self::check_maddr_range(maddr, size)?;
         let flags = perms.bits()?;
-        self.check_node(mem)?;
+        mem.check_node(self.node)?;
         let op = Op::Map {
             delta: maddr.wrapping_sub(iova),
         };
@@ -575,7 +550,7 @@ impl PageTable {
         if self.root == 0 {
             needed += 1;
         }
-        self.ensure_free(mem, needed)?;
+        mem.ensure_free(needed, self.node)?;
         if self.root == 0 {
             self.root = self.alloc_table(mem, self.levels)?;
         }
@@ -601,7 +576,7 @@ impl PageTable {
         if self.root == 0 {
             return Ok(false);
         }
-        self.check_node(mem)?;
+        mem.check_node(self.node)?;
         let needed = self.plan(
             mem,
             Virt::Real(self.root),
@@ -610,7 +585,7 @@ impl PageTable {
             end,
             Op::Unmap,
         )?;
-        self.ensure_free(mem, needed)?;
+        mem.ensure_free(needed, self.node)?;
         let mut st = Exec::default();
         self.unmap_rec(mem, self.root, self.levels, iova, end, &mut st)?;
         self.finish(mem, st)
@@ -1056,7 +1031,7 @@ impl PageTable {
             ));
         }
         let flags = perms.bits()?;
-        self.check_node(mem)?;
+        mem.check_node(self.node)?;
         if iovas.is_empty() {
             return Ok(false);
         }
@@ -1067,7 +1042,7 @@ impl PageTable {
         let pairs = sort_by_table(pairs, |p| p.0 >> level_to_offset_bits(2));
         // Plan.
         let needed = self.plan_pages(mem, pairs.iter().map(|p| p.0), false)?;
-        self.ensure_free(mem, needed)?;
+        mem.ensure_free(needed, self.node)?;
         // Execute, one L1 table at a time.
         let mut st = Exec::default();
         let mut old_any = 0u64;
@@ -1116,7 +1091,7 @@ impl PageTable {
         let iova_of = |x: u64| (lo + (x >> KEY_SHIFT)) << 21;
         let run = |pt: &mut Self, mem: &mut PhysMem| -> Result<bool> {
             let needed = pt.plan_pages(mem, packed.iter().map(|&x| iova_of(x)), false)?;
-            pt.ensure_free(mem, needed)?;
+            mem.ensure_free(needed, pt.node)?;
             let mut st = Exec::default();
             let mut old_any = 0u64;
             for group in packed.chunk_by(|a, b| a >> KEY_SHIFT == b >> KEY_SHIFT) {
@@ -1145,7 +1120,7 @@ impl PageTable {
         if iovas.is_empty() || self.root == 0 {
             return Ok(false);
         }
-        self.check_node(mem)?;
+        mem.check_node(self.node)?;
         let (mut sorted, mut tmp) = std::mem::take(&mut self.scratch);
         sorted.clear();
         sorted.extend_from_slice(iovas);
@@ -1164,7 +1139,7 @@ impl PageTable {
 
     fn unmap_sorted(&mut self, mem: &mut PhysMem, sorted: &[u64]) -> Result<bool> {
         let needed = self.plan_pages(mem, sorted.iter().copied(), true)?;
-        self.ensure_free(mem, needed)?;
+        mem.ensure_free(needed, self.node)?;
         let mut st = Exec::default();
         let levels = self.levels;
         for group in sorted.chunk_by(|a, b| a >> 21 == b >> 21) {

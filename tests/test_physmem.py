@@ -265,3 +265,21 @@ def test_terabyte_machine_costs_only_pages_in_use() -> None:
     growth_kib, peak_kib = map(int, out.stdout.split())
     assert growth_kib < 64 * 1024, f"arena grew by {growth_kib} KiB"
     assert peak_kib < 64 * 1024 + 64 * 1024, f"process peak {peak_kib} KiB"
+
+
+def test_node_checks_agree_everywhere() -> None:
+    m = small()
+    msg = "^invalid node: node 2 does not exist \\(there are 2\\)$"
+    pt = vtdwalk.PageTable(m)
+    rt = vtdwalk.RootTable(m)
+    calls: list[Callable[[], object]] = [
+        lambda: m.alloc_pages(1, node=2),
+        lambda: vtdwalk.PageTable(m, node=2),
+        lambda: vtdwalk.RootTable(m, node=2),
+        lambda: setattr(pt, "node", 2),
+        lambda: setattr(rt, "node", 2),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidArgument, match=msg):
+            call()
+    assert pt.node is None and rt.node is None

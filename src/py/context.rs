@@ -8,7 +8,6 @@ use pyo3::prelude::*;
 use super::args::{Flag, U32, U64};
 use super::errors::Exc;
 use super::mem::{PyPhysMem, SharedMem};
-use super::pagetable::check_node;
 use crate::context::{ContextFields, RootTable};
 use crate::entry::TranslationType;
 
@@ -36,7 +35,8 @@ impl PyRootTable {
     #[pyo3(signature = (mem, node=None))]
     fn new(mem: &Bound<'_, PyPhysMem>, node: Option<U32>) -> PyResult<Self> {
         let mem = mem.get().mem.clone();
-        let node = check_node(&mem, node)?;
+        let node = node.map(|n| n.0);
+        mem.read().check_node(node)?;
         Ok(PyRootTable {
             mem,
             rt: Mutex::new(RootTable::new(node)),
@@ -55,7 +55,8 @@ impl PyRootTable {
     }
     #[setter]
     fn set_node(&self, node: Option<U32>) -> PyResult<()> {
-        let node = check_node(&self.mem, node)?;
+        let node = node.map(|n| n.0);
+        self.mem.read().check_node(node)?;
         self.lock().set_node(node);
         Ok(())
     }

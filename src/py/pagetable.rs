@@ -11,7 +11,6 @@ use numpy::{IntoPyArray, PyArray1};
 use pyo3::prelude::*;
 
 use super::args::{batch_array, Flag, Str, U32, U64};
-use super::errors::Exc;
 use super::mem::{PyPhysMem, SharedMem};
 use crate::addr::{Iova, Maddr};
 use crate::pagetable::{PageTable, Perms, Superpages};
@@ -21,16 +20,6 @@ use crate::pagetable::{PageTable, Perms, Superpages};
 pub struct PyPageTable {
     mem: SharedMem,
     pt: Mutex<PageTable>,
-}
-
-pub(crate) fn check_node(mem: &SharedMem, node: Option<U32>) -> PyResult<Option<u32>> {
-    let n = mem.read().num_nodes();
-    match node {
-        Some(U32(v)) if v as usize >= n => Err(Exc::InvalidArgument.msg(format!(
-            "invalid node: node {v} does not exist (there are {n})"
-        ))),
-        _ => Ok(node.map(|v| v.0)),
-    }
 }
 
 fn perms(read: Flag, write: Flag, snoop: Flag) -> Perms {
@@ -64,7 +53,8 @@ impl PyPageTable {
         superpages: Str,
     ) -> PyResult<Self> {
         let mem = mem.get().mem.clone();
-        let node = check_node(&mem, node)?;
+        let node = node.map(|n| n.0);
+        mem.read().check_node(node)?;
         let pt = PageTable::new(levels.0, node, Superpages::parse(&superpages.0)?)?;
         Ok(PyPageTable {
             mem,
@@ -93,7 +83,8 @@ impl PyPageTable {
     }
     #[setter]
     fn set_node(&self, node: Option<U32>) -> PyResult<()> {
-        let node = check_node(&self.mem, node)?;
+        let node = node.map(|n| n.0);
+        self.mem.read().check_node(node)?;
         self.lock().set_node(node);
         Ok(())
     }
