@@ -198,6 +198,34 @@ impl RootTable {
         Ok(e.present().then_some(e))
     }
 
+    /// The root entry of `bus` as stored, present or not; zeros before the root table exists.
+    pub fn raw_root(&self, mem: &PhysMem, bus: u8) -> Result<RootEntry> {
+        if self.maddr == 0 {
+            return Ok(RootEntry::default());
+        }
+        let at = self.maddr + u64::from(bus) * ROOT_ENTRY_SIZE;
+        Ok(RootEntry {
+            lo: mem.read_u64(Maddr(at))?,
+            hi: mem.read_u64(Maddr(at + 8))?,
+        })
+    }
+
+    /// The context entry of `bus:devfn` as stored, present bit not checked; zeros when the
+    /// bus has no context table (no root table, or its root entry not present). The table is
+    /// found as the hardware finds it, through the root entry's CTP (no ownership check: this
+    /// only reads), so a CTP outside memory is a `MemoryAccess` error.
+    pub fn raw_context(&self, mem: &PhysMem, bus: u8, devfn: u8) -> Result<ContextEntry> {
+        let root = self.raw_root(mem, bus)?;
+        if !root.present() {
+            return Ok(ContextEntry::default());
+        }
+        let at = root.ctp() + u64::from(devfn) * CONTEXT_ENTRY_SIZE;
+        Ok(ContextEntry {
+            lo: mem.read_u64(Maddr(at))?,
+            hi: mem.read_u64(Maddr(at + 8))?,
+        })
+    }
+
     /// Every present context entry as (bus, devfn, entry), in bus/devfn order.
     pub fn entries(&self, mem: &PhysMem) -> Result<Vec<(u8, u8, ContextEntry)>> {
         let mut out = Vec::new();
@@ -306,6 +334,54 @@ mod tests {
             (s.reserved_pages, s.allocated_pages, s.free_pages),
             (1, 0, 2)
         );
+    }
+
+    #[test]
+    fn raw_entries_read_what_is_stored() {
+        let mut m = PhysMem::new(&[(G1, 16 * K4)]).unwrap();
+        let mut rt = RootTable::new(None);
+        assert_eq!(rt.raw_root(&m, 3).unwrap(), RootEntry::default());
+        assert_eq!(
+            rt.raw_context(&m, 3, 0x0a).unwrap(),
+            ContextEntry::default()
+        );
+        rt.set_context(&mut m, 3, 0x0a, fields(0x7000, 2, 0x42))
+            .unwrap();
+        let root = rt.maddr();
+        let c = rt.context_table(&mut m, 3, false).unwrap();
+        // vtd-hardware.md §1.5: root lo = CTP | P, hi 0; context lo = SLPTPTR | TT | P,
+        // hi = DID << 8 | AW.
+        let r = rt.raw_root(&m, 3).unwrap();
+        assert_eq!((r.lo, r.hi), (c | 1, 0));
+        let e = rt.raw_context(&m, 3, 0x0a).unwrap();
+        assert_eq!((e.lo, e.hi), (0x7001, 0x4202));
+        // Other buses: root entry not present, so no context table.
+        assert_eq!(rt.raw_root(&m, 4).unwrap(), RootEntry::default());
+        assert_eq!(
+            rt.raw_context(&m, 4, 0x0a).unwrap(),
+            ContextEntry::default()
+        );
+        // Present bit clear, the rest left: the raw entry still shows it, `context` does not.
+        m.write_u64(Maddr(c + 0x0b * 16), 0x9000 | 0b0100).unwrap();
+        m.write_u64(Maddr(c + 0x0b * 16 + 8), 0x0701).unwrap();
+        let e = rt.raw_context(&m, 3, 0x0b).unwrap();
+        assert_eq!((e.lo, e.hi), (0x9004, 0x0701));
+        assert_eq!(rt.context(&m, 3, 0x0b).unwrap(), None);
+        // A root entry with P clear but a pointer: no context table.
+        m.write_u64(Maddr(root + 5 * 16), c).unwrap();
+        assert_eq!(rt.raw_root(&m, 5).unwrap().lo, c);
+        assert_eq!(
+            rt.raw_context(&m, 5, 0x0a).unwrap(),
+            ContextEntry::default()
+        );
+        // Followed as the hardware would, even to a page this object does not own.
+        m.write_u64(Maddr(root + 6 * 16), c | 1).unwrap();
+        assert_eq!(rt.raw_context(&m, 6, 0x0a).unwrap().lo, 0x7001);
+        m.write_u64(Maddr(root + 7 * 16), (4 * G1) | 1).unwrap();
+        assert!(matches!(
+            rt.raw_context(&m, 7, 0),
+            Err(Error::MemoryAccess { .. })
+        ));
     }
 
     #[test]

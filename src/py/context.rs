@@ -128,6 +128,26 @@ impl PyRootTable {
         Ok(rt.context(&mem, bus, devfn)?.map(|e| (e.lo, e.hi)))
     }
 
+    /// (lo, hi) of the root entry of `bus` as stored, present or not; (0, 0) before the root
+    /// table is allocated.
+    fn raw_root(&self, bus: U32) -> PyResult<(u64, u64)> {
+        let bus = byte("bus", bus)?;
+        let rt = self.lock();
+        let mem = self.mem.read();
+        let e = rt.raw_root(&mem, bus)?;
+        Ok((e.lo, e.hi))
+    }
+
+    /// (lo, hi) of the context entry of bus:devfn as stored, present or not; (0, 0) when the
+    /// bus has no context table (root entry not present). Found through the root entry's CTP.
+    fn raw_context(&self, bus: U32, devfn: U32) -> PyResult<(u64, u64)> {
+        let (bus, devfn) = (byte("bus", bus)?, byte("devfn", devfn)?);
+        let rt = self.lock();
+        let mem = self.mem.read();
+        let e = rt.raw_context(&mem, bus, devfn)?;
+        Ok((e.lo, e.hi))
+    }
+
     /// (bus, devfn, lo, hi) of every present entry.
     fn entries(&self) -> PyResult<Vec<(u8, u8, u64, u64)>> {
         let rt = self.lock();
