@@ -220,3 +220,15 @@ def test_bad_flags_and_granularities_raise_invalid_argument() -> None:
     no: Any = np.bool_(False)
     assert pt.map(0, 0x10_0000, K4, read=yes, write=no) is False
     assert pt.lookup(0) == (0x10_0000, K4, True, False)
+
+
+def test_write_u64s_size_limit() -> None:
+    mem = PhysMem([(0, MIB)])
+    # Stride-0 views: 2**27 + 1 words without the memory; refused before any conversion.
+    for big in (
+        np.broadcast_to(np.uint64(1), (2**27 + 1,)),
+        np.broadcast_to(np.int64(1), (2**27 + 1,)),
+    ):
+        with pytest.raises(InvalidArgument, match=r"^values: 134217729 entries, more than"):
+            mem.write_u64s(0x1000, big)
+    assert mem.stats()[0]["backed_pages"] == 0

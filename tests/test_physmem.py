@@ -7,6 +7,7 @@ import random
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -43,9 +44,14 @@ def test_nodes_and_node_of() -> None:
         [(0, 4 * PAGE), (2 * PAGE, PAGE)],
         [((1 << 52) - PAGE, 2 * PAGE)],
         [(-PAGE, PAGE)],
+        None,
+        5,
+        "0,4096",
+        [(0, "x")],
+        [(0,)],
     ],
 )
-def test_bad_node_ranges(nodes: list[tuple[int, int]]) -> None:
+def test_bad_node_ranges(nodes: Any) -> None:
     with pytest.raises(InvalidArgument):
         PhysMem(nodes)
 

@@ -168,10 +168,25 @@ pub fn batch_array<'py, T: BatchElement>(
     ob: &Bound<'py, PyAny>,
     name: &str,
 ) -> PyResult<BatchArray<'py, T>> {
+    batch_array_max(ob, name, usize::MAX)
+}
+
+/// [`batch_array`] with at most `max_len` entries, checked before anything is converted.
+pub fn batch_array_max<'py, T: BatchElement>(
+    ob: &Bound<'py, PyAny>,
+    name: &str,
+    max_len: usize,
+) -> PyResult<BatchArray<'py, T>> {
+    let too_long = |n: usize| {
+        Exc::InvalidArgument.msg(format!("{name}: {n} entries, more than {max_len} at once"))
+    };
     let bad =
         |got: String| Exc::InvalidArgument.msg(format!("{name}: expected {}, got {got}", T::WHAT));
     if let Ok(a) = ob.cast::<PyArray1<T>>() {
         if a.is_c_contiguous() {
+            if a.len() > max_len {
+                return Err(too_long(a.len()));
+            }
             let r = a
                 .try_readonly()
                 .map_err(|e| Exc::InvalidArgument.msg(format!("{name}: {e}")))?;
@@ -194,6 +209,9 @@ pub fn batch_array<'py, T: BatchElement>(
         } else {
             shown(ob)
         }));
+    }
+    if u.len() > max_len {
+        return Err(too_long(u.len()));
     }
     let kind = u.dtype().kind();
     if u.len() > 0 {

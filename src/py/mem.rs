@@ -11,7 +11,7 @@ use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
-use super::args::{batch_array, U32, U64};
+use super::args::{batch_array_max, U32, U64};
 use super::errors::Exc;
 use crate::addr::Maddr;
 use crate::mem::PhysMem;
@@ -48,7 +48,16 @@ pub struct PyPhysMem {
 impl PyPhysMem {
     #[new]
     #[pyo3(signature = (nodes))]
-    fn new(nodes: Vec<(U64, U64)>) -> PyResult<Self> {
+    fn new(nodes: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let nodes: Vec<(U64, U64)> = nodes.extract().map_err(|_| {
+            let shown = nodes
+                .repr()
+                .map(|r| r.to_string())
+                .unwrap_or_else(|_| "?".into());
+            Exc::InvalidArgument.msg(format!(
+                "nodes: expected a list of (base, size) pairs, got {shown}"
+            ))
+        })?;
         let ranges: Vec<(u64, u64)> = nodes.iter().map(|(b, s)| (b.0, s.0)).collect();
         Ok(PyPhysMem {
             mem: SharedMem::new(PhysMem::new(&ranges)?),
@@ -141,14 +150,12 @@ impl PyPhysMem {
         Ok(words.into_pyarray(py))
     }
 
-    /// Write `values` (a 1-D array or sequence of unsigned integers) as consecutive words from
-    /// an 8-byte aligned address. The words are converted once (not at all when they already
-    /// are a contiguous uint64 array) and written with the GIL released.
+    /// Write `values` (a 1-D array or sequence of unsigned integers, at most 2**27 as for
+    /// `read_u64s`) as consecutive words from an 8-byte aligned address. The words are
+    /// converted once (not at all when they already are a contiguous uint64 array) and written
+    /// with the GIL released.
     fn write_u64s(&self, py: Python<'_>, maddr: U64, values: &Bound<'_, PyAny>) -> PyResult<()> {
-        let values = batch_array::<u64>(values, "values")?;
-        if values.len() > 1 << 27 {
-            return Err(Exc::InvalidArgument.msg("write of more than 2**27 words at once"));
-        }
+        let values = batch_array_max::<u64>(values, "values", 1 << 27)?;
         let words = values.as_slice()?;
         let r = py.detach(|| self.mem.write().write_u64s(Maddr(maddr.0), words));
         Ok(r?)
