@@ -17,11 +17,10 @@ pub struct U64(pub u64);
 impl<'py> FromPyObject<'py> for U64 {
     fn extract_bound(ob: &Bound<'py, PyAny>) -> PyResult<Self> {
         ob.extract::<u64>().map(U64).map_err(|_| {
-            let shown = ob
-                .repr()
-                .map(|r| r.to_string())
-                .unwrap_or_else(|_| "?".into());
-            Exc::InvalidArgument.msg(format!("expected an integer in [0, 2**64), got {shown}"))
+            Exc::InvalidArgument.msg(format!(
+                "expected an integer in [0, 2**64), got {}",
+                shown(ob)
+            ))
         })
     }
 }
@@ -33,11 +32,10 @@ pub struct U32(pub u32);
 impl<'py> FromPyObject<'py> for U32 {
     fn extract_bound(ob: &Bound<'py, PyAny>) -> PyResult<Self> {
         ob.extract::<u32>().map(U32).map_err(|_| {
-            let shown = ob
-                .repr()
-                .map(|r| r.to_string())
-                .unwrap_or_else(|_| "?".into());
-            Exc::InvalidArgument.msg(format!("expected an integer in [0, 2**32), got {shown}"))
+            Exc::InvalidArgument.msg(format!(
+                "expected an integer in [0, 2**32), got {}",
+                shown(ob)
+            ))
         })
     }
 }
