@@ -14,7 +14,6 @@ use crate::addr::{Maddr, PAGE_MASK, PAGE_SIZE};
 use crate::entry::{ContextEntry, RootEntry, TranslationType, CONTEXT_ENTRY_SIZE, ROOT_ENTRY_SIZE};
 use crate::error::{Error, Result};
 use crate::mem::{PhysMem, MAX_MADDR_BITS};
-use crate::pagetable::{alloc_nonzero, page0_extra};
 
 /// Fields of a legacy context entry, as `set_context` writes them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,7 +36,6 @@ pub struct RootTable {
     contexts: BTreeMap<u8, u64>,
     /// Node of every page owned (root and context tables).
     pages: BTreeMap<u64, u32>,
-    holds_page0: bool,
 }
 
 fn corrupt(addr: u64) -> Error {
@@ -57,7 +55,6 @@ impl RootTable {
             node,
             contexts: BTreeMap::new(),
             pages: BTreeMap::new(),
-            holds_page0: false,
         }
     }
 
@@ -82,33 +79,9 @@ impl RootTable {
         out
     }
 
-    fn check_node(&self, mem: &PhysMem) -> Result<()> {
-        match self.node {
-            Some(n) if n as usize >= mem.num_nodes() => Err(Error::invalid(
-                "node",
-                format!("node {n} does not exist (there are {})", mem.num_nodes()),
-            )),
-            _ => Ok(()),
-        }
-    }
-
-    fn ensure_free(&self, mem: &PhysMem, needed: u64) -> Result<()> {
-        if needed == 0 {
-            return Ok(());
-        }
-        let needed = needed + page0_extra(mem);
-        let free: u64 = mem.stats().iter().map(|s| s.free_pages).sum();
-        if free < needed {
-            return Err(Error::OutOfMemory {
-                npages: needed,
-                node: self.node,
-            });
-        }
-        Ok(())
-    }
-
     fn alloc_page(&mut self, mem: &mut PhysMem) -> Result<u64> {
-        let a = alloc_nonzero(mem, self.node, &mut self.holds_page0)?;
+        // Never 0: PhysMem reserves frame 0, the "no table" address.
+        let a = mem.alloc_pages(1, self.node)?.get();
         self.pages.insert(a, mem.node_of(Maddr(a)).unwrap_or(0));
         Ok(a)
     }
@@ -116,8 +89,8 @@ impl RootTable {
     /// Allocate the root table now (idempotent); returns its address.
     pub fn alloc(&mut self, mem: &mut PhysMem) -> Result<u64> {
         if self.maddr == 0 {
-            self.check_node(mem)?;
-            self.ensure_free(mem, 1)?;
+            mem.check_node(self.node)?;
+            mem.ensure_free(1, self.node)?;
             self.maddr = self.alloc_page(mem)?;
         }
         Ok(self.maddr)
@@ -151,8 +124,8 @@ impl RootTable {
         if !alloc {
             return Ok(0);
         }
-        self.check_node(mem)?;
-        self.ensure_free(mem, 1 + u64::from(self.maddr == 0))?;
+        mem.check_node(self.node)?;
+        mem.ensure_free(1 + u64::from(self.maddr == 0), self.node)?;
         self.alloc(mem)?;
         let c = self.alloc_page(mem)?;
         self.contexts.insert(bus, c);
@@ -225,6 +198,34 @@ impl RootTable {
         Ok(e.present().then_some(e))
     }
 
+    /// The root entry of `bus` as stored, present or not; zeros before the root table exists.
+    pub fn raw_root(&self, mem: &PhysMem, bus: u8) -> Result<RootEntry> {
+        if self.maddr == 0 {
+            return Ok(RootEntry::default());
+        }
+        let at = self.maddr + u64::from(bus) * ROOT_ENTRY_SIZE;
+        Ok(RootEntry {
+            lo: mem.read_u64(Maddr(at))?,
+            hi: mem.read_u64(Maddr(at + 8))?,
+        })
+    }
+
+    /// The context entry of `bus:devfn` as stored, present bit not checked; zeros when the
+    /// bus has no context table (no root table, or its root entry not present). The table is
+    /// found as the hardware finds it, through the root entry's CTP (no ownership check: this
+    /// only reads), so a CTP outside memory is a `MemoryAccess` error.
+    pub fn raw_context(&self, mem: &PhysMem, bus: u8, devfn: u8) -> Result<ContextEntry> {
+        let root = self.raw_root(mem, bus)?;
+        if !root.present() {
+            return Ok(ContextEntry::default());
+        }
+        let at = root.ctp() + u64::from(devfn) * CONTEXT_ENTRY_SIZE;
+        Ok(ContextEntry {
+            lo: mem.read_u64(Maddr(at))?,
+            hi: mem.read_u64(Maddr(at + 8))?,
+        })
+    }
+
     /// Every present context entry as (bus, devfn, entry), in bus/devfn order.
     pub fn entries(&self, mem: &PhysMem) -> Result<Vec<(u8, u8, ContextEntry)>> {
         let mut out = Vec::new();
@@ -243,10 +244,7 @@ impl RootTable {
 
     /// Free the root table and every context table.
     pub fn free(&mut self, mem: &mut PhysMem) -> Result<()> {
-        let mut pages: Vec<u64> = self.pages.keys().copied().collect();
-        if std::mem::take(&mut self.holds_page0) {
-            pages.push(0);
-        }
+        let pages: Vec<u64> = self.pages.keys().copied().collect();
         self.pages.clear();
         self.contexts.clear();
         self.maddr = 0;
@@ -316,6 +314,74 @@ mod tests {
         assert_eq!(rt.context(&m, 3, 0x0a).unwrap(), None);
         rt.free(&mut m).unwrap();
         assert_eq!(m.stats()[1].allocated_pages, 0);
+    }
+
+    #[test]
+    fn no_table_at_address_zero_and_nothing_leaks() {
+        // Frame 0 is reserved: of 3 pages, 2 hold the root and one context table.
+        let mut m = PhysMem::new(&[(0, 3 * K4)]).unwrap();
+        let mut rt = RootTable::new(None);
+        rt.set_context(&mut m, 5, 1, fields(0x7000, 2, 9)).unwrap();
+        assert!(rt.maddr() != 0 && !rt.pages.contains_key(&0));
+        assert!(matches!(
+            rt.context_table(&mut m, 6, true),
+            Err(Error::OutOfMemory { .. })
+        ));
+        assert_eq!(rt.table_pages(), BTreeMap::from([(0, 2)]));
+        rt.free(&mut m).unwrap();
+        let s = m.stats()[0];
+        assert_eq!(
+            (s.reserved_pages, s.allocated_pages, s.free_pages),
+            (1, 0, 2)
+        );
+    }
+
+    #[test]
+    fn raw_entries_read_what_is_stored() {
+        let mut m = PhysMem::new(&[(G1, 16 * K4)]).unwrap();
+        let mut rt = RootTable::new(None);
+        assert_eq!(rt.raw_root(&m, 3).unwrap(), RootEntry::default());
+        assert_eq!(
+            rt.raw_context(&m, 3, 0x0a).unwrap(),
+            ContextEntry::default()
+        );
+        rt.set_context(&mut m, 3, 0x0a, fields(0x7000, 2, 0x42))
+            .unwrap();
+        let root = rt.maddr();
+        let c = rt.context_table(&mut m, 3, false).unwrap();
+        // vtd-hardware.md §1.5: root lo = CTP | P, hi 0; context lo = SLPTPTR | TT | P,
+        // hi = DID << 8 | AW.
+        let r = rt.raw_root(&m, 3).unwrap();
+        assert_eq!((r.lo, r.hi), (c | 1, 0));
+        let e = rt.raw_context(&m, 3, 0x0a).unwrap();
+        assert_eq!((e.lo, e.hi), (0x7001, 0x4202));
+        // Other buses: root entry not present, so no context table.
+        assert_eq!(rt.raw_root(&m, 4).unwrap(), RootEntry::default());
+        assert_eq!(
+            rt.raw_context(&m, 4, 0x0a).unwrap(),
+            ContextEntry::default()
+        );
+        // Present bit clear, the rest left: the raw entry still shows it, `context` does not.
+        m.write_u64(Maddr(c + 0x0b * 16), 0x9000 | 0b0100).unwrap();
+        m.write_u64(Maddr(c + 0x0b * 16 + 8), 0x0701).unwrap();
+        let e = rt.raw_context(&m, 3, 0x0b).unwrap();
+        assert_eq!((e.lo, e.hi), (0x9004, 0x0701));
+        assert_eq!(rt.context(&m, 3, 0x0b).unwrap(), None);
+        // A root entry with P clear but a pointer: no context table.
+        m.write_u64(Maddr(root + 5 * 16), c).unwrap();
+        assert_eq!(rt.raw_root(&m, 5).unwrap().lo, c);
+        assert_eq!(
+            rt.raw_context(&m, 5, 0x0a).unwrap(),
+            ContextEntry::default()
+        );
+        // Followed as the hardware would, even to a page this object does not own.
+        m.write_u64(Maddr(root + 6 * 16), c | 1).unwrap();
+        assert_eq!(rt.raw_context(&m, 6, 0x0a).unwrap().lo, 0x7001);
+        m.write_u64(Maddr(root + 7 * 16), (4 * G1) | 1).unwrap();
+        assert!(matches!(
+            rt.raw_context(&m, 7, 0),
+            Err(Error::MemoryAccess { .. })
+        ));
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //! * A binary buddy allocator per node (free lists by order, lowest address first, so runs are
 //!   deterministic): allocation and free cost O(MAX_ORDER * log n), never a scan over a node.
 //!   Allocated pages read as zeros; freed pages drop their backing.
+//! * Frame 0 (machine address 0) is reserved at construction when a node starts at 0: address
+//!   0 means "no table" in root, context and page-table pointers and in this API (as in Xen), so
+//!   `alloc_pages` never returns it and `free_pages` refuses it. It stays readable and writable.
+//! * Per node, `total_pages == reserved_pages + allocated_pages + free_pages` at all times.
 //!
 //! Lookup of a frame is node (a scan of a handful of ranges) -> chunk directory -> frame: three
 //! dependent loads, a few nanoseconds.
@@ -35,8 +39,13 @@ type Chunk = Box<[Option<Box<Frame>>]>;
 pub struct NodeStats {
     pub base: u64,
     pub size: u64,
+    /// Every page of the node: `reserved_pages + allocated_pages + free_pages`.
     pub total_pages: u64,
+    /// Pages never handed out: 1 (frame 0) on a node that starts at address 0, else 0.
+    pub reserved_pages: u64,
+    /// Pages handed out by `alloc_pages` and not freed since.
     pub allocated_pages: u64,
+    /// Pages `alloc_pages` may still hand out.
     pub free_pages: u64,
     /// Frames with backing store (written at least once since their last alloc or free).
     pub backed_pages: u64,
@@ -53,6 +62,8 @@ struct Node {
     /// free[k]: start pfns (absolute) of free blocks of 2^k pages.
     free: Vec<BTreeSet<u64>>,
     free_pages: u64,
+    /// Frames kept out of the allocator for good: frame 0 when the node starts at 0.
+    reserved_pages: u64,
     backed_pages: u64,
     fallbacks: u64,
 }
@@ -67,13 +78,16 @@ impl Node {
             live: vec![0; nchunks],
             free: vec![BTreeSet::new(); MAX_ORDER + 1],
             free_pages: 0,
+            reserved_pages: u64::from(base_pfn == 0),
             backed_pages: 0,
             fallbacks: 0,
         };
-        for (start, order) in aligned_blocks(base_pfn, npages) {
+        // Frame 0 never enters the free lists, so no buddy merge can ever reach it either.
+        let first = base_pfn + n.reserved_pages;
+        for (start, order) in aligned_blocks(first, npages - n.reserved_pages) {
             n.free[order].insert(start);
         }
-        n.free_pages = npages;
+        n.free_pages = npages - n.reserved_pages;
         n
     }
 
@@ -370,6 +384,34 @@ impl PhysMem {
         Ok(())
     }
 
+    /// Write `words` as consecutive u64s from an 8-byte aligned `maddr`; the range must lie
+    /// inside one node (checked first: on error nothing is written). Whole-frame copies, no
+    /// byte conversion: the batch writer of the Python API.
+    pub fn write_u64s(&mut self, maddr: Maddr, words: &[u64]) -> Result<()> {
+        let a = maddr.get();
+        let len = (words.len() as u64).saturating_mul(8);
+        if a & 7 != 0 {
+            return Err(Error::MemoryAccess {
+                addr: a,
+                len,
+                why: "u64 access not 8-byte aligned",
+            });
+        }
+        let i = self.span_node(a, len)?;
+        let node = &mut self.nodes[i];
+        let mut a = a;
+        let mut rest = words;
+        while !rest.is_empty() {
+            let off = ((a & PAGE_MASK) >> 3) as usize;
+            let n = (ENTRIES_PER_PAGE - off).min(rest.len());
+            let (now, later) = rest.split_at(n);
+            node.frame_mut(a >> PAGE_SHIFT)[off..off + n].copy_from_slice(now);
+            rest = later;
+            a += (n as u64) * 8;
+        }
+        Ok(())
+    }
+
     /// The whole table page at a 4 KiB aligned `maddr`, for writers that fill many entries.
     pub fn page_mut(&mut self, maddr: Maddr) -> Result<&mut Frame> {
         let a = maddr.get();
@@ -440,20 +482,38 @@ impl PhysMem {
         Ok(())
     }
 
+    /// `InvalidArgument` unless `node` is None (no preference) or an existing node.
+    pub fn check_node(&self, node: Option<u32>) -> Result<()> {
+        match node {
+            Some(n) if n as usize >= self.nodes.len() => Err(Error::invalid(
+                "node",
+                format!("node {n} does not exist (there are {})", self.nodes.len()),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// `OutOfMemory` (naming the preferred `node`) unless `needed` single pages can be
+    /// allocated, on any node since allocation falls back: how table builders check before
+    /// writing anything.
+    pub fn ensure_free(&self, needed: u64, node: Option<u32>) -> Result<()> {
+        let free: u64 = self.nodes.iter().map(|n| n.free_pages).sum();
+        if free < needed {
+            return Err(Error::OutOfMemory {
+                npages: needed,
+                node,
+            });
+        }
+        Ok(())
+    }
+
     /// Allocate `npages` contiguous zeroed pages, on `node` when it has room, else on another
     /// node (counted as a fallback of `node`). `node = None`: the first node with room.
     pub fn alloc_pages(&mut self, npages: u64, node: Option<u32>) -> Result<Maddr> {
         if npages == 0 {
             return Err(Error::invalid("npages", "must be at least 1"));
         }
-        if let Some(n) = node {
-            if n as usize >= self.nodes.len() {
-                return Err(Error::invalid(
-                    "node",
-                    format!("node {n} does not exist (there are {})", self.nodes.len()),
-                ));
-            }
-        }
+        self.check_node(node)?;
         if npages > 1u64 << MAX_ORDER {
             return Err(Error::OutOfMemory { npages, node });
         }
@@ -517,6 +577,13 @@ impl PhysMem {
             })?;
         let pfn = maddr.pfn();
         let nd = &mut self.nodes[i];
+        if pfn < nd.base_pfn + nd.reserved_pages {
+            return Err(Error::BadFree {
+                addr: maddr,
+                npages,
+                why: "frame 0 is reserved (address 0 means \"no table\"); it was never allocated",
+            });
+        }
         if aligned_blocks(pfn, npages).any(|(s, o)| nd.overlaps_free(s, o)) {
             return Err(Error::BadFree {
                 addr: maddr,
@@ -529,10 +596,15 @@ impl PhysMem {
         Ok(())
     }
 
-    /// True when the page at `maddr` is allocated (inside a node and in no free block).
+    /// True when the page at `maddr` is allocated: handed out by `alloc_pages` and not freed
+    /// since (inside a node, in no free block, not the reserved frame 0).
     pub fn is_allocated(&self, maddr: Maddr) -> bool {
-        match self.node_index_of_pfn(maddr.pfn()) {
-            Some(i) => !self.nodes[i].overlaps_free(maddr.pfn(), 0),
+        let pfn = maddr.pfn();
+        match self.node_index_of_pfn(pfn) {
+            Some(i) => {
+                let n = &self.nodes[i];
+                pfn >= n.base_pfn + n.reserved_pages && !n.overlaps_free(pfn, 0)
+            }
             None => false,
         }
     }
@@ -545,7 +617,8 @@ impl PhysMem {
                 base: n.base_pfn << PAGE_SHIFT,
                 size: n.npages << PAGE_SHIFT,
                 total_pages: n.npages,
-                allocated_pages: n.npages - n.free_pages,
+                reserved_pages: n.reserved_pages,
+                allocated_pages: n.npages - n.reserved_pages - n.free_pages,
                 free_pages: n.free_pages,
                 backed_pages: n.backed_pages,
                 fallbacks: n.fallbacks,
@@ -590,15 +663,75 @@ mod tests {
     #[test]
     fn non_power_of_two_returns_tail() {
         let mut m = two_nodes();
-        let a = m.alloc_pages(3, Some(0)).unwrap();
-        assert_eq!(m.stats()[0].allocated_pages, 3);
-        let b = m.alloc_pages(1, Some(0)).unwrap();
+        let a = m.alloc_pages(3, Some(1)).unwrap();
+        assert_eq!(m.stats()[1].allocated_pages, 3);
+        let b = m.alloc_pages(1, Some(1)).unwrap();
         assert_eq!(b.get(), a.get() + 3 * PAGE_SIZE);
         m.free_pages(a, 3).unwrap();
         m.free_pages(b, 1).unwrap();
-        assert_eq!(m.stats()[0].free_pages, 16);
-        // Everything merged back: one 16-page block can be had again.
-        assert_eq!(m.alloc_pages(16, Some(0)).unwrap().get(), 0);
+        assert_eq!(m.stats()[1].free_pages, 8);
+        // Everything merged back: one 8-page block can be had again.
+        assert_eq!(m.alloc_pages(8, Some(1)).unwrap().get(), GIB);
+    }
+
+    #[test]
+    fn frame_zero_is_reserved_once_for_good() {
+        let mut m = two_nodes();
+        let s = m.stats();
+        assert_eq!(
+            (
+                s[0].total_pages,
+                s[0].reserved_pages,
+                s[0].allocated_pages,
+                s[0].free_pages
+            ),
+            (16, 1, 0, 15)
+        );
+        assert_eq!((s[1].reserved_pages, s[1].free_pages), (0, 8));
+        assert!(!m.is_allocated(Maddr(0)));
+        // A 16-page block would need frame 0; the aligned 8-page block above it is there.
+        assert!(matches!(
+            m.alloc_pages(16, Some(0)),
+            Err(Error::OutOfMemory { .. })
+        ));
+        assert_eq!(m.alloc_pages(8, Some(0)).unwrap().get(), 8 * PAGE_SIZE);
+        let mut got: Vec<u64> = (0..7)
+            .map(|_| m.alloc_pages(1, Some(0)).unwrap().pfn())
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, (1..8).collect::<Vec<u64>>());
+        let s = m.stats()[0];
+        assert_eq!(
+            (s.reserved_pages, s.allocated_pages, s.free_pages),
+            (1, 15, 0)
+        );
+        // Node 0 is full: the next page comes from node 1, never frame 0.
+        let c = m.alloc_pages(1, Some(0)).unwrap();
+        assert_eq!(m.node_of(c), Some(1));
+        let before = m.stats();
+        assert!(matches!(
+            m.free_pages(Maddr(0), 1),
+            Err(Error::BadFree { .. })
+        ));
+        assert!(matches!(
+            m.free_pages(Maddr(0), 2),
+            Err(Error::BadFree { .. })
+        ));
+        assert_eq!(m.stats(), before);
+        // Freeing its neighbours never merges a block over frame 0.
+        for p in 1..8u64 {
+            m.free_pages(Maddr(p * PAGE_SIZE), 1).unwrap();
+        }
+        m.free_pages(Maddr(8 * PAGE_SIZE), 8).unwrap();
+        assert_eq!(m.stats()[0].free_pages, 15);
+        assert!(m.alloc_pages(16, Some(0)).is_err());
+        // Still memory: readable and writable.
+        m.write_u64(Maddr(0), 7).unwrap();
+        assert_eq!(m.read_u64(Maddr(0)).unwrap(), 7);
+        // A one-page node at 0 has nothing to hand out.
+        let mut one = PhysMem::new(&[(0, PAGE_SIZE)]).unwrap();
+        assert_eq!(one.stats()[0].free_pages, 0);
+        assert!(one.alloc_pages(1, None).is_err());
     }
 
     #[test]
@@ -645,6 +778,57 @@ mod tests {
         assert!(m.read_u64(Maddr(2 * GIB)).is_err());
         assert_eq!(m.load_u64(2 * GIB), None);
         assert_eq!(m.load_u64(GIB), Some(0));
+    }
+
+    #[test]
+    fn write_u64s_spans_pages_and_is_all_or_nothing() {
+        let mut m = two_nodes();
+        let words: Vec<u64> = (0..700u64)
+            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .collect();
+        m.write_u64s(Maddr(0x1ff8), &words).unwrap();
+        for (k, &w) in words.iter().enumerate() {
+            assert_eq!(m.read_u64(Maddr(0x1ff8 + 8 * k as u64)).unwrap(), w);
+        }
+        // Byte view agrees (little endian).
+        let mut b = [0u8; 8];
+        m.read(Maddr(0x2000), &mut b).unwrap();
+        assert_eq!(u64::from_le_bytes(b), words[1]);
+        let before = m.stats();
+        assert!(m.write_u64s(Maddr(0x1004), &[1]).is_err());
+        // Runs past node 1's end: nothing written.
+        let end = GIB + 8 * PAGE_SIZE;
+        assert!(m.write_u64s(Maddr(end - 16), &[1, 2, 3]).is_err());
+        assert_eq!(m.load_u64(end - 16), Some(0));
+        assert!(m.write_u64s(Maddr(2 * GIB), &[1]).is_err());
+        assert_eq!(m.stats(), before);
+        assert!(m.write_u64s(Maddr(2 * GIB), &[]).is_err());
+    }
+
+    #[test]
+    fn check_node_and_ensure_free() {
+        let mut m = two_nodes();
+        assert!(m.check_node(None).is_ok() && m.check_node(Some(1)).is_ok());
+        let e = m.check_node(Some(2)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            Error::invalid("node", "node 2 does not exist (there are 2)").to_string()
+        );
+        // 15 free on node 0 (frame 0 reserved) + 8 on node 1, single pages from any node.
+        assert!(m.ensure_free(23, Some(1)).is_ok() && m.ensure_free(0, None).is_ok());
+        assert_eq!(
+            m.ensure_free(24, Some(1)),
+            Err(Error::OutOfMemory {
+                npages: 24,
+                node: Some(1)
+            })
+        );
+        m.alloc_pages(8, Some(1)).unwrap();
+        assert!(m.ensure_free(15, Some(1)).is_ok() && m.ensure_free(16, None).is_err());
+        assert!(matches!(
+            m.alloc_pages(1, Some(7)),
+            Err(Error::InvalidArgument { what: "node", .. })
+        ));
     }
 
     #[test]
@@ -700,6 +884,13 @@ mod tests {
             let used: u64 = owned.values().sum();
             let s = m.stats();
             assert_eq!(s[0].allocated_pages + s[1].allocated_pages, used);
+            for n in &s {
+                assert_eq!(
+                    n.reserved_pages + n.allocated_pages + n.free_pages,
+                    n.total_pages
+                );
+            }
+            assert!(!owned.contains_key(&0));
         }
     }
 }

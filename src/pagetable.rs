@@ -200,40 +200,9 @@ pub struct PageTable {
     node: Option<u32>,
     superpages: Superpages,
     tables: TableSet,
-    /// Machine page 0 is held (never used) because 0 means "no table" (see `alloc_nonzero`).
-    holds_page0: bool,
     /// Sort buffers of the batch calls, kept between calls: fresh multi-megabyte buffers would
     /// cost a page fault per 4 KiB on every call.
     scratch: (Vec<u64>, Vec<u64>),
-}
-
-/// Allocate one zeroed page on `node` whose address is not 0: Xen uses maddr 0 for "no table",
-/// and so does this API. If the arena hands out page 0, it is kept aside (`*holds_page0` set;
-/// the owner frees it on teardown) and another page is taken.
-pub(crate) fn alloc_nonzero(
-    mem: &mut PhysMem,
-    node: Option<u32>,
-    holds_page0: &mut bool,
-) -> Result<u64> {
-    let a = mem.alloc_pages(1, node)?.get();
-    if a != 0 {
-        return Ok(a);
-    }
-    match mem.alloc_pages(1, node) {
-        Ok(b) => {
-            *holds_page0 = true;
-            Ok(b.get())
-        }
-        Err(e) => {
-            mem.free_pages(Maddr(0), 1)?;
-            Err(e)
-        }
-    }
-}
-
-/// Pages to add to a plan's count for the page-0 reservation of `alloc_nonzero`.
-pub(crate) fn page0_extra(mem: &PhysMem) -> u64 {
-    u64::from(mem.contains(Maddr(0), PAGE_SIZE) && !mem.is_allocated(Maddr(0)))
 }
 
 impl PageTable {
@@ -251,7 +220,6 @@ impl PageTable {
             node,
             superpages,
             tables: TableSet::default(),
-            holds_page0: false,
             scratch: (Vec::new(), Vec::new()),
         })
     }
@@ -298,16 +266,6 @@ impl PageTable {
 
     fn limit(&self) -> u64 {
         1u64 << self.width()
-    }
-
-    fn check_node(&self, mem: &PhysMem) -> Result<()> {
-        match self.node {
-            Some(n) if n as usize >= mem.num_nodes() => Err(Error::invalid(
-                "node",
-                format!("node {n} does not exist (there are {})", mem.num_nodes()),
-            )),
-            _ => Ok(()),
-        }
     }
 
     fn check_iova_range(&self, iova: u64, size: u64) -> Result<u64> {
@@ -399,27 +357,12 @@ impl PageTable {
         Ok(())
     }
 
-    /// Fail with `OutOfMemory` unless `needed` single pages can be allocated.
-    fn ensure_free(&self, mem: &PhysMem, needed: u64) -> Result<()> {
-        if needed == 0 {
-            return Ok(());
-        }
-        let needed = needed + page0_extra(mem);
-        let free: u64 = mem.stats().iter().map(|s| s.free_pages).sum();
-        if free < needed {
-            return Err(Error::OutOfMemory {
-                npages: needed,
-                node: self.node,
-            });
-        }
-        Ok(())
-    }
-
     // -----------------------------------------------------------------------------------------
     // Table pages
 
     fn alloc_table(&mut self, mem: &mut PhysMem, level: u32) -> Result<u64> {
-        let a = alloc_nonzero(mem, self.node, &mut self.holds_page0)?;
+        // Never 0: PhysMem reserves frame 0, the "no table" address.
+        let a = mem.alloc_pages(1, self.node)?.get();
         let node = mem.node_of(Maddr(a)).unwrap_or(0);
         self.tables.insert(a, TableInfo { level, node });
         Ok(a)
@@ -500,7 +443,7 @@ impl PageTable {
         if !alloc {
             return self.find_table(mem, iova, level);
         }
-        self.check_node(mem)?;
+        mem.check_node(self.node)?;
         // Plan: count the tables to create.
         let needed = match self.root {
             0 => u64::from(self.levels - level + 1),
@@ -520,7 +463,7 @@ impl PageTable {
                 n
             }
         };
-        self.ensure_free(mem, needed)?;
+        mem.ensure_free(needed, self.node)?;
         let mut st = Exec::default();
         let t = self.walk_alloc(mem, iova, level, &mut st)?;
         self.finish(mem, st)?;
@@ -594,7 +537,7 @@ impl PageTable {
         let end = self.check_iova_range(iova, size)?;
         Self::check_maddr_range(maddr, size)?;
         let flags = perms.bits()?;
-        self.check_node(mem)?;
+        mem.check_node(self.node)?;
         let op = Op::Map {
             delta: maddr.wrapping_sub(iova),
         };
@@ -607,7 +550,7 @@ impl PageTable {
         if self.root == 0 {
             needed += 1;
         }
-        self.ensure_free(mem, needed)?;
+        mem.ensure_free(needed, self.node)?;
         if self.root == 0 {
             self.root = self.alloc_table(mem, self.levels)?;
         }
@@ -633,7 +576,7 @@ impl PageTable {
         if self.root == 0 {
             return Ok(false);
         }
-        self.check_node(mem)?;
+        mem.check_node(self.node)?;
         let needed = self.plan(
             mem,
             Virt::Real(self.root),
@@ -642,7 +585,7 @@ impl PageTable {
             end,
             Op::Unmap,
         )?;
-        self.ensure_free(mem, needed)?;
+        mem.ensure_free(needed, self.node)?;
         let mut st = Exec::default();
         self.unmap_rec(mem, self.root, self.levels, iova, end, &mut st)?;
         self.finish(mem, st)
@@ -1088,7 +1031,7 @@ impl PageTable {
             ));
         }
         let flags = perms.bits()?;
-        self.check_node(mem)?;
+        mem.check_node(self.node)?;
         if iovas.is_empty() {
             return Ok(false);
         }
@@ -1099,7 +1042,7 @@ impl PageTable {
         let pairs = sort_by_table(pairs, |p| p.0 >> level_to_offset_bits(2));
         // Plan.
         let needed = self.plan_pages(mem, pairs.iter().map(|p| p.0), false)?;
-        self.ensure_free(mem, needed)?;
+        mem.ensure_free(needed, self.node)?;
         // Execute, one L1 table at a time.
         let mut st = Exec::default();
         let mut old_any = 0u64;
@@ -1148,7 +1091,7 @@ impl PageTable {
         let iova_of = |x: u64| (lo + (x >> KEY_SHIFT)) << 21;
         let run = |pt: &mut Self, mem: &mut PhysMem| -> Result<bool> {
             let needed = pt.plan_pages(mem, packed.iter().map(|&x| iova_of(x)), false)?;
-            pt.ensure_free(mem, needed)?;
+            mem.ensure_free(needed, pt.node)?;
             let mut st = Exec::default();
             let mut old_any = 0u64;
             for group in packed.chunk_by(|a, b| a >> KEY_SHIFT == b >> KEY_SHIFT) {
@@ -1177,7 +1120,7 @@ impl PageTable {
         if iovas.is_empty() || self.root == 0 {
             return Ok(false);
         }
-        self.check_node(mem)?;
+        mem.check_node(self.node)?;
         let (mut sorted, mut tmp) = std::mem::take(&mut self.scratch);
         sorted.clear();
         sorted.extend_from_slice(iovas);
@@ -1196,7 +1139,7 @@ impl PageTable {
 
     fn unmap_sorted(&mut self, mem: &mut PhysMem, sorted: &[u64]) -> Result<bool> {
         let needed = self.plan_pages(mem, sorted.iter().copied(), true)?;
-        self.ensure_free(mem, needed)?;
+        mem.ensure_free(needed, self.node)?;
         let mut st = Exec::default();
         let levels = self.levels;
         for group in sorted.chunk_by(|a, b| a >> 21 == b >> 21) {
@@ -1314,9 +1257,6 @@ impl PageTable {
         pages.sort_unstable();
         self.tables.clear();
         self.root = 0;
-        if std::mem::take(&mut self.holds_page0) {
-            pages.push(0);
-        }
         let mut first_err = None;
         for p in pages {
             if let Err(e) = mem.free_pages(Maddr(p), 1) {
@@ -1703,6 +1643,28 @@ mod tests {
         assert_eq!(snapshot(&p, &m), snap);
         // Half of it fits.
         assert!(p.unmap(&mut m, Iova(G1), K4).unwrap());
+    }
+
+    #[test]
+    fn no_table_at_address_zero_and_nothing_leaks() {
+        // A node starting at 0 with 4 pages: frame 0 is reserved, 3 are left for a 3-level
+        // path (root, L2, L1) and the OOM check counts exactly those.
+        let mut m = PhysMem::new(&[(0, 4 * K4)]).unwrap();
+        let mut p = pt(3, Superpages::None);
+        p.map(&mut m, Iova(0), Maddr(0), K4, Perms::RW).unwrap();
+        assert_eq!(p.table_count(), 3);
+        assert!(p.root() != 0 && !p.tables.contains_key(&0));
+        assert_eq!(m.stats()[0].free_pages, 0);
+        let snap = snapshot(&p, &m);
+        let e = p.map(&mut m, Iova(M2), Maddr(0), K4, Perms::RW);
+        assert!(matches!(e, Err(Error::OutOfMemory { .. })), "{e:?}");
+        assert_eq!(snapshot(&p, &m), snap);
+        p.free(&mut m).unwrap();
+        let s = m.stats()[0];
+        assert_eq!(
+            (s.reserved_pages, s.allocated_pages, s.free_pages),
+            (1, 0, 3)
+        );
     }
 
     #[test]

@@ -120,8 +120,52 @@ def test_out_of_memory_and_corruption() -> None:
 
 
 def test_page_zero_is_never_a_table() -> None:
-    mem = PhysMem([(0, 16 * K4)])
+    # 3 pages at 0: frame 0 is reserved, the root and one context table take the other two.
+    mem = PhysMem([(0, 3 * K4)])
     rt = RootTable(mem)
-    assert rt.alloc() != 0
+    rt.set_context(4, 0, 0, 2, 1)
+    assert rt.maddr != 0 and rt.context_table(4) not in (0, rt.maddr)
+    with pytest.raises(OutOfMemory):
+        rt.context_table(5, alloc=True)
     rt.free()
-    assert mem.stats()[0]["allocated_pages"] == 0
+    s = mem.stats()[0]
+    assert (s["reserved_pages"], s["allocated_pages"], s["free_pages"]) == (1, 0, 2)
+
+
+def test_raw_entries_match_memory_present_or_not() -> None:
+    mem = arena()
+    rt = RootTable(mem)
+    assert rt.raw_root(3) == (0, 0) and rt.raw_context(3, 0x0A) == (0, 0)  # no root table yet
+    rt.set_context(3, 0x0A, 0x7000, 2, 0x42, tt=1)
+    rt.set_context(3, 0x0B, 0x8000, 3, 0x43, fpd=True)
+    rt.clear_context(3, 0x0B)
+    root = rt.maddr
+    for bus in (3, 4, 255):
+        # Independent truth: the 16-byte entry at root + 16 * bus, read back from memory.
+        assert rt.raw_root(bus) == (
+            mem.read_u64(root + 16 * bus),
+            mem.read_u64(root + 16 * bus + 8),
+        )
+    ctp = rt.raw_root(3)[0] & ~0xFFF
+    assert rt.raw_root(3) == (ctp | 1, 0) and ctp == rt.context_table(3)
+    for devfn in (0x0A, 0x0B, 0x0C):
+        at = ctp + 16 * devfn
+        assert rt.raw_context(3, devfn) == (mem.read_u64(at), mem.read_u64(at + 8))
+    f = decode_context(*rt.raw_context(3, 0x0A))
+    assert (f["p"], f["tt"], f["slptptr"], f["aw"], f["did"]) == (1, 1, 0x7000, 2, 0x42)
+    # A not-present entry whose fields are still there (what the seed's device_in_domain reads).
+    mem.write_u64(ctp + 16 * 0x0C + 8, 0x42 << 8 | 2)
+    mem.write_u64(ctp + 16 * 0x0C, 0x7000 | 1 << 2)
+    assert rt.context(3, 0x0C) is None
+    f = decode_context(*rt.raw_context(3, 0x0C))
+    assert (f["p"], f["tt"], f["did"]) == (0, 1, 0x42)
+    assert rt.raw_context(4, 0x0A) == (0, 0)  # bus 4 has no context table
+    for bad in ((256, 0), (0, 256), (-1, 0)):
+        with pytest.raises(InvalidArgument):
+            rt.raw_context(*bad)
+    with pytest.raises(InvalidArgument):
+        rt.raw_root(256)
+    # A present root entry pointing outside memory: reading through it fails.
+    mem.write_u64(root + 16 * 9, (1 << 45) | 1)
+    with pytest.raises(MemoryAccessError):
+        rt.raw_context(9, 0)

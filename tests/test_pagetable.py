@@ -174,8 +174,10 @@ def test_page_zero_is_never_a_table() -> None:
     pt = PageTable(mem)
     pt.map(0, 0, K4)
     assert pt.root != 0 and pt.lookup(0) == (0, K4, True, True)
+    assert 0 not in {pt.leaf_table(0, False, lv) for lv in range(1, pt.levels + 1)}
     pt.free()
-    assert mem.stats()[0]["free_pages"] == 64
+    s = mem.stats()[0]
+    assert (s["reserved_pages"], s["allocated_pages"], s["free_pages"]) == (1, 0, 63)
 
 
 def test_out_of_memory_is_atomic() -> None:

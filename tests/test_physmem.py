@@ -7,6 +7,7 @@ import random
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -43,9 +44,14 @@ def test_nodes_and_node_of() -> None:
         [(0, 4 * PAGE), (2 * PAGE, PAGE)],
         [((1 << 52) - PAGE, 2 * PAGE)],
         [(-PAGE, PAGE)],
+        None,
+        5,
+        "0,4096",
+        [(0, "x")],
+        [(0,)],
     ],
 )
-def test_bad_node_ranges(nodes: list[tuple[int, int]]) -> None:
+def test_bad_node_ranges(nodes: Any) -> None:
     with pytest.raises(InvalidArgument):
         PhysMem(nodes)
 
@@ -183,13 +189,54 @@ def test_randomised_alloc_free_against_model() -> None:
         stats = m.stats()
         for s in stats:
             assert s["allocated_pages"] == per_node[s["node"]]
-            assert s["allocated_pages"] + s["free_pages"] == sizes[s["node"]]
+            assert s["reserved_pages"] == (1 if s["base"] == 0 else 0)
+            assert s["reserved_pages"] + s["allocated_pages"] + s["free_pages"] == sizes[s["node"]]
+        assert 0 not in owned
     for a, n in owned.items():
         m.free_pages(a, n)
     assert all(s["allocated_pages"] == 0 for s in m.stats())
-    # Everything coalesced again: each node's whole range can be had in one piece.
-    for i in sizes:
+    # Everything coalesced again: each node's whole range can be had in one piece, except on
+    # node 0, whose largest aligned block left beside the reserved frame 0 is its upper half.
+    with pytest.raises(OutOfMemory):
+        m.alloc_pages(sizes[0], node=0)
+    assert m.alloc_pages(sizes[0] // 2, node=0) == sizes[0] // 2 * PAGE
+    for i in (1, 2):
         assert m.node_of(m.alloc_pages(sizes[i], node=i)) == i
+
+
+def test_frame_zero_is_reserved_at_construction() -> None:
+    # Address 0 means "no table" (as in Xen): a node starting at 0 never hands frame 0 out.
+    m = PhysMem([(0, 8 * PAGE), (GIB, 4 * PAGE)])
+    s = m.stats()
+    assert [
+        (n["total_pages"], n["reserved_pages"], n["allocated_pages"], n["free_pages"]) for n in s
+    ] == [
+        (8, 1, 0, 7),
+        (4, 0, 0, 4),
+    ]
+    assert not m.is_allocated(0)
+    got = [m.alloc_pages(1, node=0) for _ in range(7)]
+    assert sorted(got) == [i * PAGE for i in range(1, 8)]
+    assert m.node_of(m.alloc_pages(1, node=0)) == 1  # node 0 is full: fallback, never frame 0
+    before = m.stats()
+    assert (before[0]["reserved_pages"], before[0]["allocated_pages"], before[0]["free_pages"]) == (
+        1,
+        7,
+        0,
+    )
+    for npages in (1, 2):
+        with pytest.raises(BadFree, match="reserved"):
+            m.free_pages(0, npages)
+    assert m.stats() == before and not m.is_allocated(0)
+    # Frame 0 is still memory.
+    m.write_u64(0, 0x1234)
+    assert m.read_u64(0) == 0x1234
+    for a in got:
+        m.free_pages(a)
+    assert m.stats()[0]["free_pages"] == 7
+    # A one-page node at 0 has nothing to give.
+    with pytest.raises(OutOfMemory):
+        PhysMem([(0, PAGE)]).alloc_pages()
 
 
 SPARSE_SCRIPT = """
@@ -224,3 +271,21 @@ def test_terabyte_machine_costs_only_pages_in_use() -> None:
     growth_kib, peak_kib = map(int, out.stdout.split())
     assert growth_kib < 64 * 1024, f"arena grew by {growth_kib} KiB"
     assert peak_kib < 64 * 1024 + 64 * 1024, f"process peak {peak_kib} KiB"
+
+
+def test_node_checks_agree_everywhere() -> None:
+    m = small()
+    msg = "^invalid node: node 2 does not exist \\(there are 2\\)$"
+    pt = vtdwalk.PageTable(m)
+    rt = vtdwalk.RootTable(m)
+    calls: list[Callable[[], object]] = [
+        lambda: m.alloc_pages(1, node=2),
+        lambda: vtdwalk.PageTable(m, node=2),
+        lambda: vtdwalk.RootTable(m, node=2),
+        lambda: setattr(pt, "node", 2),
+        lambda: setattr(rt, "node", 2),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidArgument, match=msg):
+            call()
+    assert pt.node is None and rt.node is None

@@ -215,7 +215,6 @@ class Iommu:
         #: The unit's hardware: walks the tables from the latched root table.
         self.remapper: Remapper = remapper
         self._pages: list[tuple[int, int]] = []  # (maddr, npages) allocated for this unit
-        self._held: list[tuple[int, int]] = []  # pages at address 0, kept out of use
 
     # ---- NUMA node and root table
     @property
@@ -324,11 +323,7 @@ class Iommu:
     def alloc_pages(self, npages: int = 1) -> int:
         """Xen's ``alloc_pgtable_maddr(npages, iommu->node)``: zeroed pages on the unit's node
         (context tables, the invalidation queue, the interrupt remapping table)."""
-        maddr: int = self.mem.alloc_pages(npages, self.node)
-        if maddr == 0:
-            # Address 0 means "no table" to Xen and in root/context entries: never use it.
-            self._held.append((maddr, npages))
-            maddr = self.mem.alloc_pages(npages, self.node)
+        maddr: int = self.mem.alloc_pages(npages, self.node)  # never 0: PhysMem reserves it
         self._pages.append((maddr, npages))
         return maddr
 

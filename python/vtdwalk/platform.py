@@ -173,8 +173,6 @@ class Platform:
         self.rmrrs: list[RmrrUnit] = []
         self.atsrs: list[AtsrUnit] = []
         self.rhsas: list[_dmar.Rhsa] = []
-        #: Pages the platform keeps out of use for good (machine page 0).
-        self.reserved_pages: list[tuple[int, int]] = []
         self._unit_hw = {"iotlb_entries": iotlb_entries, "fault_records": fault_records}
         self._plan(cap, ecap, caps)
         self._check_platform()
@@ -528,19 +526,8 @@ class Platform:
             if self.hpet_to_iommu(hpet_id) is None:
                 self._add("warning", "hpet-no-unit", f"HPET {hpet_id} is in no unit's scope")
 
-    def _reserve_page_zero(self) -> None:
-        """Keep machine page 0 out of use when a node starts at 0: address 0 means "no table"."""
-        for node, (base, _) in enumerate(self.mem.nodes):
-            if base == 0 and not self.mem.is_allocated(0):
-                m = self.mem.alloc_pages(1, node)
-                if m == 0:
-                    self.reserved_pages.append((0, 1))
-                else:
-                    self.mem.free_pages(m)
-
     def _allocate(self) -> None:
         """Give every unit its node and root table, in the order the policy dictates."""
-        self._reserve_page_zero()
         try:
             if self.policy == "pre-seed":
                 for u in sorted(self.iommus, key=lambda u: u.index):

@@ -5,10 +5,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use pyo3::prelude::*;
 
-use super::args::{U32, U64};
+use super::args::{Flag, U32, U64};
 use super::errors::Exc;
 use super::mem::{PyPhysMem, SharedMem};
-use super::pagetable::check_node;
 use crate::context::{ContextFields, RootTable};
 use crate::entry::TranslationType;
 
@@ -36,7 +35,8 @@ impl PyRootTable {
     #[pyo3(signature = (mem, node=None))]
     fn new(mem: &Bound<'_, PyPhysMem>, node: Option<U32>) -> PyResult<Self> {
         let mem = mem.get().mem.clone();
-        let node = check_node(&mem, node)?;
+        let node = node.map(|n| n.0);
+        mem.read().check_node(node)?;
         Ok(PyRootTable {
             mem,
             rt: Mutex::new(RootTable::new(node)),
@@ -55,7 +55,8 @@ impl PyRootTable {
     }
     #[setter]
     fn set_node(&self, node: Option<U32>) -> PyResult<()> {
-        let node = check_node(&self.mem, node)?;
+        let node = node.map(|n| n.0);
+        self.mem.read().check_node(node)?;
         self.lock().set_node(node);
         Ok(())
     }
@@ -68,16 +69,16 @@ impl PyRootTable {
     }
 
     /// Xen's bus_to_context_maddr: the bus's context table (0 when missing and not alloc).
-    #[pyo3(signature = (bus, alloc=false))]
-    fn context_table(&self, bus: U32, alloc: bool) -> PyResult<u64> {
+    #[pyo3(signature = (bus, alloc=Flag(false)), text_signature = "(self, bus, alloc=False)")]
+    fn context_table(&self, bus: U32, alloc: Flag) -> PyResult<u64> {
         let bus = byte("bus", bus)?;
         let mut rt = self.lock();
         let mut mem = self.mem.write();
-        Ok(rt.context_table(&mut mem, bus, alloc)?)
+        Ok(rt.context_table(&mut mem, bus, alloc.0)?)
     }
 
     /// Write a present legacy context entry, allocating the root/context tables as needed.
-    #[pyo3(signature = (bus, devfn, slptptr, aw, did, tt=U32(0), fpd=false), text_signature = "(self, bus, devfn, slptptr, aw, did, tt=0, fpd=False)")]
+    #[pyo3(signature = (bus, devfn, slptptr, aw, did, tt=U32(0), fpd=Flag(false)), text_signature = "(self, bus, devfn, slptptr, aw, did, tt=0, fpd=False)")]
     #[allow(clippy::too_many_arguments)]
     fn set_context(
         &self,
@@ -87,7 +88,7 @@ impl PyRootTable {
         aw: U32,
         did: U32,
         tt: U32,
-        fpd: bool,
+        fpd: Flag,
     ) -> PyResult<()> {
         let (bus, devfn) = (byte("bus", bus)?, byte("devfn", devfn)?);
         let did = u16::try_from(did.0).map_err(|_| {
@@ -104,7 +105,7 @@ impl PyRootTable {
             aw: aw.0,
             did,
             tt: TranslationType::from_bits(u64::from(tt.0)),
-            fpd,
+            fpd: fpd.0,
         };
         let mut rt = self.lock();
         let mut mem = self.mem.write();
@@ -125,6 +126,26 @@ impl PyRootTable {
         let rt = self.lock();
         let mem = self.mem.read();
         Ok(rt.context(&mem, bus, devfn)?.map(|e| (e.lo, e.hi)))
+    }
+
+    /// (lo, hi) of the root entry of `bus` as stored, present or not; (0, 0) before the root
+    /// table is allocated.
+    fn raw_root(&self, bus: U32) -> PyResult<(u64, u64)> {
+        let bus = byte("bus", bus)?;
+        let rt = self.lock();
+        let mem = self.mem.read();
+        let e = rt.raw_root(&mem, bus)?;
+        Ok((e.lo, e.hi))
+    }
+
+    /// (lo, hi) of the context entry of bus:devfn as stored, present or not; (0, 0) when the
+    /// bus has no context table (root entry not present). Found through the root entry's CTP.
+    fn raw_context(&self, bus: U32, devfn: U32) -> PyResult<(u64, u64)> {
+        let (bus, devfn) = (byte("bus", bus)?, byte("devfn", devfn)?);
+        let rt = self.lock();
+        let mem = self.mem.read();
+        let e = rt.raw_context(&mem, bus, devfn)?;
+        Ok((e.lo, e.hi))
     }
 
     /// (bus, devfn, lo, hi) of every present entry.

@@ -6,12 +6,12 @@
 
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
+use numpy::{IntoPyArray, PyArray1};
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
-use super::args::{U32, U64};
+use super::args::{batch_array_max, U32, U64};
 use super::errors::Exc;
 use crate::addr::Maddr;
 use crate::mem::PhysMem;
@@ -48,7 +48,16 @@ pub struct PyPhysMem {
 impl PyPhysMem {
     #[new]
     #[pyo3(signature = (nodes))]
-    fn new(nodes: Vec<(U64, U64)>) -> PyResult<Self> {
+    fn new(nodes: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let nodes: Vec<(U64, U64)> = nodes.extract().map_err(|_| {
+            let shown = nodes
+                .repr()
+                .map(|r| r.to_string())
+                .unwrap_or_else(|_| "?".into());
+            Exc::InvalidArgument.msg(format!(
+                "nodes: expected a list of (base, size) pairs, got {shown}"
+            ))
+        })?;
         let ranges: Vec<(u64, u64)> = nodes.iter().map(|(b, s)| (b.0, s.0)).collect();
         Ok(PyPhysMem {
             mem: SharedMem::new(PhysMem::new(&ranges)?),
@@ -141,21 +150,20 @@ impl PyPhysMem {
         Ok(words.into_pyarray(py))
     }
 
-    /// Write a numpy uint64 array as consecutive words from an 8-byte aligned address.
-    fn write_u64s(&self, maddr: U64, values: PyReadonlyArray1<'_, u64>) -> PyResult<()> {
-        if maddr.0 & 7 != 0 {
-            return Err(Exc::MemoryAccessError
-                .msg(format!("u64 access at {:#x} not 8-byte aligned", maddr.0)));
-        }
-        let bytes: Vec<u8> = values
-            .as_array()
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
-        Ok(self.mem.write().write(Maddr(maddr.0), &bytes)?)
+    /// Write `values` (a 1-D array or sequence of unsigned integers, at most 2**27 as for
+    /// `read_u64s`) as consecutive words from an 8-byte aligned address. The words are
+    /// converted once (not at all when they already are a contiguous uint64 array) and written
+    /// with the GIL released.
+    fn write_u64s(&self, py: Python<'_>, maddr: U64, values: &Bound<'_, PyAny>) -> PyResult<()> {
+        let values = batch_array_max::<u64>(values, "values", 1 << 27)?;
+        let words = values.as_slice()?;
+        let r = py.detach(|| self.mem.write().write_u64s(Maddr(maddr.0), words));
+        Ok(r?)
     }
 
-    /// Per node: base, size, total/allocated/free/backed pages, fallbacks.
+    /// Per node: base, size, total/reserved/allocated/free/backed pages, fallbacks.
+    /// `total_pages == reserved_pages + allocated_pages + free_pages`; `reserved_pages` is 1
+    /// (frame 0, address 0 meaning "no table") on a node that starts at 0, else 0.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let list = PyList::empty(py);
         for (i, s) in self.mem.read().stats().iter().enumerate() {
@@ -164,6 +172,7 @@ impl PyPhysMem {
             d.set_item("base", s.base)?;
             d.set_item("size", s.size)?;
             d.set_item("total_pages", s.total_pages)?;
+            d.set_item("reserved_pages", s.reserved_pages)?;
             d.set_item("allocated_pages", s.allocated_pages)?;
             d.set_item("free_pages", s.free_pages)?;
             d.set_item("backed_pages", s.backed_pages)?;

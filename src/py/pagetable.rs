@@ -4,15 +4,13 @@
 //! the table lock, then the memory lock. Batch calls copy their numpy inputs, then run with the
 //! GIL released.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
-use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
+use numpy::{IntoPyArray, PyArray1};
 use pyo3::prelude::*;
 
-use super::args::{U32, U64};
-use super::errors::Exc;
+use super::args::{batch_array, Flag, Str, U32, U64};
 use super::mem::{PyPhysMem, SharedMem};
 use crate::addr::{Iova, Maddr};
 use crate::pagetable::{PageTable, Perms, Superpages};
@@ -24,27 +22,16 @@ pub struct PyPageTable {
     pt: Mutex<PageTable>,
 }
 
-pub(crate) fn check_node(mem: &SharedMem, node: Option<U32>) -> PyResult<Option<u32>> {
-    let n = mem.read().num_nodes();
-    match node {
-        Some(U32(v)) if v as usize >= n => Err(Exc::InvalidArgument.msg(format!(
-            "invalid node: node {v} does not exist (there are {n})"
-        ))),
-        _ => Ok(node.map(|v| v.0)),
+fn perms(read: Flag, write: Flag, snoop: Flag) -> Perms {
+    Perms {
+        read: read.0,
+        write: write.0,
+        snoop: snoop.0,
     }
 }
 
 /// (iova, maddr, size, read, write).
 type MappingTuple = (u64, u64, u64, bool, bool);
-
-/// The array's data: borrowed when contiguous, else copied. Either way a plain slice that the
-/// GIL-free part of a batch call can read.
-fn words<'a>(a: &'a PyReadonlyArray1<'_, u64>) -> Cow<'a, [u64]> {
-    match a.as_slice() {
-        Ok(s) => Cow::Borrowed(s),
-        Err(_) => Cow::Owned(a.as_array().to_vec()),
-    }
-}
 
 impl PyPageTable {
     fn lock(&self) -> MutexGuard<'_, PageTable> {
@@ -56,18 +43,19 @@ impl PyPageTable {
 impl PyPageTable {
     #[new]
     #[pyo3(
-        signature = (mem, levels=U32(4), node=None, superpages="1G"),
+        signature = (mem, levels=U32(4), node=None, superpages=Str("1G".into())),
         text_signature = "(mem, levels=4, node=None, superpages='1G')"
     )]
     fn new(
         mem: &Bound<'_, PyPhysMem>,
         levels: U32,
         node: Option<U32>,
-        superpages: &str,
+        superpages: Str,
     ) -> PyResult<Self> {
         let mem = mem.get().mem.clone();
-        let node = check_node(&mem, node)?;
-        let pt = PageTable::new(levels.0, node, Superpages::parse(superpages)?)?;
+        let node = node.map(|n| n.0);
+        mem.read().check_node(node)?;
+        let pt = PageTable::new(levels.0, node, Superpages::parse(&superpages.0)?)?;
         Ok(PyPageTable {
             mem,
             pt: Mutex::new(pt),
@@ -95,7 +83,8 @@ impl PyPageTable {
     }
     #[setter]
     fn set_node(&self, node: Option<U32>) -> PyResult<()> {
-        let node = check_node(&self.mem, node)?;
+        let node = node.map(|n| n.0);
+        self.mem.read().check_node(node)?;
         self.lock().set_node(node);
         Ok(())
     }
@@ -110,26 +99,29 @@ impl PyPageTable {
         signature = (iova, alloc, level=U32(1)),
         text_signature = "(self, iova, alloc, level=1)"
     )]
-    fn leaf_table(&self, iova: U64, alloc: bool, level: U32) -> PyResult<u64> {
+    fn leaf_table(&self, iova: U64, alloc: Flag, level: U32) -> PyResult<u64> {
         let mut pt = self.lock();
         let mut mem = self.mem.write();
-        Ok(pt.leaf_table(&mut mem, Iova(iova.0), alloc, level.0)?)
+        Ok(pt.leaf_table(&mut mem, Iova(iova.0), alloc.0, level.0)?)
     }
 
     /// Map [iova, iova + size) onto [maddr, maddr + size); True when an old entry was present.
-    #[pyo3(signature = (iova, maddr, size, read=true, write=true, snoop=false))]
+    #[pyo3(
+        signature = (iova, maddr, size, read=Flag(true), write=Flag(true), snoop=Flag(false)),
+        text_signature = "(self, iova, maddr, size, read=True, write=True, snoop=False)"
+    )]
     fn map(
         &self,
         iova: U64,
         maddr: U64,
         size: U64,
-        read: bool,
-        write: bool,
-        snoop: bool,
+        read: Flag,
+        write: Flag,
+        snoop: Flag,
     ) -> PyResult<bool> {
         let mut pt = self.lock();
         let mut mem = self.mem.write();
-        let perms = Perms { read, write, snoop };
+        let perms = perms(read, write, snoop);
         Ok(pt.map(&mut mem, Iova(iova.0), Maddr(maddr.0), size.0, perms)?)
     }
 
@@ -172,50 +164,60 @@ impl PyPageTable {
         Ok(pt.free(&mut mem)?)
     }
 
-    /// Map 4 KiB pages iovas[i] -> maddrs[i] (numpy uint64); True when an old entry was present.
-    #[pyo3(signature = (iovas, maddrs, read=true, write=true, snoop=false))]
+    /// Map 4 KiB pages iovas[i] -> maddrs[i] (1-D arrays or sequences of unsigned integers);
+    /// True when an old entry was present.
+    #[pyo3(
+        signature = (iovas, maddrs, read=Flag(true), write=Flag(true), snoop=Flag(false)),
+        text_signature = "(self, iovas, maddrs, read=True, write=True, snoop=False)"
+    )]
     fn map_pages(
         &self,
         py: Python<'_>,
-        iovas: PyReadonlyArray1<'_, u64>,
-        maddrs: PyReadonlyArray1<'_, u64>,
-        read: bool,
-        write: bool,
-        snoop: bool,
+        iovas: &Bound<'_, PyAny>,
+        maddrs: &Bound<'_, PyAny>,
+        read: Flag,
+        write: Flag,
+        snoop: Flag,
     ) -> PyResult<bool> {
-        let (iv, mv) = (words(&iovas), words(&maddrs));
-        let perms = Perms { read, write, snoop };
+        let (iovas, maddrs) = (
+            batch_array::<u64>(iovas, "iovas")?,
+            batch_array::<u64>(maddrs, "maddrs")?,
+        );
+        let (iv, mv) = (iovas.as_slice()?, maddrs.as_slice()?);
+        let perms = perms(read, write, snoop);
         let r = py.detach(|| {
             let mut pt = self.lock();
             let mut mem = self.mem.write();
-            pt.map_pages(&mut mem, &iv, &mv, perms)
+            pt.map_pages(&mut mem, iv, mv, perms)
         });
         Ok(r?)
     }
 
-    /// Unmap 4 KiB pages (numpy uint64); True when something was present.
-    fn unmap_pages(&self, py: Python<'_>, iovas: PyReadonlyArray1<'_, u64>) -> PyResult<bool> {
-        let iv = words(&iovas);
+    /// Unmap 4 KiB pages (a 1-D array or sequence of IOVAs); True when something was present.
+    fn unmap_pages(&self, py: Python<'_>, iovas: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let iovas = batch_array::<u64>(iovas, "iovas")?;
+        let iv = iovas.as_slice()?;
         let r = py.detach(|| {
             let mut pt = self.lock();
             let mut mem = self.mem.write();
-            pt.unmap_pages(&mut mem, &iv)
+            pt.unmap_pages(&mut mem, iv)
         });
         Ok(r?)
     }
 
-    /// Translate each IOVA (numpy uint64); u64 max (2**64 - 1) where unmapped.
+    /// Translate each IOVA (a 1-D array or sequence); u64 max (2**64 - 1) where unmapped.
     fn lookup_many<'py>(
         &self,
         py: Python<'py>,
-        iovas: PyReadonlyArray1<'py, u64>,
+        iovas: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray1<u64>>> {
-        let iv = words(&iovas);
+        let iovas = batch_array::<u64>(iovas, "iovas")?;
+        let iv = iovas.as_slice()?;
         let r = py.detach(|| {
             let mut pt = self.lock();
             let mem = self.mem.read();
             let mut out = vec![0u64; iv.len()];
-            pt.lookup_many(&mem, &iv, &mut out).map(|()| out)
+            pt.lookup_many(&mem, iv, &mut out).map(|()| out)
         });
         Ok(r?.into_pyarray(py))
     }

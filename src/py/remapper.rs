@@ -6,11 +6,11 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
+use numpy::{IntoPyArray, PyArray1};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::args::{U32, U64};
+use super::args::{batch_array, Flag, Str, U32, U64};
 use super::errors::Exc;
 use super::mem::{PyPhysMem, SharedMem};
 use crate::fault::FaultRecord;
@@ -135,7 +135,7 @@ impl PyRemapper {
 impl PyRemapper {
     #[new]
     #[pyo3(
-        signature = (mem, root_table=None, cap=U64(DEFAULT_CAP), ecap=U64(DEFAULT_ECAP), iotlb_entries=U64(1024), fault_records=U64(8), context_cache=true),
+        signature = (mem, root_table=None, cap=U64(DEFAULT_CAP), ecap=U64(DEFAULT_ECAP), iotlb_entries=U64(1024), fault_records=U64(8), context_cache=Flag(true)),
         text_signature = "(mem, root_table=None, cap=..., ecap=..., iotlb_entries=1024, fault_records=8, context_cache=True)"
     )]
     fn new(
@@ -145,12 +145,12 @@ impl PyRemapper {
         ecap: U64,
         iotlb_entries: U64,
         fault_records: U64,
-        context_cache: bool,
+        context_cache: Flag,
     ) -> PyResult<Self> {
         let rt = root_table.map(|r| check_rtaddr(r.0)).transpose()?;
         let n = usize::try_from(iotlb_entries.0).unwrap_or(usize::MAX);
         let f = usize::try_from(fault_records.0).unwrap_or(usize::MAX);
-        let unit = translate::Remapper::new(cap.0, ecap.0, rt, n, f, context_cache)?;
+        let unit = translate::Remapper::new(cap.0, ecap.0, rt, n, f, context_cache.0)?;
         Ok(PyRemapper {
             mem: mem.mem.clone(),
             unit: Mutex::new(unit),
@@ -200,20 +200,23 @@ impl PyRemapper {
     }
 
     /// Translate one DMA request (or, with `translation_request`, an ATS translation request).
-    #[pyo3(signature = (sid, iova, write=false, translation_request=false))]
+    #[pyo3(
+        signature = (sid, iova, write=Flag(false), translation_request=Flag(false)),
+        text_signature = "(self, sid, iova, write=False, translation_request=False)"
+    )]
     fn translate(
         &self,
         py: Python<'_>,
         sid: U64,
         iova: U64,
-        write: bool,
-        translation_request: bool,
+        write: Flag,
+        translation_request: Flag,
     ) -> PyResult<PyTranslation> {
         let req = Request {
             sid: u16_arg("sid", sid.0)?,
             iova: iova.0,
-            write,
-            translation_request,
+            write: write.0,
+            translation_request: translation_request.0,
         };
         let r = {
             let mut unit = self.unit();
@@ -243,13 +246,17 @@ impl PyRemapper {
     fn translate_batch<'py>(
         &self,
         py: Python<'py>,
-        sids: PyReadonlyArray1<'py, u16>,
-        iovas: PyReadonlyArray1<'py, u64>,
-        writes: Option<PyReadonlyArray1<'py, bool>>,
+        sids: &Bound<'py, PyAny>,
+        iovas: &Bound<'py, PyAny>,
+        writes: Option<&Bound<'py, PyAny>>,
         threads: Option<U32>,
     ) -> PyResult<(Bound<'py, PyArray1<u64>>, Bound<'py, PyArray1<u8>>)> {
-        let s = sids.as_array();
-        let a = iovas.as_array();
+        let sids = batch_array::<u16>(sids, "sids")?;
+        let iovas = batch_array::<u64>(iovas, "iovas")?;
+        let writes = writes
+            .map(|w| batch_array::<bool>(w, "writes"))
+            .transpose()?;
+        let (s, a) = (sids.as_slice()?, iovas.as_slice()?);
         let n = a.len();
         if s.len() != n {
             return Err(
@@ -257,13 +264,12 @@ impl PyRemapper {
             );
         }
         let w: Vec<bool> = match &writes {
-            Some(w) if w.as_array().len() != n => {
-                return Err(Exc::InvalidArgument.msg(format!(
-                    "writes has {} entries, iovas {n}",
-                    w.as_array().len()
-                )))
+            Some(w) if w.len() != n => {
+                return Err(
+                    Exc::InvalidArgument.msg(format!("writes has {} entries, iovas {n}", w.len()))
+                )
             }
-            Some(w) => w.as_array().iter().copied().collect(),
+            Some(w) => w.as_slice()?.to_vec(),
             None => vec![false; n],
         };
         let threads = match threads {
@@ -302,12 +308,13 @@ impl PyRemapper {
     )]
     fn invalidate_iotlb(
         &self,
-        granularity: &str,
+        granularity: Str,
         did: Option<U64>,
         addr: Option<U64>,
         am: U32,
     ) -> PyResult<()> {
         let did = did.map(|d| u16_arg("did", d.0)).transpose()?;
+        let granularity = granularity.0.as_str();
         match granularity {
             "global" => self.unit().invalidate_iotlb_global(),
             "domain" => self
@@ -334,11 +341,12 @@ impl PyRemapper {
     )]
     fn invalidate_context(
         &self,
-        granularity: &str,
+        granularity: Str,
         did: Option<U64>,
         sid: Option<U64>,
         fm: U32,
     ) -> PyResult<()> {
+        let granularity = granularity.0.as_str();
         match granularity {
             "global" => self.unit().invalidate_context_global(),
             "domain" => {
