@@ -81,8 +81,7 @@ TT_MULTI_LEVEL = 0
 TT_DEV_IOTLB = 1
 TT_PASS_THROUGH = 2
 
-_ADDR_MASK = 0x000F_FFFF_FFFF_F000  # bits 51:12
-_ENTRY = 16
+_ADDR_MASK = 0xFFFF_FFFF_FFFF_F000  # bits 63:12, as entry.rs reads SLPTPTR
 
 
 @dataclass(frozen=True)
@@ -632,16 +631,11 @@ class Assignments:
 
     def _in_domain(self, unit: Iommu, b: Bdf, did: int) -> bool:
         """``device_in_domain`` on checked arguments and a unit with a root table."""
-        mem = unit.mem
-        root = int(mem.read_u64(unit.root_maddr + b.bus * _ENTRY))
-        if not root & 1:
-            return False
-        table = root & ~0xFFF & 0xFFFF_FFFF_FFFF_FFFF
-        lo = int(mem.read_u64(table + b.devfn * _ENTRY))
-        hi = int(mem.read_u64(table + b.devfn * _ENTRY + 8))
-        if (hi >> 8) & 0xFFFF != did:
-            return False
-        return (lo >> 2) & 3 == TT_DEV_IOTLB
+        # (0, 0) when the bus's root entry is not present; the context's present bit is not
+        # looked at, as in the seed.
+        lo, hi = unit.root_table.raw_context(b.bus, b.devfn)
+        entry = ContextEntry(lo, hi)
+        return entry.did == did and entry.tt == TT_DEV_IOTLB
 
     # ---- DMA
     def translate(self, bdf: BdfLike, iova: int, write: bool = False) -> Translation:
