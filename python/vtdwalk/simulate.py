@@ -790,7 +790,7 @@ def domain_contexts(p: Platform, domain: Any) -> list[dict[str, Any]]:
                 out.append(
                     {
                         "unit": unit.address,
-                        "bdf": f"{unit.segment:04x}:{bus:02x}:{devfn >> 3:02x}.{devfn & 7}",
+                        "bdf": str(Bdf.from_devfn(unit.segment, bus, devfn)),
                         "did": ce.did,
                         "aw": ce.aw,
                         "tt": ce.tt,
