@@ -222,3 +222,50 @@ def test_plot(tmp_path: Path) -> None:
     assert "plot written" in r.stdout
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+DOCUMENTED_KEYS = {
+    "dmar": {
+        "signature",
+        "length",
+        "revision",
+        "checksum",
+        "oem_id",
+        "oem_table_id",
+        "oem_revision",
+        "creator_id",
+        "creator_revision",
+        "host_address_width",
+        "flags",
+        "structures",
+        "problems",
+    },
+    "platform": {
+        "policy",
+        "synthesised_topology",
+        "numa",
+        "pci_functions",
+        "units",
+        "rmrrs",
+        "atsrs",
+        "findings",
+    },
+    "simulate": REPORT_KEYS | {"placement"},
+    "dump": {"domain", "node", "levels", "passthrough", "devices", "contexts", "ranges"},
+}
+
+
+@pytest.mark.parametrize("command", sorted(DOCUMENTED_KEYS))
+def test_every_subcommand_json_has_the_documented_keys(command: str) -> None:
+    table = str(DATA / simulate.DEFAULT_DMAR)
+    args = {
+        "dmar": ["dmar", table],
+        "platform": ["platform", table],
+        "simulate": ["simulate", "--accesses", "5000"],
+        "dump": ["dump", "--domain", "2"],
+    }[command]
+    out = json.loads(cli(*args, "--json").stdout)
+    assert DOCUMENTED_KEYS[command] <= set(out)
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for key in DOCUMENTED_KEYS[command]:
+        assert key in readme, f"{command} --json key {key!r} is not documented in the README"
