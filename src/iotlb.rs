@@ -566,8 +566,10 @@ impl ContextCache {
     /// Device-selective with function mask `fm` (0..=3): SID bits {}, {2}, {2:1}, {2:0} ignored.
     pub fn invalidate_device(&mut self, sid: u16, fm: u32) {
         let m = FM_MASKS.get(fm as usize).copied().unwrap_or(0b111);
-        for (s, slot) in self.slots.iter_mut().enumerate() {
-            if (s as u16) & !m == sid & !m {
+        // Only SIDs that differ from `sid` in the masked bits match: at most eight slots.
+        let base = sid & !m;
+        for low in (0..8u16).filter(|low| low & !m == 0) {
+            if let Some(slot) = self.slots.get_mut((base | low) as usize) {
                 *slot = None;
             }
         }
@@ -758,5 +760,18 @@ mod tests {
         assert!(cc.get(0x101).is_some() && cc.get(0x108).is_some());
         cc.invalidate_domain(7);
         assert!(cc.is_empty());
+        // Every function mask against the definition, around a SID with all low bits mixed.
+        for fm in 0..4u32 {
+            let m = FM_MASKS[fm as usize];
+            let mut cc = ContextCache::new(true);
+            for s in 0x100..0x120u16 {
+                cc.insert(s, c);
+            }
+            cc.invalidate_device(0x10d, fm);
+            for s in 0x100..0x120u16 {
+                let gone = s & !m == 0x10d & !m;
+                assert_eq!(cc.get(s).is_none(), gone, "fm {fm} sid {s:#x}");
+            }
+        }
     }
 }
