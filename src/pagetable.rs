@@ -486,6 +486,33 @@ impl PageTable {
         Ok(t)
     }
 
+    /// The table below entry `idx` (holding `pte`, of `kind`) of the level-`level` table `t`:
+    /// the one it points to, a new empty one where it is absent, or the superpage it maps
+    /// shattered into a table of the next size down (an old mapping: noted as present).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn child_table(
+        &mut self,
+        mem: &mut PhysMem,
+        st: &mut Exec,
+        t: u64,
+        idx: usize,
+        pte: u64,
+        kind: Kind,
+        level: u32,
+    ) -> Result<u64> {
+        let c = match kind {
+            Kind::Table(c) => return Ok(c),
+            Kind::Absent => self.alloc_table(mem, level - 1)?,
+            Kind::Leaf => {
+                st.present = true;
+                self.shatter(mem, pte, level)?
+            }
+        };
+        mem.page_mut(Maddr(t))?[idx] = Pte::table(c).0;
+        Ok(c)
+    }
+
     /// Walk to the level-`level` table covering `iova`, creating tables and shattering
     /// superpages on the way. The caller has checked that the allocations will succeed.
     fn walk_alloc(
@@ -502,20 +529,8 @@ impl PageTable {
         for l in (level + 1..=self.levels).rev() {
             let idx = address_level_offset(iova, l) as usize;
             let pte = mem.page_mut(Maddr(t))?[idx];
-            t = match self.classify(pte, l)? {
-                Kind::Table(c) => c,
-                Kind::Absent => {
-                    let c = self.alloc_table(mem, l - 1)?;
-                    mem.page_mut(Maddr(t))?[idx] = Pte::table(c).0;
-                    c
-                }
-                Kind::Leaf => {
-                    st.present = true;
-                    let c = self.shatter(mem, pte, l)?;
-                    mem.page_mut(Maddr(t))?[idx] = Pte::table(c).0;
-                    c
-                }
-            };
+            let kind = self.classify(pte, l)?;
+            t = self.child_table(mem, st, t, idx, pte, kind, l)?;
         }
         Ok(t)
     }
@@ -703,20 +718,7 @@ impl PageTable {
                 }
                 mem.page_mut(Maddr(t))?[idx] = m | flags | Pte::PS;
             } else {
-                let c = match kind {
-                    Kind::Table(c) => c,
-                    Kind::Absent => {
-                        let c = self.alloc_table(mem, level - 1)?;
-                        mem.page_mut(Maddr(t))?[idx] = Pte::table(c).0;
-                        c
-                    }
-                    Kind::Leaf => {
-                        st.present = true;
-                        let c = self.shatter(mem, old, level)?;
-                        mem.page_mut(Maddr(t))?[idx] = Pte::table(c).0;
-                        c
-                    }
-                };
+                let c = self.child_table(mem, st, t, idx, old, kind, level)?;
                 self.map_rec(mem, c, level - 1, a, sub_e, delta, flags, st)?;
             }
             a = sub_e;

@@ -379,11 +379,11 @@ class Rmrr:
 
 
 @dataclass
-class Atsr:
-    """Root Port ATS Capability Reporting (type 2)."""
+class _FlagsSegmentScopes:
+    """The layout ATSR and SATC share: flags, a reserved byte, a segment, device scopes."""
 
-    type_code: ClassVar[int] = ATSR
-    type_name: ClassVar[str] = "ATSR"
+    type_name: ClassVar[str]
+    _flag: ClassVar[tuple[int, str]]
     flags: int
     segment: int
     scopes: list[DeviceScope] = field(default_factory=list)
@@ -392,23 +392,38 @@ class Atsr:
     extra: bytes = b""
 
     @property
-    def all_ports(self) -> bool:
-        return bool(self.flags & ALL_PORTS)
-
-    @property
     def flag_names(self) -> list[str]:
-        return _flag_names(self.flags, ((ALL_PORTS, "ALL_PORTS"),))
+        return _flag_names(self.flags, (self._flag,))
 
     def _body(self) -> bytes:
+        name = self.type_name
         return (
-            bytes((_check(self.flags, 8, "ATSR flags"), _check(self.reserved, 8, "ATSR reserved")))
-            + struct.pack("<H", _check(self.segment, 16, "ATSR segment"))
+            bytes(
+                (
+                    _check(self.flags, 8, f"{name} flags"),
+                    _check(self.reserved, 8, f"{name} reserved"),
+                )
+            )
+            + struct.pack("<H", _check(self.segment, 16, f"{name} segment"))
             + _scopes_bytes(self.scopes)
             + self.extra
         )
 
     def _fields(self) -> dict[str, Any]:
         return {"flags": self.flags, "segment": self.segment}
+
+
+@dataclass
+class Atsr(_FlagsSegmentScopes):
+    """Root Port ATS Capability Reporting (type 2)."""
+
+    type_code: ClassVar[int] = ATSR
+    type_name: ClassVar[str] = "ATSR"
+    _flag: ClassVar[tuple[int, str]] = (ALL_PORTS, "ALL_PORTS")
+
+    @property
+    def all_ports(self) -> bool:
+        return bool(self.flags & ALL_PORTS)
 
 
 @dataclass
@@ -475,36 +490,16 @@ class Andd:
 
 
 @dataclass
-class Satc:
+class Satc(_FlagsSegmentScopes):
     """SoC Integrated Address Translation Cache reporting (type 5)."""
 
     type_code: ClassVar[int] = SATC
     type_name: ClassVar[str] = "SATC"
-    flags: int
-    segment: int
-    scopes: list[DeviceScope] = field(default_factory=list)
-    reserved: int = 0
-    offset: int | None = field(default=None, compare=False)
-    extra: bytes = b""
+    _flag: ClassVar[tuple[int, str]] = (ATC_REQUIRED, "ATC_REQUIRED")
 
     @property
     def atc_required(self) -> bool:
         return bool(self.flags & ATC_REQUIRED)
-
-    @property
-    def flag_names(self) -> list[str]:
-        return _flag_names(self.flags, ((ATC_REQUIRED, "ATC_REQUIRED"),))
-
-    def _body(self) -> bytes:
-        return (
-            bytes((_check(self.flags, 8, "SATC flags"), _check(self.reserved, 8, "SATC reserved")))
-            + struct.pack("<H", _check(self.segment, 16, "SATC segment"))
-            + _scopes_bytes(self.scopes)
-            + self.extra
-        )
-
-    def _fields(self) -> dict[str, Any]:
-        return {"flags": self.flags, "segment": self.segment}
 
 
 @dataclass
@@ -890,17 +885,8 @@ class _Parser:
                 extra=extra,
             )
         scopes, extra = self.scopes(p + 8, end, name)
-        if type_code == ATSR:
-            return Atsr(
-                flags=data[p + 4],
-                reserved=data[p + 5],
-                segment=_u16(data, p + 6),
-                scopes=scopes,
-                offset=p,
-                extra=extra,
-            )
-        if type_code == SATC:
-            return Satc(
+        if type_code in (ATSR, SATC):
+            return (Atsr if type_code == ATSR else Satc)(
                 flags=data[p + 4],
                 reserved=data[p + 5],
                 segment=_u16(data, p + 6),
