@@ -33,6 +33,15 @@ const PRESENT: u64 = Pte::R | Pte::W;
 /// Highest level at which a leaf (PS) may appear: 1 GiB pages at L3.
 const MAX_SUPERPAGE_LEVEL: u32 = 3;
 
+/// The entries of the L1 table `t` that map `[s, e)` (a span inside that one table).
+fn l1_slots(mem: &mut PhysMem, t: u64, s: u64, e: u64) -> Result<&mut [u64]> {
+    let i0 = address_level_offset(s, 1) as usize;
+    let n = ((e - s) >> PAGE_SHIFT) as usize;
+    mem.page_mut(Maddr(t))?
+        .get_mut(i0..i0 + n)
+        .ok_or_else(|| Error::invalid("range", "internal: L1 span crosses a table"))
+}
+
 /// The largest leaf `map` may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Superpages {
@@ -680,12 +689,7 @@ impl PageTable {
         st: &mut Exec,
     ) -> Result<()> {
         if level == 1 {
-            let frame = mem.page_mut(Maddr(t))?;
-            let i0 = address_level_offset(s, 1) as usize;
-            let n = ((e - s) >> PAGE_SHIFT) as usize;
-            let slots = frame
-                .get_mut(i0..i0 + n)
-                .ok_or_else(|| Error::invalid("range", "internal: L1 span crosses a table"))?;
+            let slots = l1_slots(mem, t, s, e)?;
             let mut old_any = 0u64;
             let mut v = s.wrapping_add(delta) | flags;
             for slot in slots.iter_mut() {
@@ -737,19 +741,14 @@ impl PageTable {
         st: &mut Exec,
     ) -> Result<bool> {
         if level == 1 {
-            let frame = mem.page_mut(Maddr(t))?;
-            let i0 = address_level_offset(s, 1) as usize;
-            let n = ((e - s) >> PAGE_SHIFT) as usize;
-            let slots = frame
-                .get_mut(i0..i0 + n)
-                .ok_or_else(|| Error::invalid("range", "internal: L1 span crosses a table"))?;
+            let slots = l1_slots(mem, t, s, e)?;
             let mut old_any = 0u64;
             for slot in slots.iter_mut() {
                 old_any |= *slot;
                 *slot = 0;
             }
             st.present |= old_any & PRESENT != 0;
-            return Ok(is_empty(frame));
+            return Ok(is_empty(mem.page_mut(Maddr(t))?));
         }
         let esz = level_size(level);
         let mut a = s;

@@ -10,35 +10,37 @@ use pyo3::types::PyBool;
 
 use super::errors::Exc;
 
-/// An unsigned 64-bit integer argument (an address, a size, a count).
-#[derive(Clone, Copy, Debug)]
-pub struct U64(pub u64);
+/// An unsigned integer argument of a given width (an address, a size, a count, a node number,
+/// a level); a negative, too large or non-integer value raises `InvalidArgument`.
+macro_rules! uint_arg {
+    ($(#[$m:meta])* $name:ident, $t:ty, $range:literal) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug)]
+        pub struct $name(pub $t);
 
-impl<'py> FromPyObject<'py> for U64 {
-    fn extract_bound(ob: &Bound<'py, PyAny>) -> PyResult<Self> {
-        ob.extract::<u64>().map(U64).map_err(|_| {
-            Exc::InvalidArgument.msg(format!(
-                "expected an integer in [0, 2**64), got {}",
-                shown(ob)
-            ))
-        })
-    }
+        impl<'py> FromPyObject<'py> for $name {
+            fn extract_bound(ob: &Bound<'py, PyAny>) -> PyResult<Self> {
+                ob.extract::<$t>().map($name).map_err(|_| {
+                    Exc::InvalidArgument
+                        .msg(format!(concat!("expected an integer in ", $range, ", got {}"), shown(ob)))
+                })
+            }
+        }
+    };
 }
 
-/// A non-negative integer that fits in u32 (a node number, a level).
-#[derive(Clone, Copy, Debug)]
-pub struct U32(pub u32);
-
-impl<'py> FromPyObject<'py> for U32 {
-    fn extract_bound(ob: &Bound<'py, PyAny>) -> PyResult<Self> {
-        ob.extract::<u32>().map(U32).map_err(|_| {
-            Exc::InvalidArgument.msg(format!(
-                "expected an integer in [0, 2**32), got {}",
-                shown(ob)
-            ))
-        })
-    }
-}
+uint_arg!(
+    /// An unsigned 64-bit integer argument (an address, a size, a count).
+    U64,
+    u64,
+    "[0, 2**64)"
+);
+uint_arg!(
+    /// A non-negative integer that fits in u32 (a node number, a level).
+    U32,
+    u32,
+    "[0, 2**32)"
+);
 
 /// A bool argument (a permission, a flag): anything but `True`/`False` (or a numpy bool) raises
 /// `InvalidArgument` rather than a bare `TypeError`.
