@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 import vtdwalk
-from vtdwalk.simulate import SimConfig, build_platform, plan_scenario
+from vtdwalk.sim import SimConfig, build_platform, plan_scenario
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "dmar-corpus" / "real"
 

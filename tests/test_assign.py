@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import vtdwalk
-import vtdwalk.assign
+import vtdwalk.driver.assign
 from reference import ctx as ref
 from reference import hw_walk
 from vtdwalk import (
@@ -25,7 +25,7 @@ from vtdwalk import (
     VtdError,
 )
 from vtdwalk import dmar as D
-from vtdwalk.iommu import QEMU_CAP, QEMU_ECAP, Iommu
+from vtdwalk.driver.iommu import QEMU_CAP, QEMU_ECAP, Iommu
 
 B = Bdf.parse
 REPO = Path(__file__).resolve().parent.parent
@@ -647,14 +647,16 @@ def test_reassign_double_failure_says_the_device_is_unassigned(
     p = x10dai()
     a, b = p.create_domain(), p.create_domain()
     p.assign_device(a, "82:00.0")
-    real_apply = vtdwalk.assign.Assignments._apply
+    real_apply = vtdwalk.driver.assign.Assignments._apply
     calls: list[int] = []
 
-    def failing_apply(self: vtdwalk.assign.Assignments, d: vtdwalk.Domain, plan: object) -> None:
+    def failing_apply(
+        self: vtdwalk.driver.assign.Assignments, d: vtdwalk.Domain, plan: object
+    ) -> None:
         calls.append(d.id)
         raise vtdwalk.OutOfMemory(f"no memory for domain {d.id}")
 
-    monkeypatch.setattr(vtdwalk.assign.Assignments, "_apply", failing_apply)
+    monkeypatch.setattr(vtdwalk.driver.assign.Assignments, "_apply", failing_apply)
     with pytest.raises(PlatformError, match="now unassigned") as ei:
         p.reassign_device("82:00.0", b)
     assert calls == [b.id, a.id]
@@ -666,12 +668,14 @@ def test_reassign_double_failure_says_the_device_is_unassigned(
     # Only the move failing: the device is back in its source, the move's error raised.
     calls.clear()
 
-    def fail_target(self: vtdwalk.assign.Assignments, d: vtdwalk.Domain, plan: object) -> None:
+    def fail_target(
+        self: vtdwalk.driver.assign.Assignments, d: vtdwalk.Domain, plan: object
+    ) -> None:
         if d is b:
             raise vtdwalk.OutOfMemory("target")
         real_apply(self, d, plan)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(vtdwalk.assign.Assignments, "_apply", fail_target)
+    monkeypatch.setattr(vtdwalk.driver.assign.Assignments, "_apply", fail_target)
     p.assign_device(a, "82:00.0")
     with pytest.raises(vtdwalk.OutOfMemory, match="target"):
         p.reassign_device("82:00.0", b)

@@ -11,8 +11,8 @@ import pytest
 import vtdwalk
 from reference import ctx as ref
 from vtdwalk import DeviceKind, Platform
-from vtdwalk.domain import Domain
-from vtdwalk.iommu import Iommu
+from vtdwalk.driver.domain import Domain
+from vtdwalk.driver.iommu import Iommu
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "dmar-corpus" / "real"

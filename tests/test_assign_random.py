@@ -12,8 +12,8 @@ import pytest
 from reference import ctx as ref
 from test_assign import q35
 from vtdwalk import DmaFault, Platform, PlatformError
-from vtdwalk.domain import Domain
-from vtdwalk.iommu import Iommu
+from vtdwalk.driver.domain import Domain
+from vtdwalk.driver.iommu import Iommu
 
 # The entries each device needs, by the rules (not by the code under test).
 NEEDS: dict[str, list[str]] = {

@@ -12,7 +12,7 @@ import pytest
 
 from dmar_corpus import CORPUS, corpus_tables, iasl_string, read_dsl
 from vtdwalk import cli, dmar
-from vtdwalk.dmar import (
+from vtdwalk.acpi.dmar import (
     Andd,
     Atsr,
     DeviceScope,

@@ -11,8 +11,8 @@ import pytest
 import vtdwalk
 from vtdwalk import DmaFault, InvalidArgument, Platform, PlatformError, VtdError
 from vtdwalk import dmar as D
-from vtdwalk.domain import Flush
-from vtdwalk.iommu import QEMU_CAP, QEMU_ECAP
+from vtdwalk.driver.domain import Flush
+from vtdwalk.driver.iommu import QEMU_CAP, QEMU_ECAP
 
 B = vtdwalk.Bdf.parse
 DATA = Path(vtdwalk.__file__).resolve().parent / "data"

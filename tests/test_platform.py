@@ -29,7 +29,7 @@ from vtdwalk import (
     VtdError,
     dmar,
 )
-from vtdwalk.iommu import MAX_IOMMUS, QEMU_CAP, QEMU_ECAP
+from vtdwalk.driver.iommu import MAX_IOMMUS, QEMU_CAP, QEMU_ECAP
 
 K = DeviceKind
 SC = dmar.DeviceScope

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from vtdwalk import simulate
+import vtdwalk
+from vtdwalk import sim as simulate
 from vtdwalk.topology import load_description
 
-DATA = Path(simulate.__file__).parent / "data"
+DATA = Path(vtdwalk.__file__).parent / "data"
 
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

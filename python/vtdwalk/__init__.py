@@ -5,7 +5,6 @@ The public API is re-exported here explicitly; see ``__all__``.
 
 from __future__ import annotations
 
-from vtdwalk import dmar
 from vtdwalk._core import (
     FaultRecord,
     PageTable,
@@ -15,7 +14,9 @@ from vtdwalk._core import (
     Translation,
     __version__,
 )
-from vtdwalk.domain import Domain
+from vtdwalk.acpi import dmar
+from vtdwalk.driver.domain import Domain
+from vtdwalk.driver.iommu import DidAllocator, Iommu, Scope, Unit
 from vtdwalk.errors import (
     BadFree,
     DmaFault,
@@ -26,7 +27,6 @@ from vtdwalk.errors import (
     PlatformError,
     VtdError,
 )
-from vtdwalk.iommu import DidAllocator, Iommu, Scope, Unit
 from vtdwalk.platform import AtsrUnit, Finding, Platform, RmrrUnit
 from vtdwalk.topology import Bdf, Device, DeviceKind, Numa, NumaNode, Topology
 

@@ -11,7 +11,7 @@ from vtdwalk import __version__
 from vtdwalk.errors import VtdError
 
 if TYPE_CHECKING:
-    from vtdwalk.simulate import SimConfig
+    from vtdwalk.sim import SimConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,8 +53,8 @@ def _platform_options(d: argparse.ArgumentParser) -> None:
 def _sim_config(args: argparse.Namespace) -> SimConfig:
     from pathlib import Path
 
-    from vtdwalk import dmar
-    from vtdwalk.simulate import DEFAULT_DMAR, SimConfig
+    from vtdwalk.acpi import dmar
+    from vtdwalk.sim import DEFAULT_DMAR, SimConfig
 
     cfg = SimConfig(
         policy=args.policy,
@@ -103,22 +103,22 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def _cmd_simulate(args: argparse.Namespace) -> int:
     import json
 
-    from vtdwalk import simulate
+    from vtdwalk import sim
 
     try:
         cfg = _sim_config(args)
         progress = sys.stderr.isatty() if args.progress is None else args.progress
-        report = simulate.run(cfg, progress=progress)
+        report = sim.run(cfg, progress=progress)
         if args.plot:
-            report["iotlb_sweep"] = simulate.hit_rate_sweep(cfg)
-            simulate.plot(report, args.plot)
+            report["iotlb_sweep"] = sim.hit_rate_sweep(cfg)
+            sim.plot(report, args.plot)
     except VtdError as e:
         print(f"vtdwalk simulate: {e}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(simulate.render_text(report))
+        print(sim.render_text(report))
         if args.plot:
             print(f"\nplot written to {args.plot}")
     return 0
@@ -146,12 +146,12 @@ def _cmd_dump(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from vtdwalk import simulate
+    from vtdwalk import sim
 
     try:
         cfg = _sim_config(args)
-        p = simulate.build_platform(cfg)
-        simulate.plan_scenario(p, cfg, np.random.default_rng(cfg.seed))
+        p = sim.build_platform(cfg)
+        sim.plan_scenario(p, cfg, np.random.default_rng(cfg.seed))
         if args.domain is not None:
             dom = p.assignments.domains.get(args.domain)
             if dom is None:
@@ -161,11 +161,11 @@ def _cmd_dump(args: argparse.Namespace) -> int:
             dom = p.owner_of(args.device)
             if dom is None:
                 raise VtdError(f"device {args.device} is in no domain")
-        out = simulate.dump(p, dom)
+        out = sim.dump(p, dom)
     except VtdError as e:
         print(f"vtdwalk dump: {e}", file=sys.stderr)
         return 1
-    text = simulate.render_dump(out, limit=None if args.all else 40)
+    text = sim.render_dump(out, limit=None if args.all else 40)
     print(json.dumps(out, indent=2) if args.json else text)
     return 0
 
@@ -190,7 +190,7 @@ def _add_dmar(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _cmd_dmar(args: argparse.Namespace) -> int:
     import json
 
-    from vtdwalk import dmar
+    from vtdwalk.acpi import dmar
     from vtdwalk.errors import DmarError
 
     strict = not args.lenient

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from vtdwalk import dmar as _dmar
+from vtdwalk.acpi import dmar as _dmar
+from vtdwalk.driver.iommu import MAX_IOMMUS, QEMU_CAP, QEMU_ECAP, Iommu, Scope
 from vtdwalk.errors import PlatformError, VtdError
-from vtdwalk.iommu import MAX_IOMMUS, QEMU_CAP, QEMU_ECAP, Iommu, Scope
 from vtdwalk.topology import Bdf, BdfLike, Device, Numa, NumaNode, Topology, load_description
 
 if TYPE_CHECKING:
@@ -40,8 +40,8 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from vtdwalk._core import PhysMem, Translation
-    from vtdwalk.assign import Assignments
-    from vtdwalk.domain import Domain
+    from vtdwalk.driver.assign import Assignments
+    from vtdwalk.driver.domain import Domain
 
 __all__ = ["AtsrUnit", "Finding", "Platform", "Policy", "RmrrUnit"]
 
@@ -754,13 +754,13 @@ class Platform:
         for u in self.iommus:
             u.free()
 
-    # ---- domains and device assignment (vtdwalk.assign)
+    # ---- domains and device assignment (vtdwalk.driver.assign)
     @property
     def assignments(self) -> Assignments:
         """Domains, device ownership and context entries (created on first use)."""
         a: Assignments | None = self.__dict__.get("_assignments")
         if a is None:
-            from vtdwalk.assign import Assignments
+            from vtdwalk.driver.assign import Assignments
 
             a = self.__dict__["_assignments"] = Assignments(self)
         return a
@@ -784,7 +784,7 @@ class Platform:
     ) -> None:
         """Xen's ``intel_iommu_assign_device``: context entries for the device (and its
         aliases) on its unit, then its RMRRs identity-mapped. ``relaxed`` allows a device
-        that shares an RMRR with other devices. See :mod:`vtdwalk.assign`."""
+        that shares an RMRR with other devices. See :mod:`vtdwalk.driver.assign`."""
         self.assignments.assign_device(domain, bdf, relaxed)
 
     def deassign_device(self, bdf: BdfLike | int) -> Domain:

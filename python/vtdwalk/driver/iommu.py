@@ -18,7 +18,7 @@ from vtdwalk.topology import Bdf
 
 if TYPE_CHECKING:
     from vtdwalk._core import PhysMem
-    from vtdwalk.dmar import Drhd
+    from vtdwalk.acpi.dmar import Drhd
 
 __all__ = [
     "MAX_IOMMUS",

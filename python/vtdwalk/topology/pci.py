@@ -38,7 +38,7 @@ from vtdwalk.errors import InvalidArgument, PlatformError
 
 if TYPE_CHECKING:
     from vtdwalk._core import PhysMem
-    from vtdwalk.dmar import DmarTable
+    from vtdwalk.acpi.dmar import DmarTable
 
 __all__ = [
     "MAX_NUMNODES",
@@ -748,7 +748,7 @@ def _check_buses(
 
 
 def _synthesise(table: DmarTable) -> Topology:
-    from vtdwalk import dmar
+    from vtdwalk.acpi import dmar
 
     # (segment, start_bus, path, scope type) of every scope naming a PCI function or an APIC.
     entries: list[tuple[int, dmar.DeviceScope]] = []

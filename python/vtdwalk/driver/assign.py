@@ -59,13 +59,13 @@ import numpy as np
 import numpy.typing as npt
 
 from vtdwalk._args import bool_array, u64_array
-from vtdwalk.domain import PAGE_SIZE, Domain, UnitLink, remapper_of
+from vtdwalk.driver.domain import PAGE_SIZE, Domain, UnitLink, remapper_of
 from vtdwalk.errors import InvalidArgument, PlatformError, VtdError
 from vtdwalk.topology import Bdf, BdfLike, Device, DeviceKind
 
 if TYPE_CHECKING:
     from vtdwalk._core import RootTable, Translation
-    from vtdwalk.iommu import Iommu
+    from vtdwalk.driver.iommu import Iommu
     from vtdwalk.platform import Platform, RmrrUnit
 
 __all__ = [
@@ -197,7 +197,7 @@ class Assignments:
         return t
 
     def _unit(self, iommu: object) -> Iommu:
-        from vtdwalk.iommu import Iommu
+        from vtdwalk.driver.iommu import Iommu
 
         if isinstance(iommu, Iommu):
             if all(u is not iommu for u in self.platform.iommus):

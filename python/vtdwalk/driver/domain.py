@@ -2,8 +2,8 @@
 
 Xen's ``struct domain_iommu`` with what the seed adds (xen-driver.md §4.3-§4.5, §8): a domain
 starts with no NUMA node; its page-table pages are allocated against its node, which the
-assignment of a device sets from the device's unit (see :mod:`vtdwalk.assign`). A pass-through
-domain has no page table (its context entries use TT 2).
+assignment of a device sets from the device's unit (see :mod:`vtdwalk.driver.assign`).
+A pass-through domain has no page table (its context entries use TT 2).
 
 Every change of the page table sends its IOTLB flush to every unit the domain is on, with Xen's
 rules (§4.5, master's choice of page-selective for power-of-two, aligned page counts), decided
@@ -40,7 +40,7 @@ from vtdwalk.errors import InvalidArgument, PlatformError
 
 if TYPE_CHECKING:
     from vtdwalk._core import PageTable, PhysMem, Remapper
-    from vtdwalk.iommu import Iommu
+    from vtdwalk.driver.iommu import Iommu
     from vtdwalk.topology import Bdf
 
 __all__ = ["PAGE_SIZE", "Domain", "Flush", "UnitLink", "remapper_of"]
