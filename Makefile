@@ -1,7 +1,7 @@
 # One entry point: build, test, lint, bench. Run inside a virtualenv (python3 -m venv .venv).
 PY ?= python3
 
-.PHONY: help dev build test test-rust test-py test-slow lint fmt typecheck bench bench-rust clean
+.PHONY: help dev build dist test test-rust test-py test-slow lint fmt typecheck bench bench-rust clean
 
 help:
 	@echo "make dev        install the package (release build) with test and dev tools"
@@ -10,12 +10,17 @@ help:
 	@echo "make lint       cargo fmt --check, clippy -D warnings, ruff, mypy, stubtest"
 	@echo "make fmt        cargo fmt + ruff format"
 	@echo "make bench      pytest-benchmark suites in benches/"
+	@echo "make dist       sdist and abi3 wheel (CPython 3.10+) in dist/"
 
 dev:
 	$(PY) -m pip install -e ".[dev]"
 
 build:
 	$(PY) -m pip install .
+
+# The source archive and one wheel for every CPython 3.10 and newer (stable ABI), in dist/.
+dist:
+	$(PY) -m maturin build --release --sdist --out dist
 
 test: test-rust test-py
 

@@ -13,15 +13,12 @@ import pytest
 from vtdwalk import dmar
 
 TABLE = (
-    Path(__file__).resolve().parent.parent.parent
-    / "shared/dmar-corpus/real/apple-macpro7-1-dmar1.dat"
+    Path(__file__).resolve().parent.parent / "tests/data/dmar-corpus/real/apple-macpro7-1-dmar1.dat"
 )
 
 
 @pytest.fixture(scope="module")
 def data() -> bytes:
-    if not TABLE.is_file():
-        pytest.skip(f"{TABLE} is absent")
     return TABLE.read_bytes()
 
 

@@ -20,7 +20,8 @@ import numpy as np
 import vtdwalk
 from vtdwalk.sim import SimConfig, build_platform, plan_scenario
 
-DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "dmar-corpus" / "real"
+# The corpus of real firmware tables shipped with the repository's tests.
+DEFAULT = Path(__file__).resolve().parents[1] / "tests" / "data" / "dmar-corpus" / "real"
 
 
 def study(path: Path) -> tuple[int, int, int] | None:

@@ -1,4 +1,4 @@
-"""Shared fixtures: the corpus of real DMAR tables beside the repository."""
+"""Shared fixtures: the corpus of real DMAR tables shipped in tests/data."""
 
 from __future__ import annotations
 
@@ -6,12 +6,10 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
+from dmar_corpus import REAL
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.skip("../shared (spec and DMAR corpus) is not beside this checkout")
-    return SHARED
+def corpus_dir() -> Path:
+    """The directory of real DMAR tables (``tests/data/dmar-corpus/real``)."""
+    return REAL

@@ -1,4 +1,7 @@
-"""Helpers for the DMAR tests: where the corpus lives and a reader for iasl's ``.dsl`` output."""
+"""Helpers for the DMAR tests: where the corpus lives and a reader for iasl's ``.dsl`` output.
+
+The corpus of real firmware tables ships with the repository in ``tests/data/dmar-corpus``.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +9,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-CORPUS = REPO.parent / "shared" / "dmar-corpus"
+CORPUS = Path(__file__).resolve().parent / "data" / "dmar-corpus"
+REAL = CORPUS / "real"
 
 
 def corpus_tables() -> list[Path]:
-    """Every ``real/*.dat`` table, sorted; empty when the corpus is not beside the checkout."""
-    return sorted((CORPUS / "real").glob("*.dat"))
+    """Every ``real/*.dat`` table, sorted."""
+    return sorted(REAL.glob("*.dat"))
 
 
 # [HexOffset DecimalOffset ByteLength]  Field Name : value

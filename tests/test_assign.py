@@ -11,6 +11,7 @@ import pytest
 
 import vtdwalk
 import vtdwalk.driver.assign
+from dmar_corpus import REAL
 from reference import ctx as ref
 from reference import hw_walk
 from vtdwalk import (
@@ -28,8 +29,7 @@ from vtdwalk import dmar as D
 from vtdwalk.driver.iommu import QEMU_CAP, QEMU_ECAP, Iommu
 
 B = Bdf.parse
-REPO = Path(__file__).resolve().parent.parent
-CORPUS = REPO.parent / "shared" / "dmar-corpus" / "real"
+CORPUS = REAL
 DATA = Path(vtdwalk.__file__).resolve().parent / "data"
 X10DAI = CORPUS / "supermicro-x10dai.dat"
 DT = 1 << 2  # ECAP.DT: device-TLB support
@@ -40,8 +40,6 @@ SOCKET0_UNIT = 0xF3FFC000  # x10dai: include-all, proximity domain 0
 
 def x10dai(policy: str = "seed", ecap: int = QEMU_ECAP, **kw: object) -> Platform:
     """The two-socket Supermicro X10DAi from the corpus table, with its PCI population."""
-    if not X10DAI.is_file():
-        pytest.skip("the DMAR corpus is not beside this checkout")
     return Platform.from_dmar(
         X10DAI,
         topology=DATA / "supermicro-x10dai.toml",
@@ -216,8 +214,6 @@ def test_rmrr_identity_map_refcounted() -> None:
 
 def test_rmrrs_on_corpus_table() -> None:
     path = CORPUS / "dell-poweredge-r820.dat"
-    if not path.is_file():
-        pytest.skip("the DMAR corpus is not beside this checkout")
     p = Platform.from_dmar(path)
     devices = sorted({b for r in p.rmrrs for b in r.devices})
     assert len(p.rmrrs) == 3 and devices

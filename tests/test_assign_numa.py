@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 import vtdwalk
+from dmar_corpus import REAL
 from reference import ctx as ref
 from vtdwalk import DeviceKind, Platform
 from vtdwalk.driver.domain import Domain
 from vtdwalk.driver.iommu import Iommu
 
-REPO = Path(__file__).resolve().parent.parent
-CORPUS = REPO.parent / "shared" / "dmar-corpus" / "real"
+CORPUS = REAL
 DATA = Path(vtdwalk.__file__).resolve().parent / "data"
 SOCKET1_UNIT = 0xFBFFC000
 SOCKET0_UNIT = 0xF3FFC000
@@ -23,8 +23,6 @@ SOCKET0_UNIT = 0xF3FFC000
 
 def x10dai(policy: str) -> Platform:
     path = CORPUS / "supermicro-x10dai.dat"
-    if not path.is_file():
-        pytest.skip("the DMAR corpus is not beside this checkout")
     return Platform.from_dmar(
         path,
         topology=DATA / "supermicro-x10dai.toml",
@@ -151,8 +149,6 @@ def test_corpus_tables_with_rhsas(name: str) -> None:
     """On each table alone (synthesised topology): a domain per unit with all its endpoints;
     DMA translates, and under the seed every page is on the node its unit's RHSA names."""
     path = CORPUS / name
-    if not path.is_file():
-        pytest.skip("the DMAR corpus is not beside this checkout")
     p = Platform.from_dmar(path)
     assert p.rhsas
     doms: dict[int, Domain] = {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import array
+import ctypes
 import itertools
 import random
 import subprocess
@@ -289,3 +291,54 @@ def test_node_checks_agree_everywhere() -> None:
         with pytest.raises(InvalidArgument, match=msg):
             call()
     assert pt.node is None and rt.node is None
+
+
+def test_write_takes_every_bytes_like_object_in_c_order() -> None:
+    """bytes, bytearray, memoryview (sliced too), numpy uint8 arrays of any layout, ctypes char
+    arrays: the bytes land as ``bytes(memoryview(data))`` orders them (C order)."""
+    m = small()
+    raw = bytes(range(256)) * 4
+    grid = np.frombuffer(raw, dtype=np.uint8).reshape(32, 32)
+    cases: list[tuple[object, bytes]] = [
+        (raw, raw),
+        (bytearray(raw), raw),
+        (memoryview(raw), raw),
+        (memoryview(raw)[::3], raw[::3]),  # strided view
+        (memoryview(bytearray(raw)).cast("B", (32, 32)), raw),
+        (grid, raw),
+        (grid[::2, 1::3], bytes(grid[::2, 1::3].ravel())),  # non-contiguous
+        (np.asfortranarray(grid), raw),  # Fortran layout, C order of elements
+        (grid.T, bytes(grid.T.ravel())),
+        ((ctypes.c_char * 5).from_buffer_copy(b"vt-d!"), b"vt-d!"),
+        (b"", b""),
+    ]
+    for i, (data, want) in enumerate(cases):
+        at = GIB + i * 2 * len(raw)
+        m.write(at, data)  # type: ignore[arg-type]
+        assert m.read(at, len(want) + 1) == want + b"\0", i
+
+
+def test_write_refuses_what_is_not_unsigned_bytes_and_changes_nothing() -> None:
+    m = small()
+    m.write(GIB, b"\x11" * 16)
+    refused: list[object] = [
+        "text",
+        [1, 2, 3],
+        16,
+        None,
+        np.arange(4, dtype=np.uint16),
+        np.arange(4, dtype=np.int8),
+        np.ones(4, dtype=np.float32),
+        memoryview(b"abcdefgh").cast("Q"),
+        array.array("b", [1, 2]),
+    ]
+    for data in refused:
+        with pytest.raises(InvalidArgument, match="data must be a bytes-like object"):
+            m.write(GIB, data)  # type: ignore[arg-type]
+    assert m.read(GIB, 16) == b"\x11" * 16
+    # A write that runs off the end of a node is refused whole, whatever the object's kind.
+    end = GIB + 32 * PAGE
+    for data in (b"12345678", bytearray(b"12345678"), np.full(8, 7, dtype=np.uint8)):
+        with pytest.raises(MemoryAccessError):
+            m.write(end - 4, data)  # type: ignore[arg-type]
+        assert m.read(end - 4, 4) == bytes(4)

@@ -13,14 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from dmar_corpus import REAL, corpus_tables
 from vtdwalk import Bdf, Platform, dmar
 
-ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT.parent / "shared" / "dmar-corpus"
-REAL = CORPUS / "real"
-TABLES = sorted(REAL.glob("*.dat")) if REAL.is_dir() else []
-
-pytestmark = pytest.mark.skipif(not TABLES, reason="DMAR corpus not found beside the repository")
+TABLES = corpus_tables()
 
 VALID = (0, 0xFFFF_FFFF_FFFF_FFFF)
 
@@ -285,8 +281,6 @@ def test_pre_seed_root_tables_ignore_later_rhsas(path: Path) -> None:
 
 def test_two_socket_table_puts_root_tables_on_both_nodes() -> None:
     path = REAL / "supermicro-x10dai.dat"
-    if not path.is_file():
-        pytest.skip("table not in corpus")
     seed = Platform.from_dmar(path)
     assert {seed.mem.node_of(u.root_maddr) for u in seed.iommus} == {0, 1}
     pre = Platform.from_dmar(path, policy="pre-seed")

@@ -144,8 +144,8 @@ def test_iotlb_size_matters() -> None:
         "apple-macpro7-1-dmar1",
     ],
 )
-def test_simulate_corpus_tables(shared_dir: Path, table: str) -> None:
-    path = shared_dir / "dmar-corpus" / "real" / f"{table}.dat"
+def test_simulate_corpus_tables(corpus_dir: Path, table: str) -> None:
+    path = corpus_dir / f"{table}.dat"
     r = json.loads(cli("simulate", "--dmar", str(path), "--json", "--accesses", "20000").stdout)
     assert r["platform"]["dmar"] == path.name
     assert r["platform"]["topology"] == "synthesised"
@@ -155,8 +155,8 @@ def test_simulate_corpus_tables(shared_dir: Path, table: str) -> None:
     assert r["placement"]["seed"]["misplaced"] == 0
 
 
-def test_simulate_refuses_a_table_without_units(shared_dir: Path) -> None:
-    path = shared_dir / "dmar-corpus" / "real" / "hack-vtd-fix-oc-modified.dat"
+def test_simulate_refuses_a_table_without_units(corpus_dir: Path) -> None:
+    path = corpus_dir / "hack-vtd-fix-oc-modified.dat"
     r = cli("simulate", "--dmar", str(path), check=False)
     assert r.returncode == 1
     assert "no usable remapping unit" in r.stderr

@@ -7,9 +7,9 @@
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use numpy::{IntoPyArray, PyArray1};
-use pyo3::buffer::PyBuffer;
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView};
 
 use super::args::{batch_array_max, U32, U64};
 use super::errors::Exc;
@@ -109,13 +109,12 @@ impl PyPhysMem {
         Ok(PyBytes::new(py, &buf))
     }
 
-    /// Write any bytes-like object (bytes, bytearray, memoryview, a contiguous numpy array).
-    fn write(&self, py: Python<'_>, maddr: U64, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let buf = PyBuffer::<u8>::get(data).map_err(|_| {
-            Exc::InvalidArgument.msg("data must be a bytes-like object of unsigned bytes")
-        })?;
-        let bytes = buf.to_vec(py)?;
-        Ok(self.mem.write().write(Maddr(maddr.0), &bytes)?)
+    /// Write any bytes-like object of unsigned bytes (format `B` or `c`): bytes, bytearray,
+    /// memoryview, a numpy `uint8` array; a non-contiguous one is written in C (row) order.
+    fn write(&self, maddr: U64, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        with_bytes(data, |bytes| {
+            Ok(self.mem.write().write(Maddr(maddr.0), bytes)?)
+        })
     }
 
     fn read_u64(&self, maddr: U64) -> PyResult<u64> {
@@ -192,6 +191,32 @@ impl PyPhysMem {
             .collect();
         format!("PhysMem(nodes=[{}])", nodes.join(", "))
     }
+}
+
+/// Calls `f` with the bytes of a bytes-like object in C order: `bytes` as they are, other
+/// objects copied once. Only the stable ABI is used (the buffer protocol entered it in Python
+/// 3.11), so an exporter other than `bytes`/`bytearray` is read through a `memoryview`, whose
+/// item format must be an unsigned byte (`B` or `c`).
+fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> PyResult<R>) -> PyResult<R> {
+    if let Ok(b) = data.cast::<PyBytes>() {
+        return f(b.as_bytes());
+    }
+    if let Ok(b) = data.cast::<PyByteArray>() {
+        return f(&b.to_vec());
+    }
+    let refuse = || Exc::InvalidArgument.msg("data must be a bytes-like object of unsigned bytes");
+    let py = data.py();
+    let view = PyMemoryView::from(data).map_err(|_| refuse())?;
+    let format: String = view.getattr(intern!(py, "format"))?.extract()?;
+    let item = format
+        .strip_prefix(['@', '=', '<', '>', '!'])
+        .unwrap_or(&format);
+    if !matches!(item, "B" | "c") {
+        return Err(refuse());
+    }
+    let copy = view.call_method0(intern!(py, "tobytes"))?;
+    view.call_method0(intern!(py, "release"))?;
+    f(copy.cast::<PyBytes>()?.as_bytes())
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
