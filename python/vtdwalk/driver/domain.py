@@ -39,22 +39,23 @@ from vtdwalk._args import u64_array
 from vtdwalk.errors import InvalidArgument, PlatformError
 
 if TYPE_CHECKING:
-    from vtdwalk._core import PageTable, PhysMem, Remapper
+    from vtdwalk._core import PageTable, PhysMem
+    from vtdwalk.driver.flush import UnitPort
     from vtdwalk.driver.iommu import Iommu
     from vtdwalk.topology import Bdf
 
-__all__ = ["PAGE_SIZE", "Domain", "Flush", "UnitLink", "remapper_of"]
+__all__ = ["PAGE_SIZE", "Domain", "Flush", "UnitLink", "port_of"]
 
 PAGE_SIZE = 4096
 #: How many flush records a domain keeps (oldest dropped first); the counters keep counting.
 FLUSH_LOG_LIMIT = 4096
 
 
-def remapper_of(unit: Iommu) -> Remapper:
-    """The unit's remapping hardware (it walks the unit's root table)."""
+def port_of(unit: Iommu) -> UnitPort:
+    """The driver's interface to the unit's hardware, once the unit has a root table."""
     if not unit.root_maddr:
         raise PlatformError(f"unit {unit.index} ({unit.address:#x}) has no root table")
-    return unit.remapper
+    return unit.port
 
 
 @dataclass(frozen=True)
@@ -254,18 +255,18 @@ class Domain:
         for i in sorted(self.links):
             link = self.links[i]
             unit = link.unit
-            rm = remapper_of(unit)
+            port = port_of(unit)
             if non_present and not unit.caching_mode:
                 rec = Flush(i, "none", link.did, non_present=True, wbf=unit.rwbf)
             else:
                 did = 0 if non_present else link.did
                 dev = 0 if self.dev_iotlb_hook is None else self.dev_iotlb_hook(unit, link.did)
                 if order is None or not unit.psi or order > unit.mamv:
-                    rm.invalidate_iotlb("domain", did=did)
+                    port.flush_iotlb_domain(did)
                     rec = Flush(i, "domain", did, non_present=non_present, dev_iotlb=dev)
                 else:
                     addr = iova & ~((PAGE_SIZE << order) - 1)
-                    rm.invalidate_iotlb("page", did=did, addr=addr, am=order)
+                    port.flush_iotlb_page(did, addr, order)
                     rec = Flush(i, "page", did, addr, order, non_present, dev_iotlb=dev)
             self._record(rec)
 

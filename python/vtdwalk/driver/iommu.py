@@ -12,12 +12,13 @@ import heapq
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vtdwalk._core import Remapper, RootTable
+from vtdwalk._core import RootTable
+from vtdwalk.driver.flush import UnitPort
 from vtdwalk.errors import PlatformError, VtdError
 from vtdwalk.topology import Bdf
 
 if TYPE_CHECKING:
-    from vtdwalk._core import PhysMem
+    from vtdwalk._core import PhysMem, Remapper
     from vtdwalk.acpi.dmar import Drhd
 
 __all__ = [
@@ -169,17 +170,10 @@ class Iommu:
         # The hardware first (Xen maps the registers, then reads CAP and ECAP from them); it
         # reports NFR = fault_records - 1. Its root table is latched once allocated.
         try:
-            remapper = Remapper(
-                mem,
-                None,
-                cap=cap,
-                ecap=ecap,
-                iotlb_entries=iotlb_entries,
-                fault_records=fault_records,
-            )
+            port = UnitPort.connect(mem, cap, ecap, iotlb_entries, fault_records)
         except VtdError as e:
             raise PlatformError(f"{where}: {e}") from e
-        cap, ecap = remapper.cap, remapper.ecap
+        cap, ecap = port.cap, port.ecap
         fro = _bits(cap, 33, 24) * 16
         nfr = _bits(cap, 47, 40) + 1
         iro = _bits(ecap, 17, 8) * 16
@@ -212,9 +206,15 @@ class Iommu:
         #: root page itself only once :meth:`alloc_root_table` runs.
         self.root_table: RootTable = RootTable(mem, None)
         self._node: int | None = None
-        #: The unit's hardware: walks the tables from the latched root table.
-        self.remapper: Remapper = remapper
+        #: The driver's interface to the unit's hardware (root table and flushes).
+        self.port: UnitPort = port
         self._pages: list[tuple[int, int]] = []  # (maddr, npages) allocated for this unit
+
+    @property
+    def remapper(self) -> Remapper:
+        """The unit's hardware (walks the tables from the latched root table), for the device
+        side: DMA, statistics and fault records. The driver uses :attr:`port`."""
+        return self.port.hardware
 
     # ---- NUMA node and root table
     @property
@@ -344,7 +344,7 @@ class Iommu:
             raise PlatformError(f"unit {self.index} already has a root table")
         self.root_table.node = self._node
         maddr = int(self.root_table.alloc())
-        self.remapper.root_table = maddr
+        self.port.set_root_table(maddr)
         return maddr
 
     @property
@@ -358,7 +358,7 @@ class Iommu:
 
     def free(self) -> None:
         """Free every page allocated for this unit (root and context tables included)."""
-        self.remapper.root_table = None
+        self.port.set_root_table(None)
         self.root_table.free()
         while self._pages:
             maddr, n = self._pages.pop()
