@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from vtdwalk._args import bool_array, u64_array
+from vtdwalk._args import bool_array, plain_int, u64_array
 from vtdwalk.errors import InvalidArgument, PlatformError
 from vtdwalk.topology import Bdf, BdfLike
 
@@ -34,7 +34,7 @@ def translate(unit_for: _UnitFor, bdf: BdfLike, iova: int, write: bool = False) 
     unit = unit_for(b)
     if unit is None:
         raise PlatformError(f"{b} is in no remapping unit's scope")
-    return _hardware(unit).translate(b.sid, iova, write=write)
+    return _hardware(unit).translate(b.sid, plain_int(iova), write=write)
 
 
 def translate_batch(

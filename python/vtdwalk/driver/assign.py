@@ -53,6 +53,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from vtdwalk._args import plain_int
 from vtdwalk.driver.domain import PAGE_SIZE, Domain, UnitLink, port_of
 from vtdwalk.driver.iommu import Iommu
 from vtdwalk.driver.machine import Machine, RmrrUnit
@@ -223,7 +224,7 @@ class Assignments:
 
     # ---- domains
     def create_domain(self, levels: int | None = None, passthrough: bool = False) -> Domain:
-        lv = 4 if levels is None else levels
+        lv = 4 if levels is None else plain_int(levels)
         if isinstance(lv, bool) or not isinstance(lv, int) or lv not in (3, 4, 5):
             raise InvalidArgument(f"domain levels {levels!r}: a domain has 3, 4 or 5 levels")
         if not isinstance(passthrough, bool):
@@ -614,8 +615,9 @@ class Assignments:
         """Seed patch 3 (xen-driver.md §5.6): the root entry for the device's bus is present,
         and the context entry at the device's devfn (present bit not checked) has this DID and
         TT 1."""
-        unit = self._unit(iommu)
+        unit = self._unit(plain_int(iommu))
         b = Bdf.coerce(bdf)
+        did = plain_int(did)
         if isinstance(did, bool) or not isinstance(did, int) or not 0 <= did <= 0xFFFF:
             raise InvalidArgument(f"DID {did!r} is not a 16-bit integer")
         return bool(unit.root_maddr) and self._in_domain(unit, b, did)

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from vtdwalk._args import u64_array
+from vtdwalk._args import plain_int, u64_array
 from vtdwalk.errors import InvalidArgument, PlatformError
 
 if TYPE_CHECKING:
@@ -182,6 +182,7 @@ class Domain:
     ) -> bool:
         """Map ``[iova, iova + size)`` to ``[maddr, maddr + size)`` and flush. Returns whether
         something was mapped there before (the flush then covers old entries)."""
+        iova, maddr, size = plain_int(iova), plain_int(maddr), plain_int(size)
         pt = self._prepare_alloc()
         old = bool(pt.map(iova, maddr, size, read=read, write=write, snoop=snoop))
         self._flush(iova, _pages(size), old)
@@ -189,6 +190,7 @@ class Domain:
 
     def unmap(self, iova: int, size: int) -> bool:
         """Unmap ``[iova, iova + size)`` and flush. Returns whether something was mapped."""
+        iova, size = plain_int(iova), plain_int(size)
         pt = self._prepare_alloc()
         old = bool(pt.unmap(iova, size))
         if old:
@@ -226,7 +228,7 @@ class Domain:
         """The page table's own view of ``iova`` (no hardware involved)."""
         if self.page_table is None:
             return None
-        return self.page_table.lookup(iova)
+        return self.page_table.lookup(plain_int(iova))
 
     def table_pages(self) -> dict[int, int]:
         """Page-table pages per node."""
@@ -250,6 +252,7 @@ class Domain:
 
         Page-selective or domain-selective is decided first, from the page count and alignment;
         only a page-selective flush is a non-present one when nothing was present before."""
+        iova = int(iova)
         order = _psi_order(iova, npages)
         non_present = order is not None and not old_present
         for i in sorted(self.links):
