@@ -576,9 +576,15 @@ def test_translate_batch_bad_arrays_refused() -> None:
     d.map(0, 0x3000_0000, 0x1000, write=False)
     _, fault = p.translate_batch(devs, [0, 0], [1, 0])
     assert fault.tolist() == [5, 0]  # a write to a read-only page; the read is fine
-    for bad in (["01:00.0", "zz"], [0x0100, -1], [0x0100, 1 << 40]):
-        with pytest.raises(VtdError):
+    bad_devices: list[tuple[list[Any], type[VtdError], str]] = [
+        (["01:00.0", "zz"], PlatformError, "'zz' is not a PCI address"),
+        ([0x0100, -1], InvalidArgument, "devices: a device key is outside 0..0xffffffff"),
+        ([0x0100, 1 << 40], InvalidArgument, "devices: a device key is outside 0..0xffffffff"),
+    ]
+    for bad, exc, msg in bad_devices:
+        with pytest.raises(exc, match=msg) as bi:
             p.translate_batch(bad, [0, 0])
+        assert type(bi.value) is exc
 
 
 def test_every_method_takes_the_same_device_forms() -> None:
