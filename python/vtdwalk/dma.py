@@ -143,5 +143,5 @@ def _device_keys(values: Sequence[object] | npt.ArrayLike) -> npt.NDArray[np.int
 
 
 def _key(v: object) -> int:
-    b = Bdf.coerce(v)  # type: ignore[arg-type]
+    b = Bdf.coerce(v, "devices")  # type: ignore[arg-type]
     return b.segment << 16 | b.sid

@@ -548,7 +548,7 @@ class Platform:
             return None
         if isinstance(dev, Device):
             return dev
-        bdf = Bdf.coerce(dev)
+        bdf = Bdf.coerce(dev, "dev")
         found = self.topology.get(bdf)
         return found if found is not None else Device(bdf)
 
@@ -645,7 +645,7 @@ class Platform:
 
     def rmrrs_for_device(self, dev: BdfLike) -> list[RmrrUnit]:
         """Registered RMRRs (list order) naming the device in their scope."""
-        b = Bdf.coerce(dev)
+        b = Bdf.coerce(dev, "dev")
         return [r for r in self.rmrrs if r.segment == b.segment and b in r.devices]
 
     # ---- description

@@ -619,7 +619,7 @@ class Assignments:
         b = Bdf.coerce(bdf)
         did = plain_int(did)
         if isinstance(did, bool) or not isinstance(did, int) or not 0 <= did <= 0xFFFF:
-            raise InvalidArgument(f"DID {did!r} is not a 16-bit integer")
+            raise InvalidArgument(f"did: DID {did!r} is not a 16-bit integer")
         return bool(unit.root_maddr) and self._in_domain(unit, b, did)
 
     def _in_domain(self, unit: Iommu, b: Bdf, did: int) -> bool:

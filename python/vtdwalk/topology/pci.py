@@ -62,6 +62,12 @@ _BDF_RE = re.compile(
 )
 
 
+def _short(value: object, limit: int = 40) -> str:
+    """The repr of a bad argument, cut to a short prefix for an error message."""
+    r = repr(value)
+    return r if len(r) <= limit else r[:limit] + "..."
+
+
 @dataclass(frozen=True, order=True, slots=True)
 class Bdf:
     """A PCI function address: segment, bus, device (0-31), function (0-7).
@@ -83,47 +89,59 @@ class Bdf:
             ("function", self.fn, 7),
         ):
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
-                raise PlatformError(f"PCI {name} {value!r} is not an integer in 0..{top}")
+                raise InvalidArgument(f"PCI {name} {value!r} is not an integer in 0..{top}")
 
     @classmethod
     def from_devfn(cls, segment: int, bus: int, devfn: int) -> Bdf:
         if not isinstance(devfn, int) or not 0 <= devfn <= 0xFF:
-            raise PlatformError(f"PCI devfn {devfn!r} is not an integer in 0..255")
+            raise InvalidArgument(f"devfn: {devfn!r} is not an integer in 0..255")
         return cls(segment, bus, devfn >> 3, devfn & 7)
 
     @classmethod
     def from_sid(cls, segment: int, sid: int) -> Bdf:
         if not isinstance(sid, int) or not 0 <= sid <= 0xFFFF:
-            raise PlatformError(f"source-id {sid!r} is not an integer in 0..0xffff")
+            raise InvalidArgument(f"sid: source-id {sid!r} is not an integer in 0..0xffff")
         return cls(segment, sid >> 8, (sid >> 3) & 31, sid & 7)
 
     @classmethod
-    def parse(cls, text: str, segment: int = 0) -> Bdf:
-        """``"ssss:bb:dd.f"`` or ``"bb:dd.f"`` (hex; the segment defaults to ``segment``)."""
+    def parse(cls, text: str, segment: int = 0, what: str = "text") -> Bdf:
+        """``"ssss:bb:dd.f"`` or ``"bb:dd.f"`` (hex; the segment defaults to ``segment``).
+        A malformed address raises InvalidArgument naming the argument (``what``)."""
         m = _BDF_RE.match(text) if isinstance(text, str) else None
         if m is None:
-            raise PlatformError(f"{text!r} is not a PCI address of the form [ssss:]bb:dd.f")
+            raise InvalidArgument(
+                f"{what}: {_short(text)} is not a PCI address of the form [ssss:]bb:dd.f"
+            )
         seg = int(m["seg"], 16) if m["seg"] else segment
-        return cls(seg, int(m["bus"], 16), int(m["dev"], 16), int(m["fn"], 16))
+        try:
+            return cls(seg, int(m["bus"], 16), int(m["dev"], 16), int(m["fn"], 16))
+        except InvalidArgument as e:
+            raise InvalidArgument(f"{what}: {_short(text)}: {e}") from None
 
     @classmethod
-    def coerce(cls, value: BdfLike) -> Bdf:
+    def coerce(cls, value: BdfLike, what: str = "bdf") -> Bdf:
         """A Bdf from a Bdf, a Device, a ``"[ssss:]bb:dd.f"`` string, a (seg, bus, dev, fn), or
-        an integer ``segment << 16 | source-id`` (a plain source-id is segment 0)."""
+        an integer ``segment << 16 | source-id`` (a plain source-id is segment 0). Anything
+        else raises InvalidArgument naming the argument (``what``)."""
         if isinstance(value, Bdf):
             return value
         if isinstance(value, Device):
             return value.bdf
         if isinstance(value, str):
-            return cls.parse(value)
+            return cls.parse(value, what=what)
         if isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
             v = int(value)
             if not 0 <= v <= 0xFFFF_FFFF:
-                raise PlatformError(f"{v:#x} is not a PCI address (segment << 16 | source-id)")
+                raise InvalidArgument(
+                    f"{what}: {v:#x} is not a PCI address (segment << 16 | source-id)"
+                )
             return cls.from_sid(v >> 16, v & 0xFFFF)
         if isinstance(value, tuple) and len(value) == 4:
-            return cls(*value)
-        raise PlatformError(f"cannot read a PCI address from {value!r}")
+            try:
+                return cls(*value)
+            except InvalidArgument as e:
+                raise InvalidArgument(f"{what}: {e}") from None
+        raise InvalidArgument(f"{what}: cannot read a PCI address from {_short(value)}")
 
     @property
     def devfn(self) -> int:
@@ -399,7 +417,7 @@ class Topology:
     def __contains__(self, bdf: object) -> bool:
         try:
             return Bdf.coerce(bdf) in self._devices  # type: ignore[arg-type]
-        except PlatformError:
+        except InvalidArgument:
             return False
 
     def __getitem__(self, bdf: BdfLike) -> Device:
@@ -607,7 +625,7 @@ def _id_map(entries: Any, what: str) -> dict[int, Bdf]:
 def _bdf_field(v: Any, what: str) -> Bdf:
     if not isinstance(v, str):
         raise PlatformError(f"{what}: PCI address {v!r} must be a string like '0000:00:1f.0'")
-    return Bdf.parse(v)
+    return Bdf.parse(v, what=what)
 
 
 _DEVICE_KEYS = {
