@@ -314,9 +314,21 @@ def test_bad_input_changes_nothing() -> None:
     p.assign_device(d, "01:00.0")
     before = entries_on(p)
     other = p.create_domain()
-    for dev in ("zz:00.0", "07:00.0", 1 << 40, -1, True, 3.5):
-        with pytest.raises(PlatformError):
+    # Malformed addresses are bad arguments; a well-formed one in no unit's scope is refused.
+    bad_devs: list[tuple[object, type[VtdError]]] = [
+        ("zz:00.0", InvalidArgument),
+        ("07:00.0", PlatformError),
+        (1 << 40, InvalidArgument),
+        (-1, InvalidArgument),
+        (True, InvalidArgument),
+        (3.5, InvalidArgument),
+    ]
+    for dev, exc in bad_devs:
+        with pytest.raises(exc) as bi:
             p.assign_device(other, dev)  # type: ignore[arg-type]
+        assert type(bi.value) is exc
+        if exc is InvalidArgument:
+            assert str(bi.value).startswith("bdf: ")
     with pytest.raises(PlatformError, match="owned by domain"):
         p.assign_device(other, "01:00.0")
     with pytest.raises(PlatformError, match="already assigned"):
@@ -572,9 +584,15 @@ def test_translate_batch_bad_arrays_refused() -> None:
     d.map(0, 0x3000_0000, 0x1000, write=False)
     _, fault = p.translate_batch(devs, [0, 0], [1, 0])
     assert fault.tolist() == [5, 0]  # a write to a read-only page; the read is fine
-    for bad in (["01:00.0", "zz"], [0x0100, -1], [0x0100, 1 << 40]):
-        with pytest.raises(VtdError):
+    bad_devices: list[tuple[list[Any], type[VtdError], str]] = [
+        (["01:00.0", "zz"], InvalidArgument, "^devices: 'zz' is not a PCI address"),
+        ([0x0100, -1], InvalidArgument, "devices: a device key is outside 0..0xffffffff"),
+        ([0x0100, 1 << 40], InvalidArgument, "devices: a device key is outside 0..0xffffffff"),
+    ]
+    for bad, exc, msg in bad_devices:
+        with pytest.raises(exc, match=msg) as bi:
             p.translate_batch(bad, [0, 0])
+        assert type(bi.value) is exc
 
 
 def test_every_method_takes_the_same_device_forms() -> None:
@@ -606,7 +624,7 @@ def test_every_method_takes_the_same_device_forms() -> None:
     # Segment in the high half; out of range or booleans are refused.
     assert Bdf.coerce(0x1_8100) == Bdf(1, 0x81, 0, 0)
     for bad in (-1, 1 << 32, True, 1.5):
-        with pytest.raises(PlatformError):
+        with pytest.raises(InvalidArgument, match=r"^bdf: "):
             Bdf.coerce(bad)  # type: ignore[arg-type]
 
 

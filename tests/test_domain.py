@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import vtdwalk
-from vtdwalk import DmaFault, InvalidArgument, Platform, PlatformError, VtdError
+from vtdwalk import DmaFault, InvalidArgument, Platform, PlatformError
 from vtdwalk import dmar as D
 from vtdwalk.driver.domain import Flush
 from vtdwalk.driver.iommu import QEMU_CAP, QEMU_ECAP
@@ -171,15 +171,15 @@ def test_bad_mappings_change_nothing() -> None:
     p.assign_device(d, "01:00.0")
     d.map(0x1000, 0x100000, 0x1000)
     n = len(d.flush_log)
-    for args in (
-        (0x1001, 0x100000, 0x1000),  # misaligned
-        (1 << 39, 0x100000, 0x1000),  # beyond a 3-level domain
-        (0x2000, 1 << 52, 0x1000),  # target beyond 2^52
-        (0x2000, 0x100000, 0),  # empty
+    for args, msg in (
+        ((0x1001, 0x100000, 0x1000), "invalid iova: 0x1001 is not 4 KiB aligned"),
+        ((1 << 39, 0x100000, 0x1000), r"invalid iova: .* beyond the 39-bit address width"),
+        ((0x2000, 1 << 52, 0x1000), r"invalid maddr: .* beyond 2\^52"),
+        ((0x2000, 0x100000, 0), "invalid size: must not be 0"),
     ):
-        with pytest.raises(VtdError):
+        with pytest.raises(InvalidArgument, match=msg):
             d.map(*args)
-    with pytest.raises(VtdError):
+    with pytest.raises(InvalidArgument, match="invalid permissions"):
         d.map(0x2000, 0x100000, 0x1000, read=False, write=False)
     assert len(d.flush_log) == n
     assert p.translate("01:00.0", 0x1000).hpa == 0x100000

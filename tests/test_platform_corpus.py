@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dmar_corpus import REAL, corpus_tables
-from vtdwalk import Bdf, Platform, dmar
+from vtdwalk import Bdf, Platform, PlatformError, dmar
 
 TABLES = corpus_tables()
 
@@ -179,7 +179,7 @@ def test_report_names_the_corpus_anomalies(path: Path) -> None:
     # Whatever is odd, strict mode refuses exactly the tables with a fatal finding.
     fatal = p.findings(severity="fatal")
     if fatal:
-        with pytest.raises(Exception, match="Xen refuses"):
+        with pytest.raises(PlatformError, match="Xen refuses"):
             Platform.from_dmar(t, strict=True)
     else:
         Platform.from_dmar(t, strict=True)

@@ -7,7 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from vtdwalk import Bdf, Device, DeviceKind, Numa, NumaNode, PlatformError, Topology, VtdError, dmar
+from vtdwalk import (
+    Bdf,
+    Device,
+    DeviceKind,
+    InvalidArgument,
+    Numa,
+    NumaNode,
+    PlatformError,
+    Topology,
+    VtdError,
+    dmar,
+)
 from vtdwalk.topology import MAX_NUMNODES, load_description, sriov_vf_bdfs
 
 K = DeviceKind
@@ -46,15 +57,22 @@ def test_bdf_parse_format_and_ids() -> None:
     "text", ["", "00:20.0", "100:00.0", "00:00.8", "x:00.0", "00000:00:00.0", "00-00.0"]
 )
 def test_bdf_parse_rejects(text: str) -> None:
-    with pytest.raises(PlatformError, match="PCI"):
+    with pytest.raises(InvalidArgument, match=r"^text: .*PCI") as ei:
         Bdf.parse(text)
+    assert type(ei.value) is InvalidArgument
 
 
 def test_bdf_field_ranges() -> None:
-    for args in ((0x10000, 0, 0, 0), (0, 256, 0, 0), (0, 0, 32, 0), (0, 0, 0, 8), (0, -1, 0, 0)):
-        with pytest.raises(PlatformError):
+    for args, field in (
+        ((0x10000, 0, 0, 0), "segment"),
+        ((0, 256, 0, 0), "bus"),
+        ((0, 0, 32, 0), "device"),
+        ((0, 0, 0, 8), "function"),
+        ((0, -1, 0, 0), "bus"),
+    ):
+        with pytest.raises(InvalidArgument, match=f"^PCI {field} "):
             Bdf(*args)
-    with pytest.raises(PlatformError):
+    with pytest.raises(InvalidArgument, match=r"^devfn: 256 is not an integer in 0\.\.255"):
         Bdf.from_devfn(0, 0, 256)
 
 

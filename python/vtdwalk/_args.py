@@ -4,13 +4,23 @@ naming the argument, instead of numpy wrapping, truncating or reinterpreting it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from vtdwalk.errors import InvalidArgument
 
-__all__ = ["bool_array", "u64_array"]
+__all__ = ["bool_array", "plain_int", "u64_array"]
+
+
+def plain_int(value: Any) -> Any:
+    """A numpy integer scalar as the Python int it holds; anything else unchanged (the callee
+    checks it). Arithmetic on a numpy scalar mixes badly with Python ints (``np.uint64(1) &
+    ~0xFFF`` raises), so public calls take ints in this form before using them."""
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 def _array(values: object, what: str) -> npt.NDArray[np.generic]:

@@ -30,8 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from vtdwalk import dma
 from vtdwalk.acpi import dmar as _dmar
+from vtdwalk.driver.assign import Assignments
 from vtdwalk.driver.iommu import MAX_IOMMUS, QEMU_CAP, QEMU_ECAP, Iommu, Scope
+from vtdwalk.driver.machine import AtsrUnit, Machine, RmrrUnit
 from vtdwalk.errors import PlatformError, VtdError
 from vtdwalk.topology import Bdf, BdfLike, Device, Numa, NumaNode, Topology, load_description
 
@@ -40,7 +43,6 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from vtdwalk._core import PhysMem, Translation
-    from vtdwalk.driver.assign import Assignments
     from vtdwalk.driver.domain import Domain
 
 __all__ = ["AtsrUnit", "Finding", "Platform", "Policy", "RmrrUnit"]
@@ -69,30 +71,6 @@ class Finding:
     def __str__(self) -> str:
         where = f" (at {self.offset:#x})" if self.offset is not None else ""
         return f"{self.severity}: {self.code}: {self.message}{where}"
-
-
-@dataclass(frozen=True)
-class RmrrUnit:
-    """A registered RMRR: ``[base, end]`` inclusive, with its resolved scope devices."""
-
-    rmrr: _dmar.Rmrr
-    segment: int
-    base: int
-    end: int
-    devices: tuple[Bdf, ...]
-
-    def __contains__(self, bdf: object) -> bool:
-        return bdf in self.devices
-
-
-@dataclass(frozen=True)
-class AtsrUnit:
-    """A registered ATSR with its resolved scope (unparsed, empty, for ALL_PORTS)."""
-
-    atsr: _dmar.Atsr
-    segment: int
-    all_ports: bool
-    scope: Scope
 
 
 #: validate()'s checks the platform reports as its own findings (one code per condition).
@@ -183,6 +161,18 @@ class Platform:
                 + "; ".join(f"{f.code}: {f.message}" for f in fatal)
             )
         self._allocate()
+        self._assignments = Assignments(
+            Machine(
+                mem=self.mem,
+                topology=self.topology,
+                iommus=self.iommus,
+                policy=self.policy,
+                iommu_for_device=self.iommu_for_device,
+                atsr_for_device=self.atsr_for_device,
+                rmrrs_for_device=self.rmrrs_for_device,
+                unit_node=self._rhsa_node,
+            )
+        )
 
     # ---- builders
     @classmethod
@@ -558,7 +548,7 @@ class Platform:
             return None
         if isinstance(dev, Device):
             return dev
-        bdf = Bdf.coerce(dev)
+        bdf = Bdf.coerce(dev, "dev")
         found = self.topology.get(bdf)
         return found if found is not None else Device(bdf)
 
@@ -655,7 +645,7 @@ class Platform:
 
     def rmrrs_for_device(self, dev: BdfLike) -> list[RmrrUnit]:
         """Registered RMRRs (list order) naming the device in their scope."""
-        b = Bdf.coerce(dev)
+        b = Bdf.coerce(dev, "dev")
         return [r for r in self.rmrrs if r.segment == b.segment and b in r.devices]
 
     # ---- description
@@ -748,22 +738,15 @@ class Platform:
 
     def free(self) -> None:
         """Free every table page the units (and the domains, if any) hold."""
-        a = self.__dict__.get("_assignments")
-        if a is not None:
-            a.free()
+        self._assignments.free()
         for u in self.iommus:
             u.free()
 
     # ---- domains and device assignment (vtdwalk.driver.assign)
     @property
     def assignments(self) -> Assignments:
-        """Domains, device ownership and context entries (created on first use)."""
-        a: Assignments | None = self.__dict__.get("_assignments")
-        if a is None:
-            from vtdwalk.driver.assign import Assignments
-
-            a = self.__dict__["_assignments"] = Assignments(self)
-        return a
+        """Domains, device ownership and context entries."""
+        return self._assignments
 
     @property
     def domains(self) -> list[Domain]:
@@ -804,7 +787,7 @@ class Platform:
 
     def translate(self, bdf: BdfLike | int, iova: int, write: bool = False) -> Translation:
         """A DMA request by the device, walked by its unit's hardware; raises DmaFault."""
-        return self.assignments.translate(bdf, iova, write)
+        return dma.translate(self.iommu_for_device, bdf, iova, write)
 
     def translate_batch(
         self,
@@ -817,7 +800,7 @@ class Platform:
         Devices as strings, Bdfs, or integers ``segment << 16 | source-id``; ``iovas``
         non-negative integers; ``writes`` booleans (or 0/1). Bad arrays raise InvalidArgument.
         ``threads`` goes to each unit's ``Remapper.translate_batch``."""
-        return self.assignments.translate_batch(bdfs_or_sids, iovas, writes, threads)
+        return dma.translate_batch(self.iommu_for_device, bdfs_or_sids, iovas, writes, threads)
 
     def device_in_domain(self, iommu: Iommu | int, bdf: BdfLike | int, did: int) -> bool:
         """Seed patch 3's ``device_in_domain`` (xen-driver.md §5.6)."""

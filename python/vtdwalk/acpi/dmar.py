@@ -1043,63 +1043,93 @@ def _classify_extra(extra: bytes, owner: str) -> tuple[Severity, str, str]:
 
 
 def _validate(t: DmarTable) -> list[Problem]:
-    probs: list[Problem] = []
-
-    def add(sev: Severity, off: int, code: str, msg: str) -> None:
-        probs.append(Problem(sev, off, code, msg))
-
-    parse_offsets = {p.offset for p in t.parse_problems}
-    data = t.to_bytes()
-    length = int.from_bytes(data[4:8], "little")
-
-    # ---- header
-    if t.signature == "RMAD":
-        add("warning", 0, "signature-zapped", "signature 'RMAD': a hypervisor hid this table")
-    elif t.signature != "DMAR":
-        add("error", 0, "bad-signature", f"signature {t.signature!r} is not 'DMAR'")
-    if length <= len(data) and sum(data[:length]) & 0xFF:
-        add(
-            "error",
-            9,
-            "bad-checksum",
-            f"checksum byte {data[9]:#04x} leaves a byte sum of {sum(data[:length]) & 0xFF:#04x}",
-        )
-    if t.trailer:
-        add(
-            "warning",
-            length,
-            "length-mismatch",
-            f"{len(t.trailer)} byte(s) of data follow the table length {length}",
-        )
-    if t.host_address_width == 0:
-        add("error", 36, "haw-zero", "host address width 0 (Xen: 'Zero: Invalid DMAR width')")
-    if t.flags & ~(INTR_REMAP | X2APIC_OPT_OUT | DMA_CTRL_PLATFORM_OPT_IN):
-        add("warning", 37, "reserved-flags", f"reserved flag bits set in {t.flags:#04x}")
-    if t.x2apic_opt_out and not t.intr_remap:
-        add(
-            "warning",
-            37,
-            "x2apic-opt-out-without-intremap",
-            "X2APIC_OPT_OUT is set without INTR_REMAP",
-        )
-    if t.padding and length - len(t.padding) not in parse_offsets:
-        add(
-            "error",
-            length - len(t.padding),
-            "unparsed-bytes",
-            f"{len(t.padding)} byte(s) at the end of the table form no structure",
-        )
-
-    # ---- structures
-    include_all_seen: dict[int, int] = {}
-    all_ports_seen: dict[int, int] = {}
-    drhd_addr: dict[int, int] = {}
-    registered_rmrrs: list[tuple[int, Rmrr]] = []
-    andd_numbers = {s.device_number for s in t.andds}
-    drhd_addresses = {d.address for d in t.drhds}
-    last_type = -1
-    order_reported = False
+    """Every check of the table: its header, then each structure in table order (its place in
+    the type order, its device scopes, then the checks of its own kind)."""
+    c = _Checker(t)
+    c.header()
     for off, s, b in t._layout():
+        c.order(off, s, b)
+        if isinstance(s, _SCOPED):
+            c.scopes(off, s, b)
+        if isinstance(s, Drhd):
+            c.drhd(off, s)
+        elif isinstance(s, Rmrr):
+            c.rmrr(off, s)
+        elif isinstance(s, Atsr):
+            c.atsr(off, s)
+        elif isinstance(s, Rhsa):
+            c.rhsa(off, s)
+    # A non-strict parse's findings first; a model check that repeats one is dropped.
+    seen = {(p.code, p.offset) for p in t.parse_problems}
+    return list(t.parse_problems) + [p for p in c.probs if (p.code, p.offset) not in seen]
+
+
+class _Checker:
+    """The per-structure validators of :func:`_validate`, with what they share across
+    structures (the include-all and ALL_PORTS units seen per segment, DRHD addresses, the
+    registered RMRRs)."""
+
+    def __init__(self, t: DmarTable) -> None:
+        self.t = t
+        self.probs: list[Problem] = []
+        self.include_all_seen: dict[int, int] = {}
+        self.all_ports_seen: dict[int, int] = {}
+        self.drhd_addr: dict[int, int] = {}
+        self.registered_rmrrs: list[tuple[int, Rmrr]] = []
+        self.andd_numbers = {s.device_number for s in t.andds}
+        self.drhd_addresses = {d.address for d in t.drhds}
+        self.last_type = -1
+        self.order_reported = False
+
+    def add(self, sev: Severity, off: int, code: str, msg: str) -> None:
+        self.probs.append(Problem(sev, off, code, msg))
+
+    def header(self) -> None:
+        t, add = self.t, self.add
+        parse_offsets = {p.offset for p in t.parse_problems}
+        data = t.to_bytes()
+        length = int.from_bytes(data[4:8], "little")
+        if t.signature == "RMAD":
+            add("warning", 0, "signature-zapped", "signature 'RMAD': a hypervisor hid this table")
+        elif t.signature != "DMAR":
+            add("error", 0, "bad-signature", f"signature {t.signature!r} is not 'DMAR'")
+        if length <= len(data) and sum(data[:length]) & 0xFF:
+            add(
+                "error",
+                9,
+                "bad-checksum",
+                f"checksum byte {data[9]:#04x} leaves a byte sum of "
+                f"{sum(data[:length]) & 0xFF:#04x}",
+            )
+        if t.trailer:
+            add(
+                "warning",
+                length,
+                "length-mismatch",
+                f"{len(t.trailer)} byte(s) of data follow the table length {length}",
+            )
+        if t.host_address_width == 0:
+            add("error", 36, "haw-zero", "host address width 0 (Xen: 'Zero: Invalid DMAR width')")
+        if t.flags & ~(INTR_REMAP | X2APIC_OPT_OUT | DMA_CTRL_PLATFORM_OPT_IN):
+            add("warning", 37, "reserved-flags", f"reserved flag bits set in {t.flags:#04x}")
+        if t.x2apic_opt_out and not t.intr_remap:
+            add(
+                "warning",
+                37,
+                "x2apic-opt-out-without-intremap",
+                "X2APIC_OPT_OUT is set without INTR_REMAP",
+            )
+        if t.padding and length - len(t.padding) not in parse_offsets:
+            add(
+                "error",
+                length - len(t.padding),
+                "unparsed-bytes",
+                f"{len(t.padding)} byte(s) at the end of the table form no structure",
+            )
+
+    def order(self, off: int, s: Structure, b: bytes) -> None:
+        """Unknown or too-short structures, and the first one out of type order."""
+        add = self.add
         name = structure_name(s)
         if isinstance(s, UnknownStructure):
             if s.type_code in STRUCTURE_NAMES:
@@ -1112,179 +1142,187 @@ def _validate(t: DmarTable) -> list[Problem]:
                 )
             else:
                 add("warning", off, "unknown-structure", f"unknown structure type {s.type_code}")
-        elif s.type_code < last_type and not order_reported:
+        elif s.type_code < self.last_type and not self.order_reported:
             add(
                 "warning",
                 off,
                 "structure-order",
-                f"{name} after a structure of type {last_type}: structures are not in type order",
+                f"{name} after a structure of type {self.last_type}: structures are not in "
+                "type order",
             )
-            order_reported = True
-        last_type = max(last_type, s.type_code)
+            self.order_reported = True
+        self.last_type = max(self.last_type, s.type_code)
 
-        if isinstance(s, _SCOPED):
-            allowed = _ALLOWED_SCOPES[type(s)]
-            for so, sc in _scope_offsets(off, s):
-                if sc.length < MIN_SCOPE_LEN:
-                    add(
-                        "error",
-                        so,
-                        "scope-too-short",
-                        f"device scope length {sc.length} is below {MIN_SCOPE_LEN} (Xen: fatal)",
-                    )
-                elif sc.extra:
-                    add(
-                        "warning",
-                        so,
-                        "scope-odd-length",
-                        f"device scope length {sc.length} leaves half a path element",
-                    )
-                if sc.type_code not in SCOPE_NAMES:
-                    add(
-                        "warning",
-                        so,
-                        "unknown-scope-type",
-                        f"reserved device scope type {sc.type_code} in a {name}",
-                    )
-                elif sc.type_code not in allowed:
-                    add(
-                        "warning",
-                        so,
-                        "unexpected-scope-type",
-                        f"{sc.type} device scope in a {name}",
-                    )
-                if len(sc.path) > 1:
-                    add(
-                        "warning",
-                        so,
-                        "multi-level-path",
-                        f"{sc.type} scope path {sc.path_str()} goes through bridges: its target "
-                        "depends on bus numbering",
-                    )
-                if sc.type_code == SCOPE_NAMESPACE and sc.enumeration_id not in andd_numbers:
-                    add(
-                        "warning",
-                        so,
-                        "namespace-no-andd",
-                        f"namespace scope names ACPI device {sc.enumeration_id}, which no ANDD "
-                        "declares",
-                    )
-            if s.extra:
-                sev, code, msg = _classify_extra(s.extra, name)
-                add(sev, off + len(b) - len(s.extra), code, msg)
+    def scopes(self, off: int, s: Drhd | Rmrr | Atsr | Satc | Sidp, b: bytes) -> None:
+        """A scoped structure's device scopes and any bytes after them."""
+        add = self.add
+        name = structure_name(s)
+        allowed = _ALLOWED_SCOPES[type(s)]
+        for so, sc in _scope_offsets(off, s):
+            if sc.length < MIN_SCOPE_LEN:
+                add(
+                    "error",
+                    so,
+                    "scope-too-short",
+                    f"device scope length {sc.length} is below {MIN_SCOPE_LEN} (Xen: fatal)",
+                )
+            elif sc.extra:
+                add(
+                    "warning",
+                    so,
+                    "scope-odd-length",
+                    f"device scope length {sc.length} leaves half a path element",
+                )
+            if sc.type_code not in SCOPE_NAMES:
+                add(
+                    "warning",
+                    so,
+                    "unknown-scope-type",
+                    f"reserved device scope type {sc.type_code} in a {name}",
+                )
+            elif sc.type_code not in allowed:
+                add(
+                    "warning",
+                    so,
+                    "unexpected-scope-type",
+                    f"{sc.type} device scope in a {name}",
+                )
+            if len(sc.path) > 1:
+                add(
+                    "warning",
+                    so,
+                    "multi-level-path",
+                    f"{sc.type} scope path {sc.path_str()} goes through bridges: its target "
+                    "depends on bus numbering",
+                )
+            if sc.type_code == SCOPE_NAMESPACE and sc.enumeration_id not in self.andd_numbers:
+                add(
+                    "warning",
+                    so,
+                    "namespace-no-andd",
+                    f"namespace scope names ACPI device {sc.enumeration_id}, which no ANDD "
+                    "declares",
+                )
+        if s.extra:
+            sev, code, msg = _classify_extra(s.extra, name)
+            add(sev, off + len(b) - len(s.extra), code, msg)
 
-        if isinstance(s, Drhd):
-            if s.address in (0, 0xFFFF_FFFF_FFFF_FFFF):
+    def drhd(self, off: int, s: Drhd) -> None:
+        add = self.add
+        if s.address in (0, 0xFFFF_FFFF_FFFF_FFFF):
+            add(
+                "error",
+                off,
+                "drhd-address-invalid",
+                f"DRHD register base {s.address:#x} (Xen: -ENODEV, VT-d disabled)",
+            )
+        elif s.address & 0xFFF:
+            add(
+                "warning",
+                off,
+                "drhd-address-misaligned",
+                f"DRHD register base {s.address:#x} is not 4 KiB aligned",
+            )
+        if s.address in self.drhd_addr:
+            add(
+                "warning",
+                off,
+                "duplicate-drhd-address",
+                f"DRHD register base {s.address:#x} already used by the DRHD at "
+                f"{self.drhd_addr[s.address]:#x}",
+            )
+        else:
+            self.drhd_addr[s.address] = off
+        if s.include_all:
+            if s.segment in self.include_all_seen:
                 add(
                     "error",
                     off,
-                    "drhd-address-invalid",
-                    f"DRHD register base {s.address:#x} (Xen: -ENODEV, VT-d disabled)",
-                )
-            elif s.address & 0xFFF:
-                add(
-                    "warning",
-                    off,
-                    "drhd-address-misaligned",
-                    f"DRHD register base {s.address:#x} is not 4 KiB aligned",
-                )
-            if s.address in drhd_addr:
-                add(
-                    "warning",
-                    off,
-                    "duplicate-drhd-address",
-                    f"DRHD register base {s.address:#x} already used by the DRHD at "
-                    f"{drhd_addr[s.address]:#x}",
+                    "duplicate-include-all",
+                    f"second INCLUDE_PCI_ALL DRHD on segment {s.segment:#x} (first at "
+                    f"{self.include_all_seen[s.segment]:#x}; Xen: fatal on segment 0)",
                 )
             else:
-                drhd_addr[s.address] = off
-            if s.include_all:
-                if s.segment in include_all_seen:
-                    add(
-                        "error",
-                        off,
-                        "duplicate-include-all",
-                        f"second INCLUDE_PCI_ALL DRHD on segment {s.segment:#x} (first at "
-                        f"{include_all_seen[s.segment]:#x}; Xen: fatal on segment 0)",
-                    )
-                else:
-                    include_all_seen[s.segment] = off
-            elif s.segment in include_all_seen:
-                add(
-                    "warning",
-                    include_all_seen[s.segment],
-                    "include-all-not-last",
-                    f"the INCLUDE_PCI_ALL DRHD of segment {s.segment:#x} is followed by the DRHD "
-                    f"at {off:#x}",
-                )
-        elif isinstance(s, Rmrr):
-            end_ok = True
-            if s.base > s.limit:
+                self.include_all_seen[s.segment] = off
+        elif s.segment in self.include_all_seen:
+            add(
+                "warning",
+                self.include_all_seen[s.segment],
+                "include-all-not-last",
+                f"the INCLUDE_PCI_ALL DRHD of segment {s.segment:#x} is followed by the DRHD "
+                f"at {off:#x}",
+            )
+
+    def rmrr(self, off: int, s: Rmrr) -> None:
+        add = self.add
+        end_ok = True
+        if s.base > s.limit:
+            add(
+                "error",
+                off,
+                "rmrr-base-above-limit",
+                f"RMRR base {s.base:#x} is above its limit {s.limit:#x} (Xen: fatal)",
+            )
+            end_ok = False
+        if s.base & 0xFFF or (s.limit + 1) & 0xFFF:
+            add(
+                "warning",
+                off,
+                "rmrr-misaligned",
+                f"RMRR [{s.base:#x}, {s.limit:#x}] is not a whole number of 4 KiB pages",
+            )
+        if s.base == 0:
+            add(
+                "warning",
+                off,
+                "rmrr-base-zero",
+                f"RMRR [{s.base:#x}, {s.limit:#x}] starts at address 0",
+            )
+        for o_off, o in self.registered_rmrrs:
+            if s.base <= o.limit and o.base <= s.limit:
                 add(
                     "error",
                     off,
-                    "rmrr-base-above-limit",
-                    f"RMRR base {s.base:#x} is above its limit {s.limit:#x} (Xen: fatal)",
+                    "rmrr-overlap",
+                    f"RMRR [{s.base:#x}, {s.limit:#x}] overlaps the RMRR at {o_off:#x} "
+                    f"[{o.base:#x}, {o.limit:#x}] (Xen: fatal)",
                 )
-                end_ok = False
-            if s.base & 0xFFF or (s.limit + 1) & 0xFFF:
+                break
+        counted = [sc for sc in s.scopes if 1 <= sc.type_code <= 4]
+        if not counted:
+            add(
+                "warning",
+                off,
+                "rmrr-no-devices",
+                "RMRR has no PCI device in its scope (Xen drops it)",
+            )
+        elif end_ok:
+            self.registered_rmrrs.append((off, s))
+
+    def atsr(self, off: int, s: Atsr) -> None:
+        add = self.add
+        if s.all_ports and s.scopes:
+            add(
+                "warning",
+                off,
+                "all-ports-with-scopes",
+                "ALL_PORTS ATSR lists device scopes (Xen does not parse them)",
+            )
+        if s.all_ports:
+            if s.segment in self.all_ports_seen:
                 add(
-                    "warning",
+                    "error",
                     off,
-                    "rmrr-misaligned",
-                    f"RMRR [{s.base:#x}, {s.limit:#x}] is not a whole number of 4 KiB pages",
+                    "duplicate-all-ports",
+                    f"second ALL_PORTS ATSR on segment {s.segment:#x} (first at "
+                    f"{self.all_ports_seen[s.segment]:#x}; Xen: fatal on segment 0)",
                 )
-            if s.base == 0:
-                add(
-                    "warning",
-                    off,
-                    "rmrr-base-zero",
-                    f"RMRR [{s.base:#x}, {s.limit:#x}] starts at address 0",
-                )
-            for o_off, o in registered_rmrrs:
-                if s.base <= o.limit and o.base <= s.limit:
-                    add(
-                        "error",
-                        off,
-                        "rmrr-overlap",
-                        f"RMRR [{s.base:#x}, {s.limit:#x}] overlaps the RMRR at {o_off:#x} "
-                        f"[{o.base:#x}, {o.limit:#x}] (Xen: fatal)",
-                    )
-                    break
-            counted = [sc for sc in s.scopes if 1 <= sc.type_code <= 4]
-            if not counted:
-                add(
-                    "warning",
-                    off,
-                    "rmrr-no-devices",
-                    "RMRR has no PCI device in its scope (Xen drops it)",
-                )
-            elif end_ok:
-                registered_rmrrs.append((off, s))
-        elif isinstance(s, Atsr):
-            if s.all_ports and s.scopes:
-                add(
-                    "warning",
-                    off,
-                    "all-ports-with-scopes",
-                    "ALL_PORTS ATSR lists device scopes (Xen does not parse them)",
-                )
-            if s.all_ports:
-                if s.segment in all_ports_seen:
-                    add(
-                        "error",
-                        off,
-                        "duplicate-all-ports",
-                        f"second ALL_PORTS ATSR on segment {s.segment:#x} (first at "
-                        f"{all_ports_seen[s.segment]:#x}; Xen: fatal on segment 0)",
-                    )
-                else:
-                    all_ports_seen[s.segment] = off
-        elif isinstance(s, Rhsa) and s.address not in drhd_addresses:
-            add("warning", off, "rhsa-no-drhd", f"RHSA base {s.address:#x} matches no DRHD")
-    # A non-strict parse's findings first; a model check that repeats one is dropped.
-    seen = {(p.code, p.offset) for p in t.parse_problems}
-    return list(t.parse_problems) + [p for p in probs if (p.code, p.offset) not in seen]
+            else:
+                self.all_ports_seen[s.segment] = off
+
+    def rhsa(self, off: int, s: Rhsa) -> None:
+        if s.address not in self.drhd_addresses:
+            self.add("warning", off, "rhsa-no-drhd", f"RHSA base {s.address:#x} matches no DRHD")
 
 
 # --------------------------------------------------------------------------------------------

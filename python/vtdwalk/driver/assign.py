@@ -1,10 +1,9 @@
 """Device assignment: Xen's ``domain_context_mapping`` and its inverse (xen-driver.md §5).
 
-:class:`Assignments` keeps, for one :class:`~vtdwalk.platform.Platform`, its domains, which
-domain owns which device, and the context entries each device's assignment installed. The
+:class:`Assignments` keeps, for one :class:`~vtdwalk.driver.machine.Machine`, its domains,
+which domain owns which device, and the context entries each device's assignment installed. The
 ``Platform`` methods ``create_domain``, ``assign_device``, ``deassign_device``,
-``reassign_device``, ``translate``, ``translate_batch``, ``device_in_domain`` and
-``numa_report`` delegate here.
+``reassign_device``, ``device_in_domain`` and ``numa_report`` delegate here.
 
 Assignment follows ``intel_iommu_assign_device`` / ``reassign_device_ownership`` /
 ``domain_context_mapping`` with the seed applied and decisions.md's choices:
@@ -40,7 +39,7 @@ What may stay: the domain's node, which the seed sets before mapping, an empty c
 Modelling choices beyond Xen 2019: TT 1 needs the device's own ATS capability as well as
 ECAP.DT and an ATSR (Xen decides per unit); bridge alias entries are shared by the devices of
 one domain behind the bridge and cleared only when the last of them leaves (Xen clears them
-with the first); DMA in :meth:`Assignments.translate` carries the device's own source-id (an
+with the first); DMA (:mod:`vtdwalk.dma`) carries the device's own source-id (an
 alias source-id can be given as an integer).
 
 Policy ``pre-seed``: the domain has no node; each page-table allocation goes to the node of the
@@ -51,22 +50,18 @@ context mapping, the first device's tables land wherever memory is free.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
-
-from vtdwalk._args import bool_array, u64_array
-from vtdwalk.driver.domain import PAGE_SIZE, Domain, UnitLink, remapper_of
+from vtdwalk._args import plain_int
+from vtdwalk.driver.domain import PAGE_SIZE, Domain, UnitLink, port_of
+from vtdwalk.driver.iommu import Iommu
+from vtdwalk.driver.machine import Machine, RmrrUnit
 from vtdwalk.errors import InvalidArgument, PlatformError, VtdError
 from vtdwalk.topology import Bdf, BdfLike, Device, DeviceKind
 
 if TYPE_CHECKING:
-    from vtdwalk._core import RootTable, Translation
-    from vtdwalk.driver.iommu import Iommu
-    from vtdwalk.platform import Platform, RmrrUnit
+    from vtdwalk._core import RootTable
 
 __all__ = [
     "TT_DEV_IOTLB",
@@ -179,8 +174,8 @@ class _Plan:
 class Assignments:
     """Domains, device ownership and context entries of one platform."""
 
-    def __init__(self, platform: Platform) -> None:
-        self.platform = platform
+    def __init__(self, machine: Machine) -> None:
+        self.machine = machine
         self.domains: dict[int, Domain] = {}
         self.owner: dict[Bdf, Domain] = {}
         self.installed: dict[Bdf, _Installed] = {}
@@ -197,14 +192,12 @@ class Assignments:
         return t
 
     def _unit(self, iommu: object) -> Iommu:
-        from vtdwalk.driver.iommu import Iommu
-
         if isinstance(iommu, Iommu):
-            if all(u is not iommu for u in self.platform.iommus):
+            if all(u is not iommu for u in self.machine.iommus):
                 raise PlatformError(f"{iommu!r} is not a unit of this platform")
             return iommu
         if isinstance(iommu, int) and not isinstance(iommu, bool):
-            for u in self.platform.iommus:
+            for u in self.machine.iommus:
                 if u.index == iommu:
                     return u
             raise PlatformError(f"no remapping unit with index {iommu}")
@@ -220,11 +213,10 @@ class Assignments:
         raise PlatformError(f"no such domain: {domain!r}")
 
     def _rhsa_node(self, unit: Iommu) -> int | None:
-        rhsa = self.platform.drhd_to_rhsa(unit.drhd)
-        return None if rhsa is None else self.platform.pxm_to_node(rhsa.proximity_domain)
+        return self.machine.unit_node(unit)
 
     def _superpages(self) -> str:
-        sizes = [set(u.superpages) for u in self.platform.iommus]
+        sizes = [set(u.superpages) for u in self.machine.iommus]
         common = set.intersection(*sizes) if sizes else set()
         if "1G" in common and "2M" in common:
             return "1G"
@@ -232,16 +224,16 @@ class Assignments:
 
     # ---- domains
     def create_domain(self, levels: int | None = None, passthrough: bool = False) -> Domain:
-        lv = 4 if levels is None else levels
+        lv = 4 if levels is None else plain_int(levels)
         if isinstance(lv, bool) or not isinstance(lv, int) or lv not in (3, 4, 5):
             raise InvalidArgument(f"domain levels {levels!r}: a domain has 3, 4 or 5 levels")
         if not isinstance(passthrough, bool):
             raise InvalidArgument(f"passthrough must be True or False, not {passthrough!r}")
-        d = Domain(self.platform.mem, self._next_id, lv, passthrough, superpages=self._superpages())
+        d = Domain(self.machine.mem, self._next_id, lv, passthrough, superpages=self._superpages())
         self._next_id += 1
         d.dev_iotlb_hook = self._dev_iotlb
         d.reanchor_hook = self._reanchor
-        if self.platform.policy == "pre-seed":
+        if self.machine.policy == "pre-seed":
             d.alloc_node_hook = lambda: self._pre_seed_node(d)
         self.domains[d.id] = d
         return d
@@ -266,14 +258,14 @@ class Assignments:
     def _pre_seed_node(self, d: Domain) -> int | None:
         """``pci_get_pdev_by_domain(d)`` -> DRHD -> RHSA -> node, before the seed."""
         for b in sorted(d.devices):
-            unit = self.platform.iommu_for_device(b)
+            unit = self.machine.iommu_for_device(b)
             return None if unit is None else self._rhsa_node(unit)
         return None
 
     # ---- planning (no changes)
     def _device(self, bdf: BdfLike) -> Device:
         b = Bdf.coerce(bdf)
-        dev = self.platform.topology.get(b)
+        dev = self.machine.topology.get(b)
         if dev is None:
             raise PlatformError(f"{b}: no such PCI function on this platform")
         return dev
@@ -292,11 +284,11 @@ class Assignments:
         if k is DeviceKind.PCIE_ENDPOINT:
             out += [(b.bus, f) for f in dev.phantom_devfns()]
         elif k is DeviceKind.PCI:
-            up = self.platform.topology.find_upstream_bridge(b)
+            up = self.machine.topology.find_upstream_bridge(b)
             if up is not None:
                 top, secbus = up
                 out.append((top.bus, top.devfn))
-                bridge = self.platform.topology.get(top)
+                bridge = self.machine.topology.get(top)
                 if (
                     bridge is not None
                     and bridge.kind is DeviceKind.PCIE_TO_PCI_BRIDGE
@@ -310,7 +302,7 @@ class Assignments:
             dev.ats
             and dev.kind is DeviceKind.PCIE_ENDPOINT
             and unit.device_iotlb
-            and self.platform.atsr_for_device(dev) is not None
+            and self.machine.atsr_for_device(dev) is not None
         )
 
     def _plan(
@@ -324,10 +316,10 @@ class Assignments:
             raise PlatformError(
                 f"{dev.bdf} is owned by domain {owner.id}: deassign or reassign it first"
             )
-        unit = self.platform.iommu_for_device(dev)
+        unit = self.machine.iommu_for_device(dev)
         if unit is None:
             raise PlatformError(f"{dev.bdf} is in no remapping unit's scope (Xen: -ENODEV)")
-        rmrrs = self.platform.rmrrs_for_device(dev.bdf)
+        rmrrs = self.machine.rmrrs_for_device(dev.bdf)
         for r in rmrrs:
             if len(r.devices) > 1 and not relaxed:
                 raise PlatformError(
@@ -337,7 +329,7 @@ class Assignments:
                 )
         # The seed: the domain's node follows the device's unit, set before the mapping (and
         # kept even if the mapping then fails).
-        if set_node and self.platform.policy == "seed" and unit.node is not None:
+        if set_node and self.machine.policy == "seed" and unit.node is not None:
             d.node = unit.node
         entries = self._context_entries(dev)
         if d.passthrough:
@@ -494,17 +486,17 @@ class Assignments:
     def _flush_context_nonpresent(self, unit: Iommu, sid: int) -> None:
         """After writing a not-present-before entry (Xen's ``non_present = 1`` flushes)."""
         if unit.caching_mode:
-            rm = remapper_of(unit)
-            rm.invalidate_context("device", did=0, sid=sid)
-            rm.invalidate_iotlb("domain", did=0)
+            port = port_of(unit)
+            port.flush_context_device(0, sid)
+            port.flush_iotlb_domain(0)
             self.context_flushes[unit.index] = self.context_flushes.get(unit.index, 0) + 1
 
     def _flush_context(self, unit: Iommu, d: Domain, sid: int, did: int) -> None:
         """After clearing or changing a present entry: device-selective context-cache and
         domain-selective IOTLB invalidation with the domain's DID."""
-        rm = remapper_of(unit)
-        rm.invalidate_context("device", did=did, sid=sid)
-        rm.invalidate_iotlb("domain", did=did)
+        port = port_of(unit)
+        port.flush_context_device(did, sid)
+        port.flush_iotlb_domain(did)
         self.context_flushes[unit.index] = self.context_flushes.get(unit.index, 0) + 1
 
     # ---- RMRRs
@@ -623,10 +615,11 @@ class Assignments:
         """Seed patch 3 (xen-driver.md §5.6): the root entry for the device's bus is present,
         and the context entry at the device's devfn (present bit not checked) has this DID and
         TT 1."""
-        unit = self._unit(iommu)
+        unit = self._unit(plain_int(iommu))
         b = Bdf.coerce(bdf)
+        did = plain_int(did)
         if isinstance(did, bool) or not isinstance(did, int) or not 0 <= did <= 0xFFFF:
-            raise InvalidArgument(f"DID {did!r} is not a 16-bit integer")
+            raise InvalidArgument(f"did: DID {did!r} is not a 16-bit integer")
         return bool(unit.root_maddr) and self._in_domain(unit, b, did)
 
     def _in_domain(self, unit: Iommu, b: Bdf, did: int) -> bool:
@@ -637,72 +630,6 @@ class Assignments:
         entry = ContextEntry(lo, hi)
         return entry.did == did and entry.tt == TT_DEV_IOTLB
 
-    # ---- DMA
-    def translate(self, bdf: BdfLike, iova: int, write: bool = False) -> Translation:
-        b = Bdf.coerce(bdf)
-        unit = self.platform.iommu_for_device(b)
-        if unit is None:
-            raise PlatformError(f"{b} is in no remapping unit's scope")
-        return remapper_of(unit).translate(b.sid, iova, write=write)
-
-    def translate_batch(
-        self,
-        bdfs_or_sids: Sequence[object] | npt.ArrayLike,
-        iovas: npt.ArrayLike,
-        writes: npt.ArrayLike | None = None,
-        threads: int | None = None,
-    ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint8]]:
-        keys = _device_keys(bdfs_or_sids)
-        iv = u64_array(iovas, "iovas")
-        if len(iv) != len(keys):
-            raise InvalidArgument(f"iovas has {len(iv)} entries, devices {len(keys)}")
-        wr: npt.NDArray[np.bool_] | None = None
-        if writes is not None:
-            wr = bool_array(writes, "writes")
-            if wr.shape != iv.shape:
-                raise InvalidArgument(f"writes has {len(wr)} entries, iovas {len(iv)}")
-        n = len(keys)
-        if n == 0:
-            return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.uint8)
-        sids = (keys & 0xFFFF).astype(np.uint16)
-        lo, hi = int(keys.min()), int(keys.max())
-        if lo == hi:
-            # One device (the common case): its unit walks the arrays as they are.
-            return remapper_of(self._unit_of_key(lo)).translate_batch(sids, iv, wr, threads=threads)
-        uniq, inverse = np.unique(keys, return_inverse=True)
-        units: list[Iommu] = []
-        group = np.empty(len(uniq), dtype=np.int64)
-        for i, k in enumerate(uniq):
-            u = self._unit_of_key(int(k))
-            gi = next((j for j, x in enumerate(units) if x is u), None)
-            if gi is None:
-                gi = len(units)
-                units.append(u)
-            group[i] = gi
-        if len(units) == 1:
-            return remapper_of(units[0]).translate_batch(sids, iv, wr, threads=threads)
-        hpa = np.zeros(n, dtype=np.uint64)
-        fault = np.zeros(n, dtype=np.uint8)
-        per = group[inverse]
-        for gi, u in enumerate(units):
-            idx = np.nonzero(per == gi)[0]
-            h, f = remapper_of(u).translate_batch(
-                np.ascontiguousarray(sids[idx]),
-                np.ascontiguousarray(iv[idx]),
-                None if wr is None else np.ascontiguousarray(wr[idx]),
-                threads=threads,
-            )
-            hpa[idx] = h
-            fault[idx] = f
-        return hpa, fault
-
-    def _unit_of_key(self, key: int) -> Iommu:
-        b = Bdf.coerce(key)
-        u = self.platform.iommu_for_device(b)
-        if u is None:
-            raise PlatformError(f"{b} is in no remapping unit's scope")
-        return u
-
     # ---- NUMA
     def numa_report(self) -> dict[str, Any]:
         """Table pages per node, per unit and per domain, and how many are off the node of the
@@ -710,7 +637,7 @@ class Assignments:
         nodes of its devices' units). ``misplaced`` counts only where the right node is known."""
         units = []
         total = 0
-        for u in self.platform.iommus:
+        for u in self.machine.iommus:
             pages = dict(sorted(u.table_pages.items()))
             want = self._rhsa_node(u)
             bad = 0 if want is None else sum(n for node, n in pages.items() if node != want)
@@ -730,7 +657,7 @@ class Assignments:
             pages = dict(sorted(d.table_pages().items()))
             nodes: set[int] = set()
             for b in d.devices:
-                unit = self.platform.iommu_for_device(b)
+                unit = self.machine.iommu_for_device(b)
                 node = None if unit is None else self._rhsa_node(unit)
                 if node is not None:
                     nodes.add(node)
@@ -747,58 +674,8 @@ class Assignments:
                 }
             )
         return {
-            "policy": self.platform.policy,
+            "policy": self.machine.policy,
             "units": units,
             "domains": domains,
             "misplaced": total,
         }
-
-
-def _device_keys(values: Sequence[object] | npt.ArrayLike) -> npt.NDArray[np.int64]:
-    """``segment << 16 | sid`` for each device named by a string, Bdf or integer (see
-    :meth:`Bdf.coerce`). Each distinct name is read once; a list of integers or of strings is
-    converted without a per-element Python loop."""
-    if isinstance(values, np.ndarray):
-        if values.ndim != 1:
-            raise InvalidArgument(f"devices: expected a 1-D array, got {values.ndim} dimensions")
-        if values.dtype.kind in "ui":
-            a = values.astype(np.int64)
-            if len(a) and (int(a.min()) < 0 or int(a.max()) > 0xFFFF_FFFF):
-                raise InvalidArgument("devices: a device key is outside 0..0xffffffff")
-            return a
-        values = values.tolist()
-    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
-        raise InvalidArgument(f"devices: expected a sequence of PCI addresses, not {values!r}")
-    seq = values if isinstance(values, list | tuple) else list(values)
-    if seq and isinstance(seq[0], str) and seq.count(seq[0]) == len(seq):
-        # One device named by one string (the common case): read it once.
-        return np.full(len(seq), _key(seq[0]), dtype=np.int64)
-    types = set(map(type, seq))
-    if types == {int}:
-        ints = np.asarray(seq)
-        if ints.dtype.kind not in "ui":
-            raise InvalidArgument("devices: a device key is outside 0..0xffffffff")
-        return _device_keys(ints)
-    if types == {str}:
-        # Distinct strings only (usually one): map each once, then look them all up in C.
-        table = {v: _key(v) for v in set(seq)}
-        if len(table) == 1:
-            return np.full(len(seq), next(iter(table.values())), dtype=np.int64)
-        return np.fromiter(map(table.__getitem__, seq), dtype=np.int64, count=len(seq))
-    cache: dict[tuple[type, object], int] = {}
-    out = np.empty(len(seq), dtype=np.int64)
-    for i, v in enumerate(seq):
-        try:
-            ck: tuple[type, object] = (type(v), v)
-            k = cache.get(ck)
-        except TypeError:  # unhashable
-            ck, k = (type(v), id(v)), None
-        if k is None:
-            k = cache[ck] = _key(v)
-        out[i] = k
-    return out
-
-
-def _key(v: object) -> int:
-    b = Bdf.coerce(v)  # type: ignore[arg-type]
-    return b.segment << 16 | b.sid

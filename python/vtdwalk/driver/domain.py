@@ -35,26 +35,27 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from vtdwalk._args import u64_array
+from vtdwalk._args import plain_int, u64_array
 from vtdwalk.errors import InvalidArgument, PlatformError
 
 if TYPE_CHECKING:
-    from vtdwalk._core import PageTable, PhysMem, Remapper
+    from vtdwalk._core import PageTable, PhysMem
+    from vtdwalk.driver.flush import UnitPort
     from vtdwalk.driver.iommu import Iommu
     from vtdwalk.topology import Bdf
 
-__all__ = ["PAGE_SIZE", "Domain", "Flush", "UnitLink", "remapper_of"]
+__all__ = ["PAGE_SIZE", "Domain", "Flush", "UnitLink", "port_of"]
 
 PAGE_SIZE = 4096
 #: How many flush records a domain keeps (oldest dropped first); the counters keep counting.
 FLUSH_LOG_LIMIT = 4096
 
 
-def remapper_of(unit: Iommu) -> Remapper:
-    """The unit's remapping hardware (it walks the unit's root table)."""
+def port_of(unit: Iommu) -> UnitPort:
+    """The driver's interface to the unit's hardware, once the unit has a root table."""
     if not unit.root_maddr:
         raise PlatformError(f"unit {unit.index} ({unit.address:#x}) has no root table")
-    return unit.remapper
+    return unit.port
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,7 @@ class Domain:
     ) -> bool:
         """Map ``[iova, iova + size)`` to ``[maddr, maddr + size)`` and flush. Returns whether
         something was mapped there before (the flush then covers old entries)."""
+        iova, maddr, size = plain_int(iova), plain_int(maddr), plain_int(size)
         pt = self._prepare_alloc()
         old = bool(pt.map(iova, maddr, size, read=read, write=write, snoop=snoop))
         self._flush(iova, _pages(size), old)
@@ -188,6 +190,7 @@ class Domain:
 
     def unmap(self, iova: int, size: int) -> bool:
         """Unmap ``[iova, iova + size)`` and flush. Returns whether something was mapped."""
+        iova, size = plain_int(iova), plain_int(size)
         pt = self._prepare_alloc()
         old = bool(pt.unmap(iova, size))
         if old:
@@ -225,7 +228,7 @@ class Domain:
         """The page table's own view of ``iova`` (no hardware involved)."""
         if self.page_table is None:
             return None
-        return self.page_table.lookup(iova)
+        return self.page_table.lookup(plain_int(iova))
 
     def table_pages(self) -> dict[int, int]:
         """Page-table pages per node."""
@@ -249,23 +252,24 @@ class Domain:
 
         Page-selective or domain-selective is decided first, from the page count and alignment;
         only a page-selective flush is a non-present one when nothing was present before."""
+        iova = int(iova)
         order = _psi_order(iova, npages)
         non_present = order is not None and not old_present
         for i in sorted(self.links):
             link = self.links[i]
             unit = link.unit
-            rm = remapper_of(unit)
+            port = port_of(unit)
             if non_present and not unit.caching_mode:
                 rec = Flush(i, "none", link.did, non_present=True, wbf=unit.rwbf)
             else:
                 did = 0 if non_present else link.did
                 dev = 0 if self.dev_iotlb_hook is None else self.dev_iotlb_hook(unit, link.did)
                 if order is None or not unit.psi or order > unit.mamv:
-                    rm.invalidate_iotlb("domain", did=did)
+                    port.flush_iotlb_domain(did)
                     rec = Flush(i, "domain", did, non_present=non_present, dev_iotlb=dev)
                 else:
                     addr = iova & ~((PAGE_SIZE << order) - 1)
-                    rm.invalidate_iotlb("page", did=did, addr=addr, am=order)
+                    port.flush_iotlb_page(did, addr, order)
                     rec = Flush(i, "page", did, addr, order, non_present, dev_iotlb=dev)
             self._record(rec)
 

@@ -12,12 +12,13 @@ import heapq
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vtdwalk._core import Remapper, RootTable
+from vtdwalk._core import RootTable
+from vtdwalk.driver.flush import UnitPort
 from vtdwalk.errors import PlatformError, VtdError
 from vtdwalk.topology import Bdf
 
 if TYPE_CHECKING:
-    from vtdwalk._core import PhysMem
+    from vtdwalk._core import PhysMem, Remapper
     from vtdwalk.acpi.dmar import Drhd
 
 __all__ = [
@@ -46,6 +47,64 @@ _PAGE = 4096
 
 def _bits(v: int, hi: int, lo: int) -> int:
     return (v >> lo) & ((1 << (hi - lo + 1)) - 1)
+
+
+@dataclass(frozen=True)
+class CapFields:
+    """The CAP register's fields the driver reads (vtd-hardware.md §1.3)."""
+
+    nd: int
+    rwbf: bool
+    cm: bool
+    sagaw: int
+    mgaw: int
+    fro: int  # fault recording register offset, in bytes
+    nfr: int  # number of fault recording registers
+    psi: bool
+    sllps: int
+    mamv: int
+
+
+@dataclass(frozen=True)
+class EcapFields:
+    """The ECAP register's fields the driver reads (vtd-hardware.md §1.4)."""
+
+    c: bool
+    qi: bool
+    dt: bool
+    ir: bool
+    pt: bool
+    sc: bool
+    iro: int  # IOTLB register offset, in bytes
+
+
+def decode_cap(cap: int) -> CapFields:
+    """The one place the Python side decodes CAP."""
+    return CapFields(
+        nd=_bits(cap, 2, 0),
+        rwbf=bool(cap >> 4 & 1),
+        cm=bool(cap >> 7 & 1),
+        sagaw=_bits(cap, 12, 8),
+        mgaw=_bits(cap, 21, 16) + 1,
+        fro=_bits(cap, 33, 24) * 16,
+        nfr=_bits(cap, 47, 40) + 1,
+        psi=bool(cap >> 39 & 1),
+        sllps=_bits(cap, 37, 34),
+        mamv=_bits(cap, 53, 48),
+    )
+
+
+def decode_ecap(ecap: int) -> EcapFields:
+    """The one place the Python side decodes ECAP."""
+    return EcapFields(
+        c=bool(ecap & 1),
+        qi=bool(ecap >> 1 & 1),
+        dt=bool(ecap >> 2 & 1),
+        ir=bool(ecap >> 3 & 1),
+        pt=bool(ecap >> 6 & 1),
+        sc=bool(ecap >> 7 & 1),
+        iro=_bits(ecap, 17, 8) * 16,
+    )
 
 
 @dataclass(frozen=True)
@@ -169,26 +228,18 @@ class Iommu:
         # The hardware first (Xen maps the registers, then reads CAP and ECAP from them); it
         # reports NFR = fault_records - 1. Its root table is latched once allocated.
         try:
-            remapper = Remapper(
-                mem,
-                None,
-                cap=cap,
-                ecap=ecap,
-                iotlb_entries=iotlb_entries,
-                fault_records=fault_records,
-            )
+            port = UnitPort.connect(mem, cap, ecap, iotlb_entries, fault_records)
         except VtdError as e:
             raise PlatformError(f"{where}: {e}") from e
-        cap, ecap = remapper.cap, remapper.ecap
-        fro = _bits(cap, 33, 24) * 16
-        nfr = _bits(cap, 47, 40) + 1
-        iro = _bits(ecap, 17, 8) * 16
+        cap, ecap = port.cap, port.ecap
+        capf, ecapf = decode_cap(cap), decode_ecap(ecap)
+        fro, nfr, iro = capf.fro, capf.nfr, ecapf.iro
         if fro + nfr * 16 >= _PAGE or iro >= _PAGE:
             raise PlatformError(
                 f"{where}: fault records at {fro:#x} (x{nfr}) or IOTLB registers at {iro:#x} "
                 "lie outside the register page (Xen: 'IOMMU: unsupported')"
             )
-        sagaw = _bits(cap, 12, 8)
+        sagaw = capf.sagaw
         # Bits 1..3: 3-, 4-, 5-level (decisions.md); bit 0 (2-level) is treated as reserved,
         # as Xen has done since 2021 and as the hardware model does.
         levels = tuple(n + 2 for n in range(1, 4) if sagaw >> n & 1)
@@ -202,6 +253,8 @@ class Iommu:
         self.mem = mem
         self.cap = cap
         self.ecap = ecap
+        self._capf = capf
+        self._ecapf = ecapf
         self.supported_levels: tuple[int, ...] = levels
         self.levels: int = levels[-1]
         self.dids = DidAllocator(self.ndoms, reserve_zero=self.caching_mode)
@@ -212,9 +265,15 @@ class Iommu:
         #: root page itself only once :meth:`alloc_root_table` runs.
         self.root_table: RootTable = RootTable(mem, None)
         self._node: int | None = None
-        #: The unit's hardware: walks the tables from the latched root table.
-        self.remapper: Remapper = remapper
+        #: The driver's interface to the unit's hardware (root table and flushes).
+        self.port: UnitPort = port
         self._pages: list[tuple[int, int]] = []  # (maddr, npages) allocated for this unit
+
+    @property
+    def remapper(self) -> Remapper:
+        """The unit's hardware (walks the tables from the latched root table), for the device
+        side: DMA, statistics and fault records. The driver uses :attr:`port`."""
+        return self.port.hardware
 
     # ---- NUMA node and root table
     @property
@@ -258,11 +317,11 @@ class Iommu:
 
     @property
     def sagaw(self) -> int:
-        return _bits(self.cap, 12, 8)
+        return self._capf.sagaw
 
     @property
     def nd(self) -> int:
-        return _bits(self.cap, 2, 0)
+        return self._capf.nd
 
     @property
     def ndoms(self) -> int:
@@ -271,53 +330,53 @@ class Iommu:
 
     @property
     def caching_mode(self) -> bool:
-        return bool(self.cap >> 7 & 1)
+        return self._capf.cm
 
     @property
     def rwbf(self) -> bool:
-        return bool(self.cap >> 4 & 1)
+        return self._capf.rwbf
 
     @property
     def mgaw(self) -> int:
-        return _bits(self.cap, 21, 16) + 1
+        return self._capf.mgaw
 
     @property
     def psi(self) -> bool:
-        return bool(self.cap >> 39 & 1)
+        return self._capf.psi
 
     @property
     def mamv(self) -> int:
-        return _bits(self.cap, 53, 48)
+        return self._capf.mamv
 
     @property
     def superpages(self) -> tuple[str, ...]:
         """Second-level superpage sizes CAP.SLLPS allows ("2M", "1G")."""
-        sl = _bits(self.cap, 37, 34)
+        sl = self._capf.sllps
         return tuple(n for b, n in ((0, "2M"), (1, "1G")) if sl >> b & 1)
 
     @property
     def coherent(self) -> bool:
-        return bool(self.ecap & 1)
+        return self._ecapf.c
 
     @property
     def queued_invalidation(self) -> bool:
-        return bool(self.ecap >> 1 & 1)
+        return self._ecapf.qi
 
     @property
     def device_iotlb(self) -> bool:
-        return bool(self.ecap >> 2 & 1)
+        return self._ecapf.dt
 
     @property
     def intr_remap(self) -> bool:
-        return bool(self.ecap >> 3 & 1)
+        return self._ecapf.ir
 
     @property
     def pass_through(self) -> bool:
-        return bool(self.ecap >> 6 & 1)
+        return self._ecapf.pt
 
     @property
     def snoop_control(self) -> bool:
-        return bool(self.ecap >> 7 & 1)
+        return self._ecapf.sc
 
     # ---- memory on the unit's node
     def alloc_pages(self, npages: int = 1) -> int:
@@ -344,7 +403,7 @@ class Iommu:
             raise PlatformError(f"unit {self.index} already has a root table")
         self.root_table.node = self._node
         maddr = int(self.root_table.alloc())
-        self.remapper.root_table = maddr
+        self.port.set_root_table(maddr)
         return maddr
 
     @property
@@ -358,7 +417,7 @@ class Iommu:
 
     def free(self) -> None:
         """Free every page allocated for this unit (root and context tables included)."""
-        self.remapper.root_table = None
+        self.port.set_root_table(None)
         self.root_table.free()
         while self._pages:
             maddr, n = self._pages.pop()

@@ -1,4 +1,4 @@
-"""PCI and NUMA topology of a simulated machine.
+"""PCI topology of a simulated machine.
 
 PCI: every function is a :class:`Device` with its :class:`Bdf` (segment, bus, device, function)
 and its kind, the kinds Xen's ``pdev_type()`` tells apart (xen-driver.md §5.3): host bridge, PCIe
@@ -12,22 +12,16 @@ sits on a root bus or on the secondary bus of the innermost bridge above it) and
 Xen asks of the PCI layer: configuration reads of secondary/subordinate bus numbers (how DMAR
 scope paths are resolved, §1.4) and ``find_upstream_bridge`` (§5.3).
 
-NUMA: :class:`Numa` lists the nodes (memory ranges, in PhysMem node order) and which ACPI
-proximity domains belong to each, the role of the SRAT; :meth:`Numa.pxm_to_node` has Xen's
-semantics, with ``None`` playing NUMA_NO_NODE.
-
-Both can be declared in Python, loaded from TOML or JSON (:func:`load_description`), and a
-Topology can be synthesised from a DMAR table (:meth:`Topology.from_dmar`).
+A Topology can be declared in Python, loaded from TOML or JSON
+(:func:`vtdwalk.topology.loader.load_description`), or synthesised from a DMAR table
+(:meth:`Topology.from_dmar`).
 """
 
 from __future__ import annotations
 
-import itertools
-import json
 import re
-import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,21 +29,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vtdwalk.errors import InvalidArgument, PlatformError
+from vtdwalk.topology._fields import _int, _read_description
 
 if TYPE_CHECKING:
-    from vtdwalk._core import PhysMem
     from vtdwalk.acpi.dmar import DmarTable
 
-__all__ = [
-    "MAX_NUMNODES",
-    "Bdf",
-    "Device",
-    "DeviceKind",
-    "Numa",
-    "NumaNode",
-    "Topology",
-    "load_description",
-]
+__all__ = ["Bdf", "BdfLike", "Device", "DeviceKind", "Topology", "sriov_vf_bdfs"]
 
 #: Xen's MAX_NUMNODES on x86: the size of its pxm -> node table.
 MAX_NUMNODES = 64
@@ -60,6 +45,12 @@ _BDF_RE = re.compile(
     r"^\s*(?:(?P<seg>[0-9a-fA-F]{1,4}):)?(?P<bus>[0-9a-fA-F]{1,2}):(?P<dev>[0-9a-fA-F]{1,2})"
     r"\.(?P<fn>[0-7])\s*$"
 )
+
+
+def _short(value: object, limit: int = 40) -> str:
+    """The repr of a bad argument, cut to a short prefix for an error message."""
+    r = repr(value)
+    return r if len(r) <= limit else r[:limit] + "..."
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -83,47 +74,59 @@ class Bdf:
             ("function", self.fn, 7),
         ):
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
-                raise PlatformError(f"PCI {name} {value!r} is not an integer in 0..{top}")
+                raise InvalidArgument(f"PCI {name} {value!r} is not an integer in 0..{top}")
 
     @classmethod
     def from_devfn(cls, segment: int, bus: int, devfn: int) -> Bdf:
         if not isinstance(devfn, int) or not 0 <= devfn <= 0xFF:
-            raise PlatformError(f"PCI devfn {devfn!r} is not an integer in 0..255")
+            raise InvalidArgument(f"devfn: {devfn!r} is not an integer in 0..255")
         return cls(segment, bus, devfn >> 3, devfn & 7)
 
     @classmethod
     def from_sid(cls, segment: int, sid: int) -> Bdf:
         if not isinstance(sid, int) or not 0 <= sid <= 0xFFFF:
-            raise PlatformError(f"source-id {sid!r} is not an integer in 0..0xffff")
+            raise InvalidArgument(f"sid: source-id {sid!r} is not an integer in 0..0xffff")
         return cls(segment, sid >> 8, (sid >> 3) & 31, sid & 7)
 
     @classmethod
-    def parse(cls, text: str, segment: int = 0) -> Bdf:
-        """``"ssss:bb:dd.f"`` or ``"bb:dd.f"`` (hex; the segment defaults to ``segment``)."""
+    def parse(cls, text: str, segment: int = 0, what: str = "text") -> Bdf:
+        """``"ssss:bb:dd.f"`` or ``"bb:dd.f"`` (hex; the segment defaults to ``segment``).
+        A malformed address raises InvalidArgument naming the argument (``what``)."""
         m = _BDF_RE.match(text) if isinstance(text, str) else None
         if m is None:
-            raise PlatformError(f"{text!r} is not a PCI address of the form [ssss:]bb:dd.f")
+            raise InvalidArgument(
+                f"{what}: {_short(text)} is not a PCI address of the form [ssss:]bb:dd.f"
+            )
         seg = int(m["seg"], 16) if m["seg"] else segment
-        return cls(seg, int(m["bus"], 16), int(m["dev"], 16), int(m["fn"], 16))
+        try:
+            return cls(seg, int(m["bus"], 16), int(m["dev"], 16), int(m["fn"], 16))
+        except InvalidArgument as e:
+            raise InvalidArgument(f"{what}: {_short(text)}: {e}") from None
 
     @classmethod
-    def coerce(cls, value: BdfLike) -> Bdf:
+    def coerce(cls, value: BdfLike, what: str = "bdf") -> Bdf:
         """A Bdf from a Bdf, a Device, a ``"[ssss:]bb:dd.f"`` string, a (seg, bus, dev, fn), or
-        an integer ``segment << 16 | source-id`` (a plain source-id is segment 0)."""
+        an integer ``segment << 16 | source-id`` (a plain source-id is segment 0). Anything
+        else raises InvalidArgument naming the argument (``what``)."""
         if isinstance(value, Bdf):
             return value
         if isinstance(value, Device):
             return value.bdf
         if isinstance(value, str):
-            return cls.parse(value)
+            return cls.parse(value, what=what)
         if isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
             v = int(value)
             if not 0 <= v <= 0xFFFF_FFFF:
-                raise PlatformError(f"{v:#x} is not a PCI address (segment << 16 | source-id)")
+                raise InvalidArgument(
+                    f"{what}: {v:#x} is not a PCI address (segment << 16 | source-id)"
+                )
             return cls.from_sid(v >> 16, v & 0xFFFF)
         if isinstance(value, tuple) and len(value) == 4:
-            return cls(*value)
-        raise PlatformError(f"cannot read a PCI address from {value!r}")
+            try:
+                return cls(*value)
+            except InvalidArgument as e:
+                raise InvalidArgument(f"{what}: {e}") from None
+        raise InvalidArgument(f"{what}: cannot read a PCI address from {_short(value)}")
 
     @property
     def devfn(self) -> int:
@@ -399,7 +402,7 @@ class Topology:
     def __contains__(self, bdf: object) -> bool:
         try:
             return Bdf.coerce(bdf) in self._devices  # type: ignore[arg-type]
-        except PlatformError:
+        except InvalidArgument:
             return False
 
     def __getitem__(self, bdf: BdfLike) -> Device:
@@ -607,7 +610,7 @@ def _id_map(entries: Any, what: str) -> dict[int, Bdf]:
 def _bdf_field(v: Any, what: str) -> Bdf:
     if not isinstance(v, str):
         raise PlatformError(f"{what}: PCI address {v!r} must be a string like '0000:00:1f.0'")
-    return Bdf.parse(v)
+    return Bdf.parse(v, what=what)
 
 
 _DEVICE_KEYS = {
@@ -868,227 +871,3 @@ def _free_run(taken: list[bool], n: int, lo: int) -> int | None:
 
 # --------------------------------------------------------------------------------------------
 # NUMA
-
-
-@dataclass(frozen=True)
-class NumaNode:
-    """One NUMA node: its memory ``[base, base + size)`` and the proximity domains it holds."""
-
-    base: int
-    size: int
-    pxms: tuple[int, ...] = ()
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "pxms", tuple(self.pxms))
-        for what, v in (("base", self.base), ("size", self.size)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise PlatformError(f"NUMA node {what} {v!r} is not a non-negative integer")
-        if self.size == 0 or self.size & 0xFFF or self.base & 0xFFF:
-            raise PlatformError(
-                f"NUMA node [{self.base:#x}, +{self.size:#x}) must be non-empty and 4 KiB aligned"
-            )
-        for p in self.pxms:
-            if not isinstance(p, int) or isinstance(p, bool) or not 0 <= p <= 0xFFFF_FFFF:
-                raise PlatformError(f"proximity domain {p!r} is not a 32-bit unsigned integer")
-
-
-@dataclass
-class Numa:
-    """NUMA nodes (in PhysMem node order) and Xen's proximity-domain -> node table.
-
-    The table is filled as Xen's ``setup_node`` fills ``pxm2node[MAX_NUMNODES]`` from the SRAT:
-    node by node, each pxm in slot ``pxm`` when that slot is free, else in the first free slot.
-    """
-
-    nodes: list[NumaNode]
-    _slots: list[tuple[int, int] | None] = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.nodes = list(self.nodes)
-        for n in self.nodes:
-            if not isinstance(n, NumaNode):
-                raise PlatformError(f"NUMA nodes must be NumaNode(base, size, pxms), not {n!r}")
-        if not self.nodes:
-            raise PlatformError("a NUMA description needs at least one node")
-        if len(self.nodes) > MAX_NUMNODES:
-            raise PlatformError(f"{len(self.nodes)} NUMA nodes: at most {MAX_NUMNODES}")
-        spans = sorted((n.base, n.base + n.size, i) for i, n in enumerate(self.nodes))
-        for (_, e1, i1), (b2, _, i2) in itertools.pairwise(spans):
-            if b2 < e1:
-                raise PlatformError(f"NUMA nodes {i1} and {i2} overlap")
-        if spans[-1][1] > 1 << 52:
-            raise PlatformError("NUMA memory must lie below 2^52")
-        slots: list[tuple[int, int] | None] = [None] * MAX_NUMNODES
-        seen: dict[int, int] = {}
-        for node, n in enumerate(self.nodes):
-            for pxm in n.pxms:
-                if pxm in seen:
-                    raise PlatformError(
-                        f"proximity domain {pxm} is given to nodes {seen[pxm]} and {node}"
-                    )
-                seen[pxm] = node
-                idx = pxm if pxm < MAX_NUMNODES and slots[pxm] is None else None
-                if idx is None:
-                    idx = next((i for i, s in enumerate(slots) if s is None), None)
-                if idx is None:
-                    raise PlatformError(f"more than {MAX_NUMNODES} proximity domains")
-                slots[idx] = (pxm, node)
-        self._slots = slots
-
-    def pxm_to_node(self, pxm: int | None) -> int | None:
-        """Xen's ``pxm_to_node``: slot ``pxm`` first, then a linear search; None = NUMA_NO_NODE
-        (also for ``pxm`` None: no proximity domain)."""
-        if pxm is None:
-            return None
-        if isinstance(pxm, bool) or not isinstance(pxm, int | np.integer):
-            raise InvalidArgument(f"proximity domain {pxm!r} is not an integer")
-        pxm = int(pxm)
-        if 0 <= pxm < MAX_NUMNODES:
-            s = self._slots[pxm]
-            if s is not None and s[0] == pxm:
-                return s[1]
-        for s in self._slots:
-            if s is not None and s[0] == pxm:
-                return s[1]
-        return None
-
-    @property
-    def pxm_map(self) -> dict[int, int]:
-        return {s[0]: s[1] for s in self._slots if s is not None}
-
-    @property
-    def ranges(self) -> list[tuple[int, int]]:
-        return [(n.base, n.size) for n in self.nodes]
-
-    def __len__(self) -> int:
-        return len(self.nodes)
-
-    def make_mem(self) -> PhysMem:
-        """A fresh PhysMem with these nodes."""
-        from vtdwalk._core import PhysMem
-
-        return PhysMem(self.ranges)
-
-    @classmethod
-    def default(cls, pxms: Iterable[int] = (), size: int = DEFAULT_NODE_SIZE) -> Numa:
-        """One node per distinct proximity domain (ascending), or one node without any.
-
-        Node i spans ``[(i + 1) * size, (i + 2) * size)``: distinct bases, none at address 0.
-        """
-        distinct = sorted(set(pxms))
-        if len(distinct) > MAX_NUMNODES:
-            raise PlatformError(f"{len(distinct)} proximity domains: at most {MAX_NUMNODES}")
-        groups: list[tuple[int, ...]] = [(p,) for p in distinct] or [()]
-        return cls([NumaNode((i + 1) * size, size, g) for i, g in enumerate(groups)])
-
-    @classmethod
-    def from_dict(cls, data: Any) -> Numa:
-        """``{"nodes": [{"base": .., "size": .., "pxms": [..]}, ...]}`` or just the list.
-
-        ``base``/``size`` are integers or strings: hex (``"0x100000000"``) or with a binary
-        suffix (``"64G"``, ``"512MiB"``). A node without ``pxms`` gets none.
-        """
-        if isinstance(data, Mapping):
-            unknown = set(data) - {"nodes"}
-            if unknown:
-                raise PlatformError(f"unknown numa keys: {', '.join(sorted(unknown))}")
-            data = data.get("nodes")
-        if not isinstance(data, list):
-            raise PlatformError("numa needs a list of nodes")
-        nodes = []
-        for i, e in enumerate(data):
-            if not isinstance(e, Mapping):
-                raise PlatformError(f"numa node {i} must be a table/object")
-            unknown = set(e) - {"base", "size", "pxms"}
-            if unknown:
-                raise PlatformError(f"numa node {i}: unknown keys {', '.join(sorted(unknown))}")
-            if "base" not in e or "size" not in e:
-                raise PlatformError(f"numa node {i} needs base and size")
-            pxms = e.get("pxms", [])
-            if not isinstance(pxms, list):
-                raise PlatformError(f"numa node {i}: pxms must be a list")
-            nodes.append(
-                NumaNode(
-                    _int(e["base"], f"numa node {i} base"),
-                    _int(e["size"], f"numa node {i} size"),
-                    tuple(_int(p, f"numa node {i} pxm") for p in pxms),
-                )
-            )
-        return cls(nodes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "nodes": [{"base": n.base, "size": n.size, "pxms": list(n.pxms)} for n in self.nodes]
-        }
-
-    @classmethod
-    def load(cls, path: str | Path) -> Numa:
-        """Load the ``numa`` part of a TOML or JSON description file."""
-        data = _read_description(path)
-        if "numa" not in data:
-            raise PlatformError(f"{path}: no 'numa' section")
-        return cls.from_dict(data["numa"])
-
-
-# --------------------------------------------------------------------------------------------
-# Description files
-
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT])(?:i?B)?\s*$", re.IGNORECASE)
-
-
-def _int(value: Any, what: str) -> int:
-    """An integer from an int or a string: decimal, 0x-hex, or a size like "64G" / "4KiB"."""
-    if isinstance(value, bool):
-        raise PlatformError(f"{what}: expected an integer, got {value!r}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        m = _SIZE_RE.match(value)
-        if m:
-            return int(m[1]) << {"K": 10, "M": 20, "G": 30, "T": 40}[m[2].upper()]
-        try:
-            return int(value.strip().replace("_", ""), 0)
-        except ValueError:
-            pass
-    raise PlatformError(f"{what}: expected an integer, got {value!r}")
-
-
-def _read_description(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except OSError as e:
-        raise PlatformError(f"cannot read {p}: {e.strerror or e}") from e
-    if p.suffix.lower() == ".json":
-        try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise PlatformError(f"{p}: not valid JSON: {e}") from e
-    else:
-        if sys.version_info >= (3, 11):
-            import tomllib
-        else:  # pragma: no cover - exercised on 3.10 only
-            import tomli as tomllib  # type: ignore[import-not-found, no-redef, unused-ignore]
-        try:
-            data = tomllib.loads(raw.decode())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise PlatformError(f"{p}: not valid TOML: {e}") from e
-    if not isinstance(data, dict):
-        raise PlatformError(f"{p}: the description must be a table/object at the top")
-    return data
-
-
-def load_description(path: str | Path) -> tuple[Topology | None, Numa | None]:
-    """Read a TOML/JSON file with a ``devices`` list and/or a ``numa`` section."""
-    data = _read_description(path)
-    numa = Numa.from_dict(data["numa"]) if "numa" in data else None
-    topo_keys = {"devices", "ioapics", "hpets"}
-    topo = (
-        Topology.from_dict({k: v for k, v in data.items() if k != "numa"})
-        if topo_keys & set(data)
-        else None
-    )
-    unknown = set(data) - topo_keys - {"numa"}
-    if unknown:
-        raise PlatformError(f"{path}: unknown keys: {', '.join(sorted(unknown))}")
-    return topo, numa

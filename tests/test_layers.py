@@ -1,0 +1,167 @@
+"""The package's layering, read from the source: every import (module-level, function-level and
+type-checking-only) of every module under python/vtdwalk, walked with ``ast``.
+
+Layers, lowest first: the foundations (errors, argument checks, the native module, ``acpi``,
+``topology``), ``driver``, the platform (``platform``, ``dma`` and the package facade),
+``sim``, ``cli``. A module may import its own layer or lower ones, never a higher one, and the
+import graph has no cycle. Inside ``driver``, only ``flush.py`` touches the unit's hardware.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parent.parent / "python" / "vtdwalk"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PKG.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+MODULES: dict[str, Path] = {_module_name(p): p for p in sorted(PKG.rglob("*.py"))}
+
+
+def _layer(mod: str) -> int:
+    """0 foundations, 1 driver, 2 platform, 3 sim, 4 cli."""
+    if mod in ("vtdwalk", "vtdwalk.platform", "vtdwalk.dma"):
+        return 2
+    sub = mod.split(".")[1]
+    if sub in ("errors", "_args", "_core", "acpi", "topology"):
+        return 0
+    return {"driver": 1, "sim": 3, "cli": 4}[sub]
+
+
+def _imports(mod: str) -> set[str]:
+    """The vtdwalk modules ``mod`` imports (``from a import b`` names module a.b when it is
+    one, else a)."""
+    tree = ast.parse(MODULES[mod].read_text(), filename=str(MODULES[mod]))
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{mod}: relative import"
+            base = node.module or ""
+            names = [
+                f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names
+            ]
+        else:
+            continue
+        out.update(n for n in names if n == "vtdwalk" or n.startswith("vtdwalk."))
+    out.discard(mod)
+    return out
+
+
+GRAPH = {m: _imports(m) for m in MODULES}
+
+
+def test_the_walk_sees_the_layers() -> None:
+    # The test would pass vacuously on an empty or mis-rooted walk.
+    for m in (
+        "vtdwalk.acpi.dmar",
+        "vtdwalk.driver.assign",
+        "vtdwalk.driver.flush",
+        "vtdwalk.platform",
+        "vtdwalk.sim.scenario",
+        "vtdwalk.cli",
+    ):
+        assert m in MODULES
+    assert "vtdwalk.driver.assign" in GRAPH["vtdwalk.platform"]
+    assert "vtdwalk.driver.machine" in GRAPH["vtdwalk.driver.assign"]
+
+
+@pytest.mark.parametrize("mod", sorted(MODULES))
+def test_no_module_imports_a_higher_layer(mod: str) -> None:
+    up = sorted(t for t in GRAPH[mod] if t in MODULES and _layer(t) > _layer(mod))
+    assert up == [], f"{mod} (layer {_layer(mod)}) imports higher layers: {up}"
+
+
+def test_no_import_cycle() -> None:
+    state: dict[str, int] = {}  # 1 on the stack, 2 done
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        stack.append(m)
+        for t in sorted(GRAPH.get(m, ())):
+            if t not in MODULES:
+                continue
+            if state.get(t) == 1:
+                cycles.append([*stack[stack.index(t) :], t])
+            elif t not in state:
+                visit(t)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(MODULES):
+        if m not in state:
+            visit(m)
+    assert cycles == []
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    # The same walk over a graph with a known cycle reports it (the check can fail).
+    saved = dict(GRAPH)
+    try:
+        GRAPH["vtdwalk.driver.iommu"] = GRAPH["vtdwalk.driver.iommu"] | {"vtdwalk.driver.assign"}
+        with pytest.raises(AssertionError):
+            test_no_import_cycle()
+    finally:
+        GRAPH.clear()
+        GRAPH.update(saved)
+
+
+#: What only flush.py may do: the hardware model's invalidation calls, DMA and its handle.
+_HARDWARE_ATTRS = {
+    "invalidate_iotlb",
+    "invalidate_context",
+    "translate",
+    "translate_batch",
+    "hardware",
+    "remapper",
+    "fault_counts",
+}
+
+
+def _hardware_uses(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: list[str] = []
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        # The one hand-over: Iommu.remapper gives the hardware to the device side (DMA,
+        # statistics); the driver never calls through it.
+        if isinstance(node, ast.FunctionDef) and node.name == "remapper":
+            skip.update(id(n) for n in ast.walk(node))
+        # Type-only imports name the class without touching an object.
+        if (
+            isinstance(node, ast.If)
+            and isinstance(node.test, ast.Name)
+            and node.test.id == "TYPE_CHECKING"
+        ):
+            skip.update(id(n) for n in ast.walk(node))
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Attribute) and node.attr in _HARDWARE_ATTRS:
+            found.append(f"{path.name}:{node.lineno} .{node.attr}")
+        if isinstance(node, ast.Name) and node.id == "Remapper":
+            found.append(f"{path.name}:{node.lineno} Remapper")
+        if isinstance(node, ast.alias) and node.name == "Remapper":
+            found.append(f"{path.name}: imports Remapper")
+    return found
+
+
+def test_only_flush_touches_the_unit_hardware() -> None:
+    driver = sorted((PKG / "driver").glob("*.py"))
+    assert {p.name for p in driver} >= {"flush.py", "iommu.py", "domain.py", "assign.py"}
+    uses = [u for p in driver if p.name != "flush.py" for u in _hardware_uses(p)]
+    assert uses == []
+    # ... and the check sees a use where there is one.
+    assert _hardware_uses(PKG / "driver" / "flush.py") != []
