@@ -238,6 +238,26 @@ proptest! {
             mem.write_u64(Maddr(BASE + page * 4096 + 8 * idx), entry(d, 0xFFF, 2)).unwrap();
         }
         let rt = if no_root == 0 { None } else { Some(root) };
+        // Two contexts sharing a DID over different tables may rightly be served each other's
+        // IOTLB entries: then only uncached walks are comparable.
+        let mut seen: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+        let mut aliased = false;
+        for &(sid, _, _) in &queries {
+            let rd = |a: u64| mem.read_u64(Maddr(a)).ok();
+            let Some(rlo) = rd(root + 16 * u64::from(sid >> 8)).filter(|v| v & 1 != 0) else {
+                continue;
+            };
+            let ce = (rlo & ADDR) + 16 * u64::from(sid & 0xFF);
+            if let (Some(clo), Some(chi)) = (rd(ce), rd(ce + 8)) {
+                if clo & 1 != 0 {
+                    let nd = (cap & 7) as u32;
+                    let did = (chi >> 8) & 0xFFFF & ((1u64 << (4 + 2 * nd).min(16)) - 1);
+                    let table = (clo & !0xFF1, chi & 7);
+                    aliased |= *seen.entry(did).or_insert(table) != table;
+                }
+            }
+        }
+        let iotlb = if aliased { 0 } else { iotlb };
         let mut rm = Remapper::new(cap, ecap, rt, iotlb, 8, true).unwrap();
         let mut first = Vec::new();
         for pass in 0..2 {

@@ -21,7 +21,7 @@ settings.register_profile(
     "fast", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.register_profile(
-    "long", max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck)
+    "long", max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck)
 )
 
 
