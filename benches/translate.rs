@@ -6,7 +6,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use vtdwalk::entry::{address_level_offset, Pte};
+use vtdwalk::spec::{address_level_offset, Pte};
 use vtdwalk::translate::{
     walk, walk_interleaved, Remapper, Request, UnitConfig, WalkJob, WalkOut, DEFAULT_CAP,
     DEFAULT_ECAP,

@@ -103,16 +103,6 @@ impl fmt::Display for SourceId {
     }
 }
 
-/// A remapping-unit domain id (the context entry's 16-bit DID).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Debug)]
-#[repr(transparent)]
-pub struct DomainId(pub u16);
-
-/// A NUMA node index into `PhysMem`'s node list.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Debug)]
-#[repr(transparent)]
-pub struct NodeId(pub u32);
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@
 //! the address mask and removes every entry of the domain that overlaps the range (so also a
 //! superpage covering it); domain-selective context invalidation is domain-selective.
 
-use crate::entry::{level_size, level_to_offset_bits};
+use crate::spec::{level_size, level_to_offset_bits};
 use crate::translate::Context;
 
 /// Largest leaf level the IOTLB holds (1 GiB pages).
@@ -245,18 +245,6 @@ impl Iotlb {
             }
         }
         None
-    }
-
-    /// Read (and so bring into cache) the set a 4 KiB look-up of `iova` in `did` will probe;
-    /// the value means nothing. Issued for a group of requests before their probes, so the
-    /// probes' cache misses overlap.
-    #[inline]
-    pub fn warm(&self, did: u16, iova: u64) -> u64 {
-        if self.len == 0 {
-            return 0;
-        }
-        let set = self.set_of(iotlb_key(did, 1, iova));
-        self.lines.get(set).map_or(0, |l| l.key(0))
     }
 
     /// The set a 4 KiB look-up of `iova` in `did` probes first (an index for [`Iotlb::warm_sets`]).
@@ -747,7 +735,7 @@ mod tests {
         let c = Context {
             did: 7,
             levels: 4,
-            tt: crate::entry::TranslationType::MultiLevel,
+            tt: crate::spec::TranslationType::MultiLevel,
             slptptr: 0,
             fpd: false,
         };

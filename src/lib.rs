@@ -9,17 +9,17 @@
 
 pub mod addr;
 pub mod context;
-pub mod entry;
 pub mod error;
 pub mod fault;
 pub mod iotlb;
 pub mod mem;
 pub mod pagetable;
+pub mod spec;
 pub mod translate;
 
 #[cfg(feature = "python")]
 pub mod py;
 
-pub use addr::{DomainId, Iova, Maddr, NodeId, SourceId, PAGE_SIZE};
+pub use addr::{Iova, Maddr, SourceId, PAGE_SIZE};
 pub use error::{Error, Result};
 pub use mem::PhysMem;

@@ -21,12 +21,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::addr::{Iova, Maddr, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE};
-use crate::entry::{
+use crate::error::{Error, Result};
+use crate::mem::{Frame, PhysMem, MAX_MADDR_BITS};
+use crate::spec::{
     address_level_offset, level_size, level_to_offset_bits, levels_to_width, Pte, LEVEL_MASK,
     MAX_LEVELS, MIN_LEVELS,
 };
-use crate::error::{Error, Result};
-use crate::mem::{Frame, PhysMem, MAX_MADDR_BITS};
 
 /// R or W: "present" as Xen defines it.
 const PRESENT: u64 = Pte::R | Pte::W;

@@ -21,31 +21,20 @@
 //! Fault processing disable comes from the context entry once it has been read (also when its
 //! P bit is clear, as QEMU does).
 
-use crate::entry::{
+use crate::fault::{FaultRecord, FaultRecorder, Outcome};
+use crate::iotlb::{Ahead, ContextCache, Iotlb, IotlbEntry};
+use crate::mem::PhysMem;
+use crate::spec::cap::sllps;
+use crate::spec::{
     address_level_offset, levels_to_width, ContextEntry, Pte, PteReservedMasks, RootEntry,
     SuperpageSupport, TranslationType, ADDR_HI_MASK, CONTEXT_ENTRY_SIZE, ROOT_ENTRY_SIZE,
 };
-use crate::fault::{FaultReason, FaultRecord, FaultRecorder, Outcome};
-use crate::iotlb::{Ahead, ContextCache, Iotlb, IotlbEntry};
-use crate::mem::PhysMem;
+use crate::spec::{aw_to_levels, Cap, Ecap, FaultReason};
 
-/// QEMU's CAP for aw-bits=48 (vtd-hardware.md §1.3).
-pub const DEFAULT_CAP: u64 = 0x80D2_008C_222F_0606;
-/// QEMU's TCG ECAP (0x00F00F4A: QI, IR, PT, IRO, MHMV) plus DT (bit 2), so device-IOTLB
-/// contexts (TT 1) and translation requests can be modelled out of the box.
-pub const DEFAULT_ECAP: u64 = 0x0000_0000_00F0_0F4E;
-
-pub const CAP_SAGAW_SHIFT: u32 = 8;
-pub const CAP_MGAW_SHIFT: u32 = 16;
-pub const CAP_SLLPS_2M: u64 = 1 << 34;
-pub const CAP_SLLPS_1G: u64 = 1 << 35;
-pub const CAP_PSI: u64 = 1 << 39;
-pub const CAP_NFR_SHIFT: u32 = 40;
-pub const CAP_NFR_MASK: u64 = 0xff << CAP_NFR_SHIFT;
-pub const CAP_MAMV_SHIFT: u32 = 48;
-pub const ECAP_DT: u64 = 1 << 2;
-pub const ECAP_PT: u64 = 1 << 6;
-pub const ECAP_SC: u64 = 1 << 7;
+/// The default CAP ([`Cap::DEFAULT`], QEMU's for aw-bits=48; vtd-hardware.md §1.3).
+pub const DEFAULT_CAP: u64 = Cap::DEFAULT.bits();
+/// The default ECAP ([`Ecap::DEFAULT`]).
+pub const DEFAULT_ECAP: u64 = Ecap::DEFAULT.bits();
 
 /// The interrupt address range [0xFEE00000, 0xFEF00000).
 pub const INTERRUPT_RANGE: (u64, u64) = (0xFEE0_0000, 0xFEF0_0000);
@@ -84,7 +73,8 @@ impl UnitConfig {
                 format!("{fault_records}: must be 1..=256 (CAP.NFR + 1)"),
             ));
         }
-        let aw_bits = (((cap >> CAP_MGAW_SHIFT) & 0x3f) as u32) + 1;
+        let (cap, ecap) = (Cap(cap), Ecap(ecap));
+        let aw_bits = cap.aw_bits();
         if aw_bits < 21 {
             return Err(crate::Error::invalid(
                 "cap",
@@ -96,29 +86,22 @@ impl UnitConfig {
         }
         let haw = aw_bits.min(52);
         let sp = SuperpageSupport {
-            sp2m: cap & CAP_SLLPS_2M != 0,
-            sp1g: cap & CAP_SLLPS_1G != 0,
+            sp2m: cap.sllps() & sllps::SP_2M != 0,
+            sp1g: cap.sllps() & sllps::SP_1G != 0,
         };
-        let sc = ecap & ECAP_SC != 0;
-        let nd = (cap & 7) as u32;
-        let did_bits = (4 + 2 * nd).min(16);
-        let cap = (cap & !CAP_NFR_MASK) | (((fault_records as u64) - 1) << CAP_NFR_SHIFT);
+        let cap = cap.with_nfr(fault_records as u64 - 1);
         Ok(UnitConfig {
-            cap,
-            ecap,
-            sagaw: ((cap >> CAP_SAGAW_SHIFT) as u32) & 0b1110,
+            cap: cap.bits(),
+            ecap: ecap.bits(),
+            sagaw: (cap.sagaw() as u32) & 0b1110,
             aw_bits,
             haw,
-            masks: PteReservedMasks::new(haw, sp, sc),
-            pt: ecap & ECAP_PT != 0,
-            dt: ecap & ECAP_DT != 0,
-            psi: cap & CAP_PSI != 0,
-            mamv: ((cap >> CAP_MAMV_SHIFT) & 0x3f) as u32,
-            did_mask: if did_bits >= 16 {
-                u16::MAX
-            } else {
-                (1u16 << did_bits) - 1
-            },
+            masks: PteReservedMasks::new(haw, sp, ecap.sc()),
+            pt: ecap.pt(),
+            dt: ecap.dt(),
+            psi: cap.psi(),
+            mamv: cap.mamv() as u32,
+            did_mask: cap.did_mask(),
         })
     }
 
@@ -126,7 +109,7 @@ impl UnitConfig {
     pub fn levels_supported(&self) -> Vec<u32> {
         (1..=3u32)
             .filter(|aw| self.sagaw & (1 << aw) != 0)
-            .map(|aw| aw + 2)
+            .map(aw_to_levels)
             .collect()
     }
 }
@@ -203,7 +186,7 @@ pub fn fetch_context(
     }
     Ok(Context {
         did: ce.did() & cfg.did_mask,
-        levels: (aw + 2) as u8,
+        levels: aw_to_levels(aw) as u8,
         tt,
         slptptr: ce.slptptr(),
         fpd,
@@ -294,7 +277,7 @@ fn check(masks: &PteReservedMasks, job: &WalkJob, c: &mut Cursor, raw: Option<u6
     }
     c.perm &= (raw & 3) as u8;
     if level == 1 || pte.superpage() {
-        let size_mask = crate::entry::level_size(level) - 1;
+        let size_mask = crate::spec::level_size(level) - 1;
         return Step::Done(WalkOut {
             hpa_base: pte.addr() & !size_mask,
             level: level as u8,
@@ -505,12 +488,15 @@ impl Remapper {
     pub fn invalidate_iotlb_global(&mut self) {
         self.iotlb.invalidate_all();
     }
+    /// Domain-selective IOTLB invalidation. A DID is its low CAP.ND-given bits everywhere the
+    /// unit uses one: the bits above are ignored here as in the context entry.
     pub fn invalidate_iotlb_domain(&mut self, did: u16) {
-        self.iotlb.invalidate_domain(did);
+        self.iotlb.invalidate_domain(did & self.cfg.did_mask);
     }
     /// Page-selective invalidation; without CAP.PSI the unit invalidates the whole domain, as
     /// hardware may invalidate at a coarser granularity. `am` above CAP.MAMV is refused.
     pub fn invalidate_iotlb_pages(&mut self, did: u16, addr: u64, am: u32) -> crate::Result<()> {
+        let did = did & self.cfg.did_mask;
         if am > self.cfg.mamv {
             return Err(crate::Error::invalid(
                 "am",
@@ -527,8 +513,9 @@ impl Remapper {
     pub fn invalidate_context_global(&mut self) {
         self.ctx_cache.invalidate_all();
     }
+    /// Domain-selective context-cache invalidation (the DID masked as the context entry's).
     pub fn invalidate_context_domain(&mut self, did: u16) {
-        self.ctx_cache.invalidate_domain(did);
+        self.ctx_cache.invalidate_domain(did & self.cfg.did_mask);
     }
     pub fn invalidate_context_device(&mut self, sid: u16, fm: u32) -> crate::Result<()> {
         if fm > 3 {
@@ -648,7 +635,7 @@ impl Remapper {
                 if let Some(r) = FaultReason::from_code(w.fault) {
                     return Err(self.fault(req, r, ctx.fpd));
                 }
-                let size = crate::entry::level_size(w.level as u32);
+                let size = crate::spec::level_size(w.level as u32);
                 let e = IotlbEntry {
                     did: ctx.did,
                     level: w.level,
@@ -660,7 +647,7 @@ impl Remapper {
                 e
             }
         };
-        let size = crate::entry::level_size(entry.level as u32);
+        let size = crate::spec::level_size(entry.level as u32);
         let hpa = entry.hpa_base | (req.iova & (size - 1));
         if (INTERRUPT_RANGE.0..INTERRUPT_RANGE.1).contains(&hpa) {
             return Err(self.fault(req, FaultReason::InterruptAddr, ctx.fpd));
@@ -975,7 +962,7 @@ mod tests {
         assert_eq!(fresh(&m), 0);
         let mut nodt = Remapper::new(
             DEFAULT_CAP,
-            DEFAULT_ECAP & !ECAP_DT,
+            Ecap::DEFAULT.with_dt(false).bits(),
             Some(ROOT),
             16,
             8,
@@ -986,7 +973,7 @@ mod tests {
         w(&mut m, ce, top | 1 | (2 << 2));
         let mut nopt = Remapper::new(
             DEFAULT_CAP,
-            DEFAULT_ECAP & !ECAP_PT,
+            Ecap::DEFAULT.with_pt(false).bits(),
             Some(ROOT),
             16,
             8,
@@ -1114,7 +1101,15 @@ mod tests {
             let t = unit(cap).translate(&m, &req(iova, true)).unwrap();
             assert_eq!((t.hpa, t.level), (0x80_0000_0000 | (iova & 0x3fff_ffff), 3));
             // Without SLLPS 1G, PS at L3 is reserved.
-            assert_eq!(reason(&mut unit(cap & !CAP_SLLPS_1G), &m, iova, false), 0xC);
+            assert_eq!(
+                reason(
+                    &mut unit(Cap(cap).with_sllps(sllps::SP_2M).bits()),
+                    &m,
+                    iova,
+                    false
+                ),
+                0xC
+            );
         }
     }
 
@@ -1152,6 +1147,60 @@ mod tests {
         r.invalidate_iotlb_pages(42, IOVA, 0).unwrap();
         assert_eq!(r.translate(&m, &req(IOVA, false)).unwrap().hpa, 0x999_9000);
         assert!(r.invalidate_iotlb_pages(42, IOVA, 19).is_err());
+    }
+
+    /// With CAP.ND = 2 a DID is its low 8 bits: a context entry's DID 0x1234 is cached as 0x34,
+    /// and every invalidation by DID masks the DID it is given the same way.
+    #[test]
+    fn did_is_masked_to_cap_nd_everywhere() {
+        let (mut m, _) = setup(4);
+        let hi = CTX + 8 * 16 + 8;
+        w(&mut m, hi, 2 | (0x1234 << 8));
+        let cap = Cap(DEFAULT_CAP).with_nd(2).bits();
+        let l1e = T[4] + address_level_offset(IOVA, 1) * 8;
+        type Inv = fn(&mut Remapper);
+        let invalidations: [(&str, Inv); 3] = [
+            ("iotlb domain", |r| r.invalidate_iotlb_domain(0x1234)),
+            ("iotlb page", |r| {
+                r.invalidate_iotlb_pages(0x1234, IOVA, 0).unwrap()
+            }),
+            ("iotlb page, other high bits", |r| {
+                r.invalidate_iotlb_pages(0xAB34, IOVA, 0).unwrap()
+            }),
+        ];
+        for (what, inv) in invalidations {
+            w(&mut m, l1e, 0x456_7000 | 3);
+            let mut r = unit(cap);
+            let t = r.translate(&m, &req(IOVA, false)).unwrap();
+            assert_eq!(t.domain_id, 0x34, "{what}");
+            w(&mut m, l1e, 0x999_9000 | 3);
+            inv(&mut r);
+            let t = r.translate(&m, &req(IOVA, false)).unwrap();
+            assert_eq!(t.hpa, 0x999_9000, "{what}: the stale entry must be gone");
+        }
+        // Another domain (0x35 in the low bits) leaves the entry cached.
+        w(&mut m, l1e, 0x456_7000 | 3);
+        let mut r = unit(cap);
+        r.translate(&m, &req(IOVA, false)).unwrap();
+        w(&mut m, l1e, 0x999_9000 | 3);
+        r.invalidate_iotlb_domain(0x1235);
+        assert_eq!(r.translate(&m, &req(IOVA, false)).unwrap().hpa, 0x456_7000);
+        // Context cache: domain-selective by 0x1234 drops the cached context (DID 0x34).
+        let mut r = unit(cap);
+        r.translate(&m, &req(IOVA, false)).unwrap();
+        assert_eq!(r.context_cache().len(), 1);
+        r.invalidate_context_domain(0x0135);
+        assert_eq!(r.context_cache().len(), 1);
+        r.invalidate_context_domain(0x1234);
+        assert_eq!(r.context_cache().len(), 0);
+        // With ND = 6 (16-bit DIDs) nothing is masked.
+        let mut r = unit(DEFAULT_CAP);
+        assert_eq!(
+            r.translate(&m, &req(IOVA, false)).unwrap().domain_id,
+            0x1234
+        );
+        r.invalidate_context_domain(0x34);
+        assert_eq!(r.context_cache().len(), 1);
     }
 
     /// A batch leaves the unit exactly as the same single calls do: results, faults, counters

@@ -9,7 +9,7 @@ use super::args::{Flag, U32, U64};
 use super::errors::Exc;
 use super::mem::{PyPhysMem, SharedMem};
 use crate::context::{ContextFields, RootTable};
-use crate::entry::TranslationType;
+use crate::spec::TranslationType;
 
 /// A remapping unit's root table and context tables (legacy mode), built in a `PhysMem`.
 #[pyclass(name = "RootTable", module = "vtdwalk._core", frozen)]

@@ -1,8 +1,9 @@
 //! `vtdwalk.PageTable`: the Python face of [`crate::pagetable::PageTable`].
 //!
 //! The table state sits behind a mutex and its memory is the shared `PhysMem`; every call takes
-//! the table lock, then the memory lock. Batch calls copy their numpy inputs, then run with the
-//! GIL released.
+//! the table lock, then the memory lock. Batch calls borrow their numpy inputs read-only when
+//! they already are contiguous arrays of the right type (else convert a copy), then run with
+//! the GIL released.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
