@@ -10,7 +10,7 @@ use numpy::{IntoPyArray, PyArray1};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::args::{batch_array, Flag, Str, U32, U64};
+use super::args::{batch_array, device, Flag, Str, U32, U64};
 use super::errors::Exc;
 use super::mem::{PyPhysMem, SharedMem};
 use crate::fault::FaultRecord;
@@ -207,13 +207,13 @@ impl PyRemapper {
     fn translate(
         &self,
         py: Python<'_>,
-        sid: U64,
+        sid: &Bound<'_, PyAny>,
         iova: U64,
         write: Flag,
         translation_request: Flag,
     ) -> PyResult<PyTranslation> {
         let req = Request {
-            sid: u16_arg("sid", sid.0)?,
+            sid: device(sid, "sid")?,
             iova: iova.0,
             write: write.0,
             translation_request: translation_request.0,
@@ -343,7 +343,7 @@ impl PyRemapper {
         &self,
         granularity: Str,
         did: Option<U64>,
-        sid: Option<U64>,
+        sid: Option<&Bound<'_, PyAny>>,
         fm: U32,
     ) -> PyResult<()> {
         let granularity = granularity.0.as_str();
@@ -355,8 +355,7 @@ impl PyRemapper {
                 self.unit().invalidate_context_domain(d);
             }
             "device" => {
-                let s = need("sid", granularity, sid)?;
-                let s = u16_arg("sid", s.0)?;
+                let s = device(need("sid", granularity, sid)?, "sid")?;
                 self.unit().invalidate_context_device(s, fm.0)?;
             }
             g => {
