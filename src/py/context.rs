@@ -1,4 +1,4 @@
-//! `vtdwalk.RootTable`: the Python face of [`crate::context::RootTable`].
+//! `vtdwalk.RootTable`: the Python face of [`crate::driver::context::RootTable`].
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use super::args::{device, Flag, U32, U64};
 use super::errors::Exc;
 use super::mem::{PyPhysMem, SharedMem};
-use crate::context::{ContextFields, RootTable};
+use crate::driver::context::{ContextFields, RootTable};
 use crate::spec::TranslationType;
 
 /// A remapping unit's root table and context tables (legacy mode), built in a `PhysMem`.

@@ -1,4 +1,4 @@
-//! `vtdwalk.PageTable`: the Python face of [`crate::pagetable::PageTable`].
+//! `vtdwalk.PageTable`: the Python face of [`crate::driver::pagetable::PageTable`].
 //!
 //! The table state sits behind a mutex and its memory is the shared `PhysMem`; every call takes
 //! the table lock, then the memory lock. Batch calls borrow their numpy inputs read-only when
@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 use super::args::{batch_array, Flag, Str, U32, U64};
 use super::mem::{PyPhysMem, SharedMem};
 use crate::addr::{Iova, Maddr};
-use crate::pagetable::{PageTable, Perms, Superpages};
+use crate::driver::pagetable::{PageTable, Perms, Superpages};
 
 /// A domain's second-level page table of 3, 4 or 5 levels, built in a `PhysMem`.
 #[pyclass(name = "PageTable", module = "vtdwalk._core", frozen)]

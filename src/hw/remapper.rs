@@ -21,357 +21,17 @@
 //! Fault processing disable comes from the context entry once it has been read (also when its
 //! P bit is clear, as QEMU does).
 
-use crate::fault::{FaultRecord, FaultRecorder, Outcome};
-use crate::iotlb::{Ahead, ContextCache, Iotlb, IotlbEntry};
-use crate::mem::PhysMem;
-use crate::spec::cap::sllps;
-use crate::spec::{
-    address_level_offset, levels_to_width, ContextEntry, Pte, PteReservedMasks, RootEntry,
-    SuperpageSupport, TranslationType, ADDR_HI_MASK, CONTEXT_ENTRY_SIZE, ROOT_ENTRY_SIZE,
-};
-use crate::spec::{aw_to_levels, Cap, Ecap, FaultReason};
-
-/// The default CAP ([`Cap::DEFAULT`], QEMU's for aw-bits=48; vtd-hardware.md §1.3).
-pub const DEFAULT_CAP: u64 = Cap::DEFAULT.bits();
-/// The default ECAP ([`Ecap::DEFAULT`]).
-pub const DEFAULT_ECAP: u64 = Ecap::DEFAULT.bits();
+use super::config::UnitConfig;
+use super::context::{fetch_context, Context};
+use super::context_cache::ContextCache;
+use super::fault::{FaultRecord, FaultRecorder};
+use super::iotlb::{Ahead, Iotlb, IotlbEntry};
+use super::walk::{beyond_width, walk, walk_interleaved, WalkJob, WalkOut, PERM_R, PERM_W};
+use crate::mem::Memory;
+use crate::spec::{FaultReason, TranslationType};
 
 /// The interrupt address range [0xFEE00000, 0xFEF00000).
 pub const INTERRUPT_RANGE: (u64, u64) = (0xFEE0_0000, 0xFEF0_0000);
-
-/// Read and write permission bits as carried through a walk.
-pub const PERM_R: u8 = 1;
-pub const PERM_W: u8 = 2;
-
-/// The unit's capabilities as the walk uses them, decoded once from CAP and ECAP.
-#[derive(Clone, Debug)]
-pub struct UnitConfig {
-    /// CAP as reported (NFR set from the number of fault recording registers).
-    pub cap: u64,
-    pub ecap: u64,
-    /// Supported AW values: bit `aw` set for AW 1, 2, 3 (SAGAW bits 1..=3; bits 0 and 4 ignored).
-    pub sagaw: u32,
-    /// MGAW + 1: the widest input address, in bits.
-    pub aw_bits: u32,
-    /// Host address width used for the reserved-bit checks (min(MGAW + 1, 52)).
-    pub haw: u32,
-    pub masks: PteReservedMasks,
-    pub pt: bool,
-    pub dt: bool,
-    pub psi: bool,
-    /// CAP.MAMV.
-    pub mamv: u32,
-    /// Mask of the DID bits CAP.ND supports (upper context DID bits are ignored).
-    pub did_mask: u16,
-}
-
-impl UnitConfig {
-    pub fn new(cap: u64, ecap: u64, fault_records: usize) -> crate::Result<Self> {
-        if fault_records == 0 || fault_records > 256 {
-            return Err(crate::Error::invalid(
-                "fault_records",
-                format!("{fault_records}: must be 1..=256 (CAP.NFR + 1)"),
-            ));
-        }
-        let (cap, ecap) = (Cap(cap), Ecap(ecap));
-        let aw_bits = cap.aw_bits();
-        if aw_bits < 21 {
-            return Err(crate::Error::invalid(
-                "cap",
-                format!(
-                    "MGAW field {} gives a {aw_bits}-bit width; at least 21 bits needed",
-                    aw_bits - 1
-                ),
-            ));
-        }
-        let haw = aw_bits.min(52);
-        let sp = SuperpageSupport {
-            sp2m: cap.sllps() & sllps::SP_2M != 0,
-            sp1g: cap.sllps() & sllps::SP_1G != 0,
-        };
-        let cap = cap.with_nfr(fault_records as u64 - 1);
-        Ok(UnitConfig {
-            cap: cap.bits(),
-            ecap: ecap.bits(),
-            sagaw: (cap.sagaw() as u32) & 0b1110,
-            aw_bits,
-            haw,
-            masks: PteReservedMasks::new(haw, sp, ecap.sc()),
-            pt: ecap.pt(),
-            dt: ecap.dt(),
-            psi: cap.psi(),
-            mamv: cap.mamv() as u32,
-            did_mask: cap.did_mask(),
-        })
-    }
-
-    /// Page-table depths supported (from SAGAW): a subset of [3, 4, 5].
-    pub fn levels_supported(&self) -> Vec<u32> {
-        (1..=3u32)
-            .filter(|aw| self.sagaw & (1 << aw) != 0)
-            .map(aw_to_levels)
-            .collect()
-    }
-}
-
-/// A context entry the hardware accepted (what the context cache holds).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Context {
-    /// Domain id (masked to CAP.ND's width).
-    pub did: u16,
-    /// Page-table levels (3, 4 or 5).
-    pub levels: u8,
-    pub tt: TranslationType,
-    /// Second-level table root.
-    pub slptptr: u64,
-    /// Fault processing disable.
-    pub fpd: bool,
-}
-
-/// A context fetch that faulted: the reason and the FPD that applies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CtxFault {
-    pub reason: FaultReason,
-    pub fpd: bool,
-}
-
-/// Root entry -> context entry for `sid`, with every check of step 1-2 above.
-pub fn fetch_context(
-    mem: &PhysMem,
-    cfg: &UnitConfig,
-    rtaddr: Option<u64>,
-    sid: u16,
-) -> Result<Context, CtxFault> {
-    let nofpd = |reason| CtxFault { reason, fpd: false };
-    let rta = rtaddr.ok_or(nofpd(FaultReason::RootTableInv))?;
-    let bus = (sid >> 8) as u64;
-    let devfn = (sid & 0xff) as u64;
-    let ra = rta.wrapping_add(bus * ROOT_ENTRY_SIZE);
-    let (Some(lo), Some(hi)) = (mem.load_u64(ra), mem.load_u64(ra.wrapping_add(8))) else {
-        return Err(nofpd(FaultReason::RootTableInv));
-    };
-    let root = RootEntry { lo, hi };
-    if !root.present() {
-        return Err(nofpd(FaultReason::RootEntryP));
-    }
-    if root.reserved(cfg.haw) {
-        return Err(nofpd(FaultReason::RootEntryRsvd));
-    }
-    let ca = root.ctp().wrapping_add(devfn * CONTEXT_ENTRY_SIZE);
-    let (Some(lo), Some(hi)) = (mem.load_u64(ca), mem.load_u64(ca.wrapping_add(8))) else {
-        return Err(nofpd(FaultReason::ContextTableInv));
-    };
-    let ce = ContextEntry { lo, hi };
-    let fpd = ce.fpd();
-    let fault = |reason| CtxFault { reason, fpd };
-    if !ce.present() {
-        return Err(fault(FaultReason::ContextEntryP));
-    }
-    if ce.reserved(cfg.haw) {
-        return Err(fault(FaultReason::ContextEntryRsvd));
-    }
-    let aw = ce.aw();
-    if cfg.sagaw & (1 << aw) == 0 {
-        return Err(fault(FaultReason::ContextEntryInv));
-    }
-    let tt = ce.tt();
-    let tt_ok = match tt {
-        TranslationType::MultiLevel => true,
-        TranslationType::MultiLevelDevIotlb => cfg.dt,
-        TranslationType::PassThrough => cfg.pt,
-        TranslationType::Reserved => false,
-    };
-    if !tt_ok {
-        return Err(fault(FaultReason::ContextEntryInv));
-    }
-    Ok(Context {
-        did: ce.did() & cfg.did_mask,
-        levels: aw_to_levels(aw) as u8,
-        tt,
-        slptptr: ce.slptptr(),
-        fpd,
-    })
-}
-
-/// True when `iova` is beyond the width a context with `levels` levels can translate.
-#[inline]
-pub fn beyond_width(cfg: &UnitConfig, levels: u32, iova: u64) -> bool {
-    let w = levels_to_width(levels).min(cfg.aw_bits);
-    w < 64 && iova >> w != 0
-}
-
-/// The outcome of one walk: a leaf (fault 0) or a fault code.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct WalkOut {
-    /// The host page start (aligned to the leaf's size).
-    pub hpa_base: u64,
-    /// Leaf level (1, 2, 3).
-    pub level: u8,
-    /// Accumulated permissions (AND over the levels).
-    pub perm: u8,
-    /// 0 for a leaf, else the fault reason code.
-    pub fault: u8,
-}
-
-/// One walk to do.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct WalkJob {
-    pub root: u64,
-    pub iova: u64,
-    pub levels: u8,
-    pub write: bool,
-}
-
-/// The state of one walk in flight.
-#[derive(Clone, Copy, Debug, Default)]
-struct Cursor {
-    table: u64,
-    level: u32,
-    perm: u8,
-}
-
-enum Step {
-    Descend,
-    Done(WalkOut),
-}
-
-#[inline]
-fn fault_out(r: FaultReason) -> WalkOut {
-    WalkOut {
-        fault: r.code(),
-        ..WalkOut::default()
-    }
-}
-
-/// One level of a walk: read the PTE, check permission, reserved bits, leaf or descend.
-#[inline(always)]
-fn step(mem: &PhysMem, masks: &PteReservedMasks, job: &WalkJob, c: &mut Cursor) -> Step {
-    let addr = c
-        .table
-        .wrapping_add(address_level_offset(job.iova, c.level) * 8);
-    check(masks, job, c, mem.load_u64(addr))
-}
-
-/// The checks of one level on the PTE read (`None`: the read fell outside memory).
-#[inline(always)]
-fn check(masks: &PteReservedMasks, job: &WalkJob, c: &mut Cursor, raw: Option<u64>) -> Step {
-    let level = c.level;
-    let Some(raw) = raw else {
-        let top = level == job.levels as u32;
-        return Step::Done(fault_out(if top {
-            FaultReason::ContextEntryInv
-        } else {
-            FaultReason::PagingEntryInv
-        }));
-    };
-    let pte = Pte(raw);
-    if job.write {
-        if !pte.write() {
-            return Step::Done(fault_out(FaultReason::Write));
-        }
-    } else if !pte.read() {
-        return Step::Done(fault_out(FaultReason::Read));
-    }
-    if masks.reserved(level, pte) {
-        return Step::Done(fault_out(FaultReason::PagingEntryRsvd));
-    }
-    c.perm &= (raw & 3) as u8;
-    if level == 1 || pte.superpage() {
-        let size_mask = crate::spec::level_size(level) - 1;
-        return Step::Done(WalkOut {
-            hpa_base: pte.addr() & !size_mask,
-            level: level as u8,
-            perm: c.perm,
-            fault: 0,
-        });
-    }
-    c.table = pte.addr();
-    c.level = level - 1;
-    Step::Descend
-}
-
-#[inline]
-fn start(cfg: &UnitConfig, job: &WalkJob) -> Result<Cursor, WalkOut> {
-    if !(3..=5).contains(&job.levels) {
-        return Err(fault_out(FaultReason::ContextEntryInv));
-    }
-    if beyond_width(cfg, job.levels as u32, job.iova) {
-        return Err(fault_out(FaultReason::AddrBeyondMgaw));
-    }
-    Ok(Cursor {
-        table: job.root & ADDR_HI_MASK,
-        level: job.levels as u32,
-        perm: PERM_R | PERM_W,
-    })
-}
-
-/// One walk, start to end (at most `levels` table reads).
-pub fn walk(mem: &PhysMem, cfg: &UnitConfig, job: &WalkJob) -> WalkOut {
-    let mut c = match start(cfg, job) {
-        Ok(c) => c,
-        Err(o) => return o,
-    };
-    loop {
-        if let Step::Done(o) = step(mem, &cfg.masks, job, &mut c) {
-            return o;
-        }
-    }
-}
-
-/// Walks in flight at once in [`walk_interleaved`].
-pub const WALK_WAYS: usize = 16;
-
-/// Many independent walks, in groups of `WALK_WAYS` advanced in lockstep one level at a time.
-/// Each level is done in two passes over the group: first every walk's table frame is looked
-/// up in the arena's directory, then every entry is read and checked, so the cache misses of
-/// the group's walks overlap instead of queueing one behind another. Same results as [`walk`].
-pub fn walk_interleaved(mem: &PhysMem, cfg: &UnitConfig, jobs: &[WalkJob], out: &mut [WalkOut]) {
-    for (jg, og) in jobs.chunks(WALK_WAYS).zip(out.chunks_mut(WALK_WAYS)) {
-        let mut cur = [Cursor::default(); WALK_WAYS];
-        let mut live = [false; WALK_WAYS];
-        let mut n_live = 0;
-        for (k, (job, o)) in jg.iter().zip(og.iter_mut()).enumerate() {
-            match start(cfg, job) {
-                Ok(c) => {
-                    cur[k] = c;
-                    live[k] = true;
-                    n_live += 1;
-                }
-                Err(f) => *o = f,
-            }
-        }
-        while n_live > 0 {
-            let mut frames: [Option<Option<&crate::mem::Frame>>; WALK_WAYS] = [None; WALK_WAYS];
-            for k in 0..jg.len().min(WALK_WAYS) {
-                if live[k] {
-                    frames[k] = mem.frame(cur[k].table >> crate::addr::PAGE_SHIFT);
-                }
-            }
-            // Then every entry, with no branch on loaded data between the loads.
-            let mut raws: [Option<u64>; WALK_WAYS] = [None; WALK_WAYS];
-            for (k, job) in jg.iter().enumerate().take(WALK_WAYS) {
-                let c = &cur[k];
-                if !live[k] {
-                    continue;
-                }
-                let i = address_level_offset(job.iova, c.level) as usize;
-                raws[k] = frames[k].map(|f| f.map_or(0, |f| f.get(i & 511).copied().unwrap_or(0)));
-            }
-            for (k, (job, o)) in jg.iter().zip(og.iter_mut()).enumerate() {
-                if !live[k] {
-                    continue;
-                }
-                let c = &mut cur[k];
-                let raw = raws[k];
-                if let Step::Done(r) = check(&cfg.masks, job, c, raw) {
-                    *o = r;
-                    live[k] = false;
-                    n_live -= 1;
-                }
-            }
-        }
-    }
-}
 
 /// A translated request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -535,22 +195,26 @@ impl Remapper {
             iova: req.iova,
             write: req.write,
         };
-        let _: Outcome = self.faults.report(rec, fpd);
+        self.faults.report(rec, fpd);
         rec
     }
 
     /// Translate one request: the architectural result, with every side effect (caches,
     /// counters, fault recording).
-    pub fn translate(&mut self, mem: &PhysMem, req: &Request) -> Result<Translation, FaultRecord> {
+    pub fn translate<M: Memory + Sync + ?Sized>(
+        &mut self,
+        mem: &M,
+        req: &Request,
+    ) -> Result<Translation, FaultRecord> {
         self.commit(mem, req, None, (Ahead::Unknown, 0))
     }
 
     /// The in-order step of a translation. `ahead` is a walk done ahead, used only if it is
     /// the very walk this request needs now.
     #[inline(always)]
-    fn commit(
+    fn commit<M: Memory + Sync + ?Sized>(
         &mut self,
-        mem: &PhysMem,
+        mem: &M,
         req: &Request,
         ahead: Option<&(WalkJob, WalkOut)>,
         probe: (Ahead, u64),
@@ -665,7 +329,7 @@ impl Remapper {
     /// The read-only look-ahead of a slice of a window: the walks the requests that miss the
     /// IOTLB (as it stands) will need, done interleaved, into `sc` (whose buffers are reused
     /// from window to window).
-    fn speculate(&self, mem: &PhysMem, reqs: &[Request], sc: &mut Scratch) {
+    fn speculate<M: Memory + Sync + ?Sized>(&self, mem: &M, reqs: &[Request], sc: &mut Scratch) {
         sc.jobs.clear();
         sc.who.clear();
         sc.probes.clear();
@@ -749,9 +413,9 @@ impl Remapper {
     /// walk done ahead only when it is the very walk needed (same table root, levels, address
     /// and direction): a walk reads only memory, which no one changes during the batch. So
     /// threads and look-ahead change the speed, never the outcome.
-    pub fn translate_batch(
+    pub fn translate_batch<M: Memory + Sync + ?Sized>(
         &mut self,
-        mem: &PhysMem,
+        mem: &M,
         reqs: &[Request],
         threads: usize,
         out_hpa: &mut [u64],
@@ -833,6 +497,10 @@ fn slots<T>(s: Option<&mut [T]>) -> impl Iterator<Item = Option<&mut T>> {
 mod tests {
     use super::*;
     use crate::addr::Maddr;
+    use crate::hw::config::{DEFAULT_CAP, DEFAULT_ECAP};
+    use crate::mem::PhysMem;
+    use crate::spec::cap::sllps;
+    use crate::spec::{address_level_offset, levels_to_width, Cap, ContextEntry, Ecap, Pte};
 
     const ROOT: u64 = 0x1000;
     const CTX: u64 = 0x2000;
