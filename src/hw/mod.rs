@@ -10,6 +10,7 @@
 //! * [`remapper`]: one unit, the order of checks, translation of one request and the batch
 //!   engine (speculative look-ahead, in-order commit).
 
+pub mod batch;
 pub mod config;
 pub mod context;
 pub mod context_cache;
