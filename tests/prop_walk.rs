@@ -1,6 +1,6 @@
 //! Property tests of the core through its public API only:
-//! `vtdwalk::{PhysMem, Maddr, Iova, Error}`, `vtdwalk::pagetable::{PageTable, Perms,
-//! Superpages}`, `vtdwalk::translate::{Remapper, Request}`.
+//! `vtdwalk::{PhysMem, Maddr, Iova, Error}`, `vtdwalk::driver::pagetable::{PageTable, Perms,
+//! Superpages}`, `vtdwalk::hw::{Remapper, Request}`.
 //!
 //! * the hardware walk over memory whose entries proptest draws, against a reference walker
 //!   written here from the architecture text (root entry, context entry, second-level walk,
@@ -15,8 +15,8 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use vtdwalk::pagetable::{PageTable, Perms, Superpages};
-use vtdwalk::translate::{Remapper, Request};
+use vtdwalk::driver::pagetable::{PageTable, Perms, Superpages};
+use vtdwalk::hw::{Remapper, Request};
 use vtdwalk::{Error, Iova, Maddr, PhysMem};
 
 const BASE: u64 = 0x10_0000;

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
-use vtdwalk::pagetable::{PageTable, Perms, Superpages};
+use vtdwalk::driver::pagetable::{PageTable, Perms, Superpages};
 use vtdwalk::{Error, Iova, Maddr, PhysMem};
 
 const WINDOW_PAGES: u64 = 1 << 12;

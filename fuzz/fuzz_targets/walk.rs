@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vtdwalk::translate::{Remapper, Request};
+use vtdwalk::hw::{Remapper, Request};
 use vtdwalk::{Maddr, PhysMem};
 
 const PAGES: u64 = 6;
