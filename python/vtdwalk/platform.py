@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from vtdwalk.acpi import dmar as _dmar
+from vtdwalk.acpi.severity import Severity, severity_of
 from vtdwalk.driver.iommu import MAX_IOMMUS, QEMU_CAP, QEMU_ECAP, Iommu, Scope
 from vtdwalk.errors import PlatformError, VtdError
 from vtdwalk.topology import Bdf, BdfLike, Device, Numa, NumaNode, Topology, load_description
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 __all__ = ["AtsrUnit", "Finding", "Platform", "Policy", "RmrrUnit"]
 
 Policy = Literal["seed", "pre-seed"]
-Severity = Literal["fatal", "warning", "info"]
 
 #: RMRRs larger than this are reported (real firmware has some of about 1 GiB).
 LARGE_RMRR = 512 << 20
@@ -56,8 +56,9 @@ LARGE_RMRR = 512 << 20
 class Finding:
     """One entry of the build report.
 
-    ``severity``: "fatal" (Xen refuses the table or the unit: ``strict=True`` raises), "warning"
-    (firmware is odd; the platform works around it as Xen does) or "info". ``code`` is stable;
+    ``severity``: from the one table of :mod:`vtdwalk.acpi.severity` ("fatal": Xen refuses the
+    table or the unit, ``strict=True`` raises; "warning": firmware is odd, the platform works
+    around it as Xen does; "info"). ``code`` is stable;
     ``offset`` is the byte offset of the structure concerned when the table knows it.
     """
 
@@ -105,8 +106,6 @@ _TABLE_CODES = frozenset(
         "rhsa-no-drhd",
     }
 )
-#: Of those, the ones Xen refuses the table for on segment 0.
-_FATAL_ON_SEGMENT_0 = frozenset({"duplicate-include-all", "duplicate-all-ports"})
 
 
 def _off(s: object) -> int | None:
@@ -274,6 +273,10 @@ class Platform:
         return numa, mem
 
     def _add(self, severity: Severity, code: str, message: str, offset: int | None = None) -> None:
+        # The one table decides (vtdwalk.acpi.severity); ``severity`` is the call site's
+        # reading, used only for the segment-dependent codes _table_findings passes.
+        if code not in ("duplicate-include-all", "duplicate-all-ports"):
+            severity = severity_of(code)
         self.report.append(Finding(severity, code, message, offset))
 
     def _resolve(
@@ -433,9 +436,7 @@ class Platform:
         for p in self.dmar.validate():
             if p.code not in _TABLE_CODES:
                 continue
-            sev: Severity = "warning"
-            if p.code in _FATAL_ON_SEGMENT_0 and getattr(at.get(p.offset), "segment", 0) == 0:
-                sev = "fatal"
+            sev = severity_of(p.code, getattr(at.get(p.offset), "segment", 0))
             self._add(sev, p.code, p.message, p.offset)
 
     def _plan_rmrr(self, s: _dmar.Rmrr, off: int | None) -> None:

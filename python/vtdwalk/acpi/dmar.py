@@ -20,8 +20,9 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
+from vtdwalk.acpi.severity import Severity, severity_of
 from vtdwalk.errors import DmarError
 
 __all__ = [
@@ -120,9 +121,6 @@ def _flag_names(value: int, names: Sequence[tuple[int, str]]) -> list[str]:
 
 # --------------------------------------------------------------------------------------------
 # Problems
-
-
-Severity = Literal["error", "warning"]
 
 
 @dataclass(frozen=True)
@@ -780,7 +778,7 @@ class _Parser:
         """Raise in strict mode; otherwise record an error and let the caller recover."""
         if self.strict:
             raise DmarError(message, offset)
-        self.problems.append(Problem("error", offset, code, message))
+        self.problems.append(Problem(severity_of(code), offset, code, message))
 
     def scopes(self, start: int, end: int, owner: str) -> tuple[list[DeviceScope], bytes]:
         """Scope entries in data[start:end]; undecodable remains come back as raw bytes."""
@@ -1045,8 +1043,10 @@ def _classify_extra(extra: bytes, owner: str) -> tuple[Severity, str, str]:
 def _validate(t: DmarTable) -> list[Problem]:
     probs: list[Problem] = []
 
-    def add(sev: Severity, off: int, code: str, msg: str) -> None:
-        probs.append(Problem(sev, off, code, msg))
+    def add(sev: Severity, off: int, code: str, msg: str, segment: int = 0) -> None:
+        # ``sev`` documents the call site; the one table decides (vtdwalk.acpi.severity).
+        del sev
+        probs.append(Problem(severity_of(code, segment), off, code, msg))
 
     parse_offsets = {p.offset for p in t.parse_problems}
     data = t.to_bytes()
@@ -1068,7 +1068,7 @@ def _validate(t: DmarTable) -> list[Problem]:
         add(
             "warning",
             length,
-            "length-mismatch",
+            "trailing-data",
             f"{len(t.trailer)} byte(s) of data follow the table length {length}",
         )
     if t.host_address_width == 0:
@@ -1206,6 +1206,7 @@ def _validate(t: DmarTable) -> list[Problem]:
                         "duplicate-include-all",
                         f"second INCLUDE_PCI_ALL DRHD on segment {s.segment:#x} (first at "
                         f"{include_all_seen[s.segment]:#x}; Xen: fatal on segment 0)",
+                        s.segment,
                     )
                 else:
                     include_all_seen[s.segment] = off
@@ -1277,6 +1278,7 @@ def _validate(t: DmarTable) -> list[Problem]:
                         "duplicate-all-ports",
                         f"second ALL_PORTS ATSR on segment {s.segment:#x} (first at "
                         f"{all_ports_seen[s.segment]:#x}; Xen: fatal on segment 0)",
+                        s.segment,
                     )
                 else:
                     all_ports_seen[s.segment] = off
