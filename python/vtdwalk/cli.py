@@ -407,7 +407,7 @@ def format_platform(d: dict[str, Any], width: int = 100) -> str:
     out = [
         f"platform: {len(d['units'])} remapping units, {d['pci_functions']} PCI functions, "
         f"{len(d['numa'])} NUMA nodes, policy {d['policy']}, topology "
-        + ("synthesised from the table" if d["synthesised_topology"] else "given"),
+        + ("synthesised" if d["synthesised_topology"] else "given"),
         "",
         "NUMA nodes:",
     ]

@@ -430,11 +430,11 @@ class Platform:
 
     def _table_findings(self) -> None:
         """What :meth:`DmarTable.validate` finds about the table itself that the platform
-        reports too, under validate's codes: Xen-fatal ones (a second include-all DRHD or
-        ALL_PORTS ATSR on segment 0) become "fatal", the rest "warning"."""
+        reports too, under validate's codes: the checks above and every malformed-bytes
+        "error" (a bad checksum...), with the severity of :mod:`vtdwalk.acpi.severity`."""
         at = {o: s for o, s, _ in self.dmar._layout()}
         for p in self.dmar.validate():
-            if p.code not in _TABLE_CODES:
+            if p.code not in _TABLE_CODES and p.severity != "error":
                 continue
             sev = severity_of(p.code, getattr(at.get(p.offset), "segment", 0))
             self._add(sev, p.code, p.message, p.offset)

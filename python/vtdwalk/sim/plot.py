@@ -130,11 +130,13 @@ def plot(report: dict[str, Any], path: str | Path) -> Path:
     sweep = report.get("iotlb_sweep") or []
     pf, wl = report["platform"], report["workload"]
     fig, (ax1, ax2, ax3) = plt.subplots(
-        1, 3, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1, 1, 1.35]}
+        1, 3, figsize=(13.5, 4.0), gridspec_kw={"width_ratios": [1, 1, 1.45]}
     )
     xs = [s["iotlb_entries"] for s in sweep]
     ax1.plot(xs, [100 * (s["hit_rate"] or 0.0) for s in sweep], marker="o", color="C0")
     ax1.set_xscale("log", base=2)
+    ax1.set_xticks(xs, [str(x) for x in xs], fontsize=8)
+    ax1.minorticks_off()
     ax1.set_xlabel("IOTLB entries per unit")
     ax1.set_ylabel("IOTLB hit rate (%)")
     ax1.set_ylim(0, 100)
@@ -143,6 +145,8 @@ def plot(report: dict[str, Any], path: str | Path) -> Path:
 
     ax2.plot(xs, [s["ns_per_translation"] for s in sweep], marker="s", color="C3")
     ax2.set_xscale("log", base=2)
+    ax2.set_xticks(xs, [str(x) for x in xs], fontsize=8)
+    ax2.minorticks_off()
     ax2.set_xlabel("IOTLB entries per unit")
     ax2.set_ylabel("ns per translation (batch)")
     ax2.set_ylim(bottom=0)
@@ -175,7 +179,7 @@ def plot(report: dict[str, Any], path: str | Path) -> Path:
     ax3.set_xlim(0, top * 1.25)
     ax3.xaxis.get_major_locator().set_params(integer=True)
     ax3.set_title("(c) misplaced table pages")
-    ax3.legend(title="policy", loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    ax3.legend(title="policy", loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     ax3.grid(True, axis="x", alpha=0.3)
 
     topo = pf["topology"]
@@ -189,7 +193,7 @@ def plot(report: dict[str, Any], path: str | Path) -> Path:
         fontsize=8,
         color="0.3",
     )
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
