@@ -1,7 +1,8 @@
 """A whole machine: NUMA memory, PCI topology, and the remapping units of its DMAR table.
 
 :meth:`Platform.from_dmar` follows Xen's ``acpi_dmar_init`` with the seed series applied
-(xen-driver.md §1.5-§1.8, §2, §3, §8):
+(the README's "What `vtdwalk simulate` does" and "A tour of the Python API" describe the
+result):
 
 1. Every DMAR structure is parsed in table order. Each DRHD becomes an :class:`Iommu`
    (``iommu_alloc``: CAP/ECAP, levels, DIDs, node None) with its scope resolved through the
@@ -47,6 +48,18 @@ if TYPE_CHECKING:
 __all__ = ["AtsrUnit", "Finding", "Platform", "Policy", "RmrrUnit"]
 
 Policy = Literal["seed", "pre-seed"]
+
+
+class _Hex(int):
+    """An int shown in hex, so register defaults read as registers in ``help()``."""
+
+    def __repr__(self) -> str:
+        return hex(self)
+
+
+#: QEMU's CAP and ECAP (device-TLB on), the hardware model's defaults.
+DEFAULT_CAP = _Hex(QEMU_CAP)
+DEFAULT_ECAP = _Hex(QEMU_ECAP)
 
 #: RMRRs larger than this are reported (real firmware has some of about 1 GiB).
 LARGE_RMRR = 512 << 20
@@ -130,8 +143,8 @@ class Platform:
         mem: PhysMem | None = None,
         policy: Policy = "seed",
         strict: bool = False,
-        cap: int = QEMU_CAP,
-        ecap: int = QEMU_ECAP,
+        cap: int = DEFAULT_CAP,
+        ecap: int = DEFAULT_ECAP,
         unit_caps: Mapping[int, tuple[int, int]] | None = None,
         iotlb_entries: int = 1024,
         fault_records: int = 8,
@@ -193,8 +206,8 @@ class Platform:
         mem: PhysMem | None = None,
         policy: Policy = "seed",
         strict: bool = False,
-        cap: int = QEMU_CAP,
-        ecap: int = QEMU_ECAP,
+        cap: int = DEFAULT_CAP,
+        ecap: int = DEFAULT_ECAP,
         unit_caps: Mapping[int, tuple[int, int]] | None = None,
         iotlb_entries: int = 1024,
         fault_records: int = 8,
@@ -601,6 +614,8 @@ class Platform:
         return None if a is None else a.atsr
 
     def atsr_unit_for_device(self, dev: BdfLike | None) -> AtsrUnit | None:
+        """The registered ATSR covering the device: one whose scope has its bus, else its
+        segment's ALL_PORTS one, else None (Xen's ``acpi_find_matched_atsr_unit``)."""
         d = self._device(dev)
         if d is None:
             return None
@@ -622,6 +637,7 @@ class Platform:
         return None
 
     def ioapic_to_drhd(self, apic_id: int) -> _dmar.Drhd | None:
+        """The DRHD of the unit whose scope names IOAPIC ``apic_id``, or None."""
         u = self.ioapic_to_iommu(apic_id)
         return None if u is None else u.drhd
 
@@ -640,6 +656,7 @@ class Platform:
         return None
 
     def hpet_to_drhd(self, hpet_id: int) -> _dmar.Drhd | None:
+        """The DRHD of the unit whose scope names HPET ``hpet_id``, or None."""
         u = self.hpet_to_iommu(hpet_id)
         return None if u is None else u.drhd
 
@@ -736,6 +753,7 @@ class Platform:
 
     # ---- report and teardown
     def findings(self, code: str | None = None, severity: Severity | None = None) -> list[Finding]:
+        """The report's findings, of ``code`` and/or ``severity`` when given."""
         return [
             f
             for f in self.report
@@ -821,7 +839,9 @@ class Platform:
         return self.assignments.translate_batch(bdfs_or_sids, iovas, writes, threads)
 
     def device_in_domain(self, iommu: Iommu | int, bdf: BdfLike | int, did: int) -> bool:
-        """Seed patch 3's ``device_in_domain`` (xen-driver.md §5.6)."""
+        """The NUMA seed series' ``device_in_domain``: the root entry for the device's bus is
+        present, and the context entry at its devfn (present bit not checked) has domain id
+        ``did`` and translation type 1."""
         return self.assignments.device_in_domain(iommu, bdf, did)
 
     def numa_report(self) -> dict[str, Any]:

@@ -136,6 +136,7 @@ class Problem:
         return f"{self.severity} [{self.code}] at {self.offset:#x}: {self.message}"
 
     def to_dict(self) -> dict[str, Any]:
+        """``{severity, offset, code, message}``."""
         return {
             "severity": self.severity,
             "offset": self.offset,
@@ -203,10 +204,12 @@ class DeviceScope:
 
     @property
     def type(self) -> str:
+        """The scope type's name: endpoint, bridge, ioapic, hpet, namespace or reserved."""
         return SCOPE_NAMES.get(self.type_code, "reserved")
 
     @property
     def length(self) -> int:
+        """The entry's length in bytes: the 6-byte header, 2 per path element, extra bytes."""
         return SCOPE_HEADER_LEN + 2 * len(self.path) + len(self.extra)
 
     @property
@@ -234,6 +237,7 @@ class DeviceScope:
         return first + "".join(f"/{d:02x}.{f:x}" for d, f in self.path[1:])
 
     def to_bytes(self) -> bytes:
+        """The entry as it sits in a table."""
         length = self.length
         if length > 0xFF:
             raise DmarError(f"device scope too long ({length} bytes, at most 255)")
@@ -256,6 +260,7 @@ class DeviceScope:
         return bytes(out)
 
     def to_dict(self, offset: int | None = None) -> dict[str, Any]:
+        """A JSON-ready description (``offset``: where the entry sits, when known)."""
         return {
             "type": self.type,
             "type_code": self.type_code,
@@ -270,22 +275,27 @@ class DeviceScope:
     # Convenience constructors for tables built by hand.
     @classmethod
     def endpoint(cls, bus: int, dev: int, fn: int) -> DeviceScope:
+        """A PCI endpoint scope entry for ``bus:dev.fn``."""
         return cls(SCOPE_ENDPOINT, start_bus=bus, path=[(dev, fn)])
 
     @classmethod
     def bridge(cls, bus: int, dev: int, fn: int) -> DeviceScope:
+        """A PCI bridge (sub-hierarchy) scope entry for ``bus:dev.fn``."""
         return cls(SCOPE_BRIDGE, start_bus=bus, path=[(dev, fn)])
 
     @classmethod
     def ioapic(cls, apic_id: int, bus: int, dev: int, fn: int) -> DeviceScope:
+        """An IOAPIC scope entry: enumeration id ``apic_id`` at ``bus:dev.fn``."""
         return cls(SCOPE_IOAPIC, enumeration_id=apic_id, start_bus=bus, path=[(dev, fn)])
 
     @classmethod
     def hpet(cls, hpet_id: int, bus: int, dev: int, fn: int) -> DeviceScope:
+        """An MSI-capable HPET scope entry: enumeration id ``hpet_id`` at ``bus:dev.fn``."""
         return cls(SCOPE_HPET, enumeration_id=hpet_id, start_bus=bus, path=[(dev, fn)])
 
     @classmethod
     def namespace(cls, device_number: int, bus: int, dev: int, fn: int) -> DeviceScope:
+        """An ACPI namespace device scope entry: ANDD ``device_number`` at ``bus:dev.fn``."""
         return cls(SCOPE_NAMESPACE, enumeration_id=device_number, start_bus=bus, path=[(dev, fn)])
 
 
@@ -313,10 +323,12 @@ class Drhd:
 
     @property
     def include_all(self) -> bool:
+        """Flag INCLUDE_PCI_ALL: the unit covers every device of its segment no other unit names."""
         return bool(self.flags & INCLUDE_PCI_ALL)
 
     @property
     def flag_names(self) -> list[str]:
+        """The names of the set flags."""
         return _flag_names(self.flags, ((INCLUDE_PCI_ALL, "INCLUDE_PCI_ALL"),))
 
     @property
@@ -421,6 +433,7 @@ class Atsr(_FlagsSegmentScopes):
 
     @property
     def all_ports(self) -> bool:
+        """Flag ALL_PORTS: the ATSR covers every root port of its segment."""
         return bool(self.flags & ALL_PORTS)
 
 
@@ -497,6 +510,7 @@ class Satc(_FlagsSegmentScopes):
 
     @property
     def atc_required(self) -> bool:
+        """Flag ATC_REQUIRED: the devices must have ATS enabled for the OS to use them safely."""
         return bool(self.flags & ATC_REQUIRED)
 
 
@@ -597,54 +611,68 @@ class DmarTable:
     # ---- accessors
     @property
     def haw_bits(self) -> int:
+        """The host address width in bits (the field plus one)."""
         return self.host_address_width + 1
 
     @property
     def flag_names(self) -> list[str]:
+        """The names of the set header flags (INTR_REMAP, X2APIC_OPT_OUT,
+        DMA_CTRL_PLATFORM_OPT_IN)."""
         return _flag_names(self.flags, TABLE_FLAG_NAMES)
 
     @property
     def intr_remap(self) -> bool:
+        """Header flag INTR_REMAP: the platform supports interrupt remapping."""
         return bool(self.flags & INTR_REMAP)
 
     @property
     def x2apic_opt_out(self) -> bool:
+        """Header flag X2APIC_OPT_OUT: firmware asks the OS not to enable x2APIC mode."""
         return bool(self.flags & X2APIC_OPT_OUT)
 
     @property
     def dma_ctrl_platform_opt_in(self) -> bool:
+        """Header flag DMA_CTRL_PLATFORM_OPT_IN: firmware asks for DMA protection at boot."""
         return bool(self.flags & DMA_CTRL_PLATFORM_OPT_IN)
 
     @property
     def drhds(self) -> list[Drhd]:
+        """The DRHD structures, in table order."""
         return [s for s in self.structures if isinstance(s, Drhd)]
 
     @property
     def rmrrs(self) -> list[Rmrr]:
+        """The RMRR structures, in table order."""
         return [s for s in self.structures if isinstance(s, Rmrr)]
 
     @property
     def atsrs(self) -> list[Atsr]:
+        """The ATSR structures, in table order."""
         return [s for s in self.structures if isinstance(s, Atsr)]
 
     @property
     def rhsas(self) -> list[Rhsa]:
+        """The RHSA structures, in table order."""
         return [s for s in self.structures if isinstance(s, Rhsa)]
 
     @property
     def andds(self) -> list[Andd]:
+        """The ANDD structures, in table order."""
         return [s for s in self.structures if isinstance(s, Andd)]
 
     @property
     def satcs(self) -> list[Satc]:
+        """The SATC structures, in table order."""
         return [s for s in self.structures if isinstance(s, Satc)]
 
     @property
     def sidps(self) -> list[Sidp]:
+        """The SIDP structures, in table order."""
         return [s for s in self.structures if isinstance(s, Sidp)]
 
     @property
     def unknown(self) -> list[UnknownStructure]:
+        """The structures of unknown type (or too short to decode), kept raw."""
         return [s for s in self.structures if isinstance(s, UnknownStructure)]
 
     # ---- serialisation
