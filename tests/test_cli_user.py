@@ -4,6 +4,7 @@ status, the stderr line, no traceback, the JSON shape)."""
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import signal
@@ -470,3 +471,20 @@ def test_every_public_member_has_a_docstring() -> None:
     import vtdwalk.platform as platform_module
 
     assert ".md" not in (platform_module.__doc__ or "").replace("README", "")
+
+
+def test_synthesised_memory_fits_the_table(shared_dir: Path) -> None:
+    """Without a topology file, memory starts above the 4 GiB MMIO hole (not at 64 GiB) and
+    ends below the table's host address width."""
+    for path in sorted((shared_dir / "dmar-corpus" / "real").glob("*.dat")):
+        t = dmar.parse(path.read_bytes())
+        if t.host_address_width == 0:
+            continue
+        nodes = Platform(t).numa.ranges
+        assert nodes[0][0] == 4 << 30, path.name
+        assert nodes[-1][0] + nodes[-1][1] <= 1 << t.haw_bits, path.name
+        assert all(a + s == b for (a, s), (b, _) in itertools.pairwise(nodes))
+    q35 = shared_dir / "dmar-corpus" / "real" / "qemu-q35-intel-iommu-v2.dat"
+    r = cli("simulate", "--dmar", str(q35), "--accesses", "5000", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["platform"]["nodes"][0]["base"] == 4 << 30

@@ -404,9 +404,13 @@ def format_platform(d: dict[str, Any], width: int = 100) -> str:
     def node(n: int | None) -> str:
         return "-" if n is None else str(n)
 
+    def count(n: int, what: str) -> str:
+        return f"{n} {what}" + ("" if n == 1 else "s")
+
     out = [
-        f"platform: {len(d['units'])} remapping units, {d['pci_functions']} PCI functions, "
-        f"{len(d['numa'])} NUMA nodes, policy {d['policy']}, topology "
+        f"platform: {count(len(d['units']), 'remapping unit')}, "
+        f"{count(d['pci_functions'], 'PCI function')}, {count(len(d['numa']), 'NUMA node')}, "
+        f"policy {d['policy']}, topology "
         + ("synthesised" if d["synthesised_topology"] else "given"),
         "",
         "NUMA nodes:",

@@ -274,7 +274,9 @@ class Platform:
                 # Proximity domain i is node i.
                 numa = Numa([NumaNode(b, s, (i,)) for i, (b, s) in enumerate(mem.nodes)])
             else:
-                numa = Numa.default(r.proximity_domain for r in self.dmar.rhsas)
+                numa = Numa.default(
+                    (r.proximity_domain for r in self.dmar.rhsas), haw_bits=self.dmar.haw_bits
+                )
         assert isinstance(numa, Numa)
         if mem is None:
             mem = numa.make_mem()
