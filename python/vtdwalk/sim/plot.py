@@ -149,7 +149,7 @@ def plot(report: dict[str, Any], path: str | Path) -> Path:
     ax2.minorticks_off()
     ax2.set_xlabel("IOTLB entries per unit")
     ax2.set_ylabel("ns per translation (batch)")
-    ax2.set_ylim(bottom=0)
+    ax2.set_ylim(0, 1.2 * max([1.0, *(s["ns_per_translation"] or 0.0 for s in sweep)]))
     ax2.set_title("(b) translation time")
     ax2.grid(True, alpha=0.3)
 
