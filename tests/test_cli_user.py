@@ -278,6 +278,14 @@ def _socket_of(bdf: str) -> int | None:
     return 1 if 0x80 <= bus < 0xF0 else 0
 
 
+def test_dmar_text_within_100_columns(shared_dir: Path) -> None:
+    path = shared_dir / "dmar-corpus" / "real" / "apple-macpro7-1-dmar1.dat"
+    r = cli("dmar", str(path))
+    assert r.returncode == 1 and "fatal [duplicate-include-all]" in r.stdout
+    for line in r.stdout.splitlines():
+        assert len(line) <= 100 and line == line.rstrip(), line
+
+
 def test_text_spelling_and_widths() -> None:
     r = cli("simulate", "--accesses", "20000", "--json")
     rep = json.loads(r.stdout)

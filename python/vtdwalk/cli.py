@@ -359,9 +359,8 @@ def _cmd_dmar(args: argparse.Namespace) -> int:
 
     table = dmar.parse(_read_table(args.file or HOST), strict=not args.lenient)
     problems = table.validate()
-    print(
-        json.dumps(table.to_dict(), indent=2) if args.json else dmar.format_table(table, problems)
-    )
+    text = None if args.json else fit(dmar.format_table(table, problems))
+    print(json.dumps(table.to_dict(), indent=2) if text is None else text)
     return EXIT_FINDINGS if _input_errors(problems) else EXIT_OK
 
 
@@ -395,6 +394,30 @@ def _add_platform(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     d.add_argument("--json", action="store_true", help="print JSON instead of text")
     d.set_defaults(func=_cmd_platform)
+
+
+def fit(text: str, width: int = 100) -> str:
+    """``text`` with each line longer than ``width`` wrapped under its own indentation (plus
+    four), and no trailing spaces."""
+    import textwrap
+
+    out: list[str] = []
+    for line in text.splitlines():
+        line = line.rstrip()
+        if len(line) <= width:
+            out.append(line)
+            continue
+        lead = line[: len(line) - len(line.lstrip())]
+        out.extend(
+            textwrap.wrap(
+                line.strip(),
+                width,
+                initial_indent=lead,
+                subsequent_indent=lead + "    ",
+                break_on_hyphens=False,
+            )
+        )
+    return "\n".join(out)
 
 
 def format_platform(d: dict[str, Any], width: int = 100) -> str:
