@@ -1,6 +1,32 @@
-"""vtdwalk: a simulator of Intel VT-d DMA remapping, with a Rust core.
+"""vtdwalk: a simulator of Intel VT-d DMA remapping (the Intel IOMMU), with a Rust core.
 
-The public API is re-exported here explicitly; see ``__all__``.
+It models both sides of the wire, after Xen's VT-d driver and the hardware it programs:
+
+* the firmware's ACPI DMAR table: :mod:`vtdwalk.dmar` parses, validates, builds and
+  serialises it (``dmar.parse(bytes)``, ``DmarTable.validate()``, ``to_bytes()``);
+* a whole machine: :class:`Platform` (``Platform.default()``, ``Platform.from_dmar(path)``)
+  builds the remapping units (:class:`Iommu`) with their NUMA nodes, the PCI
+  :class:`Topology` and :class:`Numa` memory; ``create_domain``, ``assign_device``,
+  ``Domain.map``, ``translate`` and ``translate_batch`` drive it as the driver would;
+* the pieces on their own, in Rust: :class:`PhysMem` (sparse NUMA memory and a page
+  allocator), :class:`PageTable` (second-level tables), :class:`RootTable` (root and context
+  tables), :class:`Remapper` (one unit's hardware: walk, IOTLB, context cache, fault
+  recording);
+* errors: every error raised on purpose is a :class:`VtdError` (:class:`InvalidArgument`,
+  :class:`DmarError`, :class:`PlatformError`, :class:`DmaFault`, ...).
+
+Example::
+
+    import vtdwalk
+    p = vtdwalk.Platform.default()           # a two-socket Supermicro X10DAi
+    dom = p.create_domain()
+    p.assign_device(dom, "81:00.0")
+    buf = p.mem.alloc_pages(512, node=dom.node)
+    dom.map(0x1000_0000, buf, 2 << 20)
+    print(p.translate("81:00.0", 0x1000_0123, write=True))
+
+The command line is ``vtdwalk`` (``simulate``, ``dump``, ``dmar``, ``platform``); the
+README has the tour, the JSON shapes and the speed figures.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """A whole machine: NUMA memory, PCI topology, and the remapping units of its DMAR table.
 
 :meth:`Platform.from_dmar` follows Xen's ``acpi_dmar_init`` with the seed series applied
-(xen-driver.md §1.5-§1.8, §2, §3, §8):
+(the README's "What `vtdwalk simulate` does" and "A tour of the Python API" describe the
+result):
 
 1. Every DMAR structure is parsed in table order. Each DRHD becomes an :class:`Iommu`
    (``iommu_alloc``: CAP/ECAP, levels, DIDs, node None) with its scope resolved through the
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from vtdwalk import dma
 from vtdwalk.acpi import dmar as _dmar
+from vtdwalk.acpi.severity import Severity, severity_of
 from vtdwalk.driver.assign import Assignments
 from vtdwalk.driver.iommu import MAX_IOMMUS, QEMU_CAP, QEMU_ECAP, Iommu, Scope
 from vtdwalk.driver.machine import AtsrUnit, Machine, RmrrUnit
@@ -48,7 +50,18 @@ if TYPE_CHECKING:
 __all__ = ["AtsrUnit", "Finding", "Platform", "Policy", "RmrrUnit"]
 
 Policy = Literal["seed", "pre-seed"]
-Severity = Literal["fatal", "warning", "info"]
+
+
+class _Hex(int):
+    """An int shown in hex, so register defaults read as registers in ``help()``."""
+
+    def __repr__(self) -> str:
+        return hex(self)
+
+
+#: QEMU's CAP and ECAP (device-TLB on), the hardware model's defaults.
+DEFAULT_CAP = _Hex(QEMU_CAP)
+DEFAULT_ECAP = _Hex(QEMU_ECAP)
 
 #: RMRRs larger than this are reported (real firmware has some of about 1 GiB).
 LARGE_RMRR = 512 << 20
@@ -58,8 +71,9 @@ LARGE_RMRR = 512 << 20
 class Finding:
     """One entry of the build report.
 
-    ``severity``: "fatal" (Xen refuses the table or the unit: ``strict=True`` raises), "warning"
-    (firmware is odd; the platform works around it as Xen does) or "info". ``code`` is stable;
+    ``severity``: from the one table of :mod:`vtdwalk.acpi.severity` ("fatal": Xen refuses the
+    table or the unit, ``strict=True`` raises; "warning": firmware is odd, the platform works
+    around it as Xen does; "info"). ``code`` is stable;
     ``offset`` is the byte offset of the structure concerned when the table knows it.
     """
 
@@ -83,8 +97,6 @@ _TABLE_CODES = frozenset(
         "rhsa-no-drhd",
     }
 )
-#: Of those, the ones Xen refuses the table for on segment 0.
-_FATAL_ON_SEGMENT_0 = frozenset({"duplicate-include-all", "duplicate-all-ports"})
 
 
 def _off(s: object) -> int | None:
@@ -109,8 +121,8 @@ class Platform:
         mem: PhysMem | None = None,
         policy: Policy = "seed",
         strict: bool = False,
-        cap: int = QEMU_CAP,
-        ecap: int = QEMU_ECAP,
+        cap: int = DEFAULT_CAP,
+        ecap: int = DEFAULT_ECAP,
         unit_caps: Mapping[int, tuple[int, int]] | None = None,
         iotlb_entries: int = 1024,
         fault_records: int = 8,
@@ -184,8 +196,8 @@ class Platform:
         mem: PhysMem | None = None,
         policy: Policy = "seed",
         strict: bool = False,
-        cap: int = QEMU_CAP,
-        ecap: int = QEMU_ECAP,
+        cap: int = DEFAULT_CAP,
+        ecap: int = DEFAULT_ECAP,
         unit_caps: Mapping[int, tuple[int, int]] | None = None,
         iotlb_entries: int = 1024,
         fault_records: int = 8,
@@ -252,7 +264,9 @@ class Platform:
                 # Proximity domain i is node i.
                 numa = Numa([NumaNode(b, s, (i,)) for i, (b, s) in enumerate(mem.nodes)])
             else:
-                numa = Numa.default(r.proximity_domain for r in self.dmar.rhsas)
+                numa = Numa.default(
+                    (r.proximity_domain for r in self.dmar.rhsas), haw_bits=self.dmar.haw_bits
+                )
         assert isinstance(numa, Numa)
         if mem is None:
             mem = numa.make_mem()
@@ -264,6 +278,10 @@ class Platform:
         return numa, mem
 
     def _add(self, severity: Severity, code: str, message: str, offset: int | None = None) -> None:
+        # The one table decides (vtdwalk.acpi.severity); ``severity`` is the call site's
+        # reading, used only for the segment-dependent codes _table_findings passes.
+        if code not in ("duplicate-include-all", "duplicate-all-ports"):
+            severity = severity_of(code)
         self.report.append(Finding(severity, code, message, offset))
 
     def _resolve(
@@ -417,15 +435,13 @@ class Platform:
 
     def _table_findings(self) -> None:
         """What :meth:`DmarTable.validate` finds about the table itself that the platform
-        reports too, under validate's codes: Xen-fatal ones (a second include-all DRHD or
-        ALL_PORTS ATSR on segment 0) become "fatal", the rest "warning"."""
+        reports too, under validate's codes: the checks above and every malformed-bytes
+        "error" (a bad checksum...), with the severity of :mod:`vtdwalk.acpi.severity`."""
         at = {o: s for o, s, _ in self.dmar._layout()}
         for p in self.dmar.validate():
-            if p.code not in _TABLE_CODES:
+            if p.code not in _TABLE_CODES and p.severity != "error":
                 continue
-            sev: Severity = "warning"
-            if p.code in _FATAL_ON_SEGMENT_0 and getattr(at.get(p.offset), "segment", 0) == 0:
-                sev = "fatal"
+            sev = severity_of(p.code, getattr(at.get(p.offset), "segment", 0))
             self._add(sev, p.code, p.message, p.offset)
 
     def _plan_rmrr(self, s: _dmar.Rmrr, off: int | None) -> None:
@@ -590,6 +606,8 @@ class Platform:
         return None if a is None else a.atsr
 
     def atsr_unit_for_device(self, dev: BdfLike | None) -> AtsrUnit | None:
+        """The registered ATSR covering the device: one whose scope has its bus, else its
+        segment's ALL_PORTS one, else None (Xen's ``acpi_find_matched_atsr_unit``)."""
         d = self._device(dev)
         if d is None:
             return None
@@ -611,6 +629,7 @@ class Platform:
         return None
 
     def ioapic_to_drhd(self, apic_id: int) -> _dmar.Drhd | None:
+        """The DRHD of the unit whose scope names IOAPIC ``apic_id``, or None."""
         u = self.ioapic_to_iommu(apic_id)
         return None if u is None else u.drhd
 
@@ -629,6 +648,7 @@ class Platform:
         return None
 
     def hpet_to_drhd(self, hpet_id: int) -> _dmar.Drhd | None:
+        """The DRHD of the unit whose scope names HPET ``hpet_id``, or None."""
         u = self.hpet_to_iommu(hpet_id)
         return None if u is None else u.drhd
 
@@ -725,6 +745,7 @@ class Platform:
 
     # ---- report and teardown
     def findings(self, code: str | None = None, severity: Severity | None = None) -> list[Finding]:
+        """The report's findings, of ``code`` and/or ``severity`` when given."""
         return [
             f
             for f in self.report
@@ -803,7 +824,9 @@ class Platform:
         return dma.translate_batch(self.iommu_for_device, bdfs_or_sids, iovas, writes, threads)
 
     def device_in_domain(self, iommu: Iommu | int, bdf: BdfLike | int, did: int) -> bool:
-        """Seed patch 3's ``device_in_domain`` (xen-driver.md §5.6)."""
+        """The NUMA seed series' ``device_in_domain``: the root entry for the device's bus is
+        present, and the context entry at its devfn (present bit not checked) has domain id
+        ``did`` and translation type 1."""
         return self.assignments.device_in_domain(iommu, bdf, did)
 
     def numa_report(self) -> dict[str, Any]:

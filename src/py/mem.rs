@@ -70,11 +70,15 @@ impl PyPhysMem {
         self.mem.read().node_ranges()
     }
 
+    /// How many NUMA nodes the memory has.
     #[getter]
     fn num_nodes(&self) -> usize {
         self.mem.read().num_nodes()
     }
 
+    /// Allocate `npages` contiguous zeroed 4 KiB pages on `node` when it has room, else on
+    /// another node (None: the first node with room); returns the address of the first.
+    /// Raises OutOfMemory.
     #[pyo3(signature = (npages=U64(1), node=None), text_signature = "(self, npages=1, node=None)")]
     fn alloc_pages(&self, npages: U64, node: Option<U32>) -> PyResult<u64> {
         Ok(self
@@ -84,21 +88,26 @@ impl PyPhysMem {
             .get())
     }
 
+    /// Free `npages` pages from `maddr`, as allocated. Raises BadFree for pages not allocated.
     #[pyo3(signature = (maddr, npages=U64(1)), text_signature = "(self, maddr, npages=1)")]
     fn free_pages(&self, maddr: U64, npages: U64) -> PyResult<()> {
         Ok(self.mem.write().free_pages(Maddr(maddr.0), npages.0)?)
     }
 
+    /// Whether the page holding `maddr` is allocated.
     fn is_allocated(&self, maddr: U64) -> bool {
         self.mem.read().is_allocated(Maddr(maddr.0))
     }
 
+    /// The NUMA node holding `maddr`. Raises MemoryAccessError outside every node.
     fn node_of(&self, maddr: U64) -> PyResult<u32> {
         self.mem.read().node_of(Maddr(maddr.0)).ok_or_else(|| {
             Exc::MemoryAccessError.msg(format!("address {:#x} is outside every NUMA node", maddr.0))
         })
     }
 
+    /// `n` bytes from `maddr` (at most 1 GiB, inside one node); pages never written read as
+    /// zeros.
     fn read<'py>(&self, py: Python<'py>, maddr: U64, n: U64) -> PyResult<Bound<'py, PyBytes>> {
         let n = usize::try_from(n.0)
             .ok()
@@ -117,10 +126,12 @@ impl PyPhysMem {
         })
     }
 
+    /// The little-endian u64 at the 8-byte aligned `maddr`.
     fn read_u64(&self, maddr: U64) -> PyResult<u64> {
         Ok(self.mem.read().read_u64(Maddr(maddr.0))?)
     }
 
+    /// Store `value` as a little-endian u64 at the 8-byte aligned `maddr`.
     fn write_u64(&self, maddr: U64, value: U64) -> PyResult<()> {
         Ok(self.mem.write().write_u64(Maddr(maddr.0), value.0)?)
     }

@@ -68,6 +68,7 @@ impl PyPageTable {
     fn root(&self) -> u64 {
         self.lock().root()
     }
+    /// Page-table depth: 3, 4 or 5 levels.
     #[getter]
     fn levels(&self) -> u32 {
         self.lock().levels()

@@ -26,7 +26,9 @@ pub struct PyTranslation {
     page_size: u64,
     /// Permissions of the mapping (AND over the walk's levels).
     read: bool,
+    /// Whether the mapping allows writes (AND over the walk's levels).
     write: bool,
+    /// The domain id (DID) of the context entry that translated it.
     domain_id: u16,
     /// Leaf level (1, 2, 3); 0 for pass-through.
     level: u8,
@@ -59,12 +61,17 @@ fn py_bool(b: bool) -> &'static str {
 #[pyclass(name = "FaultRecord", module = "vtdwalk._core", frozen, eq, get_all)]
 #[derive(Clone, PartialEq, Eq)]
 pub struct PyFaultRecord {
+    /// The architectural fault reason code (FRCD.FR).
     reason: u8,
+    /// The fault reason's name, e.g. "CONTEXT_ENTRY_P".
     name: &'static str,
+    /// The requester's source-id (bus << 8 | devfn).
     sid: u16,
+    /// The full IOVA of the request.
     iova: u64,
     /// FRCD.FI: the faulting page address.
     fault_address: u64,
+    /// Whether the request was a write (FRCD.T clear).
     write: bool,
 }
 
@@ -177,6 +184,7 @@ impl PyRemapper {
         self.unit().config().cap
     }
 
+    /// ECAP as the unit reports it.
     #[getter]
     fn ecap(&self) -> u64 {
         self.unit().config().ecap
@@ -194,6 +202,7 @@ impl PyRemapper {
         self.unit().config().aw_bits
     }
 
+    /// How many IOTLB entries the unit's model holds (0: none).
     #[getter]
     fn iotlb_entries(&self) -> usize {
         self.unit().iotlb().capacity()

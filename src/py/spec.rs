@@ -43,7 +43,12 @@ fn with_fields(
 /// Generates the Python class of a register: constructor from an int and keyword fields,
 /// `value` / `int()`, equality, hashing, `fields()`, and one read-only property per field.
 macro_rules! py_register {
-    ($py:ident, $name:literal, $reg:ident, [$($flag:ident),* $(,)?], [$($field:ident),* $(,)?], { $($extra:tt)* }) => {
+    (
+        $py:ident, $name:literal, $reg:ident,
+        [$($flag:ident: $fdoc:literal),* $(,)?],
+        [$($field:ident: $vdoc:literal),* $(,)?],
+        { $($extra:tt)* }
+    ) => {
         #[doc = concat!("`", $name, "`: a decoded register value; fields are properties.")]
         #[pyclass(name = $name, module = "vtdwalk._core", frozen, eq, hash)]
         #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -88,12 +93,14 @@ macro_rules! py_register {
                 Ok(d)
             }
             $(
+                #[doc = $fdoc]
                 #[getter]
                 fn $flag(&self) -> bool {
                     self.0.$flag()
                 }
             )*
             $(
+                #[doc = $vdoc]
                 #[getter]
                 fn $field(&self) -> u64 {
                     self.0.$field()
@@ -108,8 +115,31 @@ py_register!(
     PyCap,
     "Cap",
     Cap,
-    [afl, rwbf, plmr, phmr, cm, zlr, psi, dwd, drd, fs1gp, pi, fs5lp, esirtps, esrtps],
-    [nd, sagaw, mgaw, fro, sllps, nfr, mamv],
+    [
+        afl: "AFL: advanced fault logging.",
+        rwbf: "RWBF: required write-buffer flushing.",
+        plmr: "PLMR: protected low-memory region.",
+        phmr: "PHMR: protected high-memory region.",
+        cm: "CM: caching mode (not-present and invalid entries may be cached).",
+        zlr: "ZLR: zero-length reads.",
+        psi: "PSI: page-selective IOTLB invalidation.",
+        dwd: "DWD: write draining.",
+        drd: "DRD: read draining.",
+        fs1gp: "FS1GP: first-stage 1 GiB pages.",
+        pi: "PI: posted interrupts.",
+        fs5lp: "FS5LP: first-stage 5-level paging.",
+        esirtps: "ESIRTPS: SIRTP also invalidates the interrupt-entry cache.",
+        esrtps: "ESRTPS: SRTP also invalidates the caches.",
+    ],
+    [
+        nd: "ND: domain ids supported, 2 ** (4 + 2 * ND).",
+        sagaw: "SAGAW: supported widths (bit 1: 39-bit 3-level, 2: 48-bit 4-level, 3: 57-bit 5-level).",
+        mgaw: "MGAW: the widest input address in bits, minus 1.",
+        fro: "FRO: offset of the fault recording registers, in 16-byte units.",
+        sllps: "SLLPS: second-level superpages (bit 0: 2 MiB, bit 1: 1 GiB).",
+        nfr: "NFR: fault recording registers, minus 1.",
+        mamv: "MAMV: the largest address mask of a page-selective invalidation.",
+    ],
     {
         /// DID bits: 4 + 2 ND, at most 16.
         #[getter]
@@ -160,10 +190,35 @@ py_register!(
     "Ecap",
     Ecap,
     [
-        c, qi, dt, ir, eim, pt, sc, nest, prs, ers, srs, nwfs, eafs, pasid, dit, pds, smts, vcs,
-        slads, ssts, fsts, smpwcs, rps
+        c: "C: page-walk coherency (table reads snoop).",
+        qi: "QI: queued invalidation.",
+        dt: "DT: device-TLB (ATS).",
+        ir: "IR: interrupt remapping.",
+        eim: "EIM: extended interrupt mode (x2APIC destinations).",
+        pt: "PT: pass-through translation type.",
+        sc: "SC: snoop control.",
+        nest: "NEST: nested translation.",
+        prs: "PRS: page requests.",
+        ers: "ERS: execute requests.",
+        srs: "SRS: supervisor requests.",
+        nwfs: "NWFS: no-write flag.",
+        eafs: "EAFS: extended accessed flag.",
+        pasid: "PASID: process address space ids.",
+        dit: "DIT: device-TLB invalidation throttle.",
+        pds: "PDS: page-request drain.",
+        smts: "SMTS: scalable-mode translation.",
+        vcs: "VCS: virtual command.",
+        slads: "SLADS: second-level accessed/dirty.",
+        ssts: "SSTS: second-stage translation in scalable mode.",
+        fsts: "FSTS: first-stage translation.",
+        smpwcs: "SMPWCS: scalable-mode page-walk coherency.",
+        rps: "RPS: RID-PASID.",
     ],
-    [iro, mhmv, pss],
+    [
+        iro: "IRO: offset of the IOTLB registers, in 16-byte units.",
+        mhmv: "MHMV: the largest interrupt-entry invalidation handle mask.",
+        pss: "PSS: PASID bits supported, minus 1.",
+    ],
     {}
 );
 
@@ -179,14 +234,17 @@ impl PyRootEntry {
     fn new(lo: U64, hi: U64) -> Self {
         PyRootEntry(RootEntry { lo: lo.0, hi: hi.0 })
     }
+    /// The low 64-bit word.
     #[getter]
     fn lo(&self) -> u64 {
         self.0.lo
     }
+    /// The high 64-bit word.
     #[getter]
     fn hi(&self) -> u64 {
         self.0.hi
     }
+    /// P: the entry is present (bit 0).
     #[getter]
     fn present(&self) -> bool {
         self.0.present()
@@ -218,14 +276,17 @@ impl PyContextEntry {
     fn new(lo: U64, hi: U64) -> Self {
         PyContextEntry(ContextEntry { lo: lo.0, hi: hi.0 })
     }
+    /// The low 64-bit word.
     #[getter]
     fn lo(&self) -> u64 {
         self.0.lo
     }
+    /// The high 64-bit word.
     #[getter]
     fn hi(&self) -> u64 {
         self.0.hi
     }
+    /// P: the entry is present (bit 0).
     #[getter]
     fn present(&self) -> bool {
         self.0.present()

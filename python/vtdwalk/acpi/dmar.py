@@ -20,8 +20,9 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
+from vtdwalk.acpi.severity import Severity, severity_of
 from vtdwalk.errors import DmarError
 
 __all__ = [
@@ -122,9 +123,6 @@ def _flag_names(value: int, names: Sequence[tuple[int, str]]) -> list[str]:
 # Problems
 
 
-Severity = Literal["error", "warning"]
-
-
 @dataclass(frozen=True)
 class Problem:
     """One finding about a table: ``code`` is stable, ``offset`` is from the table start."""
@@ -138,6 +136,7 @@ class Problem:
         return f"{self.severity} [{self.code}] at {self.offset:#x}: {self.message}"
 
     def to_dict(self) -> dict[str, Any]:
+        """``{severity, offset, code, message}``."""
         return {
             "severity": self.severity,
             "offset": self.offset,
@@ -205,10 +204,12 @@ class DeviceScope:
 
     @property
     def type(self) -> str:
+        """The scope type's name: endpoint, bridge, ioapic, hpet, namespace or reserved."""
         return SCOPE_NAMES.get(self.type_code, "reserved")
 
     @property
     def length(self) -> int:
+        """The entry's length in bytes: the 6-byte header, 2 per path element, extra bytes."""
         return SCOPE_HEADER_LEN + 2 * len(self.path) + len(self.extra)
 
     @property
@@ -236,6 +237,7 @@ class DeviceScope:
         return first + "".join(f"/{d:02x}.{f:x}" for d, f in self.path[1:])
 
     def to_bytes(self) -> bytes:
+        """The entry as it sits in a table."""
         length = self.length
         if length > 0xFF:
             raise DmarError(f"device scope too long ({length} bytes, at most 255)")
@@ -258,6 +260,7 @@ class DeviceScope:
         return bytes(out)
 
     def to_dict(self, offset: int | None = None) -> dict[str, Any]:
+        """A JSON-ready description (``offset``: where the entry sits, when known)."""
         return {
             "type": self.type,
             "type_code": self.type_code,
@@ -272,22 +275,27 @@ class DeviceScope:
     # Convenience constructors for tables built by hand.
     @classmethod
     def endpoint(cls, bus: int, dev: int, fn: int) -> DeviceScope:
+        """A PCI endpoint scope entry for ``bus:dev.fn``."""
         return cls(SCOPE_ENDPOINT, start_bus=bus, path=[(dev, fn)])
 
     @classmethod
     def bridge(cls, bus: int, dev: int, fn: int) -> DeviceScope:
+        """A PCI bridge (sub-hierarchy) scope entry for ``bus:dev.fn``."""
         return cls(SCOPE_BRIDGE, start_bus=bus, path=[(dev, fn)])
 
     @classmethod
     def ioapic(cls, apic_id: int, bus: int, dev: int, fn: int) -> DeviceScope:
+        """An IOAPIC scope entry: enumeration id ``apic_id`` at ``bus:dev.fn``."""
         return cls(SCOPE_IOAPIC, enumeration_id=apic_id, start_bus=bus, path=[(dev, fn)])
 
     @classmethod
     def hpet(cls, hpet_id: int, bus: int, dev: int, fn: int) -> DeviceScope:
+        """An MSI-capable HPET scope entry: enumeration id ``hpet_id`` at ``bus:dev.fn``."""
         return cls(SCOPE_HPET, enumeration_id=hpet_id, start_bus=bus, path=[(dev, fn)])
 
     @classmethod
     def namespace(cls, device_number: int, bus: int, dev: int, fn: int) -> DeviceScope:
+        """An ACPI namespace device scope entry: ANDD ``device_number`` at ``bus:dev.fn``."""
         return cls(SCOPE_NAMESPACE, enumeration_id=device_number, start_bus=bus, path=[(dev, fn)])
 
 
@@ -315,10 +323,12 @@ class Drhd:
 
     @property
     def include_all(self) -> bool:
+        """Flag INCLUDE_PCI_ALL: the unit covers every device of its segment no other unit names."""
         return bool(self.flags & INCLUDE_PCI_ALL)
 
     @property
     def flag_names(self) -> list[str]:
+        """The names of the set flags."""
         return _flag_names(self.flags, ((INCLUDE_PCI_ALL, "INCLUDE_PCI_ALL"),))
 
     @property
@@ -423,6 +433,7 @@ class Atsr(_FlagsSegmentScopes):
 
     @property
     def all_ports(self) -> bool:
+        """Flag ALL_PORTS: the ATSR covers every root port of its segment."""
         return bool(self.flags & ALL_PORTS)
 
 
@@ -499,6 +510,7 @@ class Satc(_FlagsSegmentScopes):
 
     @property
     def atc_required(self) -> bool:
+        """Flag ATC_REQUIRED: the devices must have ATS enabled for the OS to use them safely."""
         return bool(self.flags & ATC_REQUIRED)
 
 
@@ -599,54 +611,68 @@ class DmarTable:
     # ---- accessors
     @property
     def haw_bits(self) -> int:
+        """The host address width in bits (the field plus one)."""
         return self.host_address_width + 1
 
     @property
     def flag_names(self) -> list[str]:
+        """The names of the set header flags (INTR_REMAP, X2APIC_OPT_OUT,
+        DMA_CTRL_PLATFORM_OPT_IN)."""
         return _flag_names(self.flags, TABLE_FLAG_NAMES)
 
     @property
     def intr_remap(self) -> bool:
+        """Header flag INTR_REMAP: the platform supports interrupt remapping."""
         return bool(self.flags & INTR_REMAP)
 
     @property
     def x2apic_opt_out(self) -> bool:
+        """Header flag X2APIC_OPT_OUT: firmware asks the OS not to enable x2APIC mode."""
         return bool(self.flags & X2APIC_OPT_OUT)
 
     @property
     def dma_ctrl_platform_opt_in(self) -> bool:
+        """Header flag DMA_CTRL_PLATFORM_OPT_IN: firmware asks for DMA protection at boot."""
         return bool(self.flags & DMA_CTRL_PLATFORM_OPT_IN)
 
     @property
     def drhds(self) -> list[Drhd]:
+        """The DRHD structures, in table order."""
         return [s for s in self.structures if isinstance(s, Drhd)]
 
     @property
     def rmrrs(self) -> list[Rmrr]:
+        """The RMRR structures, in table order."""
         return [s for s in self.structures if isinstance(s, Rmrr)]
 
     @property
     def atsrs(self) -> list[Atsr]:
+        """The ATSR structures, in table order."""
         return [s for s in self.structures if isinstance(s, Atsr)]
 
     @property
     def rhsas(self) -> list[Rhsa]:
+        """The RHSA structures, in table order."""
         return [s for s in self.structures if isinstance(s, Rhsa)]
 
     @property
     def andds(self) -> list[Andd]:
+        """The ANDD structures, in table order."""
         return [s for s in self.structures if isinstance(s, Andd)]
 
     @property
     def satcs(self) -> list[Satc]:
+        """The SATC structures, in table order."""
         return [s for s in self.structures if isinstance(s, Satc)]
 
     @property
     def sidps(self) -> list[Sidp]:
+        """The SIDP structures, in table order."""
         return [s for s in self.structures if isinstance(s, Sidp)]
 
     @property
     def unknown(self) -> list[UnknownStructure]:
+        """The structures of unknown type (or too short to decode), kept raw."""
         return [s for s in self.structures if isinstance(s, UnknownStructure)]
 
     # ---- serialisation
@@ -780,7 +806,7 @@ class _Parser:
         """Raise in strict mode; otherwise record an error and let the caller recover."""
         if self.strict:
             raise DmarError(message, offset)
-        self.problems.append(Problem("error", offset, code, message))
+        self.problems.append(Problem(severity_of(code), offset, code, message))
 
     def scopes(self, start: int, end: int, owner: str) -> tuple[list[DeviceScope], bytes]:
         """Scope entries in data[start:end]; undecodable remains come back as raw bytes."""
@@ -1081,8 +1107,10 @@ class _Checker:
         self.last_type = -1
         self.order_reported = False
 
-    def add(self, sev: Severity, off: int, code: str, msg: str) -> None:
-        self.probs.append(Problem(sev, off, code, msg))
+    def add(self, sev: Severity, off: int, code: str, msg: str, segment: int = 0) -> None:
+        # ``sev`` documents the call site; the one table decides (vtdwalk.acpi.severity).
+        del sev
+        self.probs.append(Problem(severity_of(code, segment), off, code, msg))
 
     def header(self) -> None:
         t, add = self.t, self.add
@@ -1105,7 +1133,7 @@ class _Checker:
             add(
                 "warning",
                 length,
-                "length-mismatch",
+                "trailing-data",
                 f"{len(t.trailer)} byte(s) of data follow the table length {length}",
             )
         if t.host_address_width == 0:
@@ -1241,6 +1269,7 @@ class _Checker:
                     "duplicate-include-all",
                     f"second INCLUDE_PCI_ALL DRHD on segment {s.segment:#x} (first at "
                     f"{self.include_all_seen[s.segment]:#x}; Xen: fatal on segment 0)",
+                    s.segment,
                 )
             else:
                 self.include_all_seen[s.segment] = off
@@ -1316,6 +1345,7 @@ class _Checker:
                     "duplicate-all-ports",
                     f"second ALL_PORTS ATSR on segment {s.segment:#x} (first at "
                     f"{self.all_ports_seen[s.segment]:#x}; Xen: fatal on segment 0)",
+                    s.segment,
                 )
             else:
                 self.all_ports_seen[s.segment] = off

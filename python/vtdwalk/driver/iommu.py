@@ -123,10 +123,12 @@ class Scope:
         object.__setattr__(self, "_sids", frozenset(b.sid for b in self.devices))
 
     def has_device(self, bus: int, devfn: int) -> bool:
+        """True when the scope names the function ``devfn`` on ``bus``."""
         sids: frozenset[int] = self._sids  # type: ignore[attr-defined]
         return (bus << 8 | devfn) in sids
 
     def has_bus(self, bus: int) -> bool:
+        """True when the scope covers ``bus`` (behind a bridge it names)."""
         return bus in self.buses
 
     def __contains__(self, bdf: object) -> bool:
@@ -295,14 +297,17 @@ class Iommu:
     # ---- the DRHD's fields
     @property
     def address(self) -> int:
+        """The DRHD's register base address."""
         return self.drhd.address
 
     @property
     def segment(self) -> int:
+        """The DRHD's PCI segment."""
         return self.drhd.segment
 
     @property
     def include_all(self) -> bool:
+        """True for an INCLUDE_PCI_ALL unit (every device of its segment no other unit names)."""
         return self.drhd.include_all
 
     @property
@@ -313,14 +318,17 @@ class Iommu:
     # ---- CAP / ECAP
     @property
     def agaw(self) -> int:
+        """The adjusted guest address width the driver uses: ``levels - 2``."""
         return self.levels - 2
 
     @property
     def sagaw(self) -> int:
+        """CAP.SAGAW: the page-table depths the unit supports (bit 1: 3-level, 2: 4, 3: 5)."""
         return self._capf.sagaw
 
     @property
     def nd(self) -> int:
+        """CAP.ND: how many domain ids the unit has (``ndoms`` is 2 ** (4 + 2 * nd))."""
         return self._capf.nd
 
     @property
@@ -330,22 +338,27 @@ class Iommu:
 
     @property
     def caching_mode(self) -> bool:
+        """CAP.CM: not-present entries may be cached (flush on map too)."""
         return self._capf.cm
 
     @property
     def rwbf(self) -> bool:
+        """CAP.RWBF: the write buffer must be flushed."""
         return self._capf.rwbf
 
     @property
     def mgaw(self) -> int:
+        """The widest input address in bits (CAP.MGAW + 1)."""
         return self._capf.mgaw
 
     @property
     def psi(self) -> bool:
+        """CAP.PSI: page-selective IOTLB invalidation is supported."""
         return self._capf.psi
 
     @property
     def mamv(self) -> int:
+        """CAP.MAMV: the largest address mask of a page-selective invalidation."""
         return self._capf.mamv
 
     @property
@@ -356,26 +369,32 @@ class Iommu:
 
     @property
     def coherent(self) -> bool:
+        """ECAP.C: the unit snoops table reads (no cache flush after writing them)."""
         return self._ecapf.c
 
     @property
     def queued_invalidation(self) -> bool:
+        """ECAP.QI: queued invalidation is supported."""
         return self._ecapf.qi
 
     @property
     def device_iotlb(self) -> bool:
+        """ECAP.DT: device IOTLBs (ATS) are supported."""
         return self._ecapf.dt
 
     @property
     def intr_remap(self) -> bool:
+        """ECAP.IR: interrupt remapping is supported."""
         return self._ecapf.ir
 
     @property
     def pass_through(self) -> bool:
+        """ECAP.PT: pass-through context entries are supported."""
         return self._ecapf.pt
 
     @property
     def snoop_control(self) -> bool:
+        """ECAP.SC: snoop control is supported."""
         return self._ecapf.sc
 
     # ---- memory on the unit's node

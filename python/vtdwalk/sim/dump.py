@@ -70,6 +70,7 @@ def domain_contexts(p: Platform, domain: Any) -> list[dict[str, Any]]:
 
 
 def dump(p: Platform, domain: Any) -> dict[str, Any]:
+    """One domain as JSON: its node, levels, devices, context entries and mapped ranges."""
     return {
         "domain": domain.id,
         "node": domain.node,
@@ -82,7 +83,8 @@ def dump(p: Platform, domain: Any) -> dict[str, Any]:
 
 
 def render_dump(d: dict[str, Any], limit: int | None = 40) -> str:
-    node = "none" if d["node"] is None else d["node"]
+    """:func:`dump`'s output for people; at most ``limit`` mapping lines (None: all)."""
+    node = "-" if d["node"] is None else d["node"]
     lines = [
         f"domain {d['domain']}: node {node}, {d['levels']}-level"
         + (", pass-through" if d["passthrough"] else ""),

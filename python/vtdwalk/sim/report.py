@@ -1,19 +1,31 @@
-"""The report of a run: units, devices, workload figures, faults by reason, placement."""
+"""The report of a run: units, devices, workload figures, faults by reason, placement; as a
+JSON-ready dict (:func:`run`) and as text tables for people (:func:`render_text`)."""
 
 from __future__ import annotations
 
-import sys
-import time
-from typing import Any, TextIO
+import io
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from vtdwalk.errors import DmaFault, VtdError
-from vtdwalk.platform import Platform
-from vtdwalk.sim.scenario import Scenario, SimConfig, _assignable, build_platform, plan_scenario
-from vtdwalk.sim.workload import drive, make_workload
+from vtdwalk.platform import Finding, Platform
+from vtdwalk.sim.progress import Phases
+from vtdwalk.sim.scenario import (
+    Scenario,
+    SimConfig,
+    _assignable,
+    build_platform,
+    device_count,
+    plan_scenario,
+)
+from vtdwalk.sim.workload import chunks, drive
 
-#: Architectural fault reason names (vtd-hardware.md §1.13), for the report.
+__all__ = ["FAULT_NAMES", "TOPOLOGY_CODES", "finding_dict", "render_table", "render_text", "run"]
+
+#: Architectural fault reason names (the VT-d specification's fault reason table), for the
+#: report.
 FAULT_NAMES = {
     0x1: "ROOT_ENTRY_P",
     0x2: "CONTEXT_ENTRY_P",
@@ -30,6 +42,29 @@ FAULT_NAMES = {
     0xD: "CONTEXT_ENTRY_TT",
     0xE: "INTERRUPT_ADDR",
 }
+
+#: Finding codes about the PCI population: with a user's ``--topology`` file they are the
+#: file's problems (source "topology"), otherwise the firmware's.
+TOPOLOGY_CODES = frozenset(
+    {"scope-device-missing", "rmrr-devices-missing", "device-no-unit", "ioapic-no-unit"}
+    | {"hpet-no-unit"}
+)
+
+#: How text output spells "no node".
+NO_NODE = "-"
+
+
+def finding_dict(f: Finding, user_topology: bool = False) -> dict[str, Any]:
+    """A finding as JSON: ``severity, code, message, offset`` (as ``platform --json``) and
+    ``source`` ("firmware", or "topology" for a user's topology file's problems)."""
+    src = "topology" if user_topology and f.code in TOPOLOGY_CODES else "firmware"
+    return {
+        "severity": f.severity,
+        "code": f.code,
+        "message": f.message,
+        "offset": f.offset,
+        "source": src,
+    }
 
 
 def _unit_stats(p: Platform) -> list[dict[str, Any]]:
@@ -54,35 +89,43 @@ def _unit_stats(p: Platform) -> list[dict[str, Any]]:
     return out
 
 
+def _hit_rate(p: Platform) -> float | None:
+    units = _unit_stats(p)
+    hits = sum(u["iotlb_hits"] for u in units)
+    looks = hits + sum(u["iotlb_misses"] for u in units)
+    return hits / looks if looks else None
+
+
 def _placement(p: Platform) -> dict[str, Any]:
     rep = p.numa_report()
     return rep if isinstance(rep, dict) else {"report": rep}
 
 
-def run(cfg: SimConfig, progress: bool = False, out: TextIO = sys.stderr) -> dict[str, Any]:
-    """Run the whole simulation and return the report (JSON-ready)."""
+def run(cfg: SimConfig, phases: Phases | None = None) -> dict[str, Any]:
+    """Run the whole simulation and return the report (JSON-ready); ``phases`` shows
+    progress."""
+    import time
+
+    ph = phases or Phases(False)
     rng = np.random.default_rng(cfg.seed)
     t_build = time.perf_counter()
-    p = build_platform(cfg)
-    sc = plan_scenario(p, cfg, rng)
+    with ph.phase("build platform", 1) as adv:
+        p = build_platform(cfg)
+        adv(1)
+    with ph.phase("map device buffers", max(1, device_count(p))) as adv:
+        sc = plan_scenario(p, cfg, rng, adv)
     build_s = time.perf_counter() - t_build
-    w = make_workload(sc, rng)
-    hpa, fault, seconds = drive(p, w, cfg.batch, progress, out)
-
-    ok = fault == 0
-    wrong = int(np.count_nonzero(ok & (hpa != w.expect)))
-    unexpected = int(np.count_nonzero(fault != w.expect_fault))
-    reasons, counts = np.unique(fault[~ok], return_counts=True)
-    faults = {
-        f"{int(r):#04x} {FAULT_NAMES.get(int(r), 'UNKNOWN')}": int(c)
-        for r, c in zip(reasons, counts, strict=True)
-    }
-    # One fault the platform raises in a single call: a device of no domain (0x2).
+    with ph.phase("translate", cfg.accesses) as adv:
+        res = drive(p, chunks(sc, rng, cfg.accesses, cfg.batch), adv)
     stray = _stray_device(p, sc)
     units = _unit_stats(p)
-    hits = sum(u["iotlb_hits"] for u in units)
-    looks = hits + sum(u["iotlb_misses"] for u in units)
-
+    hr = _hit_rate(p)
+    n = res.translations
+    user_topo = cfg.topology is not None
+    reasons = [
+        {"reason": r, "name": FAULT_NAMES.get(r, "UNKNOWN"), "count": c}
+        for r, c in sorted(res.fault_counts.items())
+    ]
     report: dict[str, Any] = {
         "platform": {
             "dmar": cfg.dmar_name,
@@ -92,60 +135,114 @@ def run(cfg: SimConfig, progress: bool = False, out: TextIO = sys.stderr) -> dic
             if cfg.dmar is None
             else "synthesised",
             "policy": cfg.policy,
+            "random_seed": cfg.seed,
             "nodes": [{"base": b, "size": s} for b, s in p.mem.nodes],
-            "findings": [str(f) for f in p.report],
+            "findings": [finding_dict(f, user_topo) for f in p.report],
+            # Until the next release: the findings as the strings they used to be.
+            "findings_text": [str(f) for f in p.report],
         },
         "units": units,
-        "devices": [{"bdf": b, "domain": d, "node": n} for b, d, n in sc.devices],
+        "devices": [{"bdf": b, "domain": d, "node": _nn(nd)} for b, d, nd in sc.devices],
         "refused": [{"bdf": b, "reason": r} for b, r in sc.refused],
         "domains": [
             {"id": d.id, "node": d.node, "devices": [str(x) for x in d.devices]} for d in sc.domains
         ],
         "workload": {
-            "translations": len(w.iovas),
-            "seconds": seconds,
-            "translations_per_second": len(w.iovas) / seconds if seconds else None,
-            "ns_per_translation": 1e9 * seconds / len(w.iovas) if len(w.iovas) else None,
+            "translations": n,
+            "seconds": res.seconds,
+            "translations_per_second": n / res.seconds if res.seconds else None,
+            "ns_per_translation": 1e9 * res.seconds / n if n else None,
             "mapped_pages_4k_equivalent": sc.mapped_pages,
             "map_seconds": sc.map_seconds,
             "build_seconds": build_s,
             "iotlb_entries": cfg.iotlb_entries,
-            "iotlb_hit_rate": hits / looks if looks else None,
-            "wrong_translations": wrong,
-            "unexpected_faults": unexpected,
-            "stray_device_fault": stray,
+            "iotlb_hit_rate": hr,
+            "wrong_translations": res.wrong,
+            "unexpected_faults": res.unexpected,
+            "stray_device": stray,
+            # Until the next release: the same as one string.
+            "stray_device_fault": None
+            if stray is None
+            else f"{stray['bdf']}: {stray['reason']:#04x} {stray['name']}"
+            if stray["reason"] is not None
+            else f"{stray['bdf']}: {stray['message']}",
         },
-        "faults": faults,
+        "fault_reasons": reasons,
+        # Until the next release: {"0xNN NAME": count}.
+        "faults": {f"{r['reason']:#04x} {r['name']}": r["count"] for r in reasons},
         "placement": {cfg.policy: _placement(p)},
     }
     if cfg.compare_policies:
         other = "pre-seed" if cfg.policy == "seed" else "seed"
         p2 = build_platform(cfg, policy=other)
-        plan_scenario(p2, cfg, np.random.default_rng(cfg.seed))
+        with ph.phase(f"placement under {other}", max(1, device_count(p2))) as adv:
+            plan_scenario(p2, cfg, np.random.default_rng(cfg.seed), adv)
         report["placement"][other] = _placement(p2)
+        p2.free()
+    p.free()
     return report
 
 
-def _stray_device(p: Platform, sc: Scenario) -> str | None:
+def _nn(node: int) -> int | None:
+    return None if node < 0 else node
+
+
+def _stray_device(p: Platform, sc: Scenario) -> dict[str, Any] | None:
+    """A device of no domain doing DMA: ``{bdf, reason, name, message}``."""
     assigned = {b for b, _, _ in sc.devices}
     for d in _assignable(p):
         if str(d.bdf) not in assigned:
             try:
                 p.translate(d.bdf, 0x1000)
             except DmaFault as f:
-                return f"{d.bdf}: {f.reason:#04x} {f.name}"
+                return {"bdf": str(d.bdf), "reason": f.reason, "name": f.name, "message": str(f)}
             except VtdError as e:
-                return f"{d.bdf}: {e}"
-            return f"{d.bdf}: translated without a domain"
+                return {"bdf": str(d.bdf), "reason": None, "name": None, "message": str(e)}
+            return {
+                "bdf": str(d.bdf),
+                "reason": None,
+                "name": None,
+                "message": "translated without a domain",
+            }
     return None
 
 
-def render_text(r: dict[str, Any]) -> str:
-    """The report for people."""
+def render_table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    right: Sequence[int] = (),
+    width: int = 100,
+) -> list[str]:
+    """Rows as aligned text within ``width`` columns (long cells wrap), no trailing spaces."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, expand=False)
+    for i, h in enumerate(headers):
+        t.add_column(h, justify="right" if i in right else "left", overflow="fold")
+    for r in rows:
+        t.add_row(*(str(c) for c in r))
+    buf = io.StringIO()
+    Console(file=buf, width=width, no_color=True, highlight=False, emoji=False).print(t)
+    return ["  " + line.rstrip() if line.strip() else "" for line in buf.getvalue().splitlines()]
+
+
+def _node(n: int | None) -> str:
+    return NO_NODE if n is None else str(n)
+
+
+def render_text(r: dict[str, Any], width: int = 100) -> str:
+    """The report for people: tables within ``width`` columns."""
     lines: list[str] = []
     pf = r["platform"]
+    wl = r["workload"]
     lines.append(
         f"vtdwalk simulate: {pf['dmar']} (topology {pf['topology']}, policy {pf['policy']})"
+    )
+    lines.append(
+        f"workload: {wl['translations']:,} DMA requests, random seed {pf.get('random_seed', '-')},"
+        f" IOTLB {wl['iotlb_entries']} entries per unit"
     )
     lines.append(
         "memory: "
@@ -153,28 +250,51 @@ def render_text(r: dict[str, Any]) -> str:
             f"node {i} [{n['base']:#x}, +{n['size'] >> 30} GiB)" for i, n in enumerate(pf["nodes"])
         )
     )
-    for f in pf["findings"]:
-        lines.append(f"  firmware: {f}")
+    if pf["findings"]:
+        lines.append("")
+        lines.append("findings (firmware, or topology: the --topology file):")
+        lines.extend(
+            render_table(
+                ["source", "severity", "code", "message"],
+                [[f["source"], f["severity"], f["code"], f["message"]] for f in pf["findings"]],
+                width=width - 2,
+            )
+        )
     lines.append("")
     lines.append("remapping units:")
+    rows = []
     for u in r["units"]:
         rate = "-" if u["iotlb_hit_rate"] is None else f"{100 * u['iotlb_hit_rate']:.1f}%"
-        node = "none" if u["node"] is None else u["node"]
-        kind = " include-all" if u["include_all"] else ""
-        lines.append(
-            f"  {u['address']:#010x}{kind:<12} node {node!s:<4} {u['levels']}-level  "
-            f"domains {u['domains']:<3} IOTLB hits {u['iotlb_hits']:>9,} misses "
-            f"{u['iotlb_misses']:>9,} evictions {u['iotlb_evictions']:>9,} hit rate {rate}"
+        rows.append(
+            [
+                f"{u['address']:#x}",
+                "include-all" if u["include_all"] else "",
+                _node(u["node"]),
+                u["levels"],
+                u["domains"],
+                f"{u['iotlb_hits']:,}",
+                f"{u['iotlb_misses']:,}",
+                f"{u['iotlb_evictions']:,}",
+                rate,
+            ]
         )
+    lines.extend(
+        render_table(
+            [
+                *("unit", "scope", "node", "levels", "domains", "IOTLB hits", "misses"),
+                "evictions",
+                "hit rate",
+            ],
+            rows,
+            right=(3, 4, 5, 6, 7, 8),
+            width=width - 2,
+        )
+    )
     lines.append("")
     lines.append("devices:")
-    for d in r["devices"]:
-        lines.append(
-            f"  {d['bdf']}  domain {d['domain']}  node {d['node'] if d['node'] >= 0 else 'none'}"
-        )
-    for d in r["refused"]:
-        lines.append(f"  {d['bdf']}  refused: {d['reason']}")
-    wl = r["workload"]
+    rows = [[d["bdf"], d["domain"], _node(d["node"]), ""] for d in r["devices"]]
+    rows += [[d["bdf"], "-", "-", f"refused: {d['reason']}"] for d in r["refused"]]
+    lines.extend(render_table(["device", "domain", "node", ""], rows, width=width - 2))
     lines.append("")
     lines.append("workload:")
     tps = wl["translations_per_second"]
@@ -191,13 +311,26 @@ def render_text(r: dict[str, Any]) -> str:
         f"  wrong translations {wl['wrong_translations']}, unexpected faults "
         f"{wl['unexpected_faults']}"
     )
-    if wl["stray_device_fault"]:
-        lines.append(f"  a device in no domain: {wl['stray_device_fault']}")
-    lines.append("faults by reason:")
-    for k, v in r["faults"].items():
-        lines.append(f"  {k:<24} {v}")
+    stray = wl.get("stray_device")
+    if stray:
+        what = (
+            f"fault {stray['reason']:#04x} {stray['name']}"
+            if stray["reason"] is not None
+            else stray["message"]
+        )
+        lines.append(f"  a device in no domain ({stray['bdf']}): {what}")
     lines.append("")
-    lines.extend(render_placement(r["placement"]))
+    lines.append("faults by reason:")
+    lines.extend(
+        render_table(
+            ["reason", "name", "count"],
+            [[f"{x['reason']:#04x}", x["name"], f"{x['count']:,}"] for x in r["fault_reasons"]],
+            right=(2,),
+            width=width - 2,
+        )
+    )
+    lines.append("")
+    lines.extend(render_placement(r["placement"], width))
     return "\n".join(lines)
 
 
@@ -205,19 +338,19 @@ def _pages_str(pages: dict[Any, int]) -> str:
     return " ".join(f"n{k}:{v}" for k, v in sorted(pages.items(), key=lambda kv: int(kv[0]))) or "-"
 
 
-def render_placement(placement: dict[str, dict[str, Any]]) -> list[str]:
+def render_placement(placement: dict[str, dict[str, Any]], width: int = 100) -> list[str]:
     """Table pages per node, one column per policy, misplaced pages in brackets."""
     policies = list(placement)
-    rows: list[tuple[str, list[str]]] = []
+    rows: list[list[str]] = []
     first = placement[policies[0]]
     for i, u in enumerate(first.get("units", [])):
-        label = f"unit {u['address']:#x} (node {u['node'] if u['node'] is not None else '-'})"
+        label = f"unit {u['address']:#x} (node {_node(u['node'])})"
         cells = []
         for pol in policies:
             uu = placement[pol]["units"][i]
             bad = f" [{uu['misplaced']} off-node]" if uu["misplaced"] else ""
             cells.append(_pages_str(uu["pages"]) + bad)
-        rows.append((label, cells))
+        rows.append([label, *cells])
     for i, d in enumerate(first.get("domains", [])):
         devs = ", ".join(x.split(":", 1)[1] for x in d["devices"])
         label = f"domain {d['id']} ({devs})"
@@ -226,24 +359,10 @@ def render_placement(placement: dict[str, dict[str, Any]]) -> list[str]:
             dd = placement[pol]["domains"][i]
             bad = f" [{dd['misplaced']} off-node]" if dd["misplaced"] else ""
             cells.append(_pages_str(dd["pages"]) + bad)
-        rows.append((label, cells))
+        rows.append([label, *cells])
     rows.append(
-        ("pages off their devices' node", [str(placement[p]["misplaced"]) for p in policies])
+        ["pages off their devices' node", *(str(placement[p]["misplaced"]) for p in policies)]
     )
-    w0 = max(len(r[0]) for r in rows)
-    widths = [max(len(pol), *(len(r[1][j]) for r in rows)) for j, pol in enumerate(policies)]
     out = ["table pages per node (n<node>:<pages>):"]
-    out.append(
-        "  "
-        + " " * w0
-        + "  "
-        + "  ".join(p.ljust(w) for p, w in zip(policies, widths, strict=True))
-    )
-    for label, cells in rows:
-        out.append(
-            "  "
-            + label.ljust(w0)
-            + "  "
-            + "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))
-        )
+    out.extend(render_table(["", *policies], rows, width=width - 2))
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -69,19 +70,27 @@ class SimConfig:
 
 @dataclass
 class Stream:
-    """One device's share of the workload."""
+    """One device's buffers, which its share of the workload draws from (see
+    :mod:`vtdwalk.sim.workload`): scattered 4 KiB pages (``pages_iova`` mapped to
+    ``pages_host``), sixteen 2 MiB pages at ``base + SUPER2M_OFF`` (host ``host2m``), one
+    1 GiB page at ``base + SUPER1G_OFF`` (host ``host1g``), a read-only 1 MiB ring at
+    ``base + RING_OFF`` (host ``ring_host``)."""
 
     bdf: str
     sid: int
     domain_id: int
-    iovas: npt.NDArray[np.uint64]
-    writes: npt.NDArray[np.bool_]
-    expect: npt.NDArray[np.uint64]  # the host address each access must reach
     base: int  # the device's IOVA window
+    pages_iova: npt.NDArray[np.uint64]
+    pages_host: npt.NDArray[np.uint64]
+    host2m: int
+    host1g: int
+    ring_host: int
 
 
 @dataclass
 class Scenario:
+    """The domains, devices and buffers of a run (what :func:`plan_scenario` built)."""
+
     platform: Platform
     domains: list[Any] = field(default_factory=list)
     devices: list[tuple[str, int, int]] = field(default_factory=list)  # bdf, domain id, node
@@ -198,11 +207,16 @@ def choose_groups(p: Platform) -> list[tuple[list[Device], bool]]:
     return out
 
 
-def plan_scenario(p: Platform, cfg: SimConfig, rng: np.random.Generator) -> Scenario:
-    """Create the domains of :func:`choose_groups`, assign their devices, map their buffers."""
+def plan_scenario(
+    p: Platform,
+    cfg: SimConfig,
+    rng: np.random.Generator,
+    advance: Callable[[int], None] | None = None,
+) -> Scenario:
+    """Create the domains of :func:`choose_groups`, assign their devices, map their buffers;
+    ``advance(1)`` is called after each device's buffers are mapped."""
     sc = Scenario(p)
     groups = choose_groups(p)
-    per_device = max(cfg.accesses // max(1, sum(len(g) for g, _ in groups)), 64)
     for devs, relaxed in groups:
         dom = p.create_domain()
         assigned: list[Device] = []
@@ -219,10 +233,17 @@ def plan_scenario(p: Platform, cfg: SimConfig, rng: np.random.Generator) -> Scen
         sc.domains.append(dom)
         t0 = time.perf_counter()
         for d in assigned:
-            sc.streams.append(_map_device(p, dom, d, cfg, per_device, rng, sc))
-            sc.devices.append((str(d.bdf), dom.id, _node_key(dom.node)))
+            sc.streams.append(_map_device(p, dom, d, cfg, rng, sc))
+            sc.devices.append((str(d.bdf), dom.id, _node_key(_unit_node(p, d))))
+            if advance is not None:
+                advance(1)
         sc.map_seconds += time.perf_counter() - t0
     return sc
+
+
+def device_count(p: Platform) -> int:
+    """How many devices :func:`plan_scenario` will try to assign (for progress totals)."""
+    return sum(len(g) for g, _ in choose_groups(p))
 
 
 def _map_device(
@@ -230,11 +251,10 @@ def _map_device(
     dom: Any,
     d: Device,
     cfg: SimConfig,
-    k: int,
     rng: np.random.Generator,
     sc: Scenario,
 ) -> Stream:
-    """Map this device's buffers into its domain; return the accesses it will make."""
+    """Map this device's buffers into its domain."""
     base = window(len(sc.streams))
     node = dom.node
     n = cfg.pages_per_device
@@ -246,37 +266,12 @@ def _map_device(
     maddrs = np.uint64(host) + np.arange(n, dtype=np.uint64) * np.uint64(PAGE)
     dom.map_pages(iovas, maddrs)
     # Sixteen 2 MiB superpages and one 1 GiB superpage (host buffers aligned by the allocator).
-    base2m = base + SUPER2M_OFF
     host2m = p.mem.alloc_pages(16 * MIB2 // PAGE, node=node)
-    dom.map(base2m, host2m, 16 * MIB2)
-    base1g = base + SUPER1G_OFF
+    dom.map(base + SUPER2M_OFF, host2m, 16 * MIB2)
     host1g = p.mem.alloc_pages(GIB // PAGE, node=node)
-    dom.map(base1g, host1g, GIB)
+    dom.map(base + SUPER1G_OFF, host1g, GIB)
     # A read-only descriptor ring.
-    ring_iova = base + RING_OFF
     ring_host = p.mem.alloc_pages(256, node=node)
-    dom.map(ring_iova, ring_host, 256 * PAGE, read=True, write=False)
+    dom.map(base + RING_OFF, ring_host, 256 * PAGE, read=True, write=False)
     sc.mapped_pages += n + 16 * 512 + GIB // PAGE + 256
-
-    # The accesses: random over the scattered pages, sequential over the 2 MiB buffers,
-    # random over the 1 GiB page, reads of the ring; about 1/4 writes (never to the ring).
-    parts = [k // 2, k // 4, k // 8]
-    parts.append(k - sum(parts))
-    off = rng.integers(0, PAGE // 8, size=k, dtype=np.uint64) * np.uint64(8)
-    pick = rng.integers(0, n, size=parts[0])
-    a_iova = iovas[pick]
-    a_host = maddrs[pick]
-    seq = np.arange(parts[1], dtype=np.uint64) * np.uint64(PAGE) % np.uint64(16 * MIB2)
-    b_iova = np.uint64(base2m) + seq
-    b_host = np.uint64(host2m) + seq
-    r1g = rng.integers(0, GIB // PAGE, size=parts[2], dtype=np.uint64) * np.uint64(PAGE)
-    c_iova = np.uint64(base1g) + r1g
-    c_host = np.uint64(host1g) + r1g
-    ring = rng.integers(0, 256, size=parts[3], dtype=np.uint64) * np.uint64(PAGE)
-    d_iova = np.uint64(ring_iova) + ring
-    d_host = np.uint64(ring_host) + ring
-    all_iova = np.concatenate([a_iova, b_iova, c_iova, d_iova]) + off
-    all_host = np.concatenate([a_host, b_host, c_host, d_host]) + off
-    writes = rng.random(k) < 0.25
-    writes[k - parts[3] :] = False
-    return Stream(str(d.bdf), d.bdf.sid, dom.id, all_iova, writes, all_host, base)
+    return Stream(str(d.bdf), d.bdf.sid, dom.id, base, iovas, maddrs, host2m, host1g, ring_host)

@@ -1,123 +1,175 @@
-"""The DMA workload: the device streams interleaved, and driving it through the units."""
+"""The DMA workload, streamed: the device streams interleaved chunk by chunk and driven through
+the units, so memory stays flat however many accesses are asked for.
+
+Each access picks a device uniformly, then what it touches: a random scattered 4 KiB page
+(1/2), the next page of a sequential sweep over the 2 MiB buffers (1/4), a random page of the
+1 GiB page (1/8), or a read of the ring (1/8); a random 8-byte offset in the page; about 1/4
+writes, never to the ring. ``faults`` accesses at random positions must fault: a read of an
+unmapped IOVA (0x6) and a write to the read-only ring (0x5), alternately.
+"""
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TextIO
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
 from vtdwalk.errors import PlatformError
 from vtdwalk.platform import Platform
-from vtdwalk.sim.scenario import PAGE, RING_OFF, UNMAPPED_OFF, Scenario
+from vtdwalk.sim.scenario import (
+    GIB,
+    MIB2,
+    PAGE,
+    RING_OFF,
+    SUPER1G_OFF,
+    SUPER2M_OFF,
+    UNMAPPED_OFF,
+    Scenario,
+)
+
+__all__ = ["Chunk", "DriveResult", "chunks", "drive", "make_workload"]
+
+_KIND_P = (0.5, 0.25, 0.125, 0.125)
 
 
 @dataclass
-class Workload:
+class Chunk:
+    """A slice of the workload: requests and what each must give."""
+
     sids: npt.NDArray[np.uint16]
     iovas: npt.NDArray[np.uint64]
     writes: npt.NDArray[np.bool_]
     expect: npt.NDArray[np.uint64]  # 0 where a fault is expected
     expect_fault: npt.NDArray[np.uint8]
-    bdfs: list[str]
-    stream_of: npt.NDArray[np.int32]
 
 
-def make_workload(sc: Scenario, rng: np.random.Generator, faults: int = 16) -> Workload:
-    """Interleave the device streams in random order and add accesses that must fault."""
-    streams = sc.streams
-    if not streams:
-        p = sc.platform
-        if not p.iommus:
-            why = "; ".join(str(f) for f in p.report if f.severity == "fatal") or "none found"
-            raise PlatformError(f"the table yields no usable remapping unit ({why})")
-        raise PlatformError("no device could be assigned: nothing to simulate")
-    sids = np.concatenate([np.full(len(s.iovas), s.sid, dtype=np.uint16) for s in streams])
-    iovas = np.concatenate([s.iovas for s in streams])
-    writes = np.concatenate([s.writes for s in streams])
-    expect = np.concatenate([s.expect for s in streams])
-    which = np.concatenate(
-        [np.full(len(s.iovas), i, dtype=np.int32) for i, s in enumerate(streams)]
-    )
-    efault = np.zeros(len(iovas), dtype=np.uint8)
-    # Faulting accesses: an unmapped IOVA (read: 0x6), a write to the read-only ring (0x5).
-    extra_sid, extra_iova, extra_write, extra_fault = [], [], [], []
-    for i in range(faults):
-        s = streams[i % len(streams)]
-        if i % 2 == 0:
-            extra_sid.append(s.sid)
-            extra_iova.append(s.base + UNMAPPED_OFF + i * PAGE)
-            extra_write.append(False)
-            extra_fault.append(0x6)
-        else:
-            extra_sid.append(s.sid)
-            extra_iova.append(s.base + RING_OFF + i * PAGE)
-            extra_write.append(True)
-            extra_fault.append(0x5)
-    sids = np.concatenate([sids, np.array(extra_sid, dtype=np.uint16)])
-    iovas = np.concatenate([iovas, np.array(extra_iova, dtype=np.uint64)])
-    writes = np.concatenate([writes, np.array(extra_write, dtype=np.bool_)])
-    expect = np.concatenate([expect, np.zeros(faults, dtype=np.uint64)])
-    efault = np.concatenate([efault, np.array(extra_fault, dtype=np.uint8)])
-    which = np.concatenate([which, np.array([i % len(streams) for i in range(faults)])])
-    order = rng.permutation(len(iovas))
-    return Workload(
-        sids[order],
-        iovas[order],
-        writes[order],
-        expect[order],
-        efault[order],
-        [s.bdf for s in streams],
-        which[order].astype(np.int32),
-    )
+@dataclass
+class DriveResult:
+    """What driving a workload found: counts only, so its size does not grow with the run."""
+
+    translations: int = 0
+    seconds: float = 0.0
+    wrong: int = 0
+    unexpected: int = 0
+    fault_counts: dict[int, int] = field(default_factory=dict)
 
 
-@contextmanager
-def _progress(total: int, enabled: bool, out: TextIO) -> Iterator[Callable[[int], None]]:
-    done = 0
-    width = 30
+def _check(sc: Scenario) -> None:
+    if sc.streams:
+        return
+    p = sc.platform
+    if not p.iommus:
+        why = "; ".join(f"{f.code}: {f.message}" for f in p.report if f.severity == "fatal")
+        raise PlatformError(f"the table yields no usable remapping unit ({why or 'none found'})")
+    raise PlatformError("no device could be assigned: nothing to simulate")
 
-    def tick(n: int) -> None:
-        nonlocal done
-        done += n
-        if enabled:
-            frac = done / total if total else 1.0
-            bar = "#" * int(frac * width)
-            out.write(f"\r  translating [{bar:<{width}}] {done:>10,}/{total:,}")
-            out.flush()
 
-    try:
-        yield tick
-    finally:
-        if enabled:
-            out.write("\n")
-            out.flush()
+def chunks(
+    sc: Scenario, rng: np.random.Generator, total: int, size: int = 1 << 16, faults: int = 16
+) -> Iterator[Chunk]:
+    """``total`` requests in chunks of at most ``size``, drawn from the scenario's streams."""
+    _check(sc)
+    st = sc.streams
+    nd = len(st)
+    sids = np.array([s.sid for s in st], dtype=np.uint16)
+    base = np.array([s.base for s in st], dtype=np.uint64)
+    pages_iova = np.stack([s.pages_iova for s in st])
+    pages_host = np.stack([s.pages_host for s in st])
+    npages = pages_iova.shape[1]
+    host2m = np.array([s.host2m for s in st], dtype=np.uint64)
+    host1g = np.array([s.host1g for s in st], dtype=np.uint64)
+    ring = np.array([s.ring_host for s in st], dtype=np.uint64)
+    seq = [0] * nd
+    nf = min(faults, total)
+    where: set[int] = set()
+    while len(where) < nf:
+        where.add(int(rng.integers(0, total)))
+    fault_at = sorted(where)
+    fi = 0
+    page = np.uint64(PAGE)
+    for start in range(0, total, size):
+        n = min(size, total - start)
+        dev = rng.integers(0, nd, size=n)
+        kind = rng.choice(4, size=n, p=_KIND_P)
+        off = rng.integers(0, PAGE // 8, size=n, dtype=np.uint64) * np.uint64(8)
+        # Kind 0: a random scattered page.
+        pick = rng.integers(0, npages, size=n)
+        iova = pages_iova[dev, pick]
+        host = pages_host[dev, pick]
+        # Kind 1: each device's next page of its sweep over the 2 MiB buffers.
+        k1 = np.flatnonzero(kind == 1)
+        if k1.size:
+            pos = np.empty(k1.size, dtype=np.uint64)
+            for d in range(nd):
+                sel = dev[k1] == d
+                m = int(np.count_nonzero(sel))
+                pos[sel] = np.arange(seq[d], seq[d] + m, dtype=np.uint64)
+                seq[d] += m
+            rel = pos * page % np.uint64(16 * MIB2)
+            iova[k1] = base[dev[k1]] + np.uint64(SUPER2M_OFF) + rel
+            host[k1] = host2m[dev[k1]] + rel
+        # Kind 2: a random 4 KiB page of the 1 GiB page.
+        k2 = np.flatnonzero(kind == 2)
+        rel = rng.integers(0, GIB // PAGE, size=k2.size, dtype=np.uint64) * page
+        iova[k2] = base[dev[k2]] + np.uint64(SUPER1G_OFF) + rel
+        host[k2] = host1g[dev[k2]] + rel
+        # Kind 3: a read of the ring.
+        k3 = np.flatnonzero(kind == 3)
+        rel = rng.integers(0, 256, size=k3.size, dtype=np.uint64) * page
+        iova[k3] = base[dev[k3]] + np.uint64(RING_OFF) + rel
+        host[k3] = ring[dev[k3]] + rel
+        writes = (rng.random(n) < 0.25) & (kind != 3)
+        c = Chunk(
+            sids[dev],
+            iova + off,
+            writes,
+            host + off,
+            np.zeros(n, dtype=np.uint8),
+        )
+        while fi < nf and fault_at[fi] < start + n:
+            j = fault_at[fi] - start
+            d = fi % nd
+            c.sids[j] = sids[d]
+            c.expect[j] = 0
+            if fi % 2 == 0:
+                c.iovas[j] = int(base[d]) + UNMAPPED_OFF + fi * PAGE
+                c.writes[j] = False
+                c.expect_fault[j] = 0x6
+            else:
+                c.iovas[j] = int(base[d]) + RING_OFF + fi * PAGE
+                c.writes[j] = True
+                c.expect_fault[j] = 0x5
+            fi += 1
+        yield c
+
+
+def make_workload(sc: Scenario, rng: np.random.Generator, total: int, faults: int = 16) -> Chunk:
+    """The whole workload of ``total`` requests as one chunk (for small runs and tests)."""
+    return next(chunks(sc, rng, total, size=max(total, 1), faults=faults))
 
 
 def drive(
     p: Platform,
-    w: Workload,
-    batch: int,
-    progress: bool = False,
-    out: TextIO = sys.stderr,
-) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint8], float]:
-    """Translate the workload in batches through each device's unit; (hpa, fault, seconds)."""
-    n = len(w.iovas)
-    hpa = np.zeros(n, dtype=np.uint64)
-    fault = np.zeros(n, dtype=np.uint8)
-    seconds = 0.0
-    with _progress(n, progress, out) as tick:
-        for start in range(0, n, batch):
-            sl = slice(start, min(start + batch, n))
-            t0 = time.perf_counter()
-            h, f = p.translate_batch(w.sids[sl], w.iovas[sl], w.writes[sl])
-            seconds += time.perf_counter() - t0
-            hpa[sl] = h
-            fault[sl] = f
-            tick(sl.stop - sl.start)
-    return hpa, fault, seconds
+    work: Iterator[Chunk],
+    advance: Callable[[int], None] | None = None,
+) -> DriveResult:
+    """Translate each chunk through its devices' units and check every answer; ``advance(n)``
+    after each chunk of ``n`` requests."""
+    r = DriveResult()
+    counts = np.zeros(256, dtype=np.int64)
+    for c in work:
+        t0 = time.perf_counter()
+        hpa, fault = p.translate_batch(c.sids, c.iovas, c.writes)
+        r.seconds += time.perf_counter() - t0
+        ok = fault == 0
+        r.wrong += int(np.count_nonzero(ok & (hpa != c.expect)))
+        r.unexpected += int(np.count_nonzero(fault != c.expect_fault))
+        counts += np.bincount(fault, minlength=256)
+        r.translations += len(c.iovas)
+        if advance is not None:
+            advance(len(c.iovas))
+    r.fault_counts = {int(k): int(counts[k]) for k in np.flatnonzero(counts[1:]) + 1}
+    return r

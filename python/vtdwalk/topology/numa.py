@@ -110,10 +110,12 @@ class Numa:
 
     @property
     def pxm_map(self) -> dict[int, int]:
+        """Proximity domain -> node index."""
         return {s[0]: s[1] for s in self._slots if s is not None}
 
     @property
     def ranges(self) -> list[tuple[int, int]]:
+        """Each node's ``(base, size)``, in node order (what PhysMem takes)."""
         return [(n.base, n.size) for n in self.nodes]
 
     def __len__(self) -> int:
@@ -126,15 +128,29 @@ class Numa:
         return PhysMem(self.ranges)
 
     @classmethod
-    def default(cls, pxms: Iterable[int] = (), size: int = DEFAULT_NODE_SIZE) -> Numa:
+    def default(
+        cls,
+        pxms: Iterable[int] = (),
+        size: int = DEFAULT_NODE_SIZE,
+        haw_bits: int | None = None,
+    ) -> Numa:
         """One node per distinct proximity domain (ascending), or one node without any.
 
-        Node i spans ``[(i + 1) * size, (i + 2) * size)``: distinct bases, none at address 0.
+        Without ``haw_bits``, node i spans ``[(i + 1) * size, (i + 2) * size)``: distinct
+        bases, none at address 0. With a table's host address width ``haw_bits``, memory is
+        sized to fit it: the nodes follow each other from 4 GiB (below: the MMIO hole, where
+        register bases and RMRRs sit), each ``size`` or less so that all end below
+        ``2 ** haw_bits`` (in whole GiB; the first layout when not even 1 GiB each fits).
         """
         distinct = sorted(set(pxms))
         if len(distinct) > MAX_NUMNODES:
             raise PlatformError(f"{len(distinct)} proximity domains: at most {MAX_NUMNODES}")
         groups: list[tuple[int, ...]] = [(p,) for p in distinct] or [()]
+        if haw_bits is not None:
+            low, gib = 4 << 30, 1 << 30
+            each = min(size, ((1 << haw_bits) - low) // len(groups) // gib * gib)
+            if each >= gib:
+                return cls([NumaNode(low + i * each, each, g) for i, g in enumerate(groups)])
         return cls([NumaNode((i + 1) * size, size, g) for i, g in enumerate(groups)])
 
     @classmethod
@@ -173,6 +189,7 @@ class Numa:
         return cls(nodes)
 
     def to_dict(self) -> dict[str, Any]:
+        """``{"nodes": [{"base", "size", "pxms"}]}``, as :meth:`from_dict` reads it."""
         return {
             "nodes": [{"base": n.base, "size": n.size, "pxms": list(n.pxms)} for n in self.nodes]
         }

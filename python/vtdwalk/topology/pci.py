@@ -78,12 +78,14 @@ class Bdf:
 
     @classmethod
     def from_devfn(cls, segment: int, bus: int, devfn: int) -> Bdf:
+        """The function ``devfn`` (``dev << 3 | fn``) of ``bus`` on ``segment``."""
         if not isinstance(devfn, int) or not 0 <= devfn <= 0xFF:
             raise InvalidArgument(f"devfn: {devfn!r} is not an integer in 0..255")
         return cls(segment, bus, devfn >> 3, devfn & 7)
 
     @classmethod
     def from_sid(cls, segment: int, sid: int) -> Bdf:
+        """The function with source-id ``sid`` (``bus << 8 | devfn``) on ``segment``."""
         if not isinstance(sid, int) or not 0 <= sid <= 0xFFFF:
             raise InvalidArgument(f"sid: source-id {sid!r} is not an integer in 0..0xffff")
         return cls(segment, sid >> 8, (sid >> 3) & 31, sid & 7)
@@ -130,10 +132,12 @@ class Bdf:
 
     @property
     def devfn(self) -> int:
+        """``dev << 3 | fn``."""
         return self.dev << 3 | self.fn
 
     @property
     def sid(self) -> int:
+        """The source-id of the function's DMA: ``bus << 8 | devfn``."""
         return self.bus << 8 | self.devfn
 
     def __str__(self) -> str:
@@ -153,6 +157,7 @@ class DeviceKind(str, Enum):
 
     @property
     def is_bridge(self) -> bool:
+        """True for the kinds that forward DMA from a secondary bus (ports and bridges)."""
         return self in _BRIDGE_KINDS
 
     def __str__(self) -> str:
@@ -247,10 +252,12 @@ class Device:
 
     @property
     def is_bridge(self) -> bool:
+        """True when the device forwards DMA from its secondary bus (a port or bridge)."""
         return self.kind.is_bridge
 
     @property
     def is_virtfn(self) -> bool:
+        """True for an SR-IOV virtual function (it has a ``physfn``)."""
         return self.physfn is not None
 
     @property
@@ -272,6 +279,7 @@ class Device:
         return [d for d in range(self.bdf.devfn + s, (self.bdf.dev + 1) << 3, s)]
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description, in the form the topology file uses."""
         d: dict[str, Any] = {"bdf": str(self.bdf), "kind": self.kind.value}
         if self.secondary is not None:
             d["secondary"] = self.secondary
@@ -412,14 +420,17 @@ class Topology:
         return d
 
     def get(self, bdf: BdfLike) -> Device | None:
+        """The device at ``bdf``, or None."""
         return self._devices.get(Bdf.coerce(bdf))
 
     @property
     def devices(self) -> Mapping[Bdf, Device]:
+        """Every device, by address."""
         return self._devices
 
     @property
     def segments(self) -> list[int]:
+        """The PCI segments with at least one device, ascending."""
         segs = {b.segment for b in self._devices}
         segs.update(b.segment for b in self.ioapics.values())
         segs.update(b.segment for b in self.hpets.values())
@@ -436,9 +447,11 @@ class Topology:
         return [b for b in self.buses(segment) if self.bridge_above(segment, b) is None]
 
     def bridges(self) -> list[Device]:
+        """The devices that forward DMA from a secondary bus (ports and bridges)."""
         return [d for d in self._devices.values() if d.is_bridge]
 
     def vfs(self, pf: BdfLike) -> list[Device]:
+        """The SR-IOV virtual functions of the physical function ``pf``."""
         return [self._devices[b] for b in self._vfs.get(Bdf.coerce(pf), [])]
 
     # ---- PCI-layer queries
@@ -515,6 +528,7 @@ class Topology:
 
     # ---- serialisation
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description, in the form the topology file uses."""
         out: dict[str, Any] = {"devices": [d.to_dict() for d in self._devices.values()]}
         if self.ioapics:
             out["ioapics"] = [{"id": k, "bdf": str(v)} for k, v in sorted(self.ioapics.items())]
