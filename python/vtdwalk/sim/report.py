@@ -8,28 +8,15 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from vtdwalk._core import fault_name, fault_names
 from vtdwalk.errors import DmaFault, VtdError
 from vtdwalk.platform import Platform
 from vtdwalk.sim.scenario import Scenario, SimConfig, _assignable, build_platform, plan_scenario
 from vtdwalk.sim.workload import drive, make_workload
 
-#: Architectural fault reason names (vtd-hardware.md §1.13), for the report.
-FAULT_NAMES = {
-    0x1: "ROOT_ENTRY_P",
-    0x2: "CONTEXT_ENTRY_P",
-    0x3: "CONTEXT_ENTRY_INV",
-    0x4: "ADDR_BEYOND_MGAW",
-    0x5: "WRITE",
-    0x6: "READ",
-    0x7: "PAGING_ENTRY_INV",
-    0x8: "ROOT_TABLE_INV",
-    0x9: "CONTEXT_TABLE_INV",
-    0xA: "ROOT_ENTRY_RSVD",
-    0xB: "CONTEXT_ENTRY_RSVD",
-    0xC: "PAGING_ENTRY_RSVD",
-    0xD: "CONTEXT_ENTRY_TT",
-    0xE: "INTERRUPT_ADDR",
-}
+#: Fault reason code -> name, the native spec layer's table (vtd-hardware.md §1.13); kept for
+#: callers of the report module. The report itself names a reason with ``fault_name``.
+FAULT_NAMES: dict[int, str] = fault_names()
 
 
 def _unit_stats(p: Platform) -> list[dict[str, Any]]:
@@ -74,7 +61,7 @@ def run(cfg: SimConfig, progress: bool = False, out: TextIO = sys.stderr) -> dic
     unexpected = int(np.count_nonzero(fault != w.expect_fault))
     reasons, counts = np.unique(fault[~ok], return_counts=True)
     faults = {
-        f"{int(r):#04x} {FAULT_NAMES.get(int(r), 'UNKNOWN')}": int(c)
+        f"{int(r):#04x} {fault_name(int(r)) or 'UNKNOWN'}": int(c)
         for r, c in zip(reasons, counts, strict=True)
     }
     # One fault the platform raises in a single call: a device of no domain (0x2).
