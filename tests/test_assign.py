@@ -13,7 +13,7 @@ import vtdwalk
 import vtdwalk.driver.assign
 from dmar_corpus import REAL
 from reference import ctx as ref
-from reference import hw_walk
+from reference import hw_walk, present_table
 from vtdwalk import (
     Bdf,
     Device,
@@ -85,7 +85,7 @@ def q35(policy: str = "seed", mem_pages: int | None = None) -> Platform:
 def entries_on(p: Platform) -> dict[str, ref.Ctx]:
     """Present context entries of the (only) unit, read from memory."""
     (u,) = p.iommus
-    return ref.present_entries(p.mem, u.root_maddr)
+    return ref.present_entries(p.mem, present_table(u.root_maddr))
 
 
 def ref_translate(p: Platform, unit: Iommu, sid: int, iova: int, write: bool = False) -> int:
@@ -152,7 +152,7 @@ def test_deassign_gives_context_not_present() -> None:
         p.translate("01:00.0", 0x8000)
     assert e.value.reason == 0x2 and e.value.sid == 0x0100
     s0 = unit_at(p, SOCKET0_UNIT)
-    e2 = ref.entry(p.mem, s0.root_maddr, 1, 0)
+    e2 = ref.entry(p.mem, present_table(s0.root_maddr), 1, 0)
     assert e2 is not None and not e2.present and (e2.slptptr, e2.did) == (0, 0)
     # The other device of the domain is untouched, and the DID stays while it is there.
     assert p.translate("00:1f.2", 0x8000).hpa == 0x9000_0000
@@ -377,7 +377,7 @@ def test_reassign_moves_device() -> None:
     assert p.owner_of("82:00.0") is b and a.devices == set()
     assert p.translate("82:00.0", 0x1000).hpa == 0x10_0000_B000
     assert a.did(s1) is None and b.did(s1) is not None
-    e = ref.entry(p.mem, s1.root_maddr, 0x82, 0)
+    e = ref.entry(p.mem, present_table(s1.root_maddr), 0x82, 0)
     assert e is not None and e.present and e.did == b.did(s1)
     # Reassigning to the owner is a no-op; to a stranger an error with nothing changed.
     p.reassign_device("82:00.0", b)
@@ -403,7 +403,7 @@ def test_passthrough_domain() -> None:
     assert d.page_table is None
     p.assign_device(d, "82:00.0")
     s1 = unit_at(p, SOCKET1_UNIT)
-    e = ref.entry(p.mem, s1.root_maddr, 0x82, 0)
+    e = ref.entry(p.mem, present_table(s1.root_maddr), 0x82, 0)
     assert e is not None and (e.tt, e.aw, e.slptptr) == (2, s1.levels - 2, 0)
     assert p.translate("82:00.0", 0x1234_5678).hpa == 0x1234_5678
     with pytest.raises(PlatformError):
@@ -423,8 +423,8 @@ def test_level_skipping_on_a_three_level_unit() -> None:
     p.assign_device(d, "82:00.0")
     pt = d.page_table
     assert pt is not None and pt.levels == 4
-    e = ref.entry(p.mem, s1.root_maddr, 0x82, 0)
-    l3 = p.mem.read_u64(pt.root) & ref.ADDR  # entry 0 of the L4 table
+    e = ref.entry(p.mem, present_table(s1.root_maddr), 0x82, 0)
+    l3 = p.mem.read_u64(present_table(pt.root)) & ref.ADDR  # entry 0 of the L4 table
     assert e is not None and e.aw == 1 and e.slptptr == l3 != 0
     d.map(0x4000_0000, 0x10_0000_0000, 0x1000)
     assert p.translate("82:00.0", 0x4000_0008).hpa == 0x10_0000_0008
@@ -439,14 +439,14 @@ def test_level_skipping_on_a_three_level_unit() -> None:
     d.unmap(0, 0x1000)
     assert d.flush_counts["reanchor"] >= 1
     d.map(0x4000_0000, 0x10_0000_3000, 0x1000)
-    e = ref.entry(p.mem, s1.root_maddr, 0x82, 0)
-    assert e is not None and e.slptptr == p.mem.read_u64(pt.root) & ref.ADDR
+    e = ref.entry(p.mem, present_table(s1.root_maddr), 0x82, 0)
+    assert e is not None and e.slptptr == p.mem.read_u64(present_table(pt.root)) & ref.ADDR
     assert p.translate("82:00.0", 0x4000_0008).hpa == 0x10_0000_3008
     # A 3-level domain on a 4-level unit needs no skipping.
     d3 = p.create_domain(levels=3)
     p.assign_device(d3, "01:00.0")
     s0 = unit_at(p, SOCKET0_UNIT)
-    e = ref.entry(p.mem, s0.root_maddr, 1, 0)
+    e = ref.entry(p.mem, present_table(s0.root_maddr), 1, 0)
     assert d3.page_table is not None
     assert e is not None and (e.aw, e.slptptr) == (1, d3.page_table.root)
 
@@ -463,8 +463,8 @@ def test_ats_tt_and_device_in_domain() -> None:
     p.assign_device(d, "00:1f.2")  # no ATS capability
     did = d.did(s0)
     assert did is not None
-    e_ats = ref.entry(p.mem, s0.root_maddr, 0x01, 0)
-    e_plain = ref.entry(p.mem, s0.root_maddr, 0x00, 0x1F << 3 | 2)
+    e_ats = ref.entry(p.mem, present_table(s0.root_maddr), 0x01, 0)
+    e_plain = ref.entry(p.mem, present_table(s0.root_maddr), 0x00, 0x1F << 3 | 2)
     assert e_ats is not None and e_ats.tt == 1
     assert e_plain is not None and e_plain.tt == 0
     # True: the entry's DID matches and TT is device-TLB.
@@ -476,7 +476,7 @@ def test_ats_tt_and_device_in_domain() -> None:
     assert p.device_in_domain(s0, "0a:00.0", did) is False
     assert p.device_in_domain(s0, "01:00.1", 0) is False
     # The present bit is not checked: a not-present entry with the DID and TT 1 counts.
-    t = ref.context_table(p.mem, s0.root_maddr, 0x01)
+    t = ref.context_table(p.mem, present_table(s0.root_maddr), 0x01)
     assert t is not None
     p.mem.write_u64(t + 16 * 3 + 8, did << 8)
     p.mem.write_u64(t + 16 * 3, 1 << 2)
@@ -487,7 +487,7 @@ def test_ats_tt_and_device_in_domain() -> None:
     bare.assign_device(bare.create_domain(), "01:00.0")
     assert bare.device_in_domain(b0, "01:00.0", 0) is True
     b0.free()
-    assert b0.root_maddr == 0
+    assert b0.root_maddr is None
     assert bare.device_in_domain(b0, "01:00.0", 0) is False
     # Flushes of the domain carry a device-TLB invalidation for the ATS device.
     d.map(0x1000, 0x2000_0000, 0x1000)
@@ -496,7 +496,7 @@ def test_ats_tt_and_device_in_domain() -> None:
     # Without ECAP.DT, TT stays 0.
     q = x10dai(ecap=QEMU_ECAP & ~DT)
     q.assign_device(q.create_domain(), "01:00.0")
-    e = ref.entry(q.mem, unit_at(q, SOCKET0_UNIT).root_maddr, 0x01, 0)
+    e = ref.entry(q.mem, present_table(unit_at(q, SOCKET0_UNIT).root_maddr), 0x01, 0)
     assert e is not None and e.tt == 0
     # Deassignment clears it.
     p.deassign_device("01:00.0")
@@ -639,8 +639,8 @@ def test_default_platform_uses_device_tlb_where_ats_applies() -> None:
     d = p.create_domain()
     p.assign_device(d, "81:00.0")
     p.assign_device(d, "81:00.1")
-    gpu = ref.entry(p.mem, s1.root_maddr, 0x81, 0)
-    audio = ref.entry(p.mem, s1.root_maddr, 0x81, 1)
+    gpu = ref.entry(p.mem, present_table(s1.root_maddr), 0x81, 0)
+    audio = ref.entry(p.mem, present_table(s1.root_maddr), 0x81, 1)
     assert gpu is not None and gpu.tt == 1
     assert audio is not None and audio.tt == 0
     did = d.did(s1)
@@ -651,7 +651,7 @@ def test_default_platform_uses_device_tlb_where_ats_applies() -> None:
     # Without ECAP.DT: TT 0 for the same device.
     q = Platform.default(ecap=QEMU_ECAP & ~DT)
     q.assign_device(q.create_domain(), "81:00.0")
-    e = ref.entry(q.mem, unit_at(q, SOCKET1_UNIT).root_maddr, 0x81, 0)
+    e = ref.entry(q.mem, present_table(unit_at(q, SOCKET1_UNIT).root_maddr), 0x81, 0)
     assert e is not None and e.tt == 0
 
 
@@ -719,7 +719,7 @@ def test_virtual_function_gets_its_own_entry() -> None:
     d = p.create_domain()
     p.assign_device(d, "02:10.2")
     s0 = unit_at(p, SOCKET0_UNIT)
-    got = ref.present_entries(p.mem, s0.root_maddr)
+    got = ref.present_entries(p.mem, present_table(s0.root_maddr))
     assert sorted(got) == ["02:10.2"] and got["02:10.2"].did == d.did(s0)
     d.map(0, 0x6000_0000, 0x1000)
     assert p.translate("02:10.2", 0x10).hpa == 0x6000_0010
@@ -749,10 +749,10 @@ def test_five_level_domain() -> None:
     p.assign_device(d, "82:00.0")  # walks all 5 levels
     p.assign_device(d, "01:00.0")  # 4-level unit: one level skipped
     assert d.page_table is not None
-    e1 = ref.entry(p.mem, s1.root_maddr, 0x82, 0)
-    e0 = ref.entry(p.mem, s0.root_maddr, 0x01, 0)
+    e1 = ref.entry(p.mem, present_table(s1.root_maddr), 0x82, 0)
+    e0 = ref.entry(p.mem, present_table(s0.root_maddr), 0x01, 0)
     assert e1 is not None and (e1.aw, e1.slptptr) == (3, d.page_table.root)
-    l4 = p.mem.read_u64(d.page_table.root) & ref.ADDR
+    l4 = p.mem.read_u64(present_table(d.page_table.root)) & ref.ADDR
     assert e0 is not None and (e0.aw, e0.slptptr) == (2, l4)
     d.map(0x7F_0000_0000, 0x10_0000_0000, 0x1000)
     d.map(1 << 48, 0x10_0000_1000, 0x1000)

@@ -11,6 +11,7 @@ import pytest
 import vtdwalk
 from dmar_corpus import REAL
 from reference import ctx as ref
+from reference import present_table
 from vtdwalk import DeviceKind, Platform
 from vtdwalk.driver.domain import Domain
 from vtdwalk.driver.iommu import Iommu
@@ -31,13 +32,16 @@ def x10dai(policy: str) -> Platform:
 
 
 def unit_pages(p: Platform, u: Iommu) -> list[int]:
-    return [u.root_maddr, *ref.context_table_pages(p.mem, u.root_maddr)]
+    return [
+        present_table(u.root_maddr),
+        *ref.context_table_pages(p.mem, present_table(u.root_maddr)),
+    ]
 
 
 def domain_pages(p: Platform, d: Domain) -> list[int]:
     assert d.page_table is not None
     root = d.page_table.root
-    return [] if root == 0 else ref.table_pages(p.mem, root, d.levels)
+    return [] if root is None else ref.table_pages(p.mem, root, d.levels)
 
 
 def rhsa_node(p: Platform, u: Iommu) -> int | None:
@@ -91,9 +95,11 @@ def test_pre_seed_misplacement_visible() -> None:
     assert d0.node is None and d1.node is None  # no domain node before the seed
     s1 = next(u for u in p.iommus if u.address == SOCKET1_UNIT)
     # The root table was allocated before any RHSA: not on socket 1's node.
-    assert s1.node == 1 and p.mem.node_of(s1.root_maddr) != 1
+    assert s1.node == 1 and p.mem.node_of(present_table(s1.root_maddr)) != 1
     # Context tables did follow the unit's RHSA (looked up at each allocation).
-    assert {p.mem.node_of(a) for a in ref.context_table_pages(p.mem, s1.root_maddr)} == {1}
+    assert {
+        p.mem.node_of(a) for a in ref.context_table_pages(p.mem, present_table(s1.root_maddr))
+    } == {1}
     # The first device's tables were allocated before the domain owned any device: no node.
     pages = domain_pages(p, d1)
     on = [p.mem.node_of(a) for a in pages]
@@ -167,7 +173,7 @@ def test_corpus_tables_with_rhsas(name: str) -> None:
         u = next(x for x in p.iommus if x.index == idx)
         for b in sorted(d.devices):
             assert p.translate(b, 0x4000_1008).hpa == base + 0x1008
-            e = ref.entry(p.mem, u.root_maddr, b.bus, b.devfn)
+            e = ref.entry(p.mem, present_table(u.root_maddr), b.bus, b.devfn)
             assert e is not None and e.present and e.did == d.did(u)
         want = rhsa_node(p, u)
         if want is not None:

@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from reference import present_table
 from vtdwalk import InvalidArgument, PageTable, PhysMem, Remapper, RootTable, VtdError
 
 K4 = 4096
@@ -19,7 +20,6 @@ SID = 0x0308  # 03:01.0
 DID = 7
 # IOVA -> HPA of the one domain below; everything else faults 0x06 (non-present second level).
 MAP = {0x1000: 0x20_5000, 0x2000: 0x20_9000}
-UNMAPPED = 2**64 - 1
 
 
 def unit() -> tuple[PhysMem, Remapper]:
@@ -28,7 +28,7 @@ def unit() -> tuple[PhysMem, Remapper]:
     for iova, hpa in MAP.items():
         pt.map(iova, hpa, K4, read=True, write=False)
     rt = RootTable(mem)
-    rt.set_context(SID >> 8, SID & 0xFF, pt.root, 2, DID)
+    rt.set_context(SID >> 8, SID & 0xFF, present_table(pt.root), 2, DID)
     return mem, Remapper(mem, rt.maddr)
 
 
@@ -142,8 +142,9 @@ def test_pagetable_batches_accept_array_likes(conv: Callable[[list[int]], Any]) 
     assert pt.map_pages(conv(iovas), conv(maddrs)) is False
     # Independent truth: the scalar lookup of each page.
     assert [pt.lookup(v) for v in iovas] == [(m, K4, True, True) for m in maddrs]
-    got = pt.lookup_many(conv([0, 3 * K4 + 8, 9 * K4]))
-    assert got.tolist() == [maddrs[0], maddrs[3] + 8, UNMAPPED]
+    got, mapped = pt.lookup_batch(conv([0, 3 * K4 + 8, 9 * K4]))
+    assert got.tolist() == [maddrs[0], maddrs[3] + 8, 0]
+    assert mapped.tolist() == [True, True, False]
     assert pt.unmap_pages(conv(iovas[:4])) is True
     assert [pt.lookup(v) for v in iovas[:5]] == [None] * 4 + [(maddrs[4], K4, True, True)]
 
@@ -157,13 +158,13 @@ def test_pagetable_batches_reject_bad_input(bad: Any, shown: str) -> None:
         ("iovas", lambda: pt.map_pages(bad, ok)),
         ("maddrs", lambda: pt.map_pages(ok, bad)),
         ("iovas", lambda: pt.unmap_pages(bad)),
-        ("iovas", lambda: pt.lookup_many(bad)),
+        ("iovas", lambda: pt.lookup_batch(bad)),
     ]
     for name, call in calls:
         with pytest.raises(InvalidArgument, match=rf"^{name}: expected") as e:
             call()
         assert shown in str(e.value)
-    assert pt.root == 0 and mem.stats()[0]["allocated_pages"] == 0
+    assert pt.root is None and mem.stats()[0]["allocated_pages"] == 0
 
 
 def test_write_u64s_accepts_array_likes() -> None:
@@ -214,7 +215,7 @@ def test_bad_flags_and_granularities_raise_invalid_argument() -> None:
         with pytest.raises(InvalidArgument, match="expected") as e:
             call()
         assert isinstance(e.value, VtdError) and isinstance(e.value, ValueError)
-    assert pt.root == 0 and rt.maddr == 0
+    assert pt.root is None and rt.maddr is None
     # numpy bools are bools.
     yes: Any = np.bool_(True)
     no: Any = np.bool_(False)

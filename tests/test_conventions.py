@@ -1,6 +1,7 @@
-"""The API conventions of the README's "Conventions" section, on every public entry point that
-names a device: the forms a device may take, the error a malformed one raises (InvalidArgument
-naming the argument), and "not mapped" as None."""
+"""The API conventions of the README's "Conventions" section, on every public entry point: the
+forms a device may take (Platform, Topology, Remapper, RootTable), the error a malformed one or
+a DID out of range raises (InvalidArgument naming the argument), "not mapped" (None, or a flag
+or fault array in batches), "no table" (None) and the one Translation type."""
 
 from __future__ import annotations
 
@@ -11,14 +12,29 @@ import numpy as np
 import pytest
 
 import vtdwalk
-from vtdwalk import Bdf, Device, InvalidArgument, Platform, Topology
+from reference import present_table
+from vtdwalk import (
+    Bdf,
+    Cap,
+    ContextEntry,
+    Device,
+    DmaFault,
+    InvalidArgument,
+    PageTable,
+    PhysMem,
+    Platform,
+    Remapper,
+    RootTable,
+    Topology,
+    levels_to_aw,
+)
 from vtdwalk import dmar as D
 
 B = Bdf.parse
 UNIT = 0xB000
 
 
-def machine() -> Platform:
+def machine(**platform: Any) -> Platform:
     """One include-all unit with an RMRR for 01:00.0, an ALL_PORTS ATSR; 01:00.0 has ATS."""
     table = D.DmarTable(
         host_address_width=38,
@@ -35,7 +51,7 @@ def machine() -> Platform:
         ],
     )
     topo = Topology([Device(B("01:00.0"), ats=True), Device(B("02:00.0"))])
-    return Platform(table, topology=topo)
+    return Platform(table, topology=topo, **platform)
 
 
 #: 01:00.0 in every form a device may take.
@@ -166,3 +182,137 @@ def test_a_did_out_of_range_is_invalid_argument_naming_it(did: object) -> None:
     with pytest.raises(InvalidArgument, match=r"^did: ") as ei:
         p.device_in_domain(0, "01:00.0", did)  # type: ignore[arg-type]
     assert type(ei.value) is InvalidArgument
+
+
+# ---- the native objects: device naming, no table, not mapped, DIDs
+
+SID = 0x0308  # 03:01.0
+
+
+def _tables() -> tuple[PhysMem, PageTable, RootTable, Remapper]:
+    """A 4-level table mapping IOVA 0x1000 -> 0x40_0000 read/write for 03:01.0 (DID 5)."""
+    mem = PhysMem([(0, 1 << 24)])
+    pt = PageTable(mem, 4)
+    pt.map(0x1000, 0x40_0000, 0x1000)
+    rt = RootTable(mem)
+    root = present_table(pt.root)
+    rt.set_context(3, 0x08, root, levels_to_aw(4), 5)
+    return mem, pt, rt, Remapper(mem, root_table=rt.maddr)
+
+
+#: 03:01.0 in every form the native objects take.
+NATIVE_FORMS: list[object] = [B("03:01.0"), "03:01.0", "0000:03:01.0", SID, np.uint16(SID)]
+
+
+@pytest.mark.parametrize("dev", NATIVE_FORMS, ids=repr)
+def test_native_objects_name_a_device_in_every_form(dev: Any) -> None:
+    _, _, rt, r = _tables()
+    entry = rt.context(dev)
+    assert entry is not None and entry == rt.context(3, 0x08)
+    assert ContextEntry(*rt.raw_context(dev)).did == 5
+    t = r.translate(dev, 0x1234)
+    assert (t.hpa, t.page_size, t.domain_id) == (0x40_0234, 0x1000, 5)
+    r.invalidate_context("device", did=5, sid=dev)
+    assert r.translate(dev, 0x1234).hpa == 0x40_0234
+    assert rt.clear_context(dev) is True and rt.context(3, 0x08) is None
+
+
+NATIVE_DEVICE_CALLS: list[tuple[str, str, Callable[[RootTable, Remapper, Any], object]]] = [
+    ("RootTable.context", "device", lambda rt, r, bad: rt.context(bad)),
+    ("RootTable.raw_context", "device", lambda rt, r, bad: rt.raw_context(bad)),
+    ("RootTable.clear_context", "device", lambda rt, r, bad: rt.clear_context(bad)),
+    ("Remapper.translate", "sid", lambda rt, r, bad: r.translate(bad, 0x1000)),
+    (
+        "Remapper.invalidate_context",
+        "sid",
+        lambda rt, r, bad: r.invalidate_context("device", did=5, sid=bad),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "name,arg,call", NATIVE_DEVICE_CALLS, ids=[c[0] for c in NATIVE_DEVICE_CALLS]
+)
+@pytest.mark.parametrize("bad", ["zz", "00:20.0", 1 << 16, -1, 1.5], ids=repr)
+def test_a_malformed_device_on_native_objects_is_invalid_argument_naming_it(
+    name: str, arg: str, call: Callable[[RootTable, Remapper, Any], object], bad: object
+) -> None:
+    _, _, rt, r = _tables()
+    before = rt.entries()
+    with pytest.raises(InvalidArgument) as ei:
+        call(rt, r, bad)
+    assert type(ei.value) is InvalidArgument
+    assert str(ei.value).startswith(f"{arg}: "), str(ei.value)
+    assert rt.entries() == before
+
+
+def test_no_table_is_none_everywhere() -> None:
+    mem = PhysMem([(0, 1 << 24)])
+    pt, rt = PageTable(mem), RootTable(mem)
+    assert pt.root is None and rt.maddr is None
+    assert Remapper(mem).root_table is None
+    p = machine()
+    (unit,) = p.iommus
+    assert unit.root_maddr is not None and unit.root_maddr == unit.root_table.maddr
+    assert p.to_dict()["units"][0]["root_table"] == unit.root_maddr
+    p.free()
+    assert unit.root_maddr is None and unit.root_table.maddr is None
+    assert p.to_dict()["units"][0]["root_table"] is None
+    # Once allocated, an address (frame 0 is reserved, so never 0).
+    pt.map(0, 0x40_0000, 0x1000)
+    assert rt.alloc() == rt.maddr and rt.maddr is not None and rt.maddr > 0
+    assert pt.root is not None and pt.root > 0
+
+
+def test_not_mapped_in_batches_is_a_flag_never_an_address() -> None:
+    _, pt, _, r = _tables()
+    hpa, mapped = pt.lookup_batch([0x1008, 0x2000, 0x1FFF])
+    assert hpa.tolist() == [0x40_0008, 0, 0x40_0FFF]
+    assert mapped.tolist() == [True, False, True]
+    out, fault = r.translate_batch([SID, SID], [0x1008, 0x2000])
+    assert out.tolist() == [0x40_0008, 0] and fault.tolist() == [0, 0x6]  # 0x6: READ
+    with pytest.raises(DmaFault) as ei:
+        r.translate(SID, 0x2000)
+    assert (ei.value.reason, ei.value.name) == (0x6, "READ")
+
+
+DID_CALLS: list[tuple[str, Callable[[RootTable, Remapper, Any], object]]] = [
+    ("RootTable.set_context", lambda rt, r, did: rt.set_context(4, 0, 0x1000, 2, did)),
+    ("invalidate_iotlb domain", lambda rt, r, did: r.invalidate_iotlb("domain", did=did)),
+    (
+        "invalidate_iotlb page",
+        lambda rt, r, did: r.invalidate_iotlb("page", did=did, addr=0x1000),
+    ),
+    ("invalidate_context domain", lambda rt, r, did: r.invalidate_context("domain", did=did)),
+    (
+        "invalidate_context device",
+        lambda rt, r, did: r.invalidate_context("device", did=did, sid=SID),
+    ),
+]
+
+
+@pytest.mark.parametrize("name,call", DID_CALLS, ids=[c[0] for c in DID_CALLS])
+@pytest.mark.parametrize("did", [-1, 1 << 16, np.int64(1 << 16), 1 << 40])
+def test_a_did_beyond_16_bits_is_invalid_argument_naming_it_on_native_objects(
+    name: str, call: Callable[[RootTable, Remapper, Any], object], did: object
+) -> None:
+    _, _, rt, r = _tables()
+    before, stats = rt.entries(), r.stats()
+    with pytest.raises(InvalidArgument, match=r"^did: ") as ei:
+        call(rt, r, did)
+    assert type(ei.value) is InvalidArgument
+    assert rt.entries() == before and r.stats() == stats
+
+
+def test_a_did_is_checked_against_the_units_cap_nd_where_the_unit_is_known() -> None:
+    p = machine(cap=int(Cap.default().replace(nd=1)))
+    (unit,) = p.iommus
+    assert unit.ndoms == 64  # 2 ** (4 + 2 * 1)
+    assert p.device_in_domain(unit, "01:00.0", 63) is False
+    with pytest.raises(InvalidArgument, match=r"^did: DID 64 is not in 0\.\.=63$"):
+        p.device_in_domain(unit, "01:00.0", 64)
+    # Without a unit, the 16-bit field is the range (RootTable writes any 16-bit DID).
+    _, _, rt, _ = _tables()
+    rt.set_context(4, 0, 0x1000, 2, 0xFFFF)
+    entry = rt.context(4, 0)
+    assert entry is not None and ContextEntry(*entry).did == 0xFFFF

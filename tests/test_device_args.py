@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from reference import present_table
 from vtdwalk import Bdf, DmaFault, InvalidArgument, PageTable, PhysMem, Remapper, RootTable
 
 BUS, DEV, FN = 3, 1, 0
@@ -22,7 +23,7 @@ def build() -> tuple[RootTable, Remapper]:
     pt.map(IOVA, PAGE, 4096)
     rt = RootTable(mem)
     rt.alloc()
-    rt.set_context(BUS, DEV << 3 | FN, pt.root, 2, 7)
+    rt.set_context(BUS, DEV << 3 | FN, present_table(pt.root), 2, 7)
     return rt, Remapper(mem, root_table=rt.maddr)
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
+from reference import present_table
 from vtdwalk import Cap, PageTable, PhysMem, Remapper, RootTable
 
 BUS, DEVFN = 3, 8
@@ -23,7 +24,7 @@ def build(cap: int, did: int) -> tuple[PageTable, Remapper]:
     pt.map(IOVA, PAGE_A, 4096)
     rt = RootTable(mem)
     rt.alloc()
-    rt.set_context(BUS, DEVFN, pt.root, 2, did)
+    rt.set_context(BUS, DEVFN, present_table(pt.root), 2, did)
     return pt, Remapper(mem, root_table=rt.maddr, cap=cap)
 
 

@@ -5,14 +5,20 @@ Layers, lowest first: the foundations (errors, argument checks, the native modul
 ``topology``), ``driver``, the platform (``platform``, ``dma`` and the package facade),
 ``sim``, ``cli``. A module may import its own layer or lower ones, never a higher one, and the
 import graph has no cycle. Inside ``driver``, only ``flush.py`` touches the unit's hardware.
+No module decodes CAP/ECAP, an entry word or a level width itself, or spells a fault-reason
+name: those come from the native spec layer (``Cap``, ``Ecap``, ``ContextEntry``,
+``levels_to_width``/``levels_to_aw``, ``fault_name``).
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
+
+from vtdwalk import fault_names
 
 PKG = Path(__file__).resolve().parent.parent / "python" / "vtdwalk"
 
@@ -165,3 +171,68 @@ def test_only_flush_touches_the_unit_hardware() -> None:
     assert uses == []
     # ... and the check sees a use where there is one.
     assert _hardware_uses(PKG / "driver" / "flush.py") != []
+
+
+# ---- the architecture's vocabulary is decoded in one place (the native spec layer)
+
+#: Operands that are a register or an entry word: taking them apart with a shift or a mask is
+#: decoding (``cap``, ``self.ecap``, ``raw_cap``, ``ctx.lo``, ``hi``).
+_WORD = re.compile(r"e?cap|\w+_e?cap|e?cap_\w+|lo|hi", re.I)
+#: Width conversions written out instead of levels_to_width / levels_to_aw / aw_to_levels.
+_WIDTH = [
+    (re.compile(r"\b12 \+ 9 \*|\b9 \* \w+ \+ 12\b"), "level width"),
+    (re.compile(r"\blevels\w* - 2\b|\baw\w* \+ 2\b"), "levels/AW"),
+]
+
+
+def _decoding(source: str, where: str) -> list[str]:
+    """Every line of ``source`` that decodes a register, an entry word or a width itself, and
+    every string literal that is an architectural fault-reason name."""
+    names = set(fault_names().values())
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source, filename=where)):
+        if isinstance(node, ast.BinOp):
+            if isinstance(node.op, (ast.RShift, ast.LShift, ast.BitAnd)):
+                for side in (node.left, node.right):
+                    name = (
+                        side.id
+                        if isinstance(side, ast.Name)
+                        else side.attr
+                        if isinstance(side, ast.Attribute)
+                        else None
+                    )
+                    if name is not None and _WORD.fullmatch(name):
+                        what = "entry word" if name in ("lo", "hi") else "CAP/ECAP"
+                        found.add(f"{where}:{node.lineno}: {what}")
+            text = ast.unparse(node)
+            found.update(f"{where}:{node.lineno}: {w}" for rx, w in _WIDTH if rx.search(text))
+        elif isinstance(node, ast.Constant) and node.value in names:
+            found.add(f"{where}:{node.lineno}: fault name literal {node.value!r}")
+    return sorted(found)
+
+
+def test_python_decodes_no_register_entry_width_or_fault_name() -> None:
+    found = [f for mod, path in MODULES.items() for f in _decoding(path.read_text(), mod)]
+    assert found == []
+
+
+def test_the_decoding_finder_finds_each_kind() -> None:
+    planted = (
+        "nd = cap & 7\n"
+        "iro = (ecap >> 8) & 0x3FF\n"
+        "did = ctx.hi >> 8 & 0xFFFF\n"
+        "width = 12 + 9 * levels\n"
+        "aw = levels - 2\n"
+        "levels = aw + 2\n"
+        "names = {1: 'ROOT_ENTRY_P'}\n"
+        "ok = Cap(cap).nd + levels_to_width(levels) + page & 0xFFF\n"
+    )
+    assert _decoding(planted, "p") == [
+        "p:1: CAP/ECAP",
+        "p:2: CAP/ECAP",
+        "p:3: entry word",
+        "p:4: level width",
+        "p:5: levels/AW",
+        "p:6: levels/AW",
+        "p:7: fault name literal 'ROOT_ENTRY_P'",
+    ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reference import sl_walk
+from reference import present_table, sl_walk
 from vtdwalk import InvalidArgument, MemoryAccessError, OutOfMemory, PageTable, PhysMem
 
 K4 = 1 << 12
@@ -39,7 +39,7 @@ def ref(pt: PageTable, mem: PhysMem, iova: int) -> tuple[int, int, bool, bool] |
 def test_properties_and_defaults() -> None:
     mem = arena()
     pt = PageTable(mem)
-    assert (pt.root, pt.levels, pt.width, pt.node, pt.superpages) == (0, 4, 48, None, "1G")
+    assert (pt.root, pt.levels, pt.width, pt.node, pt.superpages) == (None, 4, 48, None, "1G")
     assert pt.table_pages() == {}
     pt.node = 1
     assert pt.node == 1
@@ -150,7 +150,7 @@ def test_unmap_everything_leaves_only_the_root(levels: int) -> None:
     assert pt.unmap_pages(np.arange(1, 3 * 512 + 1, dtype=np.uint64) * K4) is True
     assert pt.table_pages() == {0: 1}
     pt.free()
-    assert pt.root == 0 and pt.table_pages() == {}
+    assert pt.root is None and pt.table_pages() == {}
     assert [s["free_pages"] for s in mem.stats()] == free0
 
 
@@ -158,7 +158,7 @@ def test_table_pages_follow_the_node() -> None:
     mem = arena()
     pt = PageTable(mem, node=1, superpages="none")
     pt.map(0, 0, K4)
-    assert mem.node_of(pt.root) == 1
+    assert mem.node_of(present_table(pt.root)) == 1
     pt.node = 0
     pt.map(G1, 0, K4)
     assert pt.table_pages() == {0: 2, 1: 4}
@@ -173,7 +173,7 @@ def test_page_zero_is_never_a_table() -> None:
     mem = PhysMem([(0, 64 * K4)])
     pt = PageTable(mem)
     pt.map(0, 0, K4)
-    assert pt.root != 0 and pt.lookup(0) == (0, K4, True, True)
+    assert pt.root is not None and pt.lookup(0) == (0, K4, True, True)
     assert 0 not in {pt.leaf_table(0, False, lv) for lv in range(1, pt.levels + 1)}
     pt.free()
     s = mem.stats()[0]
@@ -274,7 +274,7 @@ def test_bad_batches_and_arguments() -> None:
     with pytest.raises(InvalidArgument):
         pt.unmap_pages(np.array([0, 5], u))
     with pytest.raises(InvalidArgument):
-        pt.lookup_many(np.array([1 << 39], u))
+        pt.lookup_batch(np.array([1 << 39], u))
     with pytest.raises(InvalidArgument):
         pt.map(-K4, 0, K4)
     assert state(pt, mem) == before
@@ -293,10 +293,10 @@ def test_corrupted_tables_raise_clear_errors() -> None:
     mem = arena()
     pt = PageTable(mem, superpages="none")
     pt.map(0, 0, K4)
-    good = mem.read_u64(pt.root)
+    good = mem.read_u64(present_table(pt.root))
     stranger = mem.alloc_pages(1)
     for bad in [(1 << 45) | 3, stranger | 3, good | 0x80]:
-        mem.write_u64(pt.root, bad)
+        mem.write_u64(present_table(pt.root), bad)
         pages = pt.table_pages()
         with pytest.raises(MemoryAccessError, match="corrupted"):
             pt.map(K4, 0, K4)
@@ -307,16 +307,16 @@ def test_corrupted_tables_raise_clear_errors() -> None:
         with pytest.raises(MemoryAccessError, match="corrupted"):
             pt.unmap_pages(np.array([0], np.uint64))
         assert pt.table_pages() == pages
-        assert mem.read_u64(pt.root) == bad
+        assert mem.read_u64(present_table(pt.root)) == bad
         assert mem.read_u64(stranger) == 0
-    mem.write_u64(pt.root, (1 << 45) | 3)
+    mem.write_u64(present_table(pt.root), (1 << 45) | 3)
     with pytest.raises(MemoryAccessError):
         pt.lookup(0)
     with pytest.raises(MemoryAccessError):
         pt.mappings()
     with pytest.raises(MemoryAccessError):
-        pt.lookup_many(np.array([0], np.uint64))
-    mem.write_u64(pt.root, good)
+        pt.lookup_batch(np.array([0], np.uint64))
+    mem.write_u64(present_table(pt.root), good)
     assert pt.lookup(0) == (0, K4, True, True)
 
 
@@ -327,23 +327,27 @@ def test_batches_match_single_calls_and_reference() -> None:
     iovas = rng.choice(1 << 22, size=20_000, replace=False).astype(np.uint64) * np.uint64(K4)
     maddrs = rng.integers(0, 1 << 28, size=iovas.size, dtype=np.uint64) * np.uint64(K4)
     assert pt.map_pages(iovas, maddrs, write=False) is False
-    out = pt.lookup_many(iovas + np.uint64(0x123))
-    assert out.dtype == np.uint64
-    assert np.array_equal(out, maddrs + np.uint64(0x123))
+    out, mapped = pt.lookup_batch(iovas + np.uint64(0x123))
+    assert out.dtype == np.uint64 and mapped.dtype == np.bool_
+    assert np.array_equal(out, maddrs + np.uint64(0x123)) and bool(mapped.all())
     for i in range(0, iovas.size, 997):
         assert ref(pt, mem, int(iovas[i])) == (int(maddrs[i]), K4, True, False)
-    assert pt.lookup_many(np.array([K4 * (1 << 22) + K4], np.uint64))[0] == U64_MAX
+    out, mapped = pt.lookup_batch(np.array([K4 * (1 << 22) + K4], np.uint64))
+    assert (out.tolist(), mapped.tolist()) == ([0], [False])
     # Duplicates: the last one wins, and "present before" only counts earlier calls.
     dup = np.array([5 * M2, 5 * M2], np.uint64)
     assert pt.map_pages(dup, np.array([K4, 2 * K4], np.uint64)) is False
     assert pt.lookup(5 * M2) == (2 * K4, K4, True, True)
     assert pt.unmap_pages(iovas[:10_000]) is True
-    assert np.all(pt.lookup_many(iovas[:10_000]) == np.uint64(U64_MAX))
-    assert np.array_equal(pt.lookup_many(iovas[10_000:]), maddrs[10_000:])
+    out, mapped = pt.lookup_batch(iovas[:10_000])
+    assert not mapped.any() and not out.any()
+    out, mapped = pt.lookup_batch(iovas[10_000:])
+    assert np.array_equal(out, maddrs[10_000:]) and bool(mapped.all())
     assert pt.unmap_pages(np.concatenate([iovas[10_000:], dup])) is True
     assert pt.table_pages() == {0: 1}
     assert pt.map_pages(np.array([], np.uint64), np.array([], np.uint64)) is False
-    assert pt.lookup_many(np.array([], np.uint64)).size == 0
+    out, mapped = pt.lookup_batch(np.array([], np.uint64))
+    assert out.size == 0 and mapped.size == 0
 
 
 def test_strided_inputs_and_threads() -> None:
@@ -355,8 +359,10 @@ def test_strided_inputs_and_threads() -> None:
     pt = PageTable(mem, superpages="none")
     # Non-contiguous views are copied, contiguous ones borrowed: same result.
     assert pt.map_pages(iovas[::2], maddrs[::2]) is False
-    assert np.array_equal(pt.lookup_many(iovas[::2]), maddrs[::2])
-    assert np.all(pt.lookup_many(iovas[1::2]) == np.uint64(U64_MAX))
+    out, mapped = pt.lookup_batch(iovas[::2])
+    assert np.array_equal(out, maddrs[::2]) and bool(mapped.all())
+    out, mapped = pt.lookup_batch(iovas[1::2])
+    assert not mapped.any() and not out.any()
     # Two tables on one arena, driven from threads (batch calls run without the GIL).
     tables = [PageTable(mem, superpages="none", node=i) for i in range(2)]
     errors: list[BaseException] = []
@@ -366,7 +372,8 @@ def test_strided_inputs_and_threads() -> None:
             for r in range(20):
                 base = np.uint64((r * 4096 + shift) * K4)
                 t.map_pages(iovas + base, maddrs)
-                assert np.array_equal(t.lookup_many(iovas + base), maddrs)
+                out, mapped = t.lookup_batch(iovas + base)
+                assert np.array_equal(out, maddrs) and bool(mapped.all())
                 t.unmap_pages(iovas + base)
         except BaseException as e:  # pragma: no cover - reported below
             errors.append(e)
@@ -378,3 +385,15 @@ def test_strided_inputs_and_threads() -> None:
         th.join()
     assert errors == []
     assert [t.table_pages() for t in tables] == [{0: 1}, {1: 1}]
+
+
+def test_lookup_many_is_a_deprecated_alias_with_the_old_marker() -> None:
+    mem = arena()
+    pt = PageTable(mem, superpages="none")
+    pt.map(0, 0x40_0000, K4)
+    probes = np.array([0x10, K4], np.uint64)
+    with pytest.warns(DeprecationWarning, match="lookup_batch"):
+        old = pt.lookup_many(probes)
+    assert old.tolist() == [0x40_0010, U64_MAX]
+    hpa, mapped = pt.lookup_batch(probes)
+    assert (hpa.tolist(), mapped.tolist()) == ([0x40_0010, 0], [True, False])

@@ -13,7 +13,7 @@ import random
 import numpy as np
 import pytest
 
-from reference import sl_walk
+from reference import present_table, sl_walk
 from vtdwalk import PageTable, PhysMem
 
 K4 = 1 << 12
@@ -85,11 +85,11 @@ def run(seed: int, levels: int, superpages: str, steps: int) -> None:
             probes += [
                 p + rnd.randrange(K4) for p in rnd.sample(sorted(model), min(50, len(model)))
             ]
-            got = pt.lookup_many(np.array(probes, np.uint64))
-            for p, g in zip(probes, got.tolist(), strict=True):
+            got, mapped = pt.lookup_batch(np.array(probes, np.uint64))
+            for p, g, m in zip(probes, got.tolist(), mapped.tolist(), strict=True):
                 entry = model.get(p & ~(K4 - 1))
                 expect = U64_MAX if entry is None else entry[0] + (p & (K4 - 1))
-                assert g == expect
+                assert (g, m) == ((0, False) if entry is None else (expect, True))
                 walked = sl_walk.walk(mem, pt.root, levels, p)
                 assert (walked[0] if walked else U64_MAX) == expect
                 single = pt.lookup(p)
@@ -97,7 +97,7 @@ def run(seed: int, levels: int, superpages: str, steps: int) -> None:
                 if entry is not None and single is not None:
                     assert single[2:] == entry[1:]
     pt.unmap(base, span)
-    assert pt.table_pages() == {pt_node(mem, pt.root): 1}
+    assert pt.table_pages() == {pt_node(mem, present_table(pt.root)): 1}
     pt.free()
     assert all(s["allocated_pages"] == 0 for s in mem.stats())
 

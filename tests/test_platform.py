@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from reference import present_table
 from vtdwalk import (
     Bdf,
     Device,
@@ -378,7 +379,7 @@ def test_seed_places_root_tables_on_rhsa_nodes() -> None:
     p = Platform(two_socket())
     for u in p.iommus:
         assert u.node == {A: 0, B: 1, C: 0}[u.address]
-        assert p.mem.node_of(u.root_maddr) == u.node
+        assert p.mem.node_of(present_table(u.root_maddr)) == u.node
         assert u.table_pages == {u.node: 1}
         # Later allocations (context tables) go on the unit's node too.
         ctx = u.root_table.context_table(3, alloc=True)
@@ -394,7 +395,9 @@ def test_pre_seed_root_tables_have_no_node() -> None:
     p = Platform(two_socket(), policy="pre-seed")
     for u in p.iommus:
         assert u.node == {A: 0, B: 1, C: 0}[u.address]
-        assert p.mem.node_of(u.root_maddr) == 0  # allocated before any RHSA was parsed
+        assert (
+            p.mem.node_of(present_table(u.root_maddr)) == 0
+        )  # allocated before any RHSA was parsed
         # Context tables looked the RHSA up at allocation time: they follow it.
         assert p.mem.node_of(u.root_table.context_table(0, alloc=True)) == u.node
     b = next(u for u in p.iommus if u.address == B)
@@ -403,7 +406,11 @@ def test_pre_seed_root_tables_have_no_node() -> None:
     t = two_socket()
     t.structures = t.structures[3:] + t.structures[:3]
     q = Platform(t, policy="pre-seed")
-    assert {u.address: q.mem.node_of(u.root_maddr) for u in q.iommus} == {A: 0, B: 1, C: 0}
+    assert {u.address: q.mem.node_of(present_table(u.root_maddr)) for u in q.iommus} == {
+        A: 0,
+        B: 1,
+        C: 0,
+    }
 
 
 def test_memory_and_numa_arguments() -> None:
@@ -415,7 +422,11 @@ def test_memory_and_numa_arguments() -> None:
     # A PhysMem alone: proximity domain i is node i.
     mem = PhysMem([(1 << 32, 1 << 32), (2 << 32, 1 << 32)])
     q = Platform(table(drhd(A, ep(0, 2)), dmar.Rhsa(A, 1)), mem=mem)
-    assert q.mem is mem and q.iommus[0].node == 1 and mem.node_of(q.iommus[0].root_maddr) == 1
+    assert (
+        q.mem is mem
+        and q.iommus[0].node == 1
+        and mem.node_of(present_table(q.iommus[0].root_maddr)) == 1
+    )
     Platform(t, numa=numa, mem=mem)  # the same ranges: accepted
     with pytest.raises(PlatformError, match="differ"):
         Platform(t, numa=numa, mem=PhysMem([(1 << 32, 1 << 32)]))
@@ -428,10 +439,10 @@ def test_memory_and_numa_arguments() -> None:
 
 def test_free_returns_every_page() -> None:
     p = Platform(two_socket())
-    roots = [u.root_maddr for u in p.iommus]
+    roots = [present_table(u.root_maddr) for u in p.iommus]
     p.free()
     assert not any(p.mem.is_allocated(r) for r in roots)
-    assert all(u.root_maddr == 0 for u in p.iommus)
+    assert all(u.root_maddr is None for u in p.iommus)
 
 
 def test_description_file_topology_and_numa(tmp_path: Path) -> None:
@@ -443,7 +454,11 @@ def test_description_file_topology_and_numa(tmp_path: Path) -> None:
     )
     p = Platform(two_socket(), topology=f)
     assert not p.synthesised and len(p.topology) == 2
-    assert {u.address: p.mem.node_of(u.root_maddr) for u in p.iommus} == {A: 0, B: 1, C: 0}
+    assert {u.address: p.mem.node_of(present_table(u.root_maddr)) for u in p.iommus} == {
+        A: 0,
+        B: 1,
+        C: 0,
+    }
     q = Platform(two_socket(), topology={"devices": [{"bdf": "00:02.0"}]})
     assert len(q.topology) == 1
 
@@ -558,7 +573,7 @@ def test_driver_tables_and_hardware_meet_in_the_unit() -> None:
     pt = PageTable(p.mem, levels=u.levels, node=u.node)
     pt.map(0x10000, 0x1_2345_6000, 0x1000)
     did = u.dids.alloc(5)
-    u.root_table.set_context(0x80, 2 << 3, pt.root, aw=u.agaw, did=did)
+    u.root_table.set_context(0x80, 2 << 3, present_table(pt.root), aw=u.agaw, did=did)
     t = u.remapper.translate(Bdf(0, 0x80, 2, 0).sid, 0x10123)
     assert t.hpa == 0x1_2345_6123 and t.domain_id == did
     assert p.mem.node_of(u.root_table.context_table(0x80)) == 1
@@ -610,9 +625,13 @@ def test_round_trip_through_bytes() -> None:
 def test_page_zero_is_never_a_table() -> None:
     numa = [NumaNode(0, 1 << 30, (0,)), NumaNode(1 << 30, 1 << 30, (1,))]
     p = Platform(two_socket(), numa=numa)
-    assert all(u.root_maddr != 0 for u in p.iommus)
+    assert all(u.root_maddr is not None for u in p.iommus)
     assert p.mem.stats()[0]["reserved_pages"] == 1 and not p.mem.is_allocated(0)
-    assert {u.address: p.mem.node_of(u.root_maddr) for u in p.iommus} == {A: 0, B: 1, C: 0}
+    assert {u.address: p.mem.node_of(present_table(u.root_maddr)) for u in p.iommus} == {
+        A: 0,
+        B: 1,
+        C: 0,
+    }
     # A unit allocating straight from a fresh arena never gets page 0, and frees everything.
     mem = PhysMem([(0, 1 << 20)])
     u = Iommu(drhd(A), 0, mem)
@@ -629,7 +648,7 @@ def test_embedded_default_platform() -> None:
     assert [u.address for u in p.iommus] == [audio, socket1, inc]
     assert {u.address: u.node for u in p.iommus} == {socket1: 1, audio: None, inc: 0}
     for u in p.iommus:
-        assert u.root_maddr != 0
+        assert u.root_maddr is not None
         assert p.mem.node_of(u.root_maddr) == (0 if u.node is None else u.node)
     assert addr(p, "00:1b.0") == audio
     assert addr(p, "82:00.0") == socket1  # behind root port 80:02.0
@@ -644,7 +663,7 @@ def test_embedded_default_platform() -> None:
     assert p.ioapic_to_iommu(3) is p.iommus[1] and p.hpet_to_iommu(0) is p.iommus[2]
     assert p.codes == {"unit-no-rhsa"}
     pre = Platform.default(policy="pre-seed")
-    assert {pre.mem.node_of(u.root_maddr) for u in pre.iommus} == {0}
+    assert {pre.mem.node_of(present_table(u.root_maddr)) for u in pre.iommus} == {0}
 
 
 def test_undecodable_structures_and_short_scopes_are_fatal() -> None:

@@ -16,6 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 import strategies as sts
 from reference import ctx as ref
+from reference import present_table
 from vtdwalk import Bdf, Device, DmaFault, Domain, Platform, PlatformError, Topology, dmar
 
 UNIT_A, UNIT_B = 0xFED90000, 0xFED91000
@@ -113,7 +114,10 @@ class PlatformMachine(RuleBasedStateMachine):
     @invariant()
     def platform_matches_model(self) -> None:
         p = self.p
-        entries = {a: ref.present_entries(p.mem, u.root_maddr) for a, u in self.units.items()}
+        entries = {
+            a: ref.present_entries(p.mem, present_table(u.root_maddr))
+            for a, u in self.units.items()
+        }
         for dev in DEVICES:
             unit_addr = UNIT_A if dev in SCOPED else UNIT_B
             unit = self.units[unit_addr]

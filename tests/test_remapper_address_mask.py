@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from reference import present_table
 from vtdwalk import PageTable, PhysMem, Remapper, RootTable
 
 MAMV_SHIFT = 48
@@ -15,7 +16,7 @@ def test_wide_mask_drops_the_stale_entry(am: int) -> None:
     pt = PageTable(mem, levels=4)
     pt.map(0x7000, 0xA000_0000, 0x1000)
     rt = RootTable(mem)
-    rt.set_context(0, 0x10, pt.root, 2, 1)
+    rt.set_context(0, 0x10, present_table(pt.root), 2, 1)
     base = Remapper(mem).cap
     cap = (base & ~(0x3F << MAMV_SHIFT)) | (63 << MAMV_SHIFT)
     unit = Remapper(mem, root_table=rt.maddr, cap=cap)

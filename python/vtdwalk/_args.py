@@ -11,7 +11,7 @@ import numpy.typing as npt
 
 from vtdwalk.errors import InvalidArgument
 
-__all__ = ["bool_array", "plain_int", "u64_array"]
+__all__ = ["bool_array", "did_arg", "plain_int", "u64_array"]
 
 
 def plain_int(value: Any) -> Any:
@@ -21,6 +21,17 @@ def plain_int(value: Any) -> Any:
     if isinstance(value, np.integer):
         return int(value)
     return value
+
+
+def did_arg(value: Any, ndoms: int = 1 << 16) -> int:
+    """A domain id checked as every entry point checks one: an integer (a numpy integer scalar
+    too, never a bool) in ``0..ndoms``, where ``ndoms`` is the unit's CAP.ND domain count when
+    a unit is known and 2**16 (the 16-bit DID field) otherwise. Else InvalidArgument naming
+    ``did``, worded like the native layer's."""
+    v = plain_int(value)
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < ndoms:
+        raise InvalidArgument(f"did: DID {value!r} is not in 0..={ndoms - 1}")
+    return v
 
 
 def _array(values: object, what: str) -> npt.NDArray[np.generic]:

@@ -672,8 +672,8 @@ class Platform:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary: NUMA nodes, units in list order, RMRRs, ATSRs, findings."""
 
-        def node_of(maddr: int) -> int | None:
-            return int(self.mem.node_of(maddr)) if maddr else None
+        def node_of(maddr: int | None) -> int | None:
+            return None if maddr is None else int(self.mem.node_of(maddr))
 
         return {
             "policy": self.policy,
@@ -728,10 +728,12 @@ class Platform:
         out.append("units (Xen list order):")
         for u in self.iommus:
             what = "include-all" if u.include_all else f"{len(u.scope.devices)} scope entries"
-            rn = self.mem.node_of(u.root_maddr) if u.root_maddr else None
+            root = u.root_maddr
+            rn = None if root is None else self.mem.node_of(root)
+            where = "none" if root is None else f"{root:#x} (node {rn})"
             out.append(
                 f"  #{u.index} {u.address:#x} seg {u.segment:#x} {what}, {u.levels}-level, "
-                f"{u.ndoms} DIDs, node {u.node}, root table {u.root_maddr:#x} (node {rn})"
+                f"{u.ndoms} DIDs, node {u.node}, root table {where}"
             )
         for r in self.rmrrs:
             devs = ", ".join(map(str, r.devices))

@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 use super::args::{device, Flag, U32, U64};
 use super::errors::Exc;
 use super::mem::{PyPhysMem, SharedMem};
+use super::spec::did_arg;
 use crate::driver::context::{ContextFields, RootTable};
 use crate::spec::TranslationType;
 
@@ -58,10 +59,10 @@ impl PyRootTable {
         })
     }
 
-    /// Machine address of the root table (0 until allocated).
+    /// Machine address of the root table; None until allocated (no table).
     #[getter]
-    fn maddr(&self) -> u64 {
-        self.lock().maddr()
+    fn maddr(&self) -> Option<u64> {
+        Some(self.lock().maddr()).filter(|&m| m != 0)
     }
     /// NUMA node the tables are allocated against (None: no preference).
     #[getter]
@@ -101,14 +102,12 @@ impl PyRootTable {
         devfn: U32,
         slptptr: U64,
         aw: U32,
-        did: U32,
+        did: &Bound<'_, PyAny>,
         tt: U32,
         fpd: Flag,
     ) -> PyResult<()> {
         let (bus, devfn) = (byte("bus", bus)?, byte("devfn", devfn)?);
-        let did = u16::try_from(did.0).map_err(|_| {
-            Exc::InvalidArgument.msg(format!("invalid did: {} is not in 0..=65535", did.0))
-        })?;
+        let did = did_arg(did)?;
         if tt.0 > 2 {
             return Err(Exc::InvalidArgument.msg(format!(
                 "invalid tt: {} (0 multi-level, 1 multi-level + device-TLB, 2 pass-through)",

@@ -16,6 +16,9 @@ use super::mem::{PyPhysMem, SharedMem};
 use crate::addr::{Iova, Maddr};
 use crate::driver::pagetable::{PageTable, Perms, Superpages};
 
+/// `lookup_batch`'s answer: the translations and the mapped flags.
+type LookupBatch<'py> = (Bound<'py, PyArray1<u64>>, Bound<'py, PyArray1<bool>>);
+
 /// A domain's second-level page table of 3, 4 or 5 levels, built in a `PhysMem`.
 #[pyclass(name = "PageTable", module = "vtdwalk._core", frozen)]
 pub struct PyPageTable {
@@ -37,6 +40,28 @@ type MappingTuple = (u64, u64, u64, bool, bool);
 impl PyPageTable {
     fn lock(&self) -> MutexGuard<'_, PageTable> {
         self.pt.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl PyPageTable {
+    /// The walk of every IOVA with the GIL released: the translations (u64 max where not
+    /// mapped, the driver layer's in-band marker) and the mapped flags.
+    fn lookup_raw(
+        &self,
+        py: Python<'_>,
+        iovas: &Bound<'_, PyAny>,
+    ) -> PyResult<(Vec<u64>, Vec<bool>)> {
+        let iovas = batch_array::<u64>(iovas, "iovas")?;
+        let iv = iovas.as_slice()?;
+        let r = py.detach(|| {
+            let mut pt = self.lock();
+            let mem = self.mem.read();
+            let mut out = vec![0u64; iv.len()];
+            pt.lookup_many(&mem, iv, &mut out).map(|()| out)
+        });
+        let out = r?;
+        let mapped = out.iter().map(|&h| h != u64::MAX).collect();
+        Ok((out, mapped))
     }
 }
 
@@ -63,10 +88,10 @@ impl PyPageTable {
         })
     }
 
-    /// Machine address of the top table (0 until the first allocation).
+    /// Machine address of the top table; None until the first allocation (no table).
     #[getter]
-    fn root(&self) -> u64 {
-        self.lock().root()
+    fn root(&self) -> Option<u64> {
+        Some(self.lock().root()).filter(|&r| r != 0)
     }
     /// Page-table depth: 3, 4 or 5 levels.
     #[getter]
@@ -207,21 +232,40 @@ impl PyPageTable {
         Ok(r?)
     }
 
-    /// Translate each IOVA (a 1-D array or sequence); u64 max (2**64 - 1) where unmapped.
+    /// Translate each IOVA (a 1-D array or sequence): `(hpa, mapped)`, two arrays as long as
+    /// `iovas`; `mapped[i]` is False where `iovas[i]` is not mapped, and `hpa[i]` is then 0.
+    fn lookup_batch<'py>(
+        &self,
+        py: Python<'py>,
+        iovas: &Bound<'py, PyAny>,
+    ) -> PyResult<LookupBatch<'py>> {
+        let (mut hpa, mapped) = self.lookup_raw(py, iovas)?;
+        for h in hpa.iter_mut() {
+            if *h == u64::MAX {
+                *h = 0;
+            }
+        }
+        Ok((hpa.into_pyarray(py), mapped.into_pyarray(py)))
+    }
+
+    /// Deprecated (use `lookup_batch`): u64 max (2**64 - 1) where unmapped.
     fn lookup_many<'py>(
         &self,
         py: Python<'py>,
         iovas: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray1<u64>>> {
-        let iovas = batch_array::<u64>(iovas, "iovas")?;
-        let iv = iovas.as_slice()?;
-        let r = py.detach(|| {
-            let mut pt = self.lock();
-            let mem = self.mem.read();
-            let mut out = vec![0u64; iv.len()];
-            pt.lookup_many(&mem, iv, &mut out).map(|()| out)
-        });
-        Ok(r?.into_pyarray(py))
+        let warnings = py.import("warnings")?;
+        let category = py.get_type::<pyo3::exceptions::PyDeprecationWarning>();
+        warnings.call_method1(
+            "warn",
+            (
+                "PageTable.lookup_many is deprecated: use lookup_batch, which returns \
+                 (hpa, mapped) arrays",
+                category,
+                2,
+            ),
+        )?;
+        Ok(self.lookup_raw(py, iovas)?.0.into_pyarray(py))
     }
 
     fn __repr__(&self) -> String {

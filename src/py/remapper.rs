@@ -13,6 +13,7 @@ use pyo3::types::PyDict;
 use super::args::{batch_array, device, Flag, Str, U32, U64};
 use super::errors::Exc;
 use super::mem::{PyPhysMem, SharedMem};
+use super::spec::did_arg;
 use crate::hw::fault::FaultRecord;
 use crate::hw::{self, Request, DEFAULT_CAP, DEFAULT_ECAP};
 
@@ -120,11 +121,6 @@ impl PyFaultRecord {
 pub struct PyRemapper {
     mem: SharedMem,
     unit: Mutex<hw::Remapper>,
-}
-
-fn u16_arg(what: &str, v: u64) -> PyResult<u16> {
-    u16::try_from(v)
-        .map_err(|_| Exc::InvalidArgument.msg(format!("{what} {v:#x} does not fit in 16 bits")))
 }
 
 fn need<T>(what: &str, gran: &str, v: Option<T>) -> PyResult<T> {
@@ -318,11 +314,11 @@ impl PyRemapper {
     fn invalidate_iotlb(
         &self,
         granularity: Str,
-        did: Option<U64>,
+        did: Option<&Bound<'_, PyAny>>,
         addr: Option<U64>,
         am: U32,
     ) -> PyResult<()> {
-        let did = did.map(|d| u16_arg("did", d.0)).transpose()?;
+        let did = did.map(did_arg).transpose()?;
         let granularity = granularity.0.as_str();
         match granularity {
             "global" => self.unit().invalidate_iotlb_global(),
@@ -351,16 +347,17 @@ impl PyRemapper {
     fn invalidate_context(
         &self,
         granularity: Str,
-        did: Option<U64>,
+        did: Option<&Bound<'_, PyAny>>,
         sid: Option<&Bound<'_, PyAny>>,
         fm: U32,
     ) -> PyResult<()> {
+        // Checked whatever the granularity (a device-selective invalidation carries one too).
+        let did = did.map(did_arg).transpose()?;
         let granularity = granularity.0.as_str();
         match granularity {
             "global" => self.unit().invalidate_context_global(),
             "domain" => {
                 let d = need("did", granularity, did)?;
-                let d = u16_arg("did", d.0)?;
                 self.unit().invalidate_context_domain(d);
             }
             "device" => {

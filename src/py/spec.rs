@@ -9,6 +9,25 @@ use super::args::{U32, U64};
 use super::errors::Exc;
 use crate::spec::{self, Cap, ContextEntry, Ecap, FaultReason, Field, RootEntry};
 
+/// A domain id argument, checked the same way on every native entry point: the DID field is
+/// 16 bits (context entry, invalidation registers and descriptors), so 0..=65535, else
+/// InvalidArgument naming `did`. The unit uses the low CAP.ND bits of it (the hardware ignores
+/// the rest); the driver layer, which knows the unit, checks against CAP.ND itself.
+pub(crate) fn did_arg(did: &Bound<'_, PyAny>) -> PyResult<u16> {
+    let bad = || {
+        let shown = did
+            .repr()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|_| "?".into());
+        Exc::InvalidArgument.msg(format!("did: DID {shown} is not in 0..=65535"))
+    };
+    if did.is_instance_of::<PyBool>() {
+        return Err(bad());
+    }
+    let v: i128 = did.extract().map_err(|_| bad())?;
+    u16::try_from(v).map_err(|_| bad())
+}
+
 /// `value` with the `fields` keyword arguments applied, each checked against its width.
 fn with_fields(
     what: &str,
@@ -161,6 +180,16 @@ py_register!(
         fn aw_bits(&self) -> u32 {
             self.0.aw_bits()
         }
+        /// Byte offset of the first fault recording register: 16 FRO.
+        #[getter]
+        fn fault_record_offset(&self) -> u64 {
+            self.0.fault_record_offset()
+        }
+        /// Number of fault recording registers: NFR + 1.
+        #[getter]
+        fn fault_records(&self) -> u32 {
+            self.0.fault_records()
+        }
         /// Page-table depths SAGAW allows (a subset of [3, 4, 5]).
         #[getter]
         fn levels_supported(&self) -> Vec<u32> {
@@ -219,7 +248,13 @@ py_register!(
         mhmv: "MHMV: the largest interrupt-entry invalidation handle mask.",
         pss: "PSS: PASID bits supported, minus 1.",
     ],
-    {}
+    {
+        /// Byte offset of the IOTLB registers: 16 IRO.
+        #[getter]
+        fn iotlb_offset(&self) -> u64 {
+            self.0.iotlb_offset()
+        }
+    }
 );
 
 /// A legacy root entry decoded from its two 64-bit words (vtd-hardware.md §1.5).

@@ -274,6 +274,14 @@ impl Cap {
     pub const fn aw_bits(self) -> u32 {
         self.mgaw() as u32 + 1
     }
+    /// Byte offset of the first fault recording register in the register page: 16 FRO.
+    pub const fn fault_record_offset(self) -> u64 {
+        self.fro() * 16
+    }
+    /// Number of fault recording registers: NFR + 1.
+    pub const fn fault_records(self) -> u32 {
+        self.nfr() as u32 + 1
+    }
 }
 
 impl Ecap {
@@ -286,6 +294,11 @@ impl Ecap {
         .with_pt(true)
         .with_iro(0xF)
         .with_mhmv(15);
+
+    /// Byte offset of the IOTLB registers in the register page: 16 IRO.
+    pub const fn iotlb_offset(self) -> u64 {
+        self.iro() * 16
+    }
 }
 
 #[cfg(test)]
@@ -350,6 +363,10 @@ mod tests {
         let e = Ecap::DEFAULT;
         assert!(e.qi() && e.dt() && e.ir() && e.pt() && !e.sc() && !e.eim() && !e.c());
         assert_eq!((e.iro(), e.mhmv(), e.pss()), (0xF, 15, 0));
+        // QEMU: fault records at 0x220 (one), IOTLB registers at 0xF0 (vtd-hardware.md §1.3).
+        assert_eq!(Cap::DEFAULT.fault_record_offset(), 0x220);
+        assert_eq!(Cap::DEFAULT.fault_records(), 1);
+        assert_eq!(e.iotlb_offset(), 0xF0);
     }
 
     #[test]

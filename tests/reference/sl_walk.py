@@ -21,9 +21,11 @@ def offset_bits(level: int) -> int:
     return 12 + 9 * (level - 1)
 
 
-def walk(mem: PhysMem, root: int, levels: int, iova: int) -> tuple[int, int, bool, bool] | None:
-    """(maddr of iova, page size, read, write), or None when not mapped."""
-    if root == 0:
+def walk(
+    mem: PhysMem, root: int | None, levels: int, iova: int
+) -> tuple[int, int, bool, bool] | None:
+    """(maddr of iova, page size, read, write), or None when not mapped (or no table)."""
+    if root is None or root == 0:
         return None
     table = root
     read = write = True
@@ -42,11 +44,11 @@ def walk(mem: PhysMem, root: int, levels: int, iova: int) -> tuple[int, int, boo
     raise AssertionError("unreachable: level 1 always ends the walk")
 
 
-def leaves(mem: PhysMem, root: int, levels: int) -> list[tuple[int, int, int, bool, bool]]:
+def leaves(mem: PhysMem, root: int | None, levels: int) -> list[tuple[int, int, int, bool, bool]]:
     """Every leaf as (iova, maddr, size, read, write) in IOVA order; also checks that every
     intermediate entry is exactly a R+W pointer (the driver's rule) and PS sits only at L2/L3."""
     out: list[tuple[int, int, int, bool, bool]] = []
-    if root == 0:
+    if root is None or root == 0:
         return out
 
     def visit(table: int, level: int, base: int) -> None:

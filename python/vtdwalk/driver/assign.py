@@ -53,7 +53,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from vtdwalk._args import plain_int
+from vtdwalk._args import did_arg, plain_int
+from vtdwalk._core import ContextEntry, levels_to_aw, levels_to_width
 from vtdwalk.driver.domain import PAGE_SIZE, Domain, UnitLink, port_of
 from vtdwalk.driver.iommu import Iommu
 from vtdwalk.driver.machine import Machine, RmrrUnit
@@ -75,40 +76,6 @@ __all__ = [
 TT_MULTI_LEVEL = 0
 TT_DEV_IOTLB = 1
 TT_PASS_THROUGH = 2
-
-_ADDR_MASK = 0xFFFF_FFFF_FFFF_F000  # bits 63:12, as entry.rs reads SLPTPTR
-
-
-@dataclass(frozen=True)
-class ContextEntry:
-    """A decoded legacy-mode context entry (xen-driver.md §5.1)."""
-
-    lo: int
-    hi: int
-
-    @property
-    def present(self) -> bool:
-        return bool(self.lo & 1)
-
-    @property
-    def fpd(self) -> bool:
-        return bool(self.lo >> 1 & 1)
-
-    @property
-    def tt(self) -> int:
-        return self.lo >> 2 & 3
-
-    @property
-    def slptptr(self) -> int:
-        return self.lo & _ADDR_MASK
-
-    @property
-    def aw(self) -> int:
-        return self.hi & 7
-
-    @property
-    def did(self) -> int:
-        return self.hi >> 8 & 0xFFFF
 
 
 class ContextTables:
@@ -133,7 +100,7 @@ class ContextTables:
     def context(self, bus: int, devfn: int) -> ContextEntry | None:
         """The present entry for (bus, devfn), or None."""
         e = self.rt.context(bus, devfn)
-        return None if e is None else ContextEntry(int(e[0]), int(e[1]))
+        return None if e is None else ContextEntry(e[0], e[1])
 
     def set_context(self, bus: int, devfn: int, slptptr: int, aw: int, did: int, tt: int) -> None:
         """Write a present entry (FPD clear: faults are reported)."""
@@ -145,9 +112,7 @@ class ContextTables:
 
     def entries(self) -> list[tuple[int, int, ContextEntry]]:
         """Every present context entry as (bus, devfn, entry)."""
-        return [
-            (int(b), int(f), ContextEntry(int(lo), int(hi))) for b, f, lo, hi in self.rt.entries()
-        ]
+        return [(int(b), int(f), ContextEntry(lo, hi)) for b, f, lo, hi in self.rt.entries()]
 
 
 @dataclass
@@ -365,7 +330,7 @@ class Assignments:
                 )
         if not d.passthrough:
             for r in rmrrs:
-                if r.end >= 1 << (12 + 9 * d.levels):
+                if r.end >= 1 << levels_to_width(d.levels):
                     raise PlatformError(
                         f"RMRR [{r.base:#x}, {r.end:#x}] of {dev.bdf} lies beyond the "
                         f"{d.levels}-level domain's address width"
@@ -441,7 +406,9 @@ class Assignments:
                         tt = TT_DEV_IOTLB
                     else:
                         tt = TT_MULTI_LEVEL
-                    tables.set_context(bus, devfn, link.slptptr, link.levels - 2, link.did, tt)
+                    tables.set_context(
+                        bus, devfn, link.slptptr, levels_to_aw(link.levels), link.did, tt
+                    )
                     inst.written.append((bus, devfn))
                     self._flush_context_nonpresent(unit, bus << 8 | devfn)
             for r in plan.rmrrs:
@@ -617,9 +584,7 @@ class Assignments:
         TT 1."""
         unit = self._unit(plain_int(iommu))
         b = Bdf.coerce(bdf)
-        did = plain_int(did)
-        if isinstance(did, bool) or not isinstance(did, int) or not 0 <= did <= 0xFFFF:
-            raise InvalidArgument(f"did: DID {did!r} is not a 16-bit integer")
+        did = did_arg(did, unit.ndoms)
         return bool(unit.root_maddr) and self._in_domain(unit, b, did)
 
     def _in_domain(self, unit: Iommu, b: Bdf, did: int) -> bool:

@@ -12,7 +12,7 @@ import heapq
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vtdwalk._core import RootTable
+from vtdwalk._core import Cap, Ecap, RootTable, levels_to_aw
 from vtdwalk.driver.flush import UnitPort
 from vtdwalk.errors import PlatformError, VtdError
 from vtdwalk.topology import Bdf
@@ -42,69 +42,13 @@ QEMU_ECAP = 0x0000000000F00F4E
 MAX_IOMMUS = 32
 
 _ALL_ONES = 0xFFFF_FFFF_FFFF_FFFF
+
+
+def _hex(maddr: int | None) -> str:
+    return "None" if maddr is None else f"{maddr:#x}"
+
+
 _PAGE = 4096
-
-
-def _bits(v: int, hi: int, lo: int) -> int:
-    return (v >> lo) & ((1 << (hi - lo + 1)) - 1)
-
-
-@dataclass(frozen=True)
-class CapFields:
-    """The CAP register's fields the driver reads (vtd-hardware.md §1.3)."""
-
-    nd: int
-    rwbf: bool
-    cm: bool
-    sagaw: int
-    mgaw: int
-    fro: int  # fault recording register offset, in bytes
-    nfr: int  # number of fault recording registers
-    psi: bool
-    sllps: int
-    mamv: int
-
-
-@dataclass(frozen=True)
-class EcapFields:
-    """The ECAP register's fields the driver reads (vtd-hardware.md §1.4)."""
-
-    c: bool
-    qi: bool
-    dt: bool
-    ir: bool
-    pt: bool
-    sc: bool
-    iro: int  # IOTLB register offset, in bytes
-
-
-def decode_cap(cap: int) -> CapFields:
-    """The one place the Python side decodes CAP."""
-    return CapFields(
-        nd=_bits(cap, 2, 0),
-        rwbf=bool(cap >> 4 & 1),
-        cm=bool(cap >> 7 & 1),
-        sagaw=_bits(cap, 12, 8),
-        mgaw=_bits(cap, 21, 16) + 1,
-        fro=_bits(cap, 33, 24) * 16,
-        nfr=_bits(cap, 47, 40) + 1,
-        psi=bool(cap >> 39 & 1),
-        sllps=_bits(cap, 37, 34),
-        mamv=_bits(cap, 53, 48),
-    )
-
-
-def decode_ecap(ecap: int) -> EcapFields:
-    """The one place the Python side decodes ECAP."""
-    return EcapFields(
-        c=bool(ecap & 1),
-        qi=bool(ecap >> 1 & 1),
-        dt=bool(ecap >> 2 & 1),
-        ir=bool(ecap >> 3 & 1),
-        pt=bool(ecap >> 6 & 1),
-        sc=bool(ecap >> 7 & 1),
-        iro=_bits(ecap, 17, 8) * 16,
-    )
 
 
 @dataclass(frozen=True)
@@ -203,9 +147,10 @@ class Iommu:
     """One remapping unit: ``iommu_alloc(drhd)`` (§3.2) and what the seed adds to it.
 
     ``index`` is Xen's sequence number (table order of registration). ``node`` is None
-    (NUMA_NO_NODE) until the platform applies the unit's RHSA. ``root_maddr`` is 0 until the
-    root table is allocated. ``scope`` is the resolved device scope; ``ioapics``/``hpets`` the
-    (id, BDF) pairs of its IOAPIC and HPET scope entries in Xen's list order (head insertion).
+    (NUMA_NO_NODE) until the platform applies the unit's RHSA. ``root_maddr`` is None (no
+    table) until the root table is allocated. ``scope`` is the resolved device scope;
+    ``ioapics``/``hpets`` the (id, BDF) pairs of its IOAPIC and HPET scope entries in Xen's
+    list order (head insertion).
     """
 
     def __init__(
@@ -234,20 +179,19 @@ class Iommu:
         except VtdError as e:
             raise PlatformError(f"{where}: {e}") from e
         cap, ecap = port.cap, port.ecap
-        capf, ecapf = decode_cap(cap), decode_ecap(ecap)
-        fro, nfr, iro = capf.fro, capf.nfr, ecapf.iro
+        capf, ecapf = Cap(cap), Ecap(ecap)
+        fro, nfr, iro = capf.fault_record_offset, capf.fault_records, ecapf.iotlb_offset
         if fro + nfr * 16 >= _PAGE or iro >= _PAGE:
             raise PlatformError(
                 f"{where}: fault records at {fro:#x} (x{nfr}) or IOTLB registers at {iro:#x} "
                 "lie outside the register page (Xen: 'IOMMU: unsupported')"
             )
-        sagaw = capf.sagaw
-        # Bits 1..3: 3-, 4-, 5-level (decisions.md); bit 0 (2-level) is treated as reserved,
-        # as Xen has done since 2021 and as the hardware model does.
-        levels = tuple(n + 2 for n in range(1, 4) if sagaw >> n & 1)
+        # SAGAW bits 1..3: 3-, 4-, 5-level (decisions.md); bit 0 (2-level) is treated as
+        # reserved, as Xen has done since 2021 and as the hardware model does.
+        levels = tuple(int(n) for n in capf.levels_supported)
         if not levels:
             raise PlatformError(
-                f"{where}: SAGAW {sagaw:#x} has no 3-, 4- or 5-level width "
+                f"{where}: SAGAW {capf.sagaw:#x} has no 3-, 4- or 5-level width "
                 "(Xen: 'IOMMU: unsupported sagaw')"
             )
         self.drhd = drhd
@@ -255,8 +199,9 @@ class Iommu:
         self.mem = mem
         self.cap = cap
         self.ecap = ecap
-        self._capf = capf
-        self._ecapf = ecapf
+        #: CAP and ECAP decoded by the native spec layer (the one definition of their fields).
+        self.cap_fields: Cap = capf
+        self.ecap_fields: Ecap = ecapf
         self.supported_levels: tuple[int, ...] = levels
         self.levels: int = levels[-1]
         self.dids = DidAllocator(self.ndoms, reserve_zero=self.caching_mode)
@@ -290,9 +235,9 @@ class Iommu:
         self._node = node
 
     @property
-    def root_maddr(self) -> int:
-        """Machine address of the root table; 0 until allocated (Xen's ``root_maddr``)."""
-        return int(self.root_table.maddr)
+    def root_maddr(self) -> int | None:
+        """Machine address of the root table (Xen's ``root_maddr``); None until allocated."""
+        return self.root_table.maddr
 
     # ---- the DRHD's fields
     @property
@@ -319,83 +264,82 @@ class Iommu:
     @property
     def agaw(self) -> int:
         """The adjusted guest address width the driver uses: ``levels - 2``."""
-        return self.levels - 2
+        return int(levels_to_aw(self.levels))
 
     @property
     def sagaw(self) -> int:
         """CAP.SAGAW: the page-table depths the unit supports (bit 1: 3-level, 2: 4, 3: 5)."""
-        return self._capf.sagaw
+        return int(self.cap_fields.sagaw)
 
     @property
     def nd(self) -> int:
         """CAP.ND: how many domain ids the unit has (``ndoms`` is 2 ** (4 + 2 * nd))."""
-        return self._capf.nd
+        return int(self.cap_fields.nd)
 
     @property
     def ndoms(self) -> int:
         """Domain ids the unit supports: 2^(4 + 2*ND), at most 65536."""
-        return min(1 << (4 + 2 * self.nd), 1 << 16)
+        return int(self.cap_fields.ndoms)
 
     @property
     def caching_mode(self) -> bool:
         """CAP.CM: not-present entries may be cached (flush on map too)."""
-        return self._capf.cm
+        return self.cap_fields.cm
 
     @property
     def rwbf(self) -> bool:
         """CAP.RWBF: the write buffer must be flushed."""
-        return self._capf.rwbf
+        return self.cap_fields.rwbf
 
     @property
     def mgaw(self) -> int:
         """The widest input address in bits (CAP.MGAW + 1)."""
-        return self._capf.mgaw
+        return int(self.cap_fields.aw_bits)
 
     @property
     def psi(self) -> bool:
         """CAP.PSI: page-selective IOTLB invalidation is supported."""
-        return self._capf.psi
+        return self.cap_fields.psi
 
     @property
     def mamv(self) -> int:
         """CAP.MAMV: the largest address mask of a page-selective invalidation."""
-        return self._capf.mamv
+        return int(self.cap_fields.mamv)
 
     @property
     def superpages(self) -> tuple[str, ...]:
         """Second-level superpage sizes CAP.SLLPS allows ("2M", "1G")."""
-        sl = self._capf.sllps
-        return tuple(n for b, n in ((0, "2M"), (1, "1G")) if sl >> b & 1)
+        return tuple(self.cap_fields.superpages)
 
     @property
     def coherent(self) -> bool:
         """ECAP.C: the unit snoops table reads (no cache flush after writing them)."""
-        return self._ecapf.c
+        return self.ecap_fields.c
 
     @property
     def queued_invalidation(self) -> bool:
         """ECAP.QI: queued invalidation is supported."""
-        return self._ecapf.qi
+        return self.ecap_fields.qi
 
     @property
     def device_iotlb(self) -> bool:
         """ECAP.DT: device IOTLBs (ATS) are supported."""
-        return self._ecapf.dt
+        return self.ecap_fields.dt
 
     @property
     def intr_remap(self) -> bool:
         """ECAP.IR: interrupt remapping is supported."""
-        return self._ecapf.ir
+        return self.ecap_fields.ir
 
     @property
     def pass_through(self) -> bool:
         """ECAP.PT: pass-through context entries are supported."""
-        return self._ecapf.pt
+        return self.ecap_fields.pt
 
     @property
     def snoop_control(self) -> bool:
         """ECAP.SC: snoop control is supported."""
-        return self._ecapf.sc
+        return self.ecap_fields.sc
 
     # ---- memory on the unit's node
     def alloc_pages(self, npages: int = 1) -> int:
@@ -446,7 +390,7 @@ class Iommu:
         kind = "include-all" if self.include_all else f"{len(self.scope.devices)} scope entries"
         return (
             f"Iommu(index={self.index}, address={self.address:#x}, segment={self.segment:#x}, "
-            f"{kind}, levels={self.levels}, node={self.node}, root={self.root_maddr:#x})"
+            f"{kind}, levels={self.levels}, node={self.node}, root={_hex(self.root_maddr)})"
         )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from vtdwalk._core import fault_name, fault_names
 from vtdwalk.errors import DmaFault, VtdError
 from vtdwalk.platform import Finding, Platform
 from vtdwalk.sim.progress import Phases
@@ -24,24 +25,9 @@ from vtdwalk.sim.workload import chunks, drive
 
 __all__ = ["FAULT_NAMES", "TOPOLOGY_CODES", "finding_dict", "render_table", "render_text", "run"]
 
-#: Architectural fault reason names (the VT-d specification's fault reason table), for the
-#: report.
-FAULT_NAMES = {
-    0x1: "ROOT_ENTRY_P",
-    0x2: "CONTEXT_ENTRY_P",
-    0x3: "CONTEXT_ENTRY_INV",
-    0x4: "ADDR_BEYOND_MGAW",
-    0x5: "WRITE",
-    0x6: "READ",
-    0x7: "PAGING_ENTRY_INV",
-    0x8: "ROOT_TABLE_INV",
-    0x9: "CONTEXT_TABLE_INV",
-    0xA: "ROOT_ENTRY_RSVD",
-    0xB: "CONTEXT_ENTRY_RSVD",
-    0xC: "PAGING_ENTRY_RSVD",
-    0xD: "CONTEXT_ENTRY_TT",
-    0xE: "INTERRUPT_ADDR",
-}
+#: Fault reason code -> name, the native spec layer's table (vtd-hardware.md §1.13); kept for
+#: callers of the report module. The report itself names a reason with ``fault_name``.
+FAULT_NAMES: dict[int, str] = fault_names()
 
 #: Finding codes about the PCI population: with a user's ``--topology`` file they are the
 #: file's problems (source "topology"), otherwise the firmware's.
