@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vtdwalk._args import DESCRIPTION_CAP, read_regular_file
 from vtdwalk.errors import PlatformError
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT])(?:i?B)?\s*$", re.IGNORECASE)
@@ -31,10 +32,10 @@ def _int(value: Any, what: str) -> int:
     raise PlatformError(f"{what}: expected an integer, got {value!r}")
 
 
-def _read_description(path: str | Path) -> dict[str, Any]:
+def _read_description(path: str | Path, what: str = "path") -> dict[str, Any]:
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        raw = read_regular_file(p, what, DESCRIPTION_CAP)
     except OSError as e:
         raise PlatformError(f"cannot read {p}: {e.strerror or e}") from e
     if p.suffix.lower() == ".json":
