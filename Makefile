@@ -1,7 +1,8 @@
 # One entry point: build, test, lint, bench. Run inside a virtualenv (python3 -m venv .venv).
 PY ?= python3
 
-.PHONY: help dev build dist test test-rust test-py test-slow lint fmt typecheck bench bench-rust clean
+.PHONY: help dev build dist test test-rust test-py test-slow lint fmt typecheck bench bench-rust clean \
+	fuzz fuzz-py fuzz-prop fuzz-rust
 
 help:
 	@echo "make dev        install the package (release build) with test and dev tools"
@@ -11,6 +12,8 @@ help:
 	@echo "make fmt        cargo fmt + ruff format"
 	@echo "make bench      pytest-benchmark suites in benches/"
 	@echo "make dist       sdist and abi3 wheel (CPython 3.10+) in dist/"
+	@echo "make fuzz       every fuzzer FUZZ_SECONDS (default 60) s, the long property profile,"
+	@echo "                the Rust fuzz targets when a nightly toolchain and cargo-fuzz exist"
 
 dev:
 	$(PY) -m pip install -e ".[dev]"
@@ -58,3 +61,26 @@ bench-rust:
 clean:
 	cargo clean
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .benchmarks
+
+# Fuzzing: atheris targets of tests/fuzz (executions and coverage printed per target), the
+# property tests with the long Hypothesis profile, and cargo-fuzz targets of fuzz/ on nightly.
+FUZZ_SECONDS ?= 60
+
+fuzz: fuzz-py fuzz-prop fuzz-rust
+
+fuzz-py:
+	$(PY) tests/fuzz/run.py --seconds $(FUZZ_SECONDS)
+
+fuzz-prop:
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_prop_dmar.py tests/test_prop_pagetable.py \
+		tests/test_prop_remapper.py tests/test_prop_platform.py --hypothesis-profile=long \
+		--hypothesis-show-statistics
+	PROPTEST_CASES=$$(( $(FUZZ_SECONDS) * 50 )) cargo test --quiet --test prop_walk
+
+fuzz-rust:
+	@if cargo +nightly fuzz --version >/dev/null 2>&1; then \
+		for t in walk pagetable; do \
+			cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+				2>&1 | grep -E "^#[0-9]+ +DONE|stat::number_of_executed_units|ERROR|panicked" || exit 1; \
+		done; \
+	else echo "fuzz-rust: no nightly toolchain with cargo-fuzz; skipped"; fi

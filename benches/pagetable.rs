@@ -4,7 +4,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use vtdwalk::pagetable::{PageTable, Perms, Superpages};
+use vtdwalk::driver::pagetable::{PageTable, Perms, Superpages};
 use vtdwalk::{Iova, Maddr, PhysMem};
 
 const GIB: u64 = 1 << 30;

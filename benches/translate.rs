@@ -6,11 +6,9 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use vtdwalk::entry::{address_level_offset, Pte};
-use vtdwalk::translate::{
-    walk, walk_interleaved, Remapper, Request, UnitConfig, WalkJob, WalkOut, DEFAULT_CAP,
-    DEFAULT_ECAP,
-};
+use vtdwalk::hw::walk::{walk, walk_interleaved, WalkJob, WalkOut};
+use vtdwalk::hw::{Remapper, Request, UnitConfig, DEFAULT_CAP, DEFAULT_ECAP};
+use vtdwalk::spec::{address_level_offset, Pte};
 use vtdwalk::{Maddr, PhysMem};
 
 const GIB: u64 = 1 << 30;
@@ -230,7 +228,7 @@ fn main() {
     println!("  plain loop of checked walks         {plain:7.1} ns/translation");
     println!(
         "  interleaved walks ({} in flight)    {inter:7.1} ns/translation",
-        vtdwalk::translate::WALK_WAYS
+        vtdwalk::hw::walk::WALK_WAYS
     );
     for (label, t) in results {
         println!("  {label:<36}{t:7.1} ns/translation");

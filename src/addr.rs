@@ -88,6 +88,28 @@ impl SourceId {
     pub const fn devfn(self) -> u8 {
         self.0 as u8
     }
+
+    /// Parse `"ssss:bb:dd.f"` or `"bb:dd.f"` (hex; device 0-0x1f, function 0-7): the segment
+    /// (None when not written) and the source-id, or None when `text` is not of that form.
+    pub fn parse(text: &str) -> Option<(Option<u16>, SourceId)> {
+        fn hex(s: &str, digits: usize, max: u32) -> Option<u32> {
+            if s.is_empty() || s.len() > digits || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
+            u32::from_str_radix(s, 16).ok().filter(|v| *v <= max)
+        }
+        let mut parts: Vec<&str> = text.split(':').collect();
+        let (dev, func) = parts.pop()?.split_once('.')?;
+        let (seg, bus) = match parts.as_slice() {
+            [bus] => (None, *bus),
+            [seg, bus] => (Some(hex(seg, 4, 0xffff)? as u16), *bus),
+            _ => return None,
+        };
+        let bus = hex(bus, 2, 0xff)? as u8;
+        let dev = hex(dev, 2, 0x1f)? as u8;
+        let func = hex(func, 1, 7)? as u8;
+        Some((seg, SourceId::new(bus, dev, func)))
+    }
 }
 
 impl fmt::Debug for SourceId {
@@ -103,19 +125,39 @@ impl fmt::Display for SourceId {
     }
 }
 
-/// A remapping-unit domain id (the context entry's 16-bit DID).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Debug)]
-#[repr(transparent)]
-pub struct DomainId(pub u16);
-
-/// A NUMA node index into `PhysMem`'s node list.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Debug)]
-#[repr(transparent)]
-pub struct NodeId(pub u32);
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn source_id_parse() {
+        let ok = [
+            ("03:01.0", None, 0x0308),
+            ("0000:03:01.0", Some(0), 0x0308),
+            ("ffff:ff:1f.7", Some(0xffff), 0xffff),
+            ("00:02.0", None, 0x0010),
+            ("1:2.3", None, 0x0113),
+        ];
+        for (text, seg, sid) in ok {
+            assert_eq!(SourceId::parse(text), Some((seg, SourceId(sid))), "{text}");
+        }
+        for bad in [
+            "",
+            "03:01",
+            "03.01.0",
+            "03:20.0",
+            "03:01.8",
+            "100:01.0",
+            "10000:00:01.0",
+            "x:01.0",
+            "0:0:0:0.0",
+            "03:01.0 ",
+            "+3:01.0",
+            "03:01.",
+        ] {
+            assert_eq!(SourceId::parse(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn source_id_fields() {

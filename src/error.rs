@@ -1,5 +1,5 @@
 //! The crate's one error enum: misuse and resource exhaustion on the driver side and in the
-//! memory arena. Architectural DMA faults are not errors; they are data (`translate::Fault`).
+//! memory arena. Architectural DMA faults are not errors; they are data (`hw::fault::FaultRecord`).
 //!
 //! The PyO3 glue maps every variant to a `vtdwalk.VtdError` subclass in one place
 //! (`py::errors`).

@@ -1,25 +1,27 @@
 //! vtdwalk: a model of Intel VT-d DMA remapping.
 //!
-//! The pure Rust core (this crate without the `python` feature) holds the hot paths: the
-//! simulated machine memory ([`mem`]), the entry formats ([`entry`]), and, on top of them, the
-//! driver-side page tables and the hardware-side walk. The PyO3 glue lives in [`py`], behind the
-//! `python` feature, as thin wrappers only, so `cargo test` covers the logic without Python.
+//! Layers (each imports only those below it; no module cycles):
+//!
+//! * [`spec`]: the architecture's vocabulary (registers, CAP/ECAP, entries, widths, fault
+//!   reasons), importing nothing from the crate.
+//! * [`addr`], [`error`]: address newtypes and the one error enum.
+//! * [`mem`]: the [`mem::Memory`] trait the walks are generic over, and the arena behind it.
+//! * [`hw`]: the remapping hardware (context lookup, walk, caches, fault recording, batches).
+//! * [`driver`]: what software writes (page tables, root/context tables).
+//! * [`py`] (feature `python`): thin PyO3 wrappers only, so `cargo test` covers the logic.
 
 #![forbid(unsafe_code)]
 
 pub mod addr;
-pub mod context;
-pub mod entry;
+pub mod driver;
 pub mod error;
-pub mod fault;
-pub mod iotlb;
+pub mod hw;
 pub mod mem;
-pub mod pagetable;
-pub mod translate;
+pub mod spec;
 
 #[cfg(feature = "python")]
 pub mod py;
 
-pub use addr::{DomainId, Iova, Maddr, NodeId, SourceId, PAGE_SIZE};
+pub use addr::{Iova, Maddr, SourceId, PAGE_SIZE};
 pub use error::{Error, Result};
 pub use mem::PhysMem;

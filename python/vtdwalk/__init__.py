@@ -6,13 +6,22 @@ The public API is re-exported here explicitly; see ``__all__``.
 from __future__ import annotations
 
 from vtdwalk._core import (
+    Cap,
+    ContextEntry,
+    Ecap,
     FaultRecord,
     PageTable,
     PhysMem,
     Remapper,
+    RootEntry,
     RootTable,
     Translation,
     __version__,
+    aw_to_levels,
+    fault_name,
+    fault_names,
+    levels_to_aw,
+    levels_to_width,
 )
 from vtdwalk.acpi import dmar
 from vtdwalk.driver.domain import Domain
@@ -34,12 +43,15 @@ __all__ = [
     "AtsrUnit",
     "BadFree",
     "Bdf",
+    "Cap",
+    "ContextEntry",
     "Device",
     "DeviceKind",
     "DidAllocator",
     "DmaFault",
     "DmarError",
     "Domain",
+    "Ecap",
     "FaultRecord",
     "Finding",
     "InvalidArgument",
@@ -54,6 +66,7 @@ __all__ = [
     "PlatformError",
     "Remapper",
     "RmrrUnit",
+    "RootEntry",
     "RootTable",
     "Scope",
     "Topology",
@@ -61,5 +74,10 @@ __all__ = [
     "Unit",
     "VtdError",
     "__version__",
+    "aw_to_levels",
     "dmar",
+    "fault_name",
+    "fault_names",
+    "levels_to_aw",
+    "levels_to_width",
 ]

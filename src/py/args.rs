@@ -257,3 +257,43 @@ pub fn batch_array_max<'py, T: BatchElement>(
         .map_err(|e| Exc::InvalidArgument.msg(format!("{name}: {e}")))?;
     Ok(BatchArray(r))
 }
+
+/// A device argument named `name`, in any of the forms the API accepts: a `Bdf` (any object
+/// with an integer `sid`), a `"ssss:bb:dd.f"` / `"bb:dd.f"` string (hex; the segment is not part
+/// of a source-id and is ignored here) or an int source-id `bus << 8 | devfn`. Anything else,
+/// a malformed string or a value out of range raises `InvalidArgument` naming `name`.
+pub fn device(ob: &Bound<'_, PyAny>, name: &str) -> PyResult<u16> {
+    let bad = |why: String| Exc::InvalidArgument.msg(format!("{name}: {why}"));
+    if ob.is_instance_of::<PyBool>() {
+        return Err(bad(format!(
+            "expected a Bdf, a 'bb:dd.f' string or a source-id, got {}",
+            shown(ob)
+        )));
+    }
+    if let Ok(text) = ob.extract::<String>() {
+        return crate::addr::SourceId::parse(&text)
+            .map(|(_, sid)| sid.0)
+            .ok_or_else(|| {
+                bad(format!(
+                    "{} is not a PCI address of the form [ssss:]bb:dd.f",
+                    shown(ob)
+                ))
+            });
+    }
+    if ob.hasattr("__index__")? {
+        return ob
+            .extract::<u16>()
+            .map_err(|_| bad(format!("source-id {} is not in 0..=0xffff", shown(ob))));
+    }
+    if let Ok(sid) = ob.getattr("sid") {
+        if !sid.is_instance_of::<PyBool>() {
+            if let Ok(v) = sid.extract::<u16>() {
+                return Ok(v);
+            }
+        }
+    }
+    Err(bad(format!(
+        "expected a Bdf, a 'bb:dd.f' string or a source-id, got {}",
+        shown(ob)
+    )))
+}

@@ -1,15 +1,15 @@
-//! `vtdwalk.RootTable`: the Python face of [`crate::context::RootTable`].
+//! `vtdwalk.RootTable`: the Python face of [`crate::driver::context::RootTable`].
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
 use pyo3::prelude::*;
 
-use super::args::{Flag, U32, U64};
+use super::args::{device, Flag, U32, U64};
 use super::errors::Exc;
 use super::mem::{PyPhysMem, SharedMem};
-use crate::context::{ContextFields, RootTable};
-use crate::entry::TranslationType;
+use crate::driver::context::{ContextFields, RootTable};
+use crate::spec::TranslationType;
 
 /// A remapping unit's root table and context tables (legacy mode), built in a `PhysMem`.
 #[pyclass(name = "RootTable", module = "vtdwalk._core", frozen)]
@@ -21,6 +21,21 @@ pub struct PyRootTable {
 impl PyRootTable {
     fn lock(&self) -> MutexGuard<'_, RootTable> {
         self.rt.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The (bus, devfn) a call names: the old `(bus, devfn)` pair of ints, or, with `devfn`
+/// omitted, one device in any form [`device`] takes (a `Bdf`, a string, a source-id).
+fn bus_devfn(bus: &Bound<'_, PyAny>, devfn: Option<U32>) -> PyResult<(u8, u8)> {
+    match devfn {
+        Some(d) => {
+            let b: U32 = bus.extract()?;
+            Ok((byte("bus", b)?, byte("devfn", d)?))
+        }
+        None => {
+            let sid = device(bus, "device")?;
+            Ok(((sid >> 8) as u8, sid as u8))
+        }
     }
 }
 
@@ -112,17 +127,20 @@ impl PyRootTable {
         Ok(rt.set_context(&mut mem, bus, devfn, f)?)
     }
 
-    /// Clear the entry of bus:devfn; True when it was present.
-    fn clear_context(&self, bus: U32, devfn: U32) -> PyResult<bool> {
-        let (bus, devfn) = (byte("bus", bus)?, byte("devfn", devfn)?);
+    /// Clear the entry of bus:devfn (or of one device: `clear_context(device)`); True when it
+    /// was present.
+    #[pyo3(signature = (bus, devfn=None))]
+    fn clear_context(&self, bus: &Bound<'_, PyAny>, devfn: Option<U32>) -> PyResult<bool> {
+        let (bus, devfn) = bus_devfn(bus, devfn)?;
         let mut rt = self.lock();
         let mut mem = self.mem.write();
         Ok(rt.clear_context(&mut mem, bus, devfn)?)
     }
 
     /// (lo, hi) of the present entry of bus:devfn, or None.
-    fn context(&self, bus: U32, devfn: U32) -> PyResult<Option<(u64, u64)>> {
-        let (bus, devfn) = (byte("bus", bus)?, byte("devfn", devfn)?);
+    #[pyo3(signature = (bus, devfn=None))]
+    fn context(&self, bus: &Bound<'_, PyAny>, devfn: Option<U32>) -> PyResult<Option<(u64, u64)>> {
+        let (bus, devfn) = bus_devfn(bus, devfn)?;
         let rt = self.lock();
         let mem = self.mem.read();
         Ok(rt.context(&mem, bus, devfn)?.map(|e| (e.lo, e.hi)))
@@ -140,8 +158,9 @@ impl PyRootTable {
 
     /// (lo, hi) of the context entry of bus:devfn as stored, present or not; (0, 0) when the
     /// bus has no context table (root entry not present). Found through the root entry's CTP.
-    fn raw_context(&self, bus: U32, devfn: U32) -> PyResult<(u64, u64)> {
-        let (bus, devfn) = (byte("bus", bus)?, byte("devfn", devfn)?);
+    #[pyo3(signature = (bus, devfn=None))]
+    fn raw_context(&self, bus: &Bound<'_, PyAny>, devfn: Option<U32>) -> PyResult<(u64, u64)> {
+        let (bus, devfn) = bus_devfn(bus, devfn)?;
         let rt = self.lock();
         let mem = self.mem.read();
         let e = rt.raw_context(&mem, bus, devfn)?;

@@ -9,6 +9,7 @@ pub mod errors;
 pub mod mem;
 pub mod pagetable;
 pub mod remapper;
+pub mod spec;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -17,5 +18,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     pagetable::register(m)?;
     context::register(m)?;
     remapper::register(m)?;
+    spec::register(m)?;
     Ok(())
 }

@@ -1,8 +1,9 @@
-//! `vtdwalk.PageTable`: the Python face of [`crate::pagetable::PageTable`].
+//! `vtdwalk.PageTable`: the Python face of [`crate::driver::pagetable::PageTable`].
 //!
 //! The table state sits behind a mutex and its memory is the shared `PhysMem`; every call takes
-//! the table lock, then the memory lock. Batch calls copy their numpy inputs, then run with the
-//! GIL released.
+//! the table lock, then the memory lock. Batch calls borrow their numpy inputs read-only when
+//! they already are contiguous arrays of the right type (else convert a copy), then run with
+//! the GIL released.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
@@ -13,7 +14,7 @@ use pyo3::prelude::*;
 use super::args::{batch_array, Flag, Str, U32, U64};
 use super::mem::{PyPhysMem, SharedMem};
 use crate::addr::{Iova, Maddr};
-use crate::pagetable::{PageTable, Perms, Superpages};
+use crate::driver::pagetable::{PageTable, Perms, Superpages};
 
 /// A domain's second-level page table of 3, 4 or 5 levels, built in a `PhysMem`.
 #[pyclass(name = "PageTable", module = "vtdwalk._core", frozen)]

@@ -1,5 +1,5 @@
 //! `vtdwalk.Remapper`, `Translation`, `FaultRecord`: the Python face of
-//! [`crate::translate::Remapper`].
+//! [`crate::hw::remapper::Remapper`].
 //!
 //! The unit's state sits behind a mutex; the arena is shared with the `PhysMem` it was built on.
 //! Lock order: the unit, then the arena; neither is held while the GIL is being acquired.
@@ -10,11 +10,11 @@ use numpy::{IntoPyArray, PyArray1};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::args::{batch_array, Flag, Str, U32, U64};
+use super::args::{batch_array, device, Flag, Str, U32, U64};
 use super::errors::Exc;
 use super::mem::{PyPhysMem, SharedMem};
-use crate::fault::FaultRecord;
-use crate::translate::{self, Request, DEFAULT_CAP, DEFAULT_ECAP};
+use crate::hw::fault::FaultRecord;
+use crate::hw::{self, Request, DEFAULT_CAP, DEFAULT_ECAP};
 
 /// A translated DMA request.
 #[pyclass(name = "Translation", module = "vtdwalk._core", frozen, eq, get_all)]
@@ -112,7 +112,7 @@ impl PyFaultRecord {
 #[pyclass(name = "Remapper", module = "vtdwalk._core", frozen)]
 pub struct PyRemapper {
     mem: SharedMem,
-    unit: Mutex<translate::Remapper>,
+    unit: Mutex<hw::Remapper>,
 }
 
 fn u16_arg(what: &str, v: u64) -> PyResult<u16> {
@@ -125,7 +125,7 @@ fn need<T>(what: &str, gran: &str, v: Option<T>) -> PyResult<T> {
 }
 
 impl PyRemapper {
-    fn unit(&self) -> MutexGuard<'_, translate::Remapper> {
+    fn unit(&self) -> MutexGuard<'_, hw::Remapper> {
         // Every mutation completes or changes nothing, so a poisoned lock still holds good data.
         self.unit.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -150,7 +150,7 @@ impl PyRemapper {
         let rt = root_table.map(|r| check_rtaddr(r.0)).transpose()?;
         let n = usize::try_from(iotlb_entries.0).unwrap_or(usize::MAX);
         let f = usize::try_from(fault_records.0).unwrap_or(usize::MAX);
-        let unit = translate::Remapper::new(cap.0, ecap.0, rt, n, f, context_cache.0)?;
+        let unit = hw::Remapper::new(cap.0, ecap.0, rt, n, f, context_cache.0)?;
         Ok(PyRemapper {
             mem: mem.mem.clone(),
             unit: Mutex::new(unit),
@@ -207,13 +207,13 @@ impl PyRemapper {
     fn translate(
         &self,
         py: Python<'_>,
-        sid: U64,
+        sid: &Bound<'_, PyAny>,
         iova: U64,
         write: Flag,
         translation_request: Flag,
     ) -> PyResult<PyTranslation> {
         let req = Request {
-            sid: u16_arg("sid", sid.0)?,
+            sid: device(sid, "sid")?,
             iova: iova.0,
             write: write.0,
             translation_request: translation_request.0,
@@ -221,7 +221,7 @@ impl PyRemapper {
         let r = {
             let mut unit = self.unit();
             let mem = self.mem.read();
-            unit.translate(&mem, &req)
+            unit.translate(&*mem, &req)
         };
         match r {
             Ok(t) => Ok(PyTranslation {
@@ -295,7 +295,7 @@ impl PyRemapper {
             let mut fault = vec![0u8; n];
             let mut unit = self.unit();
             let mem = self.mem.read();
-            unit.translate_batch(&mem, &reqs, threads, &mut hpa, &mut fault);
+            unit.translate_batch(&*mem, &reqs, threads, &mut hpa, &mut fault);
             (hpa, fault)
         });
         Ok((hpa.into_pyarray(py), fault.into_pyarray(py)))
@@ -343,7 +343,7 @@ impl PyRemapper {
         &self,
         granularity: Str,
         did: Option<U64>,
-        sid: Option<U64>,
+        sid: Option<&Bound<'_, PyAny>>,
         fm: U32,
     ) -> PyResult<()> {
         let granularity = granularity.0.as_str();
@@ -355,8 +355,7 @@ impl PyRemapper {
                 self.unit().invalidate_context_domain(d);
             }
             "device" => {
-                let s = need("sid", granularity, sid)?;
-                let s = u16_arg("sid", s.0)?;
+                let s = device(need("sid", granularity, sid)?, "sid")?;
                 self.unit().invalidate_context_device(s, fm.0)?;
             }
             g => {

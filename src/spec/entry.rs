@@ -1,77 +1,15 @@
 //! Entry formats of legacy-mode VT-d: root entries, context entries and second-level PTEs, with
 //! spec-named accessors and the reserved-bit masks the hardware checks. Shared by the driver side
 //! (which writes only well-formed entries) and the hardware walk (which trusts nothing).
+//! Room here, when they land: PASID directory/table entries (§1.6) and first-stage PTEs (§1.8).
 //!
 //! Bit positions: vtd-hardware.md §1.5 and §1.7; xen-driver.md §4.1, §4.2 and §5.1.
 
-/// Bits of the second-level page-table index at each level.
-pub const LEVEL_STRIDE: u32 = 9;
-/// Entries per table.
-pub const PTE_NUM: u64 = 512;
-/// Mask of a level's index.
-pub const LEVEL_MASK: u64 = PTE_NUM - 1;
-/// Root and context tables: 256 entries of 16 bytes in one 4 KiB page.
-pub const ROOT_ENTRIES: u64 = 256;
-pub const CONTEXT_ENTRIES: u64 = 256;
-/// Bytes per root or context entry.
+use super::width::{above_width_mask, level_size};
+
+/// Bytes per root or context entry (a table is 256 of them in one 4 KiB page).
 pub const ROOT_ENTRY_SIZE: u64 = 16;
 pub const CONTEXT_ENTRY_SIZE: u64 = 16;
-
-/// Fewest and most page-table levels supported (AW 1..=3: 39, 48, 57-bit).
-pub const MIN_LEVELS: u32 = 3;
-pub const MAX_LEVELS: u32 = 5;
-
-/// Bit offset of the index at `level` (1-based): L1 12, L2 21, L3 30, L4 39, L5 48.
-#[inline]
-pub const fn level_to_offset_bits(level: u32) -> u32 {
-    12 + LEVEL_STRIDE * (level - 1)
-}
-
-/// The index into the level-`level` table for `addr` (`vtd_iova_level_offset`).
-#[inline]
-pub const fn address_level_offset(addr: u64, level: u32) -> u64 {
-    (addr >> level_to_offset_bits(level)) & LEVEL_MASK
-}
-
-/// Bytes mapped by one entry at `level` (4 KiB, 2 MiB, 1 GiB, ...).
-#[inline]
-pub const fn level_size(level: u32) -> u64 {
-    1u64 << level_to_offset_bits(level)
-}
-
-/// Context AW field -> levels (`agaw_to_level`: AW + 2).
-#[inline]
-pub const fn agaw_to_level(aw: u32) -> u32 {
-    aw + 2
-}
-
-/// Levels -> context AW field (`level_to_agaw`).
-#[inline]
-pub const fn level_to_agaw(level: u32) -> u32 {
-    level - 2
-}
-
-/// AW field -> input address width in bits (`agaw_to_width`: 30 + 9 AW).
-#[inline]
-pub const fn agaw_to_width(aw: u32) -> u32 {
-    30 + 9 * aw
-}
-
-/// Levels -> input address width in bits (3: 39, 4: 48, 5: 57).
-#[inline]
-pub const fn levels_to_width(levels: u32) -> u32 {
-    agaw_to_width(level_to_agaw(levels))
-}
-
-/// Bits at and above `aw_bits`: the part of an address the host address width forbids.
-#[inline]
-pub const fn above_width_mask(aw_bits: u32) -> u64 {
-    if aw_bits >= 64 {
-        0
-    } else {
-        !((1u64 << aw_bits) - 1)
-    }
-}
 
 /// Address field of 4 KiB aligned pointers (bits 63:12).
 pub const ADDR_HI_MASK: u64 = !0xfff;
@@ -80,7 +18,7 @@ pub const ADDR_HI_MASK: u64 = !0xfff;
 // Root entry
 
 /// A legacy root entry (indexed by bus).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct RootEntry {
     pub lo: u64,
     pub hi: u64,
@@ -143,7 +81,7 @@ impl TranslationType {
 }
 
 /// A legacy context entry (indexed by devfn).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ContextEntry {
     pub lo: u64,
     pub hi: u64,
@@ -426,17 +364,5 @@ mod tests {
         }
         .reserved(48));
         assert!(RootEntry { lo: r.lo, hi: 1 }.reserved(48));
-    }
-
-    #[test]
-    fn level_formulas() {
-        assert_eq!(level_to_offset_bits(4), 39);
-        assert_eq!(address_level_offset(0x8080604000, 4), 1);
-        assert_eq!(address_level_offset(0x8080604000, 3), 2);
-        assert_eq!(address_level_offset(0x8080604000, 2), 3);
-        assert_eq!(address_level_offset(0x8080604000, 1), 4);
-        assert_eq!(levels_to_width(3), 39);
-        assert_eq!(levels_to_width(5), 57);
-        assert_eq!(level_size(3), 1 << 30);
     }
 }

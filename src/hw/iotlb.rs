@@ -1,5 +1,5 @@
-//! The remapping unit's caches: the IOTLB (tagged by domain id, 4K / 2M / 1G entries, bounded,
-//! CLOCK eviction) and the context cache (one slot per source-id).
+//! The remapping unit's IOTLB (tagged by domain id, 4K / 2M / 1G entries, bounded, CLOCK
+//! eviction). The context cache is [`super::context_cache`].
 //!
 //! Differences from QEMU, per decisions.md: entries are tagged by DID, not by requester; the
 //! capacity is configurable, the IOTLB is 4-way set-associative as hardware TLBs are, and a
@@ -8,8 +8,7 @@
 //! the address mask and removes every entry of the domain that overlaps the range (so also a
 //! superpage covering it); domain-selective context invalidation is domain-selective.
 
-use crate::entry::{level_size, level_to_offset_bits};
-use crate::translate::Context;
+use crate::spec::{level_size, level_to_offset_bits};
 
 /// Largest leaf level the IOTLB holds (1 GiB pages).
 pub const MAX_LEAF_LEVEL: u32 = 3;
@@ -245,18 +244,6 @@ impl Iotlb {
             }
         }
         None
-    }
-
-    /// Read (and so bring into cache) the set a 4 KiB look-up of `iova` in `did` will probe;
-    /// the value means nothing. Issued for a group of requests before their probes, so the
-    /// probes' cache misses overlap.
-    #[inline]
-    pub fn warm(&self, did: u16, iova: u64) -> u64 {
-        if self.len == 0 {
-            return 0;
-        }
-        let set = self.set_of(iotlb_key(did, 1, iova));
-        self.lines.get(set).map_or(0, |l| l.key(0))
     }
 
     /// The set a 4 KiB look-up of `iova` in `did` probes first (an index for [`Iotlb::warm_sets`]).
@@ -519,70 +506,6 @@ impl Iotlb {
     }
 }
 
-/// The context cache: the resolved context of each source-id, or nothing.
-#[derive(Clone, Debug)]
-pub struct ContextCache {
-    slots: Vec<Option<Context>>,
-    enabled: bool,
-}
-
-/// Function-mask semantics of device-selective invalidation: SID bits masked for FM 0..=3.
-pub const FM_MASKS: [u16; 4] = [0, 0b100, 0b110, 0b111];
-
-impl ContextCache {
-    pub fn new(enabled: bool) -> Self {
-        ContextCache {
-            slots: if enabled {
-                vec![None; 1 << 16]
-            } else {
-                Vec::new()
-            },
-            enabled,
-        }
-    }
-    pub fn enabled(&self) -> bool {
-        self.enabled
-    }
-    #[inline]
-    pub fn get(&self, sid: u16) -> Option<Context> {
-        self.slots.get(sid as usize).copied().flatten()
-    }
-    #[inline]
-    pub fn insert(&mut self, sid: u16, c: Context) {
-        if let Some(s) = self.slots.get_mut(sid as usize) {
-            *s = Some(c);
-        }
-    }
-    pub fn invalidate_all(&mut self) {
-        self.slots.iter_mut().for_each(|s| *s = None);
-    }
-    pub fn invalidate_domain(&mut self, did: u16) {
-        for s in &mut self.slots {
-            if s.is_some_and(|c| c.did == did) {
-                *s = None;
-            }
-        }
-    }
-    /// Device-selective with function mask `fm` (0..=3): SID bits {}, {2}, {2:1}, {2:0} ignored.
-    pub fn invalidate_device(&mut self, sid: u16, fm: u32) {
-        let m = FM_MASKS.get(fm as usize).copied().unwrap_or(0b111);
-        // Only SIDs that differ from `sid` in the masked bits match: at most eight slots.
-        let base = sid & !m;
-        for low in (0..8u16).filter(|low| low & !m == 0) {
-            if let Some(slot) = self.slots.get_mut((base | low) as usize) {
-                *slot = None;
-            }
-        }
-    }
-    /// Cached entries.
-    pub fn len(&self) -> usize {
-        self.slots.iter().filter(|s| s.is_some()).count()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -739,39 +662,6 @@ mod tests {
         for l in 1..=3u8 {
             let n = t.entries().iter().filter(|x| x.level == l).count();
             assert_eq!(t.per_level[l as usize], n);
-        }
-    }
-
-    #[test]
-    fn context_cache_function_mask() {
-        let c = Context {
-            did: 7,
-            levels: 4,
-            tt: crate::entry::TranslationType::MultiLevel,
-            slptptr: 0,
-            fpd: false,
-        };
-        let mut cc = ContextCache::new(true);
-        for s in 0x100..0x110u16 {
-            cc.insert(s, c);
-        }
-        cc.invalidate_device(0x104, 2); // bits 2:1 ignored: 0x100..=0x107 with bit 0 == 0
-        assert!(cc.get(0x100).is_none() && cc.get(0x106).is_none());
-        assert!(cc.get(0x101).is_some() && cc.get(0x108).is_some());
-        cc.invalidate_domain(7);
-        assert!(cc.is_empty());
-        // Every function mask against the definition, around a SID with all low bits mixed.
-        for fm in 0..4u32 {
-            let m = FM_MASKS[fm as usize];
-            let mut cc = ContextCache::new(true);
-            for s in 0x100..0x120u16 {
-                cc.insert(s, c);
-            }
-            cc.invalidate_device(0x10d, fm);
-            for s in 0x100..0x120u16 {
-                let gone = s & !m == 0x10d & !m;
-                assert_eq!(cc.get(s).is_none(), gone, "fm {fm} sid {s:#x}");
-            }
         }
     }
 }

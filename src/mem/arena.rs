@@ -308,11 +308,6 @@ impl PhysMem {
         self.node_index_of_pfn(maddr.pfn()).map(|i| i as u32)
     }
 
-    /// True when `[maddr, maddr + len)` lies inside one node.
-    pub fn contains(&self, maddr: Maddr, len: u64) -> bool {
-        self.span_node(maddr.get(), len).is_ok()
-    }
-
     fn span_node(&self, addr: u64, len: u64) -> Result<usize> {
         let i = self
             .node_index_of_pfn(addr >> PAGE_SHIFT)
@@ -336,8 +331,8 @@ impl PhysMem {
         Ok(i)
     }
 
-    /// The frame holding `pfn`: `Ok(None)` when it is inside a node but never written (zeros),
-    /// `Err` when no node owns it. The walkers' primitive.
+    /// The frame holding `pfn`: `Some(None)` when it is inside a node but never written
+    /// (zeros), `None` when no node owns it. The walkers' primitive.
     #[inline]
     pub fn frame(&self, pfn: u64) -> Option<Option<&Frame>> {
         let i = self.node_index_of_pfn(pfn)?;

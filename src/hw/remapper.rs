@@ -21,374 +21,17 @@
 //! Fault processing disable comes from the context entry once it has been read (also when its
 //! P bit is clear, as QEMU does).
 
-use crate::entry::{
-    address_level_offset, levels_to_width, ContextEntry, Pte, PteReservedMasks, RootEntry,
-    SuperpageSupport, TranslationType, ADDR_HI_MASK, CONTEXT_ENTRY_SIZE, ROOT_ENTRY_SIZE,
-};
-use crate::fault::{FaultReason, FaultRecord, FaultRecorder, Outcome};
-use crate::iotlb::{Ahead, ContextCache, Iotlb, IotlbEntry};
-use crate::mem::PhysMem;
-
-/// QEMU's CAP for aw-bits=48 (vtd-hardware.md §1.3).
-pub const DEFAULT_CAP: u64 = 0x80D2_008C_222F_0606;
-/// QEMU's TCG ECAP (0x00F00F4A: QI, IR, PT, IRO, MHMV) plus DT (bit 2), so device-IOTLB
-/// contexts (TT 1) and translation requests can be modelled out of the box.
-pub const DEFAULT_ECAP: u64 = 0x0000_0000_00F0_0F4E;
-
-pub const CAP_SAGAW_SHIFT: u32 = 8;
-pub const CAP_MGAW_SHIFT: u32 = 16;
-pub const CAP_SLLPS_2M: u64 = 1 << 34;
-pub const CAP_SLLPS_1G: u64 = 1 << 35;
-pub const CAP_PSI: u64 = 1 << 39;
-pub const CAP_NFR_SHIFT: u32 = 40;
-pub const CAP_NFR_MASK: u64 = 0xff << CAP_NFR_SHIFT;
-pub const CAP_MAMV_SHIFT: u32 = 48;
-pub const ECAP_DT: u64 = 1 << 2;
-pub const ECAP_PT: u64 = 1 << 6;
-pub const ECAP_SC: u64 = 1 << 7;
+use super::config::UnitConfig;
+use super::context::fetch_context;
+use super::context_cache::ContextCache;
+use super::fault::{FaultRecord, FaultRecorder};
+use super::iotlb::{Ahead, Iotlb, IotlbEntry};
+use super::walk::{beyond_width, walk, WalkJob, WalkOut, PERM_R, PERM_W};
+use crate::mem::Memory;
+use crate::spec::{FaultReason, TranslationType};
 
 /// The interrupt address range [0xFEE00000, 0xFEF00000).
 pub const INTERRUPT_RANGE: (u64, u64) = (0xFEE0_0000, 0xFEF0_0000);
-
-/// Read and write permission bits as carried through a walk.
-pub const PERM_R: u8 = 1;
-pub const PERM_W: u8 = 2;
-
-/// The unit's capabilities as the walk uses them, decoded once from CAP and ECAP.
-#[derive(Clone, Debug)]
-pub struct UnitConfig {
-    /// CAP as reported (NFR set from the number of fault recording registers).
-    pub cap: u64,
-    pub ecap: u64,
-    /// Supported AW values: bit `aw` set for AW 1, 2, 3 (SAGAW bits 1..=3; bits 0 and 4 ignored).
-    pub sagaw: u32,
-    /// MGAW + 1: the widest input address, in bits.
-    pub aw_bits: u32,
-    /// Host address width used for the reserved-bit checks (min(MGAW + 1, 52)).
-    pub haw: u32,
-    pub masks: PteReservedMasks,
-    pub pt: bool,
-    pub dt: bool,
-    pub psi: bool,
-    /// CAP.MAMV.
-    pub mamv: u32,
-    /// Mask of the DID bits CAP.ND supports (upper context DID bits are ignored).
-    pub did_mask: u16,
-}
-
-impl UnitConfig {
-    pub fn new(cap: u64, ecap: u64, fault_records: usize) -> crate::Result<Self> {
-        if fault_records == 0 || fault_records > 256 {
-            return Err(crate::Error::invalid(
-                "fault_records",
-                format!("{fault_records}: must be 1..=256 (CAP.NFR + 1)"),
-            ));
-        }
-        let aw_bits = (((cap >> CAP_MGAW_SHIFT) & 0x3f) as u32) + 1;
-        if aw_bits < 21 {
-            return Err(crate::Error::invalid(
-                "cap",
-                format!(
-                    "MGAW field {} gives a {aw_bits}-bit width; at least 21 bits needed",
-                    aw_bits - 1
-                ),
-            ));
-        }
-        let haw = aw_bits.min(52);
-        let sp = SuperpageSupport {
-            sp2m: cap & CAP_SLLPS_2M != 0,
-            sp1g: cap & CAP_SLLPS_1G != 0,
-        };
-        let sc = ecap & ECAP_SC != 0;
-        let nd = (cap & 7) as u32;
-        let did_bits = (4 + 2 * nd).min(16);
-        let cap = (cap & !CAP_NFR_MASK) | (((fault_records as u64) - 1) << CAP_NFR_SHIFT);
-        Ok(UnitConfig {
-            cap,
-            ecap,
-            sagaw: ((cap >> CAP_SAGAW_SHIFT) as u32) & 0b1110,
-            aw_bits,
-            haw,
-            masks: PteReservedMasks::new(haw, sp, sc),
-            pt: ecap & ECAP_PT != 0,
-            dt: ecap & ECAP_DT != 0,
-            psi: cap & CAP_PSI != 0,
-            mamv: ((cap >> CAP_MAMV_SHIFT) & 0x3f) as u32,
-            did_mask: if did_bits >= 16 {
-                u16::MAX
-            } else {
-                (1u16 << did_bits) - 1
-            },
-        })
-    }
-
-    /// Page-table depths supported (from SAGAW): a subset of [3, 4, 5].
-    pub fn levels_supported(&self) -> Vec<u32> {
-        (1..=3u32)
-            .filter(|aw| self.sagaw & (1 << aw) != 0)
-            .map(|aw| aw + 2)
-            .collect()
-    }
-}
-
-/// A context entry the hardware accepted (what the context cache holds).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Context {
-    /// Domain id (masked to CAP.ND's width).
-    pub did: u16,
-    /// Page-table levels (3, 4 or 5).
-    pub levels: u8,
-    pub tt: TranslationType,
-    /// Second-level table root.
-    pub slptptr: u64,
-    /// Fault processing disable.
-    pub fpd: bool,
-}
-
-/// A context fetch that faulted: the reason and the FPD that applies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CtxFault {
-    pub reason: FaultReason,
-    pub fpd: bool,
-}
-
-/// Root entry -> context entry for `sid`, with every check of step 1-2 above.
-pub fn fetch_context(
-    mem: &PhysMem,
-    cfg: &UnitConfig,
-    rtaddr: Option<u64>,
-    sid: u16,
-) -> Result<Context, CtxFault> {
-    let nofpd = |reason| CtxFault { reason, fpd: false };
-    let rta = rtaddr.ok_or(nofpd(FaultReason::RootTableInv))?;
-    let bus = (sid >> 8) as u64;
-    let devfn = (sid & 0xff) as u64;
-    let ra = rta.wrapping_add(bus * ROOT_ENTRY_SIZE);
-    let (Some(lo), Some(hi)) = (mem.load_u64(ra), mem.load_u64(ra.wrapping_add(8))) else {
-        return Err(nofpd(FaultReason::RootTableInv));
-    };
-    let root = RootEntry { lo, hi };
-    if !root.present() {
-        return Err(nofpd(FaultReason::RootEntryP));
-    }
-    if root.reserved(cfg.haw) {
-        return Err(nofpd(FaultReason::RootEntryRsvd));
-    }
-    let ca = root.ctp().wrapping_add(devfn * CONTEXT_ENTRY_SIZE);
-    let (Some(lo), Some(hi)) = (mem.load_u64(ca), mem.load_u64(ca.wrapping_add(8))) else {
-        return Err(nofpd(FaultReason::ContextTableInv));
-    };
-    let ce = ContextEntry { lo, hi };
-    let fpd = ce.fpd();
-    let fault = |reason| CtxFault { reason, fpd };
-    if !ce.present() {
-        return Err(fault(FaultReason::ContextEntryP));
-    }
-    if ce.reserved(cfg.haw) {
-        return Err(fault(FaultReason::ContextEntryRsvd));
-    }
-    let aw = ce.aw();
-    if cfg.sagaw & (1 << aw) == 0 {
-        return Err(fault(FaultReason::ContextEntryInv));
-    }
-    let tt = ce.tt();
-    let tt_ok = match tt {
-        TranslationType::MultiLevel => true,
-        TranslationType::MultiLevelDevIotlb => cfg.dt,
-        TranslationType::PassThrough => cfg.pt,
-        TranslationType::Reserved => false,
-    };
-    if !tt_ok {
-        return Err(fault(FaultReason::ContextEntryInv));
-    }
-    Ok(Context {
-        did: ce.did() & cfg.did_mask,
-        levels: (aw + 2) as u8,
-        tt,
-        slptptr: ce.slptptr(),
-        fpd,
-    })
-}
-
-/// True when `iova` is beyond the width a context with `levels` levels can translate.
-#[inline]
-pub fn beyond_width(cfg: &UnitConfig, levels: u32, iova: u64) -> bool {
-    let w = levels_to_width(levels).min(cfg.aw_bits);
-    w < 64 && iova >> w != 0
-}
-
-/// The outcome of one walk: a leaf (fault 0) or a fault code.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct WalkOut {
-    /// The host page start (aligned to the leaf's size).
-    pub hpa_base: u64,
-    /// Leaf level (1, 2, 3).
-    pub level: u8,
-    /// Accumulated permissions (AND over the levels).
-    pub perm: u8,
-    /// 0 for a leaf, else the fault reason code.
-    pub fault: u8,
-}
-
-/// One walk to do.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct WalkJob {
-    pub root: u64,
-    pub iova: u64,
-    pub levels: u8,
-    pub write: bool,
-}
-
-/// The state of one walk in flight.
-#[derive(Clone, Copy, Debug, Default)]
-struct Cursor {
-    table: u64,
-    level: u32,
-    perm: u8,
-}
-
-enum Step {
-    Descend,
-    Done(WalkOut),
-}
-
-#[inline]
-fn fault_out(r: FaultReason) -> WalkOut {
-    WalkOut {
-        fault: r.code(),
-        ..WalkOut::default()
-    }
-}
-
-/// One level of a walk: read the PTE, check permission, reserved bits, leaf or descend.
-#[inline(always)]
-fn step(mem: &PhysMem, masks: &PteReservedMasks, job: &WalkJob, c: &mut Cursor) -> Step {
-    let addr = c
-        .table
-        .wrapping_add(address_level_offset(job.iova, c.level) * 8);
-    check(masks, job, c, mem.load_u64(addr))
-}
-
-/// The checks of one level on the PTE read (`None`: the read fell outside memory).
-#[inline(always)]
-fn check(masks: &PteReservedMasks, job: &WalkJob, c: &mut Cursor, raw: Option<u64>) -> Step {
-    let level = c.level;
-    let Some(raw) = raw else {
-        let top = level == job.levels as u32;
-        return Step::Done(fault_out(if top {
-            FaultReason::ContextEntryInv
-        } else {
-            FaultReason::PagingEntryInv
-        }));
-    };
-    let pte = Pte(raw);
-    if job.write {
-        if !pte.write() {
-            return Step::Done(fault_out(FaultReason::Write));
-        }
-    } else if !pte.read() {
-        return Step::Done(fault_out(FaultReason::Read));
-    }
-    if masks.reserved(level, pte) {
-        return Step::Done(fault_out(FaultReason::PagingEntryRsvd));
-    }
-    c.perm &= (raw & 3) as u8;
-    if level == 1 || pte.superpage() {
-        let size_mask = crate::entry::level_size(level) - 1;
-        return Step::Done(WalkOut {
-            hpa_base: pte.addr() & !size_mask,
-            level: level as u8,
-            perm: c.perm,
-            fault: 0,
-        });
-    }
-    c.table = pte.addr();
-    c.level = level - 1;
-    Step::Descend
-}
-
-#[inline]
-fn start(cfg: &UnitConfig, job: &WalkJob) -> Result<Cursor, WalkOut> {
-    if !(3..=5).contains(&job.levels) {
-        return Err(fault_out(FaultReason::ContextEntryInv));
-    }
-    if beyond_width(cfg, job.levels as u32, job.iova) {
-        return Err(fault_out(FaultReason::AddrBeyondMgaw));
-    }
-    Ok(Cursor {
-        table: job.root & ADDR_HI_MASK,
-        level: job.levels as u32,
-        perm: PERM_R | PERM_W,
-    })
-}
-
-/// One walk, start to end (at most `levels` table reads).
-pub fn walk(mem: &PhysMem, cfg: &UnitConfig, job: &WalkJob) -> WalkOut {
-    let mut c = match start(cfg, job) {
-        Ok(c) => c,
-        Err(o) => return o,
-    };
-    loop {
-        if let Step::Done(o) = step(mem, &cfg.masks, job, &mut c) {
-            return o;
-        }
-    }
-}
-
-/// Walks in flight at once in [`walk_interleaved`].
-pub const WALK_WAYS: usize = 16;
-
-/// Many independent walks, in groups of `WALK_WAYS` advanced in lockstep one level at a time.
-/// Each level is done in two passes over the group: first every walk's table frame is looked
-/// up in the arena's directory, then every entry is read and checked, so the cache misses of
-/// the group's walks overlap instead of queueing one behind another. Same results as [`walk`].
-pub fn walk_interleaved(mem: &PhysMem, cfg: &UnitConfig, jobs: &[WalkJob], out: &mut [WalkOut]) {
-    for (jg, og) in jobs.chunks(WALK_WAYS).zip(out.chunks_mut(WALK_WAYS)) {
-        let mut cur = [Cursor::default(); WALK_WAYS];
-        let mut live = [false; WALK_WAYS];
-        let mut n_live = 0;
-        for (k, (job, o)) in jg.iter().zip(og.iter_mut()).enumerate() {
-            match start(cfg, job) {
-                Ok(c) => {
-                    cur[k] = c;
-                    live[k] = true;
-                    n_live += 1;
-                }
-                Err(f) => *o = f,
-            }
-        }
-        while n_live > 0 {
-            let mut frames: [Option<Option<&crate::mem::Frame>>; WALK_WAYS] = [None; WALK_WAYS];
-            for k in 0..jg.len().min(WALK_WAYS) {
-                if live[k] {
-                    frames[k] = mem.frame(cur[k].table >> crate::addr::PAGE_SHIFT);
-                }
-            }
-            // Then every entry, with no branch on loaded data between the loads.
-            let mut raws: [Option<u64>; WALK_WAYS] = [None; WALK_WAYS];
-            for (k, job) in jg.iter().enumerate().take(WALK_WAYS) {
-                let c = &cur[k];
-                if !live[k] {
-                    continue;
-                }
-                let i = address_level_offset(job.iova, c.level) as usize;
-                raws[k] = frames[k].map(|f| f.map_or(0, |f| f.get(i & 511).copied().unwrap_or(0)));
-            }
-            for (k, (job, o)) in jg.iter().zip(og.iter_mut()).enumerate() {
-                if !live[k] {
-                    continue;
-                }
-                let c = &mut cur[k];
-                let raw = raws[k];
-                if let Step::Done(r) = check(&cfg.masks, job, c, raw) {
-                    *o = r;
-                    live[k] = false;
-                    n_live -= 1;
-                }
-            }
-        }
-    }
-}
 
 /// A translated request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -422,38 +65,16 @@ pub struct Stats {
     pub context_misses: u64,
 }
 
-/// Buffers of the look-ahead of one part of a window: the walks to do, the index in the part
-/// of the request each is for, and their results.
-#[derive(Default)]
-struct Scratch {
-    jobs: Vec<WalkJob>,
-    who: Vec<u32>,
-    outs: Vec<WalkOut>,
-    /// Per request of the part: its IOTLB look-up done ahead, and the IOTLB's epoch then.
-    probes: Vec<Ahead>,
-    epoch: u64,
-}
-
-/// Requests whose IOTLB sets the look-ahead reads in one go, a group ahead of their probes,
-/// so that the cache misses of that many look-ups overlap.
-const PROBE_AHEAD: usize = 64;
-
 /// One remapping unit: configuration, root table pointer, caches, fault registers, counters.
 #[derive(Clone, Debug)]
 pub struct Remapper {
-    cfg: UnitConfig,
-    rtaddr: Option<u64>,
-    ctx_cache: ContextCache,
-    iotlb: Iotlb,
-    faults: FaultRecorder,
-    stats: Stats,
+    pub(super) cfg: UnitConfig,
+    pub(super) rtaddr: Option<u64>,
+    pub(super) ctx_cache: ContextCache,
+    pub(super) iotlb: Iotlb,
+    pub(super) faults: FaultRecorder,
+    pub(super) stats: Stats,
 }
-
-/// Requests per window of a batch: the speculative pass covers a window, then the in-order
-/// pass commits it. Small enough that the IOTLB sets probed ahead are still in cache at commit.
-const WINDOW: usize = 1 << 13;
-/// Fewest requests per thread worth a thread of its own.
-const MIN_PER_THREAD: usize = 1 << 12;
 
 impl Remapper {
     pub fn new(
@@ -505,12 +126,15 @@ impl Remapper {
     pub fn invalidate_iotlb_global(&mut self) {
         self.iotlb.invalidate_all();
     }
+    /// Domain-selective IOTLB invalidation. A DID is its low CAP.ND-given bits everywhere the
+    /// unit uses one: the bits above are ignored here as in the context entry.
     pub fn invalidate_iotlb_domain(&mut self, did: u16) {
-        self.iotlb.invalidate_domain(did);
+        self.iotlb.invalidate_domain(did & self.cfg.did_mask);
     }
     /// Page-selective invalidation; without CAP.PSI the unit invalidates the whole domain, as
     /// hardware may invalidate at a coarser granularity. `am` above CAP.MAMV is refused.
     pub fn invalidate_iotlb_pages(&mut self, did: u16, addr: u64, am: u32) -> crate::Result<()> {
+        let did = did & self.cfg.did_mask;
         if am > self.cfg.mamv {
             return Err(crate::Error::invalid(
                 "am",
@@ -527,8 +151,9 @@ impl Remapper {
     pub fn invalidate_context_global(&mut self) {
         self.ctx_cache.invalidate_all();
     }
+    /// Domain-selective context-cache invalidation (the DID masked as the context entry's).
     pub fn invalidate_context_domain(&mut self, did: u16) {
-        self.ctx_cache.invalidate_domain(did);
+        self.ctx_cache.invalidate_domain(did & self.cfg.did_mask);
     }
     pub fn invalidate_context_device(&mut self, sid: u16, fm: u32) -> crate::Result<()> {
         if fm > 3 {
@@ -548,22 +173,26 @@ impl Remapper {
             iova: req.iova,
             write: req.write,
         };
-        let _: Outcome = self.faults.report(rec, fpd);
+        self.faults.report(rec, fpd);
         rec
     }
 
     /// Translate one request: the architectural result, with every side effect (caches,
     /// counters, fault recording).
-    pub fn translate(&mut self, mem: &PhysMem, req: &Request) -> Result<Translation, FaultRecord> {
+    pub fn translate<M: Memory + Sync + ?Sized>(
+        &mut self,
+        mem: &M,
+        req: &Request,
+    ) -> Result<Translation, FaultRecord> {
         self.commit(mem, req, None, (Ahead::Unknown, 0))
     }
 
     /// The in-order step of a translation. `ahead` is a walk done ahead, used only if it is
     /// the very walk this request needs now.
     #[inline(always)]
-    fn commit(
+    pub(super) fn commit<M: Memory + Sync + ?Sized>(
         &mut self,
-        mem: &PhysMem,
+        mem: &M,
         req: &Request,
         ahead: Option<&(WalkJob, WalkOut)>,
         probe: (Ahead, u64),
@@ -648,7 +277,7 @@ impl Remapper {
                 if let Some(r) = FaultReason::from_code(w.fault) {
                     return Err(self.fault(req, r, ctx.fpd));
                 }
-                let size = crate::entry::level_size(w.level as u32);
+                let size = crate::spec::level_size(w.level as u32);
                 let e = IotlbEntry {
                     did: ctx.did,
                     level: w.level,
@@ -660,7 +289,7 @@ impl Remapper {
                 e
             }
         };
-        let size = crate::entry::level_size(entry.level as u32);
+        let size = crate::spec::level_size(entry.level as u32);
         let hpa = entry.hpa_base | (req.iova & (size - 1));
         if (INTERRUPT_RANGE.0..INTERRUPT_RANGE.1).contains(&hpa) {
             return Err(self.fault(req, FaultReason::InterruptAddr, ctx.fpd));
@@ -674,178 +303,18 @@ impl Remapper {
             level: entry.level,
         })
     }
-
-    /// The read-only look-ahead of a slice of a window: the walks the requests that miss the
-    /// IOTLB (as it stands) will need, done interleaved, into `sc` (whose buffers are reused
-    /// from window to window).
-    fn speculate(&self, mem: &PhysMem, reqs: &[Request], sc: &mut Scratch) {
-        sc.jobs.clear();
-        sc.who.clear();
-        sc.probes.clear();
-        sc.epoch = self.iotlb.epoch();
-        let cached = self.iotlb.capacity() > 0;
-        let iotlb_on = cached && !self.iotlb.is_empty();
-        // Read the IOTLB sets of the next group of requests, in a tight loop, before probing
-        // this group's: their cache misses overlap with each other and with this group's work
-        // (a load outstanding for long blocks the core only once it is the oldest, so the
-        // reads must be issued close together); the probes then find their sets in cache, and
-        // so does the in-order pass, which re-checks the slot found here.
-        let warm = |rg: &[Request]| {
-            let mut sets = [0usize; PROBE_AHEAD];
-            let mut n = 0;
-            // The last source-id's context, as a batch is mostly of few devices.
-            let mut last: Option<(u16, Option<Context>)> = None;
-            for (r, s) in rg.iter().zip(sets.iter_mut()) {
-                let c = match last {
-                    Some((sid, c)) if sid == r.sid => c,
-                    _ => {
-                        let c = self.ctx_cache.get(r.sid);
-                        last = Some((r.sid, c));
-                        c
-                    }
-                };
-                if let Some(c) = c {
-                    *s = self.iotlb.set_index(c.did, r.iova);
-                    n += 1;
-                }
-            }
-            let sets = sets.get(..n).unwrap_or(&[]);
-            std::hint::black_box(self.iotlb.warm_sets(sets));
-        };
-        if iotlb_on {
-            warm(reqs.get(..PROBE_AHEAD.min(reqs.len())).unwrap_or(&[]));
-        }
-        for (k, r) in reqs.iter().enumerate() {
-            if iotlb_on && k % PROBE_AHEAD == 0 {
-                let from = k + PROBE_AHEAD;
-                let to = (from + PROBE_AHEAD).min(reqs.len());
-                warm(reqs.get(from..to).unwrap_or(&[]));
-            }
-            let mut probe = Ahead::Unknown;
-            let c = match self.ctx_cache.get(r.sid) {
-                Some(c) => Some(c),
-                None => fetch_context(mem, &self.cfg, self.rtaddr, r.sid).ok(),
-            };
-            if let Some(c) = c {
-                if c.tt != TranslationType::PassThrough && !r.translation_request {
-                    if cached {
-                        probe = self.iotlb.probe_ahead(c.did, r.iova);
-                    }
-                    match probe {
-                        Ahead::Hit { .. } => {}
-                        _ => {
-                            sc.jobs.push(WalkJob {
-                                root: c.slptptr,
-                                iova: r.iova,
-                                levels: c.levels,
-                                write: r.write,
-                            });
-                            sc.who.push(k as u32);
-                        }
-                    }
-                }
-            }
-            if cached {
-                sc.probes.push(probe);
-            }
-        }
-        sc.outs.clear();
-        sc.outs.resize(sc.jobs.len(), WalkOut::default());
-        walk_interleaved(mem, &self.cfg, &sc.jobs, &mut sc.outs);
-    }
-
-    /// Translate many requests: exactly the results, side effects and counters of the same
-    /// calls to [`Remapper::translate`] one by one, in order. Each window is first looked at
-    /// ahead, read-only (split over `threads`): the requests that miss the IOTLB as it stands
-    /// get their walks done, interleaved. Then an in-order pass runs each request exactly as
-    /// [`Remapper::translate`] does (context cache, IOTLB, fault recording, counters), taking a
-    /// walk done ahead only when it is the very walk needed (same table root, levels, address
-    /// and direction): a walk reads only memory, which no one changes during the batch. So
-    /// threads and look-ahead change the speed, never the outcome.
-    pub fn translate_batch(
-        &mut self,
-        mem: &PhysMem,
-        reqs: &[Request],
-        threads: usize,
-        out_hpa: &mut [u64],
-        out_fault: &mut [u8],
-    ) {
-        let threads = threads.clamp(1, 64);
-        let window = WINDOW * threads;
-        let mut scratch: Vec<Scratch> = (0..threads).map(|_| Scratch::default()).collect();
-        let mut base = 0usize;
-        for win in reqs.chunks(window) {
-            let t = threads.min(win.len() / MIN_PER_THREAD).max(1);
-            let per = win.len().div_ceil(t).max(1);
-            if t <= 1 {
-                if let Some(sc) = scratch.first_mut() {
-                    self.speculate(mem, win, sc);
-                }
-            } else {
-                let this = &*self;
-                std::thread::scope(|s| {
-                    for (rs, sc) in win.chunks(per).zip(scratch.iter_mut()) {
-                        s.spawn(move || this.speculate(mem, rs, sc));
-                    }
-                });
-            }
-            let hpa_out = out_hpa.get_mut(base..).unwrap_or_default();
-            let fault_out = out_fault.get_mut(base..).unwrap_or_default();
-            // (Outputs shorter than the requests: the rest is translated, the results dropped.)
-            let hpa_parts = hpa_out.chunks_mut(per).map(Some);
-            let hpa_parts = hpa_parts.chain(std::iter::repeat_with(|| None));
-            let fault_parts = fault_out.chunks_mut(per).map(Some);
-            let fault_parts = fault_parts.chain(std::iter::repeat_with(|| None));
-            let outs = hpa_parts.zip(fault_parts);
-            for ((rs, sc), (hs, fs)) in win.chunks(per).zip(&scratch).zip(outs) {
-                // A part's walks are in request order: the next one is for request `who[n]`.
-                let mut n = 0usize;
-                let probes = sc.probes.iter().map(|&p| (p, sc.epoch));
-                let unknown = std::iter::repeat((Ahead::Unknown, 0));
-                let probes = probes.chain(unknown);
-                for (((i, r), probe), (h, f)) in rs
-                    .iter()
-                    .enumerate()
-                    .zip(probes)
-                    .zip(slots(hs).zip(slots(fs)))
-                {
-                    let walked = match sc.who.get(n) {
-                        Some(&w) if w as usize == i => {
-                            n += 1;
-                            sc.jobs.get(n - 1).zip(sc.outs.get(n - 1))
-                        }
-                        _ => None,
-                    };
-                    let a = walked.map(|(j, o)| (*j, *o));
-                    let (hpa, fault) = match self.commit(mem, r, a.as_ref(), probe) {
-                        Ok(t) => (t.hpa, 0),
-                        Err(rec) => (0, rec.reason.code()),
-                    };
-                    if let Some(h) = h {
-                        *h = hpa;
-                    }
-                    if let Some(f) = f {
-                        *f = fault;
-                    }
-                }
-            }
-            base += win.len();
-        }
-    }
-}
-
-/// The elements of an optional slice as `Some(&mut x)`, then `None` for ever.
-fn slots<T>(s: Option<&mut [T]>) -> impl Iterator<Item = Option<&mut T>> {
-    s.into_iter()
-        .flat_map(|s| s.iter_mut())
-        .map(Some)
-        .chain(std::iter::repeat_with(|| None))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::addr::Maddr;
+    use crate::hw::batch::WINDOW;
+    use crate::hw::config::{DEFAULT_CAP, DEFAULT_ECAP};
+    use crate::hw::walk::walk_interleaved;
+    use crate::mem::PhysMem;
+    use crate::spec::cap::sllps;
+    use crate::spec::{address_level_offset, levels_to_width, Cap, ContextEntry, Ecap, Pte};
 
     const ROOT: u64 = 0x1000;
     const CTX: u64 = 0x2000;
@@ -975,7 +444,7 @@ mod tests {
         assert_eq!(fresh(&m), 0);
         let mut nodt = Remapper::new(
             DEFAULT_CAP,
-            DEFAULT_ECAP & !ECAP_DT,
+            Ecap::DEFAULT.with_dt(false).bits(),
             Some(ROOT),
             16,
             8,
@@ -986,7 +455,7 @@ mod tests {
         w(&mut m, ce, top | 1 | (2 << 2));
         let mut nopt = Remapper::new(
             DEFAULT_CAP,
-            DEFAULT_ECAP & !ECAP_PT,
+            Ecap::DEFAULT.with_pt(false).bits(),
             Some(ROOT),
             16,
             8,
@@ -1114,7 +583,15 @@ mod tests {
             let t = unit(cap).translate(&m, &req(iova, true)).unwrap();
             assert_eq!((t.hpa, t.level), (0x80_0000_0000 | (iova & 0x3fff_ffff), 3));
             // Without SLLPS 1G, PS at L3 is reserved.
-            assert_eq!(reason(&mut unit(cap & !CAP_SLLPS_1G), &m, iova, false), 0xC);
+            assert_eq!(
+                reason(
+                    &mut unit(Cap(cap).with_sllps(sllps::SP_2M).bits()),
+                    &m,
+                    iova,
+                    false
+                ),
+                0xC
+            );
         }
     }
 
@@ -1152,6 +629,60 @@ mod tests {
         r.invalidate_iotlb_pages(42, IOVA, 0).unwrap();
         assert_eq!(r.translate(&m, &req(IOVA, false)).unwrap().hpa, 0x999_9000);
         assert!(r.invalidate_iotlb_pages(42, IOVA, 19).is_err());
+    }
+
+    /// With CAP.ND = 2 a DID is its low 8 bits: a context entry's DID 0x1234 is cached as 0x34,
+    /// and every invalidation by DID masks the DID it is given the same way.
+    #[test]
+    fn did_is_masked_to_cap_nd_everywhere() {
+        let (mut m, _) = setup(4);
+        let hi = CTX + 8 * 16 + 8;
+        w(&mut m, hi, 2 | (0x1234 << 8));
+        let cap = Cap(DEFAULT_CAP).with_nd(2).bits();
+        let l1e = T[4] + address_level_offset(IOVA, 1) * 8;
+        type Inv = fn(&mut Remapper);
+        let invalidations: [(&str, Inv); 3] = [
+            ("iotlb domain", |r| r.invalidate_iotlb_domain(0x1234)),
+            ("iotlb page", |r| {
+                r.invalidate_iotlb_pages(0x1234, IOVA, 0).unwrap()
+            }),
+            ("iotlb page, other high bits", |r| {
+                r.invalidate_iotlb_pages(0xAB34, IOVA, 0).unwrap()
+            }),
+        ];
+        for (what, inv) in invalidations {
+            w(&mut m, l1e, 0x456_7000 | 3);
+            let mut r = unit(cap);
+            let t = r.translate(&m, &req(IOVA, false)).unwrap();
+            assert_eq!(t.domain_id, 0x34, "{what}");
+            w(&mut m, l1e, 0x999_9000 | 3);
+            inv(&mut r);
+            let t = r.translate(&m, &req(IOVA, false)).unwrap();
+            assert_eq!(t.hpa, 0x999_9000, "{what}: the stale entry must be gone");
+        }
+        // Another domain (0x35 in the low bits) leaves the entry cached.
+        w(&mut m, l1e, 0x456_7000 | 3);
+        let mut r = unit(cap);
+        r.translate(&m, &req(IOVA, false)).unwrap();
+        w(&mut m, l1e, 0x999_9000 | 3);
+        r.invalidate_iotlb_domain(0x1235);
+        assert_eq!(r.translate(&m, &req(IOVA, false)).unwrap().hpa, 0x456_7000);
+        // Context cache: domain-selective by 0x1234 drops the cached context (DID 0x34).
+        let mut r = unit(cap);
+        r.translate(&m, &req(IOVA, false)).unwrap();
+        assert_eq!(r.context_cache().len(), 1);
+        r.invalidate_context_domain(0x0135);
+        assert_eq!(r.context_cache().len(), 1);
+        r.invalidate_context_domain(0x1234);
+        assert_eq!(r.context_cache().len(), 0);
+        // With ND = 6 (16-bit DIDs) nothing is masked.
+        let mut r = unit(DEFAULT_CAP);
+        assert_eq!(
+            r.translate(&m, &req(IOVA, false)).unwrap().domain_id,
+            0x1234
+        );
+        r.invalidate_context_domain(0x34);
+        assert_eq!(r.context_cache().len(), 1);
     }
 
     /// A batch leaves the unit exactly as the same single calls do: results, faults, counters

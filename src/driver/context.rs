@@ -11,9 +11,9 @@
 use std::collections::BTreeMap;
 
 use crate::addr::{Maddr, PAGE_MASK, PAGE_SIZE};
-use crate::entry::{ContextEntry, RootEntry, TranslationType, CONTEXT_ENTRY_SIZE, ROOT_ENTRY_SIZE};
 use crate::error::{Error, Result};
 use crate::mem::{PhysMem, MAX_MADDR_BITS};
+use crate::spec::{ContextEntry, RootEntry, TranslationType, CONTEXT_ENTRY_SIZE, ROOT_ENTRY_SIZE};
 
 /// Fields of a legacy context entry, as `set_context` writes them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

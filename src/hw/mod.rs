@@ -1,0 +1,23 @@
+//! The remapping hardware: what a unit does with a DMA request, reading only machine memory
+//! (through [`crate::mem::Memory`]) and never trusting it: any table content ends in the
+//! architectural fault, never a panic. Imports only `spec`, `mem`, `addr` and `error`.
+//!
+//! * [`config`]: CAP/ECAP decoded once into what the checks use.
+//! * [`context`]: root entry -> context entry (steps 1-2 of the order of checks).
+//! * [`walk`]: the second-level walk, single and interleaved.
+//! * [`iotlb`], [`context_cache`]: the caches.
+//! * [`fault`]: fault recording registers and counters.
+//! * [`remapper`]: one unit, the order of checks, translation of one request and the batch
+//!   engine (speculative look-ahead, in-order commit).
+
+pub mod batch;
+pub mod config;
+pub mod context;
+pub mod context_cache;
+pub mod fault;
+pub mod iotlb;
+pub mod remapper;
+pub mod walk;
+
+pub use config::{UnitConfig, DEFAULT_CAP, DEFAULT_ECAP};
+pub use remapper::{Remapper, Request, Stats, Translation};

@@ -1,0 +1,205 @@
+//! The second-level walk (steps 5 and 7 of the order of checks in [`super::remapper`]): one
+//! walk at a time ([`walk`]) or many interleaved ([`walk_interleaved`]), generic over the
+//! [`Memory`] they read and monomorphised for each backing.
+
+use super::config::UnitConfig;
+use crate::addr::PAGE_SHIFT;
+use crate::mem::{Frame, Memory};
+use crate::spec::{
+    address_level_offset, level_size, levels_to_width, FaultReason, Pte, PteReservedMasks,
+    ADDR_HI_MASK,
+};
+
+/// Read and write permission bits as carried through a walk.
+pub const PERM_R: u8 = 1;
+pub const PERM_W: u8 = 2;
+
+/// True when `iova` is beyond the width a context with `levels` levels can translate.
+#[inline]
+pub fn beyond_width(cfg: &UnitConfig, levels: u32, iova: u64) -> bool {
+    let w = levels_to_width(levels).min(cfg.aw_bits);
+    w < 64 && iova >> w != 0
+}
+
+/// The outcome of one walk: a leaf (fault 0) or a fault code.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalkOut {
+    /// The host page start (aligned to the leaf's size).
+    pub hpa_base: u64,
+    /// Leaf level (1, 2, 3).
+    pub level: u8,
+    /// Accumulated permissions (AND over the levels).
+    pub perm: u8,
+    /// 0 for a leaf, else the fault reason code.
+    pub fault: u8,
+}
+
+/// One walk to do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalkJob {
+    pub root: u64,
+    pub iova: u64,
+    pub levels: u8,
+    pub write: bool,
+}
+
+/// The state of one walk in flight.
+#[derive(Clone, Copy, Debug, Default)]
+struct Cursor {
+    table: u64,
+    level: u32,
+    perm: u8,
+}
+
+enum Step {
+    Descend,
+    Done(WalkOut),
+}
+
+#[inline]
+fn fault_out(r: FaultReason) -> WalkOut {
+    WalkOut {
+        fault: r.code(),
+        ..WalkOut::default()
+    }
+}
+
+/// One level of a walk: read the PTE, check permission, reserved bits, leaf or descend.
+#[inline(always)]
+fn step<M: Memory + ?Sized>(
+    mem: &M,
+    masks: &PteReservedMasks,
+    job: &WalkJob,
+    c: &mut Cursor,
+) -> Step {
+    let addr = c
+        .table
+        .wrapping_add(address_level_offset(job.iova, c.level) * 8);
+    check(masks, job, c, mem.load_u64(addr))
+}
+
+/// The checks of one level on the PTE read (`None`: the read fell outside memory).
+#[inline(always)]
+fn check(masks: &PteReservedMasks, job: &WalkJob, c: &mut Cursor, raw: Option<u64>) -> Step {
+    let level = c.level;
+    let Some(raw) = raw else {
+        let top = level == job.levels as u32;
+        return Step::Done(fault_out(if top {
+            FaultReason::ContextEntryInv
+        } else {
+            FaultReason::PagingEntryInv
+        }));
+    };
+    let pte = Pte(raw);
+    if job.write {
+        if !pte.write() {
+            return Step::Done(fault_out(FaultReason::Write));
+        }
+    } else if !pte.read() {
+        return Step::Done(fault_out(FaultReason::Read));
+    }
+    if masks.reserved(level, pte) {
+        return Step::Done(fault_out(FaultReason::PagingEntryRsvd));
+    }
+    c.perm &= (raw & 3) as u8;
+    if level == 1 || pte.superpage() {
+        let size_mask = level_size(level) - 1;
+        return Step::Done(WalkOut {
+            hpa_base: pte.addr() & !size_mask,
+            level: level as u8,
+            perm: c.perm,
+            fault: 0,
+        });
+    }
+    c.table = pte.addr();
+    c.level = level - 1;
+    Step::Descend
+}
+
+#[inline]
+fn start(cfg: &UnitConfig, job: &WalkJob) -> Result<Cursor, WalkOut> {
+    if !(3..=5).contains(&job.levels) {
+        return Err(fault_out(FaultReason::ContextEntryInv));
+    }
+    if beyond_width(cfg, job.levels as u32, job.iova) {
+        return Err(fault_out(FaultReason::AddrBeyondMgaw));
+    }
+    Ok(Cursor {
+        table: job.root & ADDR_HI_MASK,
+        level: job.levels as u32,
+        perm: PERM_R | PERM_W,
+    })
+}
+
+/// One walk, start to end (at most `levels` table reads).
+pub fn walk<M: Memory + ?Sized>(mem: &M, cfg: &UnitConfig, job: &WalkJob) -> WalkOut {
+    let mut c = match start(cfg, job) {
+        Ok(c) => c,
+        Err(o) => return o,
+    };
+    loop {
+        if let Step::Done(o) = step(mem, &cfg.masks, job, &mut c) {
+            return o;
+        }
+    }
+}
+
+/// Walks in flight at once in [`walk_interleaved`].
+pub const WALK_WAYS: usize = 16;
+
+/// Many independent walks, in groups of `WALK_WAYS` advanced in lockstep one level at a time.
+/// Each level is done in two passes over the group: first every walk's table frame is looked
+/// up in the arena's directory, then every entry is read and checked, so the cache misses of
+/// the group's walks overlap instead of queueing one behind another. Same results as [`walk`].
+pub fn walk_interleaved<M: Memory + ?Sized>(
+    mem: &M,
+    cfg: &UnitConfig,
+    jobs: &[WalkJob],
+    out: &mut [WalkOut],
+) {
+    for (jg, og) in jobs.chunks(WALK_WAYS).zip(out.chunks_mut(WALK_WAYS)) {
+        let mut cur = [Cursor::default(); WALK_WAYS];
+        let mut live = [false; WALK_WAYS];
+        let mut n_live = 0;
+        for (k, (job, o)) in jg.iter().zip(og.iter_mut()).enumerate() {
+            match start(cfg, job) {
+                Ok(c) => {
+                    cur[k] = c;
+                    live[k] = true;
+                    n_live += 1;
+                }
+                Err(f) => *o = f,
+            }
+        }
+        while n_live > 0 {
+            let mut frames: [Option<Option<&Frame>>; WALK_WAYS] = [None; WALK_WAYS];
+            for k in 0..jg.len().min(WALK_WAYS) {
+                if live[k] {
+                    frames[k] = mem.frame(cur[k].table >> PAGE_SHIFT);
+                }
+            }
+            // Then every entry, with no branch on loaded data between the loads.
+            let mut raws: [Option<u64>; WALK_WAYS] = [None; WALK_WAYS];
+            for (k, job) in jg.iter().enumerate().take(WALK_WAYS) {
+                let c = &cur[k];
+                if !live[k] {
+                    continue;
+                }
+                let i = address_level_offset(job.iova, c.level) as usize;
+                raws[k] = frames[k].map(|f| f.map_or(0, |f| f.get(i & 511).copied().unwrap_or(0)));
+            }
+            for (k, (job, o)) in jg.iter().zip(og.iter_mut()).enumerate() {
+                if !live[k] {
+                    continue;
+                }
+                let c = &mut cur[k];
+                let raw = raws[k];
+                if let Step::Done(r) = check(&cfg.masks, job, c, raw) {
+                    *o = r;
+                    live[k] = false;
+                    n_live -= 1;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! Machine memory as the hardware and the driver side reach it.
+//!
+//! * [`Memory`]: the read access a walk needs (an 8-byte load, a 4 KiB frame). The hardware
+//!   walks are generic over it, so another backing (a memory-mapped arena, an emulator's own
+//!   guest RAM) slots in without touching a walk; each use is monomorphised.
+//! * [`arena`]: `PhysMem`, the sparse NUMA arena with its page allocator, the backing used today.
+//!
+//! Addresses are machine addresses; ranges are half-open `[start, end)`. There is no `unsafe`
+//! code here today; a backing that needs it gets one fenced module here with its soundness
+//! argument.
+
+pub mod arena;
+
+pub use arena::{Frame, NodeStats, PhysMem, MAX_MADDR_BITS};
+
+/// Read access to machine memory, what the hardware walks are generic over.
+pub trait Memory {
+    /// The 8-byte word at `maddr` (8-byte aligned), or None when no memory backs it.
+    fn load_u64(&self, maddr: u64) -> Option<u64>;
+    /// The 4 KiB frame holding `pfn`: `Some(None)` when memory backs it but it reads as zeros
+    /// (never written), `None` when no memory backs it.
+    fn frame(&self, pfn: u64) -> Option<Option<&Frame>>;
+}
+
+impl Memory for PhysMem {
+    #[inline(always)]
+    fn load_u64(&self, maddr: u64) -> Option<u64> {
+        PhysMem::load_u64(self, maddr)
+    }
+    #[inline(always)]
+    fn frame(&self, pfn: u64) -> Option<Option<&Frame>> {
+        PhysMem::frame(self, pfn)
+    }
+}
