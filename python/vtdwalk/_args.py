@@ -66,6 +66,10 @@ def plain_int(value: Any) -> Any:
 
 
 def _array(values: object, what: str) -> npt.NDArray[np.generic]:
+    if isinstance(values, np.ma.MaskedArray):
+        raise InvalidArgument(
+            f"{what}: a masked array (its mask would be ignored); pass .filled() or .compressed()"
+        )
     try:
         a = np.asarray(values)
     except (TypeError, ValueError) as e:
@@ -89,6 +93,9 @@ def u64_array(values: npt.ArrayLike | Sequence[int], what: str) -> npt.NDArray[n
 def bool_array(values: npt.ArrayLike | Sequence[bool], what: str) -> npt.NDArray[np.bool_]:
     """``values`` as a contiguous bool array: booleans, or integers that are all 0 or 1."""
     a = _array(values, what)
+    if a.size and a.dtype.kind == "b" and int(a.view(np.uint8).max()) > 1:
+        # A view of other bytes as bool: numpy keeps the byte, which is no bool.
+        raise InvalidArgument(f"{what}: a boolean array holding byte values other than 0 and 1")
     if not a.size or a.dtype.kind == "b":
         return np.ascontiguousarray(a, dtype=np.bool_)
     if a.dtype.kind not in "ui":

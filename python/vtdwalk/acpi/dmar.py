@@ -238,6 +238,12 @@ class DeviceScope:
         return first + "".join(f"/{d:02x}.{f:x}" for d, f in self.path[1:])
 
     def to_bytes(self) -> bytes:
+        if not isinstance(self.path, list | tuple):
+            raise TypeError(
+                f"path: expected a list of (device, function) pairs, not {type(self.path).__name__}"
+            )
+        if not isinstance(self.extra, bytes | bytearray):
+            raise TypeError(f"extra: expected bytes, not {type(self.extra).__name__}")
         length = self.length
         if length > 0xFF:
             raise DmarError(f"device scope too long ({length} bytes, at most 255)")
@@ -294,6 +300,11 @@ class DeviceScope:
 
 
 def _scopes_bytes(scopes: Sequence[DeviceScope]) -> bytes:
+    if not isinstance(scopes, list | tuple):
+        raise TypeError(f"scopes: expected a list of DeviceScope, not {type(scopes).__name__}")
+    for s in scopes:
+        if not isinstance(s, DeviceScope):
+            raise TypeError(f"scopes: expected DeviceScope entries, not {type(s).__name__}")
     return b"".join(s.to_bytes() for s in scopes)
 
 
