@@ -178,3 +178,29 @@ def test_scope_path_of_the_wrong_type_is_named() -> None:
     t = dmar.DmarTable(host_address_width=47, flags=0, structures=[dmar.Drhd(0, 0, 0xA000, [sc])])
     with pytest.raises(TypeError, match=r"^path: "):
         t.to_bytes()
+
+
+# ---- item: scalar argument errors name the argument
+
+
+def test_page_table_scalar_errors_name_the_argument() -> None:
+    mem, pt, _ = unit()
+    calls: list[tuple[str, Callable[[], Any]]] = [
+        ("iova", lambda: pt.map(True, 0, 0x1000)),
+        ("maddr", lambda: pt.map(0, -1, 0x1000)),
+        ("size", lambda: pt.map(0, 0, 1 << 64)),
+        ("read", lambda: pt.map(0, 0, 0x1000, read=2)),  # type: ignore[arg-type]
+        ("write", lambda: pt.map(0, 0, 0x1000, write="yes")),  # type: ignore[arg-type]
+        ("snoop", lambda: pt.map(0, 0, 0x1000, snoop=None)),  # type: ignore[arg-type]
+        ("iova", lambda: pt.unmap("0", 0x1000)),  # type: ignore[arg-type]
+        ("size", lambda: pt.unmap(0, 0.5)),  # type: ignore[arg-type]
+        ("iova", lambda: pt.lookup(-1)),
+        ("alloc", lambda: pt.leaf_table(0, 5)),  # type: ignore[arg-type]
+        ("level", lambda: pt.leaf_table(0, True, level=-1)),
+        ("levels", lambda: PageTable(mem, levels=True)),
+        ("read", lambda: pt.map_pages([0], [0], read=3)),  # type: ignore[arg-type]
+    ]
+    for name, call in calls:
+        with pytest.raises(InvalidArgument, match=rf"^{name}: expected "):
+            call()
+    assert pt.mappings() == []

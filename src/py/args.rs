@@ -62,6 +62,32 @@ impl<'py> FromPyObject<'py> for Flag {
     }
 }
 
+/// Extractors for `#[pyo3(from_py_with = ...)]` that put the argument's name in front of the
+/// message (`iova: expected an integer ...`); PyO3 names only TypeErrors itself.
+macro_rules! named_arg {
+    ($($fn:ident: $ty:ident = $name:literal;)*) => {
+        $(
+            pub fn $fn(ob: &Bound<'_, PyAny>) -> PyResult<$ty> {
+                $ty::extract_bound(ob).map_err(|e| {
+                    Exc::InvalidArgument.msg(format!(concat!($name, ": {}"), e.value(ob.py())))
+                })
+            }
+        )*
+    };
+}
+
+named_arg! {
+    arg_iova: U64 = "iova";
+    arg_maddr: U64 = "maddr";
+    arg_size: U64 = "size";
+    arg_levels: U32 = "levels";
+    arg_level: U32 = "level";
+    arg_alloc: Flag = "alloc";
+    arg_read: Flag = "read";
+    arg_write: Flag = "write";
+    arg_snoop: Flag = "snoop";
+}
+
 /// A str argument (a granularity, a mode name).
 #[derive(Clone, Debug)]
 pub struct Str(pub String);
