@@ -210,3 +210,17 @@ def test_many_rmrrs_build() -> None:
     )
     p = Platform(t, topology=Topology([Device(Bdf(0, 0, 2, 0))]), mem=PhysMem([(0, 1 << 30)]))
     assert len(p.rmrrs) == 20_000 and not p.findings("rmrr-overlap")
+
+
+def test_description_errors_quote_a_short_prefix_of_a_huge_value() -> None:
+    from vtdwalk import Numa
+
+    big = bytearray(64 << 20)
+    for call in (
+        lambda: Numa.from_dict({"nodes": [{"base": big, "size": 1}]}),
+        lambda: Topology.from_dict({"devices": [{"bdf": big}]}),
+        lambda: Platform(small_table(), numa={"nodes": [{"base": 0, "size": big}]}),
+    ):
+        with pytest.raises(PlatformError) as ei:
+            call()
+        assert len(str(ei.value)) < 200
