@@ -1,9 +1,15 @@
-"""Checks of array arguments shared by the Python layers: bad input raises InvalidArgument
-naming the argument, instead of numpy wrapping, truncating or reinterpreting it."""
+"""Checks of arguments shared by the Python layers: bad input raises InvalidArgument naming the
+argument, instead of numpy wrapping, truncating or reinterpreting it. Files a caller names (a
+DMAR table, a machine description) are read as regular files only and never past a cap, so a
+path to ``/dev/zero``, a FIFO or a huge file cannot make a call read without end or wait for a
+writer."""
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,7 +17,44 @@ import numpy.typing as npt
 
 from vtdwalk.errors import InvalidArgument
 
-__all__ = ["bool_array", "did_arg", "plain_int", "u64_array"]
+__all__ = [
+    "DESCRIPTION_CAP",
+    "DMAR_CAP",
+    "bool_array",
+    "did_arg",
+    "int_arg",
+    "plain_int",
+    "read_regular_file",
+    "shown",
+    "u64_array",
+]
+
+#: How much of an argument's repr an error message quotes.
+SHOWN_MAX = 60
+
+
+def shown(value: object) -> str:
+    """``repr(value)``, at most :data:`SHOWN_MAX` characters (a huge argument is not copied
+    into the message)."""
+    if isinstance(value, bytes | bytearray | memoryview) and len(value) > SHOWN_MAX:
+        return f"<{type(value).__name__} of {len(value)} bytes>"
+    if isinstance(value, str) and len(value) > SHOWN_MAX:
+        return repr(value[: SHOWN_MAX - 5]) + "..."
+    try:
+        r = repr(value)
+    except Exception:  # a repr that fails still names the type
+        r = f"<{type(value).__name__}>"
+    return r if len(r) <= SHOWN_MAX else r[: SHOWN_MAX - 3] + "..."
+
+
+def int_arg(value: object, what: str) -> int:
+    """An integer argument (a numpy integer scalar taken as the int it holds); a bool or
+    anything else raises TypeError naming ``what``."""
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what}: expected an integer, not {type(value).__name__}")
+    return value
 
 
 def plain_int(value: Any) -> Any:
@@ -35,6 +78,10 @@ def did_arg(value: Any, ndoms: int = 1 << 16) -> int:
 
 
 def _array(values: object, what: str) -> npt.NDArray[np.generic]:
+    if isinstance(values, np.ma.MaskedArray):
+        raise InvalidArgument(
+            f"{what}: a masked array (its mask would be ignored); pass .filled() or .compressed()"
+        )
     try:
         a = np.asarray(values)
     except (TypeError, ValueError) as e:
@@ -58,6 +105,9 @@ def u64_array(values: npt.ArrayLike | Sequence[int], what: str) -> npt.NDArray[n
 def bool_array(values: npt.ArrayLike | Sequence[bool], what: str) -> npt.NDArray[np.bool_]:
     """``values`` as a contiguous bool array: booleans, or integers that are all 0 or 1."""
     a = _array(values, what)
+    if a.size and a.dtype.kind == "b" and int(a.view(np.uint8).max()) > 1:
+        # A view of other bytes as bool: numpy keeps the byte, which is no bool.
+        raise InvalidArgument(f"{what}: a boolean array holding byte values other than 0 and 1")
     if not a.size or a.dtype.kind == "b":
         return np.ascontiguousarray(a, dtype=np.bool_)
     if a.dtype.kind not in "ui":
@@ -65,3 +115,35 @@ def bool_array(values: npt.ArrayLike | Sequence[bool], what: str) -> npt.NDArray
     if int(a.min()) < 0 or int(a.max()) > 1:
         raise InvalidArgument(f"{what}: integer flags must be 0 or 1")
     return np.ascontiguousarray(a, dtype=np.bool_)
+
+
+#: A DMAR table is at most a few KiB on real machines; this is far above any.
+DMAR_CAP = 16 << 20
+#: A machine description (TOML/JSON) with every PCI function of a large machine fits easily.
+DESCRIPTION_CAP = 64 << 20
+
+
+def read_regular_file(path: str | Path, what: str, cap: int) -> bytes:
+    """The bytes of the regular file ``path`` (the argument ``what``), at most ``cap`` of them.
+
+    A path with a NUL byte, a file that is not a regular one (a directory, a device, a FIFO,
+    a socket) or one larger than ``cap`` raises :class:`InvalidArgument` naming ``what``;
+    ``OSError`` (missing file, no permission) is the caller's to report."""
+    p = Path(path)
+    if "\0" in str(p):
+        raise InvalidArgument(f"{what}: a path with a NUL byte")
+    # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just after).
+    fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    if not regular:
+        os.close(fd)
+        raise InvalidArgument(f"{what}: {str(p)[:200]!r} is not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(cap + 1)
+    if len(data) > cap:
+        raise InvalidArgument(f"{what}: {str(p)[:200]!r} is larger than {cap} bytes")
+    return data

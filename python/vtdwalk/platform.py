@@ -26,25 +26,29 @@ any memory is allocated.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
+
 from vtdwalk import dma
+from vtdwalk._args import DMAR_CAP, int_arg, plain_int, read_regular_file, shown
+from vtdwalk._core import PhysMem
 from vtdwalk.acpi import dmar as _dmar
 from vtdwalk.acpi.severity import Severity, severity_of
 from vtdwalk.driver.assign import Assignments
 from vtdwalk.driver.iommu import MAX_IOMMUS, QEMU_CAP, QEMU_ECAP, Iommu, Scope
 from vtdwalk.driver.machine import AtsrUnit, Machine, RmrrUnit
-from vtdwalk.errors import PlatformError, VtdError
+from vtdwalk.errors import InvalidArgument, PlatformError, VtdError
 from vtdwalk.topology import Bdf, BdfLike, Device, Numa, NumaNode, Topology, load_description
 
 if TYPE_CHECKING:
-    import numpy as np
     import numpy.typing as npt
 
-    from vtdwalk._core import PhysMem, Translation
+    from vtdwalk._core import Translation
     from vtdwalk.driver.domain import Domain
 
 __all__ = ["AtsrUnit", "Finding", "Platform", "Policy", "RmrrUnit"]
@@ -99,6 +103,33 @@ _TABLE_CODES = frozenset(
 )
 
 
+def _unit_caps(unit_caps: object) -> dict[int, tuple[int, int]]:
+    """``unit_caps`` checked: a mapping of register base address to (CAP, ECAP) integers."""
+    if unit_caps is None:
+        return {}
+    if not isinstance(unit_caps, Mapping):
+        raise TypeError(
+            f"unit_caps: expected a mapping of address to (cap, ecap), not "
+            f"{type(unit_caps).__name__}"
+        )
+    out: dict[int, tuple[int, int]] = {}
+    for addr, pair in unit_caps.items():
+        a = plain_int(addr)
+        ok = isinstance(a, int) and not isinstance(a, bool) and isinstance(pair, tuple | list)
+        vals = [plain_int(v) for v in pair] if ok else []
+        if (
+            not ok
+            or len(vals) != 2
+            or any(isinstance(v, bool) or not isinstance(v, int) for v in vals)
+        ):
+            raise InvalidArgument(
+                f"unit_caps: expected address -> (cap, ecap) integers, got {shown(addr)}: "
+                f"{shown(pair)}"
+            )
+        out[a] = (vals[0], vals[1])
+    return out
+
+
 def _off(s: object) -> int | None:
     o = getattr(s, "offset", None)
     return o if isinstance(o, int) else None
@@ -129,6 +160,14 @@ class Platform:
     ) -> None:
         if not isinstance(dmar, _dmar.DmarTable):
             raise PlatformError(f"expected a DmarTable, not {type(dmar).__name__}")
+        if not isinstance(policy, str):
+            raise TypeError(f"policy: expected 'seed' or 'pre-seed', not {type(policy).__name__}")
+        if not isinstance(strict, bool | np.bool_):
+            raise TypeError(f"strict: expected True or False, not {type(strict).__name__}")
+        strict = bool(strict)
+        if mem is not None and not isinstance(mem, PhysMem):
+            raise TypeError(f"mem: expected a PhysMem or None, not {type(mem).__name__}")
+        caps = _unit_caps(unit_caps)
         if policy not in ("seed", "pre-seed"):
             raise PlatformError(f"policy must be 'seed' or 'pre-seed', not {policy!r}")
         self.dmar = dmar
@@ -146,7 +185,7 @@ class Platform:
             if isinstance(topology, Topology):
                 self.topology = topology
             elif isinstance(topology, str | Path):
-                topo, file_numa = load_description(topology)
+                topo, file_numa = load_description(topology, "topology")
                 self.topology = topo if topo is not None else Topology()
             elif isinstance(topology, Mapping):
                 self.topology = Topology.from_dict(
@@ -158,9 +197,9 @@ class Platform:
                 raise PlatformError(f"cannot use {type(topology).__name__} as a topology")
         self.numa, self.mem = self._memory(numa if numa is not None else file_numa, mem)
 
-        caps = dict(unit_caps or {})
         self.iommus: list[Iommu] = []
         self.rmrrs: list[RmrrUnit] = []
+        self._rmrr_index: _dmar.RangeIndex[RmrrUnit] = _dmar.RangeIndex()
         self.atsrs: list[AtsrUnit] = []
         self.rhsas: list[_dmar.Rhsa] = []
         self._unit_hw = {"iotlb_entries": iotlb_entries, "fault_records": fault_records}
@@ -215,7 +254,7 @@ class Platform:
         if isinstance(table, str | Path):
             path = Path(table)
             try:
-                table = path.read_bytes()
+                table = read_regular_file(path, "table", DMAR_CAP)
             except OSError as e:
                 raise PlatformError(f"cannot read DMAR table {path}: {e.strerror or e}") from e
         if isinstance(table, bytes | bytearray | memoryview):
@@ -246,7 +285,7 @@ class Platform:
     # ---- construction steps
     def _memory(self, numa: Any, mem: PhysMem | None) -> tuple[Numa, PhysMem]:
         if isinstance(numa, str | Path):
-            _, numa = load_description(numa)
+            _, numa = load_description(numa, "numa")
             if numa is None:
                 raise PlatformError("the description file has no 'numa' section")
         elif isinstance(numa, Mapping):
@@ -446,16 +485,17 @@ class Platform:
 
     def _plan_rmrr(self, s: _dmar.Rmrr, off: int | None) -> None:
         what = f"RMRR [{s.base:#x}, {s.limit:#x}]"
-        for r in self.rmrrs:
-            if s.base <= r.end and r.base <= s.limit:
-                self._add(
-                    "fatal",
-                    "rmrr-overlap",
-                    f"{what} overlaps RMRR [{r.base:#x}, {r.end:#x}] (Xen: -EEXIST, VT-d "
-                    "disabled); not registered",
-                    off,
-                )
-                return
+        # The first registered RMRR it overlaps (a binary search, not a pass over them all).
+        r = self._rmrr_index.first_overlap(s.base, s.limit)
+        if r is not None:
+            self._add(
+                "fatal",
+                "rmrr-overlap",
+                f"{what} overlaps RMRR [{r.base:#x}, {r.end:#x}] (Xen: -EEXIST, VT-d "
+                "disabled); not registered",
+                off,
+            )
+            return
         if s.limit >= s.base and s.limit - s.base + 1 > LARGE_RMRR:
             self._add(
                 "info",
@@ -484,7 +524,9 @@ class Platform:
                 off,
             )
             return
-        self.rmrrs.append(RmrrUnit(s, s.segment, s.base, s.limit, scope.devices))
+        unit = RmrrUnit(s, s.segment, s.base, s.limit, scope.devices)
+        self._rmrr_index.add(s.base, s.limit, unit)
+        self.rmrrs.append(unit)
 
     def _check_platform(self) -> None:
         """Findings that need the whole picture: RHSAs, devices and APICs with no unit."""
@@ -623,6 +665,7 @@ class Platform:
 
     def ioapic_to_iommu(self, apic_id: int) -> Iommu | None:
         """The first unit (list order) whose scope has an IOAPIC with this enumeration id."""
+        apic_id = int_arg(apic_id, "apic_id")
         for u in self.iommus:
             if any(i == apic_id for i, _ in u.ioapics):
                 return u
@@ -642,6 +685,7 @@ class Platform:
 
     def hpet_to_iommu(self, hpet_id: int) -> Iommu | None:
         """The first unit (list order) whose scope has an HPET with this enumeration id."""
+        hpet_id = int_arg(hpet_id, "hpet_id")
         for u in self.iommus:
             if any(i == hpet_id for i, _ in u.hpets):
                 return u
@@ -748,6 +792,9 @@ class Platform:
     # ---- report and teardown
     def findings(self, code: str | None = None, severity: Severity | None = None) -> list[Finding]:
         """The report's findings, of ``code`` and/or ``severity`` when given."""
+        for name, v in (("code", code), ("severity", severity)):
+            if v is not None and not isinstance(v, str):
+                raise TypeError(f"{name}: expected a str or None, not {type(v).__name__}")
         return [
             f
             for f in self.report
@@ -772,9 +819,16 @@ class Platform:
         return self._assignments
 
     @property
+    def lock(self) -> threading.RLock:
+        """The platform's re-entrant lock: every domain and assignment call holds it while
+        it runs. Hold it to make several calls one step for other threads."""
+        return self.assignments.lock
+
+    @property
     def domains(self) -> list[Domain]:
         """The domains created on this platform, in creation order."""
-        return list(self.assignments.domains.values())
+        with self.lock:
+            return list(self.assignments.domains.values())
 
     def create_domain(self, levels: int | None = None, passthrough: bool = False) -> Domain:
         """A new domain with an empty page table (``levels`` 3, 4 or 5; 4 by default) and no
@@ -806,7 +860,9 @@ class Platform:
 
     def owner_of(self, bdf: BdfLike | int) -> Domain | None:
         """The domain the device is assigned to, if any."""
-        return self.assignments.owner.get(Bdf.coerce(bdf))
+        b = Bdf.coerce(bdf)
+        with self.lock:
+            return self.assignments.owner.get(b)
 
     def translate(self, bdf: BdfLike | int, iova: int, write: bool = False) -> Translation:
         """A DMA request by the device, walked by its unit's hardware; raises DmaFault."""

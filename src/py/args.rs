@@ -2,9 +2,10 @@
 //! `VtdError` and a `ValueError`) rather than a bare `OverflowError` or `TypeError`.
 
 use numpy::{
-    Element, IntoPyArray, PyArray1, PyArrayDescrMethods, PyArrayMethods, PyReadonlyArray1,
-    PyUntypedArray, PyUntypedArrayMethods,
+    Element, PyArray1, PyArrayDescrMethods, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods,
 };
+use std::marker::PhantomData;
+
 use pyo3::prelude::*;
 use pyo3::types::PyBool;
 
@@ -20,7 +21,13 @@ macro_rules! uint_arg {
 
         impl<'py> FromPyObject<'py> for $name {
             fn extract_bound(ob: &Bound<'py, PyAny>) -> PyResult<Self> {
-                ob.extract::<$t>().map($name).map_err(|_| {
+                // True and False are ints to Python, never an address, a size or a count.
+                let ok = if ob.is_instance_of::<PyBool>() {
+                    None
+                } else {
+                    ob.extract::<$t>().ok()
+                };
+                ok.map($name).ok_or_else(|| {
                     Exc::InvalidArgument
                         .msg(format!(concat!("expected an integer in ", $range, ", got {}"), shown(ob)))
                 })
@@ -53,6 +60,32 @@ impl<'py> FromPyObject<'py> for Flag {
             Exc::InvalidArgument.msg(format!("expected True or False, got {}", shown(ob)))
         })
     }
+}
+
+/// Extractors for `#[pyo3(from_py_with = ...)]` that put the argument's name in front of the
+/// message (`iova: expected an integer ...`); PyO3 names only TypeErrors itself.
+macro_rules! named_arg {
+    ($($fn:ident: $ty:ident = $name:literal;)*) => {
+        $(
+            pub fn $fn(ob: &Bound<'_, PyAny>) -> PyResult<$ty> {
+                $ty::extract_bound(ob).map_err(|e| {
+                    Exc::InvalidArgument.msg(format!(concat!($name, ": {}"), e.value(ob.py())))
+                })
+            }
+        )*
+    };
+}
+
+named_arg! {
+    arg_iova: U64 = "iova";
+    arg_maddr: U64 = "maddr";
+    arg_size: U64 = "size";
+    arg_levels: U32 = "levels";
+    arg_level: U32 = "level";
+    arg_alloc: Flag = "alloc";
+    arg_read: Flag = "read";
+    arg_write: Flag = "write";
+    arg_snoop: Flag = "snoop";
 }
 
 /// A str argument (a granularity, a mode name).
@@ -89,6 +122,9 @@ pub trait BatchElement: Element + Copy {
     const KINDS: &'static [u8];
     /// One Python item (an int, a numpy integer, a bool for flags), when it is in range.
     fn from_item(ob: &Bound<'_, PyAny>) -> Option<Self>;
+    /// Whether `Self` is `bool`: a bool array is then checked byte by byte (a byte other than
+    /// 0 or 1 is no valid `bool` in Rust), never borrowed as it is.
+    const IS_BOOL: bool = false;
 }
 
 impl BatchElement for u64 {
@@ -119,27 +155,38 @@ impl BatchElement for bool {
     const MAX: u128 = 1;
     const WHAT: &'static str = "a 1-D array of booleans";
     const KINDS: &'static [u8] = b"biu";
+    const IS_BOOL: bool = true;
     fn from_item(ob: &Bound<'_, PyAny>) -> Option<Self> {
         ob.extract().ok()
     }
 }
 
-/// A batch argument as a contiguous 1-D numpy array of `T`: the caller's own array when it
-/// already is one (no copy), else a converted copy. See [`batch_array`].
-pub struct BatchArray<'py, T: BatchElement>(PyReadonlyArray1<'py, T>);
+/// A batch argument, checked and copied: the GIL-free part of a batch call reads this copy,
+/// so another thread writing into the caller's array meanwhile cannot change what was checked
+/// (the Rust core validates and uses the same values). See [`batch_array`].
+pub struct BatchArray<'py, T: BatchElement>(Vec<T>, PhantomData<&'py ()>);
 
-impl<T: BatchElement> BatchArray<'_, T> {
+impl<'py, T: BatchElement> BatchArray<'py, T> {
+    fn copy_of(a: &Bound<'py, PyArray1<T>>, name: &str) -> PyResult<Self> {
+        let r = a
+            .try_readonly()
+            .map_err(|e| Exc::InvalidArgument.msg(format!("{name}: {e}")))?;
+        let v = r
+            .as_slice()
+            .map_err(|_| Exc::InvalidArgument.msg(format!("{name}: not contiguous")))?
+            .to_vec();
+        Ok(BatchArray(v, PhantomData))
+    }
+
     /// The elements; a plain slice that the GIL-free part of a batch call can read.
     pub fn as_slice(&self) -> PyResult<&[T]> {
-        self.0
-            .as_slice()
-            .map_err(|_| Exc::InvalidArgument.msg("internal: batch array not contiguous"))
+        Ok(&self.0)
     }
     pub fn len(&self) -> usize {
         self.0.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.0.len() == 0
+        self.0.is_empty()
     }
 }
 
@@ -160,8 +207,8 @@ fn items<T: BatchElement>(ob: &Bound<'_, PyAny>) -> PyResult<Option<Vec<T>>> {
 
 /// Convert the batch argument `name` to a contiguous 1-D array of `T`.
 ///
-/// Fast path: `ob` already is a 1-D C-contiguous array of dtype `T`; it is borrowed as is.
-/// Otherwise `numpy.asarray(ob)` (lists, other integer dtypes, strided views) must be 1-D, of an
+/// Masked arrays are refused (their mask would be ignored). Fast path: `ob` already is a 1-D
+/// C-contiguous array of dtype `T` (not `bool`); it is copied as is. Otherwise `numpy.asarray(ob)` (lists, other integer dtypes, strided views) must be 1-D, of an
 /// accepted kind (`T::KINDS`), with every value in `[0, T::MAX]`; it is then copied into a
 /// contiguous array of `T`. Anything else raises `InvalidArgument` naming `name`.
 pub fn batch_array<'py, T: BatchElement>(
@@ -182,18 +229,26 @@ pub fn batch_array_max<'py, T: BatchElement>(
     };
     let bad =
         |got: String| Exc::InvalidArgument.msg(format!("{name}: expected {}, got {got}", T::WHAT));
-    if let Ok(a) = ob.cast::<PyArray1<T>>() {
-        if a.is_c_contiguous() {
-            if a.len() > max_len {
-                return Err(too_long(a.len()));
-            }
-            let r = a
-                .try_readonly()
-                .map_err(|e| Exc::InvalidArgument.msg(format!("{name}: {e}")))?;
-            return Ok(BatchArray(r));
+    let py = ob.py();
+    if ob.is_instance_of::<PyUntypedArray>() {
+        let masked = py.import("numpy.ma")?.getattr("MaskedArray")?;
+        if ob.is_instance(&masked)? {
+            return Err(Exc::InvalidArgument.msg(format!(
+                "{name}: a masked array (its mask would be ignored); pass .filled() or \
+                 .compressed()"
+            )));
         }
     }
-    let py = ob.py();
+    if !T::IS_BOOL {
+        if let Ok(a) = ob.cast::<PyArray1<T>>() {
+            if a.is_c_contiguous() {
+                if a.len() > max_len {
+                    return Err(too_long(a.len()));
+                }
+                return BatchArray::copy_of(a, name);
+            }
+        }
+    }
     let np = py.import("numpy")?;
     let arr = np
         .getattr("asarray")?
@@ -220,11 +275,7 @@ pub fn batch_array_max<'py, T: BatchElement>(
                 // A list numpy did not make integers of: mixed ints on both sides of 2**63
                 // become float64, larger ones objects. Take it item by item instead.
                 if let Some(v) = items::<T>(ob)? {
-                    let r = v
-                        .into_pyarray(py)
-                        .try_readonly()
-                        .map_err(|e| Exc::InvalidArgument.msg(format!("{name}: {e}")))?;
-                    return Ok(BatchArray(r));
+                    return Ok(BatchArray(v, PhantomData));
                 }
             }
             return Err(bad(if is_array {
@@ -233,7 +284,18 @@ pub fn batch_array_max<'py, T: BatchElement>(
                 format!("{} (as an array of {})", shown(ob), u.dtype())
             }));
         }
-        if kind != b'b' {
+        if kind == b'b' {
+            // numpy stores a bool as a byte; a view of other bytes as bool can hold 2..=255.
+            let hi: u8 = arr
+                .call_method1("view", ("u1",))?
+                .call_method0("max")?
+                .extract()?;
+            if hi > 1 {
+                return Err(Exc::InvalidArgument.msg(format!(
+                    "{name}: a boolean array holding byte value {hi} (a bool is 0 or 1)"
+                )));
+            }
+        } else {
             let lo: i128 = arr.call_method0("min")?.extract()?;
             let hi: i128 = arr.call_method0("max")?.extract()?;
             if lo < 0 || hi as u128 > T::MAX {
@@ -252,10 +314,7 @@ pub fn batch_array_max<'py, T: BatchElement>(
     let a = conv
         .cast_into::<PyArray1<T>>()
         .map_err(|_| bad(shown(ob)))?;
-    let r = a
-        .try_readonly()
-        .map_err(|e| Exc::InvalidArgument.msg(format!("{name}: {e}")))?;
-    Ok(BatchArray(r))
+    BatchArray::copy_of(&a, name)
 }
 
 /// A device argument named `name`, in any of the forms the API accepts: a `Bdf` (any object

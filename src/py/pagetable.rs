@@ -11,7 +11,10 @@ use std::sync::{Mutex, MutexGuard};
 use numpy::{IntoPyArray, PyArray1};
 use pyo3::prelude::*;
 
-use super::args::{batch_array, Flag, Str, U32, U64};
+use super::args::{
+    arg_alloc, arg_iova, arg_level, arg_levels, arg_maddr, arg_read, arg_size, arg_snoop,
+    arg_write, batch_array, Flag, Str, U32, U64,
+};
 use super::mem::{PyPhysMem, SharedMem};
 use crate::addr::{Iova, Maddr};
 use crate::driver::pagetable::{PageTable, Perms, Superpages};
@@ -74,7 +77,7 @@ impl PyPageTable {
     )]
     fn new(
         mem: &Bound<'_, PyPhysMem>,
-        levels: U32,
+        #[pyo3(from_py_with = arg_levels)] levels: U32,
         node: Option<U32>,
         superpages: Str,
     ) -> PyResult<Self> {
@@ -126,7 +129,12 @@ impl PyPageTable {
         signature = (iova, alloc, level=U32(1)),
         text_signature = "(self, iova, alloc, level=1)"
     )]
-    fn leaf_table(&self, iova: U64, alloc: Flag, level: U32) -> PyResult<u64> {
+    fn leaf_table(
+        &self,
+        #[pyo3(from_py_with = arg_iova)] iova: U64,
+        #[pyo3(from_py_with = arg_alloc)] alloc: Flag,
+        #[pyo3(from_py_with = arg_level)] level: U32,
+    ) -> PyResult<u64> {
         let mut pt = self.lock();
         let mut mem = self.mem.write();
         Ok(pt.leaf_table(&mut mem, Iova(iova.0), alloc.0, level.0)?)
@@ -139,12 +147,12 @@ impl PyPageTable {
     )]
     fn map(
         &self,
-        iova: U64,
-        maddr: U64,
-        size: U64,
-        read: Flag,
-        write: Flag,
-        snoop: Flag,
+        #[pyo3(from_py_with = arg_iova)] iova: U64,
+        #[pyo3(from_py_with = arg_maddr)] maddr: U64,
+        #[pyo3(from_py_with = arg_size)] size: U64,
+        #[pyo3(from_py_with = arg_read)] read: Flag,
+        #[pyo3(from_py_with = arg_write)] write: Flag,
+        #[pyo3(from_py_with = arg_snoop)] snoop: Flag,
     ) -> PyResult<bool> {
         let mut pt = self.lock();
         let mut mem = self.mem.write();
@@ -153,14 +161,21 @@ impl PyPageTable {
     }
 
     /// Clear [iova, iova + size); True when something was present.
-    fn unmap(&self, iova: U64, size: U64) -> PyResult<bool> {
+    fn unmap(
+        &self,
+        #[pyo3(from_py_with = arg_iova)] iova: U64,
+        #[pyo3(from_py_with = arg_size)] size: U64,
+    ) -> PyResult<bool> {
         let mut pt = self.lock();
         let mut mem = self.mem.write();
         Ok(pt.unmap(&mut mem, Iova(iova.0), size.0)?)
     }
 
     /// (maddr, page_size, read, write) for `iova`, or None when unmapped.
-    fn lookup(&self, iova: U64) -> PyResult<Option<(u64, u64, bool, bool)>> {
+    fn lookup(
+        &self,
+        #[pyo3(from_py_with = arg_iova)] iova: U64,
+    ) -> PyResult<Option<(u64, u64, bool, bool)>> {
         let pt = self.lock();
         let mem = self.mem.read();
         Ok(pt
@@ -202,9 +217,9 @@ impl PyPageTable {
         py: Python<'_>,
         iovas: &Bound<'_, PyAny>,
         maddrs: &Bound<'_, PyAny>,
-        read: Flag,
-        write: Flag,
-        snoop: Flag,
+        #[pyo3(from_py_with = arg_read)] read: Flag,
+        #[pyo3(from_py_with = arg_write)] write: Flag,
+        #[pyo3(from_py_with = arg_snoop)] snoop: Flag,
     ) -> PyResult<bool> {
         let (iovas, maddrs) = (
             batch_array::<u64>(iovas, "iovas")?,

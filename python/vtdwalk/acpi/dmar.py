@@ -16,14 +16,16 @@ Malformed input raises :class:`DmarError` (with the byte offset) and nothing els
 
 from __future__ import annotations
 
+import bisect
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
+from vtdwalk._args import DMAR_CAP, read_regular_file
 from vtdwalk.acpi.severity import Severity, severity_of
-from vtdwalk.errors import DmarError
+from vtdwalk.errors import DmarError, InvalidArgument
 
 __all__ = [
     "ANDD",
@@ -238,6 +240,12 @@ class DeviceScope:
 
     def to_bytes(self) -> bytes:
         """The entry as it sits in a table."""
+        if not isinstance(self.path, list | tuple):
+            raise TypeError(
+                f"path: expected a list of (device, function) pairs, not {type(self.path).__name__}"
+            )
+        if not isinstance(self.extra, bytes | bytearray):
+            raise TypeError(f"extra: expected bytes, not {type(self.extra).__name__}")
         length = self.length
         if length > 0xFF:
             raise DmarError(f"device scope too long ({length} bytes, at most 255)")
@@ -300,6 +308,11 @@ class DeviceScope:
 
 
 def _scopes_bytes(scopes: Sequence[DeviceScope]) -> bytes:
+    if not isinstance(scopes, list | tuple):
+        raise TypeError(f"scopes: expected a list of DeviceScope, not {type(scopes).__name__}")
+    for s in scopes:
+        if not isinstance(s, DeviceScope):
+            raise TypeError(f"scopes: expected DeviceScope entries, not {type(s).__name__}")
     return b"".join(s.to_bytes() for s in scopes)
 
 
@@ -1027,7 +1040,7 @@ def parse(data: bytes | bytearray | memoryview, strict: bool = True) -> DmarTabl
 def read_host(path: str | Path = HOST_TABLE_PATH, strict: bool = True) -> DmarTable:
     """Read and parse the running machine's DMAR table (``/sys/firmware/acpi/tables/DMAR``)."""
     try:
-        data = Path(path).read_bytes()
+        data = read_regular_file(path, "path", DMAR_CAP)
     except FileNotFoundError as e:
         raise DmarError(
             f"no DMAR table at {path}: the platform has no VT-d, it is disabled in the firmware "
@@ -1035,6 +1048,8 @@ def read_host(path: str | Path = HOST_TABLE_PATH, strict: bool = True) -> DmarTa
         ) from e
     except PermissionError as e:
         raise DmarError(f"cannot read {path}: permission denied (ACPI tables need root)") from e
+    except InvalidArgument as e:  # not a regular file, too large, a NUL in the path
+        raise DmarError(f"cannot read {str(path)[:200]!r}: {e}") from e
     except OSError as e:
         raise DmarError(f"cannot read {path}: {e.strerror or e}") from e
     return parse(data, strict=strict)
@@ -1042,6 +1057,58 @@ def read_host(path: str | Path = HOST_TABLE_PATH, strict: bool = True) -> DmarTa
 
 # --------------------------------------------------------------------------------------------
 # Validation
+
+_T = TypeVar("_T")
+
+
+class RangeIndex(Generic[_T]):
+    """Inclusive ranges ``[base, end]`` with an item each, asked for the first one added that
+    overlaps a given range (what Xen's RMRR registration checks, against each registered RMRR in
+    turn). Ranges disjoint from those before them are kept sorted by base, so their ends are
+    sorted too and a look-up is a binary search; the few that overlap earlier ones (or are
+    inverted) are kept apart and scanned. n disjoint RMRRs cost O(n log n), not O(n**2)."""
+
+    def __init__(self) -> None:
+        self._bases: list[int] = []
+        self._ends: list[int] = []
+        self._order: list[int] = []  # insertion index of each sorted range
+        self._others: list[tuple[int, int, int]] = []  # (insertion index, base, end)
+        self._items: list[_T] = []
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _first(self, base: int, end: int) -> int | None:
+        first: int | None = None
+        i = bisect.bisect_left(self._ends, base)
+        while i < len(self._bases) and self._bases[i] <= end:
+            k = self._order[i]
+            first = k if first is None else min(first, k)
+            i += 1
+        for k, b, e in self._others:
+            if base <= e and b <= end and (first is None or k < first):
+                first = k
+        return first
+
+    def first_overlap(self, base: int, end: int) -> _T | None:
+        """The item of the first range added that overlaps ``[base, end]``, or None."""
+        k = self._first(base, end)
+        return None if k is None else self._items[k]
+
+    def add(self, base: int, end: int, item: _T) -> None:
+        k = len(self._items)
+        self._items.append(item)
+        disjoint = base <= end and (
+            (i := bisect.bisect_left(self._ends, base)) == len(self._bases) or self._bases[i] > end
+        )
+        if disjoint:
+            i = bisect.bisect_left(self._bases, base)
+            self._bases.insert(i, base)
+            self._ends.insert(i, end)
+            self._order.insert(i, k)
+        else:
+            self._others.append((k, base, end))
+
 
 # Scope types each structure may carry (VT-d spec 8.3.1 and friends).
 _ALLOWED_SCOPES: dict[type, frozenset[int]] = {
@@ -1101,7 +1168,7 @@ class _Checker:
         self.include_all_seen: dict[int, int] = {}
         self.all_ports_seen: dict[int, int] = {}
         self.drhd_addr: dict[int, int] = {}
-        self.registered_rmrrs: list[tuple[int, Rmrr]] = []
+        self.registered_rmrrs: RangeIndex[tuple[int, Rmrr]] = RangeIndex()
         self.andd_numbers = {s.device_number for s in t.andds}
         self.drhd_addresses = {d.address for d in t.drhds}
         self.last_type = -1
@@ -1307,16 +1374,16 @@ class _Checker:
                 "rmrr-base-zero",
                 f"RMRR [{s.base:#x}, {s.limit:#x}] starts at address 0",
             )
-        for o_off, o in self.registered_rmrrs:
-            if s.base <= o.limit and o.base <= s.limit:
-                add(
-                    "error",
-                    off,
-                    "rmrr-overlap",
-                    f"RMRR [{s.base:#x}, {s.limit:#x}] overlaps the RMRR at {o_off:#x} "
-                    f"[{o.base:#x}, {o.limit:#x}] (Xen: fatal)",
-                )
-                break
+        hit = self.registered_rmrrs.first_overlap(s.base, s.limit)
+        if hit is not None:
+            o_off, o = hit
+            add(
+                "error",
+                off,
+                "rmrr-overlap",
+                f"RMRR [{s.base:#x}, {s.limit:#x}] overlaps the RMRR at {o_off:#x} "
+                f"[{o.base:#x}, {o.limit:#x}] (Xen: fatal)",
+            )
         counted = [sc for sc in s.scopes if 1 <= sc.type_code <= 4]
         if not counted:
             add(
@@ -1326,7 +1393,7 @@ class _Checker:
                 "RMRR has no PCI device in its scope (Xen drops it)",
             )
         elif end_ok:
-            self.registered_rmrrs.append((off, s))
+            self.registered_rmrrs.add(s.base, s.limit, (off, s))
 
     def atsr(self, off: int, s: Atsr) -> None:
         add = self.add

@@ -31,10 +31,18 @@ domain still needs), flushes the context cache (device-selective) and the IOTLB
 (domain-selective) with the domain's DID, drops the RMRR references, and frees the DID when no
 device of the domain is left behind the unit.
 
-Every request is checked before anything changes; a failure part way (out of memory) undoes
-what was done, so a failed request leaves no context entry, DID, ownership or mapping behind.
-What may stay: the domain's node, which the seed sets before mapping, an empty context table
-(Xen never frees those either) and the domain's first page-table chain.
+Every request is planned before anything changes: the plan makes every check that can refuse
+it and counts, for the worst case, the table pages it may allocate (context tables, the domain's
+first page-table chain, RMRR identity maps, superpages split by an RMRR unmap); when the
+platform's memory has fewer free pages, the request raises ``OutOfMemory`` with nothing changed.
+So a failed assign, deassign or reassign leaves the device, the domains, the DIDs, the RMRR
+references and mappings (holes the user unmapped included) as they were. What may stay: the
+domain's node, which the seed sets before mapping. Should memory still run out part way
+(pages taken from the same ``PhysMem`` by other code meanwhile), what was done is undone.
+
+Threads: one re-entrant lock per platform (:attr:`Assignments.lock`, shared by its domains)
+is held across each request's plan and apply, so requests from several threads take effect
+one at a time, in some order.
 
 Modelling choices beyond Xen 2019: TT 1 needs the device's own ATS capability as well as
 ECAP.DT and an ATSR (Xen decides per unit); bridge alias entries are shared by the devices of
@@ -50,15 +58,16 @@ context mapping, the first device's tables land wherever memory is free.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vtdwalk._args import did_arg, plain_int
 from vtdwalk._core import ContextEntry, levels_to_aw, levels_to_width
-from vtdwalk.driver.domain import PAGE_SIZE, Domain, UnitLink, port_of
+from vtdwalk.driver.domain import PAGE_SIZE, Domain, UnitLink, locked, port_of
 from vtdwalk.driver.iommu import Iommu
 from vtdwalk.driver.machine import Machine, RmrrUnit
-from vtdwalk.errors import InvalidArgument, PlatformError, VtdError
+from vtdwalk.errors import InvalidArgument, OutOfMemory, PlatformError, VtdError
 from vtdwalk.topology import Bdf, BdfLike, Device, DeviceKind
 
 if TYPE_CHECKING:
@@ -141,6 +150,8 @@ class Assignments:
 
     def __init__(self, machine: Machine) -> None:
         self.machine = machine
+        #: Held across every request (plan and apply); shared by the domains made here.
+        self.lock = threading.RLock()
         self.domains: dict[int, Domain] = {}
         self.owner: dict[Bdf, Domain] = {}
         self.installed: dict[Bdf, _Installed] = {}
@@ -187,14 +198,62 @@ class Assignments:
             return "1G"
         return "2M" if "2M" in common else "none"
 
+    # ---- memory
+    def _free_pages(self) -> int:
+        return sum(int(s["free_pages"]) for s in self.machine.mem.stats())
+
+    def _ensure_free(self, needed: int, what: str) -> None:
+        """Refuse a request whose worst case does not fit in the free pages (nothing done)."""
+        if needed and needed > self._free_pages():
+            raise OutOfMemory(
+                f"{what} may need up to {needed} table pages; {self._free_pages()} are free"
+            )
+
+    def _apply_bound(self, d: Domain, plan: _Plan) -> int:
+        """Worst-case table pages :meth:`_apply` allocates for ``plan``."""
+        unit = plan.unit
+        n = 0
+        if plan.entries:
+            tables = self.tables(unit)
+            buses = {b for b, f in plan.entries if tables.context(b, f) is None}
+            n += sum(1 for b in buses if not tables.context_table(b))
+            if unit.index not in d.links and d.page_table is not None:
+                n += d.levels
+        if not d.passthrough:
+            for r in plan.rmrrs:
+                if d.rmrr_refs.get((r.base, r.end), 0) == 0:
+                    lo, hi = self._rmrr_range(r.base, r.end)
+                    n += d.identity_map_bound(lo, hi - lo)
+        return n
+
+    def _remove_bound(self, inst: _Installed) -> int:
+        """Worst-case table pages :meth:`_remove` allocates (RMRR unmaps splitting superpages)."""
+        d = inst.domain
+        if d.passthrough:
+            return 0
+        n = 0
+        for base, end in inst.rmrrs:
+            if d.rmrr_refs.get((base, end), 0) == 1:
+                lo, hi = self._rmrr_range(base, end)
+                n += d.unmap_bound(lo, hi - lo)
+        return n
+
     # ---- domains
+    @locked
     def create_domain(self, levels: int | None = None, passthrough: bool = False) -> Domain:
         lv = 4 if levels is None else plain_int(levels)
         if isinstance(lv, bool) or not isinstance(lv, int) or lv not in (3, 4, 5):
             raise InvalidArgument(f"domain levels {levels!r}: a domain has 3, 4 or 5 levels")
         if not isinstance(passthrough, bool):
             raise InvalidArgument(f"passthrough must be True or False, not {passthrough!r}")
-        d = Domain(self.machine.mem, self._next_id, lv, passthrough, superpages=self._superpages())
+        d = Domain(
+            self.machine.mem,
+            self._next_id,
+            lv,
+            passthrough,
+            superpages=self._superpages(),
+            lock=self.lock,
+        )
         self._next_id += 1
         d.dev_iotlb_hook = self._dev_iotlb
         d.reanchor_hook = self._reanchor
@@ -203,11 +262,13 @@ class Assignments:
         self.domains[d.id] = d
         return d
 
+    @locked
     def destroy_domain(self, domain: object) -> None:
         d = self._domain(domain)
         d.free()
         del self.domains[d.id]
 
+    @locked
     def free(self) -> None:
         """Drop every assignment and free every domain's page table (platform teardown; the
         units' tables are the platform's to free)."""
@@ -380,9 +441,11 @@ class Assignments:
         return out
 
     # ---- assignment
+    @locked
     def assign_device(self, domain: object, bdf: BdfLike, relaxed: bool = False) -> None:
         d = self._domain(domain)
         plan = self._plan(d, bdf, relaxed, None)
+        self._ensure_free(self._apply_bound(d, plan), f"assigning {plan.dev.bdf}")
         self._apply(d, plan)
 
     def _apply(self, d: Domain, plan: _Plan) -> None:
@@ -485,31 +548,53 @@ class Assignments:
                 d.map(lo, lo, hi - lo, read=True, write=True)
         d.rmrr_refs[key] = n + 1
 
+    def _rmrr_remap(self, d: Domain, base: int, end: int) -> None:
+        """Undo one :meth:`_rmrr_unmap` (the reference back; the identity map back when the
+        unmap removed it)."""
+        key = (base, end)
+        n = d.rmrr_refs.get(key, 0)
+        if n == 0 and not d.passthrough:
+            lo, hi = self._rmrr_range(base, end)
+            if hi > lo:
+                d.map(lo, lo, hi - lo, read=True, write=True)
+        d.rmrr_refs[key] = n + 1
+
     def _rmrr_unmap(self, d: Domain, base: int, end: int) -> None:
         key = (base, end)
         n = d.rmrr_refs.get(key, 0)
         if n <= 1:
-            d.rmrr_refs.pop(key, None)
             if n == 1 and not d.passthrough:
                 lo, hi = self._rmrr_range(base, end)
                 if hi > lo:
-                    d.unmap(lo, hi - lo)
+                    d.unmap(lo, hi - lo)  # first: the reference stays if this fails
+            d.rmrr_refs.pop(key, None)
         else:
             d.rmrr_refs[key] = n - 1
 
     # ---- deassignment
+    @locked
     def deassign_device(self, bdf: BdfLike) -> Domain:
         b = Bdf.coerce(bdf)
         inst = self.installed.get(b)
         if inst is None:
             raise PlatformError(f"{b} is not assigned to any domain")
+        self._ensure_free(self._remove_bound(inst), f"deassigning {b}")
         self._remove(b, inst)
         return inst.domain
 
     def _remove(self, b: Bdf, inst: _Installed) -> None:
         d, unit = inst.domain, inst.unit
-        for base, end in reversed(inst.rmrrs):
-            self._rmrr_unmap(d, base, end)
+        # The RMRR unmaps first: the only step that can fail (out of memory splitting a
+        # superpage); what was unmapped is mapped back if a later one fails.
+        done: list[tuple[int, int]] = []
+        try:
+            for base, end in reversed(inst.rmrrs):
+                self._rmrr_unmap(d, base, end)
+                done.append((base, end))
+        except VtdError:
+            for base, end in reversed(done):
+                self._rmrr_remap(d, base, end)
+            raise
         keep = self._kept_by_others(d, b, unit)
         tables = self.tables(unit)
         did = self._link_did(d, unit)
@@ -530,6 +615,7 @@ class Assignments:
                 unit.dids.free(did)
 
     # ---- reassignment
+    @locked
     def reassign_device(self, bdf: BdfLike, domain: object, relaxed: bool = False) -> None:
         target = self._domain(domain)
         b = Bdf.coerce(bdf)
@@ -541,6 +627,7 @@ class Assignments:
         if source is target:
             return
         plan = self._plan(target, b, relaxed, source)
+        self._ensure_free(self._remove_bound(inst) + self._apply_bound(target, plan), f"moving {b}")
         self._remove(b, inst)
         try:
             self._apply(target, plan)
@@ -578,6 +665,7 @@ class Assignments:
             return 0
         return sum(1 for b in devices if self._in_domain(unit, b, did))
 
+    @locked
     def device_in_domain(self, iommu: object, bdf: BdfLike, did: int) -> bool:
         """Seed patch 3 (xen-driver.md §5.6): the root entry for the device's bus is present,
         and the context entry at the device's devfn (present bit not checked) has this DID and
@@ -596,6 +684,7 @@ class Assignments:
         return entry.did == did and entry.tt == TT_DEV_IOTLB
 
     # ---- NUMA
+    @locked
     def numa_report(self) -> dict[str, Any]:
         """Table pages per node, per unit and per domain, and how many are off the node of the
         devices they serve (a unit serves its own socket: its RHSA's node; a domain serves the

@@ -23,14 +23,20 @@ A batch (``map_pages``/``unmap_pages``) is flushed as the one range ``[min, max 
 addresses: that may cover more than what changed, never less.
 
 What was flushed is counted in :attr:`Domain.flush_counts` and listed in :attr:`Domain.flush_log`.
+
+Threads: every public method runs under the domain's ``lock``, a re-entrant lock the platform
+shares with its assignment bookkeeping, so a mapping and its flush are one step for other
+threads, and an assignment never sees a domain half-way through a change.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from functools import wraps
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -44,7 +50,30 @@ if TYPE_CHECKING:
     from vtdwalk.driver.iommu import Iommu
     from vtdwalk.topology import Bdf
 
-__all__ = ["PAGE_SIZE", "Domain", "Flush", "UnitLink", "port_of"]
+__all__ = ["PAGE_SIZE", "Domain", "Flush", "UnitLink", "locked", "port_of"]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+class _HasLock(Protocol):
+    @property
+    def lock(self) -> threading.RLock: ...
+
+
+_S = TypeVar("_S", bound=_HasLock)
+
+
+def locked(method: Callable[Concatenate[_S, _P], _R]) -> Callable[Concatenate[_S, _P], _R]:
+    """Run the method under ``self.lock``."""
+
+    @wraps(method)
+    def run(self: _S, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self.lock:
+            return method(self, *args, **kwargs)
+
+    return run
+
 
 PAGE_SIZE = 4096
 #: How many flush records a domain keeps (oldest dropped first); the counters keep counting.
@@ -107,6 +136,7 @@ class Domain:
         levels: int = 4,
         passthrough: bool = False,
         superpages: str = "1G",
+        lock: threading.RLock | None = None,
     ) -> None:
         if isinstance(levels, bool) or not isinstance(levels, int) or levels not in (3, 4, 5):
             raise InvalidArgument(f"domain levels {levels!r}: a domain has 3, 4 or 5 levels")
@@ -126,6 +156,8 @@ class Domain:
         self.flush_counts: Counter[str] = Counter()
         self.flush_log: list[Flush] = []
         self._freed = False
+        #: Guards the domain's state; the platform's lock when the platform made the domain.
+        self.lock = threading.RLock() if lock is None else lock
         # Set by the assignment layer: where table pages go (pre-seed policy), which ATS devices
         # want device-TLB invalidations, and what to do when a skipped-level table moves.
         self.alloc_node_hook: Callable[[], int | None] | None = None
@@ -171,6 +203,7 @@ class Domain:
         return None if link is None or link.unit is not unit else link.did
 
     # ---- mappings
+    @locked
     def map(
         self,
         iova: int,
@@ -188,6 +221,7 @@ class Domain:
         self._flush(iova, _pages(size), old)
         return old
 
+    @locked
     def unmap(self, iova: int, size: int) -> bool:
         """Unmap ``[iova, iova + size)`` and flush. Returns whether something was mapped."""
         iova, size = plain_int(iova), plain_int(size)
@@ -198,6 +232,7 @@ class Domain:
             self._reanchor()
         return old
 
+    @locked
     def map_pages(
         self,
         iovas: npt.ArrayLike,
@@ -214,6 +249,7 @@ class Domain:
         self._flush_batch(iv, old)
         return old
 
+    @locked
     def unmap_pages(self, iovas: npt.ArrayLike) -> bool:
         """Unmap 4 KiB pages in one batch, then flush once per unit."""
         pt = self._prepare_alloc()
@@ -224,17 +260,62 @@ class Domain:
             self._reanchor()
         return old
 
+    @locked
     def lookup(self, iova: int) -> tuple[int, int, bool, bool] | None:
         """The page table's own view of ``iova`` (no hardware involved)."""
         if self.page_table is None:
             return None
         return self.page_table.lookup(plain_int(iova))
 
+    @locked
     def table_pages(self) -> dict[int, int]:
         """Page-table pages per node."""
         return {} if self.page_table is None else dict(self.page_table.table_pages())
 
+    # ---- worst cases (what a plan of the assignment layer checks before changing anything)
+    def _max_leaf(self) -> int:
+        pt = self.page_table
+        sp = "none" if pt is None else pt.superpages
+        return {"none": 1, "2M": 2, "1G": 3}.get(sp, 1)
+
+    def identity_map_bound(self, iova: int, size: int) -> int:
+        """At most how many table pages ``map(iova, iova, size)`` allocates, whatever the
+        table holds: the root when there is none, and per table level the tables the range
+        reaches (only the ends' ones where a superpage can cover the whole entry)."""
+        pt = self.page_table
+        if pt is None or size <= 0:
+            return 0
+        lo, hi = iova, iova + size
+        n = 0 if pt.root else 1
+        max_leaf = self._max_leaf()
+        for k in range(1, self.levels):
+            span = PAGE_SIZE << (9 * k)  # what one level-k table maps
+            reached = (hi - 1) // span - lo // span + 1
+            if k + 1 <= max_leaf:
+                ends = (lo % span != 0) + (hi % span != 0)
+                reached = min(reached, ends)
+            n += reached
+        return n
+
+    def unmap_bound(self, iova: int, size: int) -> int:
+        """At most how many table pages ``unmap(iova, size)`` allocates (superpages split
+        where the range ends inside them), plus what re-anchoring a unit walking fewer levels
+        may take afterwards."""
+        pt = self.page_table
+        if pt is None or size <= 0 or not pt.root:
+            return 0
+        lo, hi = iova, iova + size
+        n = 0
+        for k in range(1, self._max_leaf()):
+            span = PAGE_SIZE << (9 * k)
+            reached = (hi - 1) // span - lo // span + 1
+            n += min(reached, (lo % span != 0) + (hi % span != 0))
+        if any(link.levels < self.levels and link.slptptr for link in self.links.values()):
+            n += self.levels - 1
+        return n
+
     # ---- flushing
+    @locked
     def flush_all(self) -> None:
         """Xen's ``iotlb_flush_all``: a domain-selective flush on every unit."""
         self._flush(0, None, True)
@@ -305,6 +386,7 @@ class Domain:
             link.slptptr = ptr
             self.flush_counts["reanchor"] += 1
 
+    @locked
     def anchor(self, levels: int) -> int:
         """The table a unit walking ``levels`` levels starts from (Xen's level skipping:
         entry 0 of each upper level), allocating the chain for address 0 when the domain has
@@ -315,6 +397,7 @@ class Domain:
         return int(pt.leaf_table(0, True, level=levels))
 
     # ---- teardown
+    @locked
     def free(self) -> None:
         """Free every page-table page (the domain must have no devices)."""
         if self.devices:

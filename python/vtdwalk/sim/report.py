@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from vtdwalk._core import fault_name, fault_names
+from vtdwalk._core import fault_names
 from vtdwalk.errors import DmaFault, VtdError
 from vtdwalk.platform import Finding, Platform
 from vtdwalk.sim.progress import Phases

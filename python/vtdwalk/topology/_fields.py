@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vtdwalk._args import DESCRIPTION_CAP, read_regular_file, shown
 from vtdwalk.errors import PlatformError
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT])(?:i?B)?\s*$", re.IGNORECASE)
@@ -17,7 +18,7 @@ _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT])(?:i?B)?\s*$", re.IGNORECASE)
 def _int(value: Any, what: str) -> int:
     """An integer from an int or a string: decimal, 0x-hex, or a size like "64G" / "4KiB"."""
     if isinstance(value, bool):
-        raise PlatformError(f"{what}: expected an integer, got {value!r}")
+        raise PlatformError(f"{what}: expected an integer, got {shown(value)}")
     if isinstance(value, int):
         return value
     if isinstance(value, str):
@@ -28,13 +29,13 @@ def _int(value: Any, what: str) -> int:
             return int(value.strip().replace("_", ""), 0)
         except ValueError:
             pass
-    raise PlatformError(f"{what}: expected an integer, got {value!r}")
+    raise PlatformError(f"{what}: expected an integer, got {shown(value)}")
 
 
-def _read_description(path: str | Path) -> dict[str, Any]:
+def _read_description(path: str | Path, what: str = "path") -> dict[str, Any]:
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        raw = read_regular_file(p, what, DESCRIPTION_CAP)
     except OSError as e:
         raise PlatformError(f"cannot read {p}: {e.strerror or e}") from e
     if p.suffix.lower() == ".json":

@@ -12,9 +12,10 @@ from vtdwalk.topology.pci import Topology
 __all__ = ["load_description"]
 
 
-def load_description(path: str | Path) -> tuple[Topology | None, Numa | None]:
-    """Read a TOML/JSON file with a ``devices`` list and/or a ``numa`` section."""
-    data = _read_description(path)
+def load_description(path: str | Path, what: str = "path") -> tuple[Topology | None, Numa | None]:
+    """Read a TOML/JSON file with a ``devices`` list and/or a ``numa`` section (``what``: the
+    argument that named it, for errors)."""
+    data = _read_description(path, what)
     numa = Numa.from_dict(data["numa"]) if "numa" in data else None
     topo_keys = {"devices", "ioapics", "hpets"}
     topo = (

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vtdwalk._args import shown
 from vtdwalk.errors import InvalidArgument, PlatformError
 from vtdwalk.topology._fields import _int, _read_description
 
@@ -38,14 +39,14 @@ class NumaNode:
         object.__setattr__(self, "pxms", tuple(self.pxms))
         for what, v in (("base", self.base), ("size", self.size)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise PlatformError(f"NUMA node {what} {v!r} is not a non-negative integer")
+                raise PlatformError(f"NUMA node {what} {shown(v)} is not a non-negative integer")
         if self.size == 0 or self.size & 0xFFF or self.base & 0xFFF:
             raise PlatformError(
                 f"NUMA node [{self.base:#x}, +{self.size:#x}) must be non-empty and 4 KiB aligned"
             )
         for p in self.pxms:
             if not isinstance(p, int) or isinstance(p, bool) or not 0 <= p <= 0xFFFF_FFFF:
-                raise PlatformError(f"proximity domain {p!r} is not a 32-bit unsigned integer")
+                raise PlatformError(f"proximity domain {shown(p)} is not a 32-bit unsigned integer")
 
 
 @dataclass
@@ -63,7 +64,9 @@ class Numa:
         self.nodes = list(self.nodes)
         for n in self.nodes:
             if not isinstance(n, NumaNode):
-                raise PlatformError(f"NUMA nodes must be NumaNode(base, size, pxms), not {n!r}")
+                raise PlatformError(
+                    f"NUMA nodes must be NumaNode(base, size, pxms), not {shown(n)}"
+                )
         if not self.nodes:
             raise PlatformError("a NUMA description needs at least one node")
         if len(self.nodes) > MAX_NUMNODES:
@@ -97,7 +100,7 @@ class Numa:
         if pxm is None:
             return None
         if isinstance(pxm, bool) or not isinstance(pxm, int | np.integer):
-            raise InvalidArgument(f"proximity domain {pxm!r} is not an integer")
+            raise InvalidArgument(f"proximity domain {shown(pxm)} is not an integer")
         pxm = int(pxm)
         if 0 <= pxm < MAX_NUMNODES:
             s = self._slots[pxm]

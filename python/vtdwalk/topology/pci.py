@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vtdwalk._args import shown
 from vtdwalk.errors import InvalidArgument, PlatformError
 from vtdwalk.topology._fields import _int, _read_description
 
@@ -74,20 +75,20 @@ class Bdf:
             ("function", self.fn, 7),
         ):
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
-                raise InvalidArgument(f"PCI {name} {value!r} is not an integer in 0..{top}")
+                raise InvalidArgument(f"PCI {name} {shown(value)} is not an integer in 0..{top}")
 
     @classmethod
     def from_devfn(cls, segment: int, bus: int, devfn: int) -> Bdf:
         """The function ``devfn`` (``dev << 3 | fn``) of ``bus`` on ``segment``."""
         if not isinstance(devfn, int) or not 0 <= devfn <= 0xFF:
-            raise InvalidArgument(f"devfn: {devfn!r} is not an integer in 0..255")
+            raise InvalidArgument(f"devfn: {shown(devfn)} is not an integer in 0..255")
         return cls(segment, bus, devfn >> 3, devfn & 7)
 
     @classmethod
     def from_sid(cls, segment: int, sid: int) -> Bdf:
         """The function with source-id ``sid`` (``bus << 8 | devfn``) on ``segment``."""
         if not isinstance(sid, int) or not 0 <= sid <= 0xFFFF:
-            raise InvalidArgument(f"sid: source-id {sid!r} is not an integer in 0..0xffff")
+            raise InvalidArgument(f"sid: source-id {shown(sid)} is not an integer in 0..0xffff")
         return cls(segment, sid >> 8, (sid >> 3) & 31, sid & 7)
 
     @classmethod
@@ -209,7 +210,7 @@ class Device:
             except ValueError:
                 kinds = ", ".join(k.value for k in DeviceKind)
                 raise PlatformError(
-                    f"{self.bdf}: unknown device kind {self.kind!r} (one of {kinds})"
+                    f"{self.bdf}: unknown device kind {shown(self.kind)} (one of {kinds})"
                 ) from None
         if self.physfn is not None and not isinstance(self.physfn, Bdf):
             object.__setattr__(self, "physfn", Bdf.coerce(self.physfn))
@@ -219,7 +220,7 @@ class Device:
                 raise PlatformError(f"{where}: a {self.kind} needs secondary and subordinate buses")
             for what, v in (("secondary", self.secondary), ("subordinate", self.subordinate)):
                 if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 0xFF:
-                    raise PlatformError(f"{where}: {what} bus {v!r} is not in 0..255")
+                    raise PlatformError(f"{where}: {what} bus {shown(v)} is not in 0..255")
             if self.secondary > self.subordinate:
                 raise PlatformError(
                     f"{where}: secondary bus {self.secondary:#04x} is above subordinate "
@@ -233,11 +234,15 @@ class Device:
         elif self.secondary is not None or self.subordinate is not None:
             raise PlatformError(f"{where}: a {self.kind} has no secondary/subordinate bus")
         if self.phantom_stride not in (0, 1, 2, 4):
-            raise PlatformError(f"{where}: phantom stride {self.phantom_stride!r} not 0, 1, 2 or 4")
+            raise PlatformError(
+                f"{where}: phantom stride {shown(self.phantom_stride)} not 0, 1, 2 or 4"
+            )
         if self.phantom_stride and self.kind is not DeviceKind.PCIE_ENDPOINT:
             raise PlatformError(f"{where}: only a PCIe endpoint has phantom functions")
         if not isinstance(self.ats_queue_depth, int) or not 0 <= self.ats_queue_depth <= 31:
-            raise PlatformError(f"{where}: ATS queue depth {self.ats_queue_depth!r} not in 0..31")
+            raise PlatformError(
+                f"{where}: ATS queue depth {shown(self.ats_queue_depth)} not in 0..31"
+            )
         if self.physfn is not None:
             if self.kind is not DeviceKind.PCIE_ENDPOINT:
                 raise PlatformError(f"{where}: a virtual function must be a PCIe endpoint")
@@ -306,11 +311,11 @@ BdfLike = Bdf | Device | str | tuple[int, int, int, int] | int
 def sriov_vf_bdfs(pf: Bdf, num_vfs: int, offset: int, stride: int = 1) -> list[Bdf]:
     """The routing IDs of a PF's VFs: PF RID + offset + i*stride (may spill onto later buses)."""
     if not isinstance(num_vfs, int) or num_vfs < 0:
-        raise PlatformError(f"{pf}: number of VFs {num_vfs!r} is not a non-negative integer")
+        raise PlatformError(f"{pf}: number of VFs {shown(num_vfs)} is not a non-negative integer")
     if not isinstance(offset, int) or not 1 <= offset <= 0xFFFF:
-        raise PlatformError(f"{pf}: First VF Offset {offset!r} is not in 1..0xffff")
+        raise PlatformError(f"{pf}: First VF Offset {shown(offset)} is not in 1..0xffff")
     if not isinstance(stride, int) or not 1 <= stride <= 0xFFFF:
-        raise PlatformError(f"{pf}: VF Stride {stride!r} is not in 1..0xffff")
+        raise PlatformError(f"{pf}: VF Stride {shown(stride)} is not in 1..0xffff")
     out = []
     for i in range(num_vfs):
         rid = pf.sid + offset + i * stride
@@ -616,14 +621,14 @@ def _id_map(entries: Any, what: str) -> dict[int, Bdf]:
     out: dict[int, Bdf] = {}
     for e in entries:
         if not isinstance(e, Mapping) or set(e) != {"id", "bdf"}:
-            raise PlatformError(f"each '{what}' entry needs exactly 'id' and 'bdf', got {e!r}")
+            raise PlatformError(f"each '{what}' entry needs exactly 'id' and 'bdf', got {shown(e)}")
         out[_id8(e["id"], what)] = _bdf_field(e["bdf"], what)
     return out
 
 
 def _bdf_field(v: Any, what: str) -> Bdf:
     if not isinstance(v, str):
-        raise PlatformError(f"{what}: PCI address {v!r} must be a string like '0000:00:1f.0'")
+        raise PlatformError(f"{what}: PCI address {shown(v)} must be a string like '0000:00:1f.0'")
     return Bdf.parse(v, what=what)
 
 
