@@ -1,0 +1,628 @@
+//! The unit's register set as software reaches it: 4- and 8-byte reads and writes at offsets
+//! from the unit's base (vtd-hardware.md §1.2-§1.4, §1.11, §1.13).
+//!
+//! * Each register has a reset value and masks of writable, write-1-to-clear and write-only
+//!   bits ([`crate::spec::regs::RegSpec`]); a write stores `(old & !wmask) | (val & wmask)`,
+//!   then clears the W1C bits written as 1; a read returns the value without its write-only
+//!   bits. Registers of a feature the unit lacks (ECAP.QI, IR, EIM, PRS; CAP.AFL, PLMR,
+//!   PHMR) are read-only zero. Offsets no register covers read 0 and ignore writes.
+//! * A 64-bit register is reached whole or as two 32-bit halves; a 32-bit write to the high
+//!   half of CCMD or of the IOTLB register triggers the invalidation as the 64-bit write does.
+//!   An 8-byte access over two 32-bit registers is the low one, then the high one.
+//! * GCMD: level bits (TE, QIE, IRE, CFI, EAFL) act when they differ from the status, one-shot
+//!   bits (SRTP, SIRTP, SFL, WBF) whenever written as 1. SRTP latches RTADDR (the walk uses
+//!   only the latched value) and, with CAP.ESRTPS, flushes the IOTLB and the context cache.
+//!   Toggling TE flushes both as well; turning it off sends the next fault to FRCD 0.
+//! * Register-based invalidation executes at the granularity asked for and reports it in
+//!   CAIG / IAIG (0 when the request cannot be served: a reserved granularity, or IVA.AM above
+//!   CAP.MAMV). Without CAP.PSI a page-selective request is served domain-selectively.
+//! * Fault recording registers at CAP.FRO * 16, CAP.NFR + 1 of them: the F bit is W1C; FSTS.PPF
+//!   is derived from them, FRI names the first pending one. A recorded fault raises a fault
+//!   event unless PPF, PFO or IQE were already set: FECTL.IP is set, and when IM is clear the
+//!   message (FEUADDR:FEADDR, FEDATA) is sent and IP cleared. Unmasking IM with IP set sends
+//!   it; IP clears when software clears every status bit that caused it.
+//!
+//! The register set is one 4 KiB page, or more whole pages when the fault recording registers
+//! run past the first.
+
+use super::interrupt::Msi;
+use super::remapper::Remapper;
+use crate::spec::regs::{
+    self, ccmd, ectl, frcd, fsts, gcmd, iotlb, iva, RegSpec, FIXED, IOTLB_SPEC, IVA_SPEC,
+};
+use crate::spec::{Cap, Ecap};
+
+const NONE: u16 = u16::MAX;
+
+/// The stored state of the register set.
+#[derive(Clone, Debug)]
+pub struct RegFile {
+    /// Every register but FRCD, masks resolved for the unit's features.
+    defs: Vec<RegSpec>,
+    vals: Vec<u64>,
+    /// Register index of each dword of the set (`NONE` where there is none).
+    slot: Vec<u16>,
+    /// Bytes in the set.
+    size: u64,
+    frcd_base: u64,
+    nfr: u64,
+    gsts: u32,
+    /// IRTA as latched by SIRTP (the interrupt remapping table in use).
+    irta: Option<u64>,
+    /// Indices of the registers with behaviour.
+    i_gcmd: usize,
+    i_rtaddr: usize,
+    i_ccmd: usize,
+    i_fsts: usize,
+    i_fectl: usize,
+    i_iectl: usize,
+    i_iqh: usize,
+    i_iva: usize,
+    i_iotlb: usize,
+    haw_mask: u64,
+}
+
+fn has(spec: &RegSpec, cap: Cap, ecap: Ecap) -> bool {
+    match spec.name {
+        "FEUADDR" | "IEUADDR" | "PEUADDR" if !ecap.eim() => false,
+        "IQH" | "IQT" | "IQA" | "ICS" | "IECTL" | "IEDATA" | "IEADDR" | "IEUADDR" => ecap.qi(),
+        "IRTA" => ecap.ir(),
+        "PQH" | "PQT" | "PQA" | "PRS" | "PECTL" | "PEDATA" | "PEADDR" | "PEUADDR" => ecap.prs(),
+        "AFLOG" => cap.afl(),
+        "PMEN" => cap.plmr() || cap.phmr(),
+        "PLMBASE" | "PLMLIMIT" => cap.plmr(),
+        "PHMBASE" | "PHMLIMIT" => cap.phmr(),
+        _ => true,
+    }
+}
+
+/// GSTS bits that follow GCMD's level bits.
+const LEVEL: u32 = gcmd::TE | gcmd::QIE | gcmd::IRE | gcmd::CFI | gcmd::EAFL;
+
+impl RegFile {
+    /// The register set of a unit with `cap` (NFR already set) and `ecap`; `haw` bits of host
+    /// address.
+    pub fn new(cap: Cap, ecap: Ecap, haw: u32) -> crate::Result<Self> {
+        let haw_mask = if haw >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << haw) - 1
+        };
+        let iro = ecap.iro() * 16;
+        let fro = cap.fro() * 16;
+        let nfr = cap.nfr() + 1;
+        let fixed_end = FIXED.iter().map(|r| r.offset + r.size()).max().unwrap_or(0);
+        if iro < fixed_end {
+            return Err(crate::Error::invalid(
+                "ecap",
+                format!(
+                    "IRO {:#x} puts the IOTLB registers over the fixed registers",
+                    iro / 16
+                ),
+            ));
+        }
+        let frcd_end = fro + 16 * nfr;
+        if fro < fixed_end || (fro < iro + 16 && iro < frcd_end) {
+            return Err(crate::Error::invalid(
+                "cap",
+                format!(
+                    "FRO {:#x} puts the fault recording registers over other registers",
+                    fro / 16
+                ),
+            ));
+        }
+        let end = frcd_end.max(iro + 16);
+        let size = end.div_ceil(regs::PAGE) * regs::PAGE;
+        let mut defs: Vec<RegSpec> = FIXED
+            .iter()
+            .map(|r| {
+                let mut r = *r;
+                if !has(&r, cap, ecap) {
+                    r.reset = 0;
+                    r.wmask = 0;
+                    r.w1c = 0;
+                    r.wo = 0;
+                }
+                if matches!(r.name, "PHMBASE" | "PHMLIMIT") {
+                    r.wmask &= haw_mask;
+                }
+                r
+            })
+            .collect();
+        defs.push(RegSpec {
+            offset: iro,
+            ..IVA_SPEC
+        });
+        defs.push(RegSpec {
+            offset: iro + 8,
+            ..IOTLB_SPEC
+        });
+        let mut slot = vec![NONE; (size / 4) as usize];
+        for (i, r) in defs.iter().enumerate() {
+            for d in 0..r.size() / 4 {
+                if let Some(s) = slot.get_mut((r.offset / 4 + d) as usize) {
+                    *s = i as u16;
+                }
+            }
+        }
+        let find = |name: &str| defs.iter().position(|r| r.name == name).unwrap_or(0);
+        Ok(RegFile {
+            vals: defs.iter().map(|r| r.reset).collect(),
+            i_gcmd: find("GCMD"),
+            i_rtaddr: find("RTADDR"),
+            i_ccmd: find("CCMD"),
+            i_fsts: find("FSTS"),
+            i_fectl: find("FECTL"),
+            i_iectl: find("IECTL"),
+            i_iqh: find("IQH"),
+            i_iva: find("IVA"),
+            i_iotlb: find("IOTLB"),
+            defs,
+            slot,
+            size,
+            frcd_base: fro,
+            nfr,
+            gsts: 0,
+            irta: None,
+            haw_mask,
+        })
+    }
+
+    /// Bytes of the register set (a whole number of 4 KiB pages).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    /// GSTS.
+    pub fn gsts(&self) -> u32 {
+        self.gsts
+    }
+    /// Translation enabled (GSTS.TES).
+    #[inline]
+    pub fn translation_enabled(&self) -> bool {
+        self.gsts & gcmd::TE != 0
+    }
+    /// The interrupt remapping table latched by SIRTP (IRTA's value then).
+    pub fn irta(&self) -> Option<u64> {
+        self.irta
+    }
+    /// The stored value of a register by name (for the unit's own use and tests).
+    pub fn stored(&self, name: &str) -> Option<u64> {
+        self.defs
+            .iter()
+            .position(|r| r.name == name)
+            .and_then(|i| self.vals.get(i).copied())
+    }
+    fn val(&self, i: usize) -> u64 {
+        self.vals.get(i).copied().unwrap_or(0)
+    }
+    fn set(&mut self, i: usize, v: u64) {
+        if let Some(x) = self.vals.get_mut(i) {
+            *x = v;
+        }
+    }
+    fn def(&self, i: usize) -> RegSpec {
+        self.defs.get(i).copied().unwrap_or(IVA_SPEC)
+    }
+    /// Store a write of `v` over the bits in `lanes`, with the register's masks.
+    fn store(&mut self, i: usize, v: u64, lanes: u64) {
+        let d = self.def(i);
+        let old = self.val(i);
+        let w = d.wmask & lanes;
+        let new = ((old & !w) | (v & w)) & !(v & d.w1c & lanes);
+        self.set(i, new);
+    }
+}
+
+/// Check an access: 4 or 8 bytes, aligned, inside the register set.
+fn check(off: u64, size: u32, limit: u64) -> crate::Result<()> {
+    if size != 4 && size != 8 {
+        return Err(crate::Error::invalid(
+            "size",
+            format!("{size}: register accesses are 4 or 8 bytes"),
+        ));
+    }
+    if off % size as u64 != 0 {
+        return Err(crate::Error::invalid(
+            "offset",
+            format!("{off:#x} is not aligned to the {size}-byte access"),
+        ));
+    }
+    if off.checked_add(size as u64).is_none_or(|e| e > limit) {
+        return Err(crate::Error::invalid(
+            "offset",
+            format!("{off:#x}: outside the {limit:#x}-byte register set"),
+        ));
+    }
+    Ok(())
+}
+
+impl Remapper {
+    /// Bytes of the unit's register set.
+    pub fn mmio_size(&self) -> u64 {
+        self.regs.size
+    }
+
+    /// Read `size` (4 or 8) bytes at `off` of the register set.
+    pub fn mmio_read(&self, off: u64, size: u32) -> crate::Result<u64> {
+        check(off, size, self.regs.size)?;
+        if size == 8 {
+            if let Some(i) = self.reg64_at(off) {
+                return Ok(self.read_reg(i));
+            }
+            let lo = self.read32(off);
+            let hi = self.read32(off + 4);
+            return Ok(lo as u64 | (hi as u64) << 32);
+        }
+        Ok(self.read32(off) as u64)
+    }
+
+    /// Write `size` (4 or 8) bytes of `value` at `off` of the register set, with every side
+    /// effect. A failed call changes nothing.
+    pub fn mmio_write(&mut self, off: u64, size: u32, value: u64) -> crate::Result<()> {
+        check(off, size, self.regs.size)?;
+        if size == 4 && value > u32::MAX as u64 {
+            return Err(crate::Error::invalid(
+                "value",
+                format!("{value:#x} does not fit a 4-byte access"),
+            ));
+        }
+        if size == 8 {
+            if let Some(i) = self.reg64_at(off) {
+                self.write_reg(i, value, u64::MAX);
+                return Ok(());
+            }
+            if self.frcd_of(off).is_some() {
+                self.write_frcd(off, value, 8);
+                return Ok(());
+            }
+            self.write32(off, value as u32);
+            self.write32(off + 4, (value >> 32) as u32);
+            return Ok(());
+        }
+        self.write32(off, value as u32);
+        Ok(())
+    }
+
+    /// The 64-bit register starting at `off`.
+    fn reg64_at(&self, off: u64) -> Option<usize> {
+        let i = self.regs.slot.get((off / 4) as usize).copied()?;
+        let d = self.regs.defs.get(i as usize)?;
+        (i != NONE && d.width == 64 && d.offset == off).then_some(i as usize)
+    }
+
+    /// The fault recording register index and byte offset within it at `off`.
+    fn frcd_of(&self, off: u64) -> Option<(usize, u64)> {
+        let r = off.checked_sub(self.regs.frcd_base)?;
+        (r < 16 * self.regs.nfr).then_some(((r / 16) as usize, r % 16))
+    }
+
+    fn frcd_value(&self, i: usize) -> (u64, u64) {
+        let Some(rec) = self.faults.content(i) else {
+            return (0, 0);
+        };
+        let lo = rec.fault_address();
+        let mut hi = rec.sid as u64 & frcd::SID_MASK | (rec.reason.code() as u64) << frcd::FR_SHIFT;
+        if !rec.write {
+            hi |= frcd::T;
+        }
+        if self.faults.record(i).is_some() {
+            hi |= frcd::F;
+        }
+        (lo, hi)
+    }
+
+    fn fsts_value(&self) -> u32 {
+        let mut v = self.regs.val(self.regs.i_fsts) as u32;
+        if self.faults.overflow() {
+            v |= fsts::PFO;
+        }
+        if self.faults.pending() {
+            v |= fsts::PPF | ((self.faults.fri() as u32) << fsts::FRI_SHIFT) & fsts::FRI_MASK;
+        }
+        v
+    }
+
+    fn read_reg(&self, i: usize) -> u64 {
+        let d = self.regs.def(i);
+        match d.offset {
+            regs::CAP => self.cfg.cap,
+            regs::ECAP => self.cfg.ecap,
+            regs::GSTS => self.regs.gsts as u64,
+            regs::FSTS => self.fsts_value() as u64,
+            regs::PMEN => {
+                // PRS (bit 0) follows EPM.
+                let v = self.regs.val(i);
+                v | (v >> 31) & 1
+            }
+            _ => self.regs.val(i) & !d.wo,
+        }
+    }
+
+    fn read32(&self, off: u64) -> u32 {
+        if let Some((n, b)) = self.frcd_of(off) {
+            let (lo, hi) = self.frcd_value(n);
+            let q = if b < 8 { lo } else { hi };
+            return (q >> (8 * (b % 8))) as u32;
+        }
+        let Some(&i) = self.regs.slot.get((off / 4) as usize) else {
+            return 0;
+        };
+        if i == NONE {
+            return 0;
+        }
+        let d = self.regs.def(i as usize);
+        (self.read_reg(i as usize) >> (8 * (off - d.offset))) as u32
+    }
+
+    fn write_frcd(&mut self, off: u64, v: u64, size: u32) {
+        // Only F (bit 127: bit 63 of the high qword, bit 31 of its high dword) is writable.
+        let Some((n, b)) = self.frcd_of(off) else {
+            return;
+        };
+        let f = match (b, size) {
+            (8, 8) => v & frcd::F != 0,
+            (12, 4) => v & (1 << 31) != 0,
+            _ => false,
+        };
+        if f {
+            self.faults.clear(n);
+            self.update_fault_ip();
+        }
+    }
+
+    fn write32(&mut self, off: u64, v: u32) {
+        if self.frcd_of(off).is_some() {
+            self.write_frcd(off, v as u64, 4);
+            return;
+        }
+        let Some(&i) = self.regs.slot.get((off / 4) as usize) else {
+            return;
+        };
+        if i == NONE {
+            return;
+        }
+        let i = i as usize;
+        let d = self.regs.def(i);
+        let shift = 8 * (off - d.offset);
+        self.write_reg(i, (v as u64) << shift, 0xffff_ffffu64 << shift);
+    }
+
+    /// A write of `v` to the bits of register `i` in `lanes`, then its side effects.
+    fn write_reg(&mut self, i: usize, v: u64, lanes: u64) {
+        let r = &self.regs;
+        if i == r.i_gcmd {
+            self.gcmd(v as u32);
+        } else if i == r.i_fsts {
+            if v & fsts::PFO as u64 != 0 {
+                self.faults.clear_overflow();
+            }
+            self.regs.store(i, v, lanes);
+            self.update_fault_ip();
+        } else if i == r.i_fectl || i == r.i_iectl {
+            self.regs.store(i, v, lanes);
+            self.unmask_event(i);
+        } else if i == r.i_ccmd {
+            self.regs.store(i, v, lanes);
+            if lanes >> 32 != 0 {
+                self.ccmd();
+            }
+        } else if i == r.i_iotlb {
+            self.regs.store(i, v, lanes);
+            if lanes >> 32 != 0 {
+                self.iotlb_reg();
+            }
+        } else {
+            self.regs.store(i, v, lanes);
+        }
+    }
+
+    fn gcmd(&mut self, v: u32) {
+        let (cap, ecap) = (Cap(self.cfg.cap), Ecap(self.cfg.ecap));
+        let changed = (self.regs.gsts ^ v) & LEVEL;
+        if v & gcmd::SRTP != 0 {
+            let rta = self.regs.val(self.regs.i_rtaddr) & !0xfff & self.regs.haw_mask;
+            self.rtaddr = Some(rta);
+            if cap.esrtps() {
+                self.iotlb.invalidate_all();
+                self.ctx_cache.invalidate_all();
+            }
+            self.regs.gsts |= gcmd::SRTP;
+        }
+        if v & gcmd::SFL != 0 && cap.afl() {
+            self.regs.gsts |= gcmd::SFL;
+        }
+        // WBF: the write buffer is always empty, so the flush completes at once (WBFS 0).
+        if v & gcmd::SIRTP != 0 && ecap.ir() {
+            self.regs.irta = self.regs.stored("IRTA");
+            self.regs.gsts |= gcmd::SIRTP;
+        }
+        let mut toggle = |bit: u32, ok: bool| {
+            if changed & bit != 0 && ok {
+                self.regs.gsts ^= bit;
+                true
+            } else {
+                false
+            }
+        };
+        let te = toggle(gcmd::TE, true);
+        let qie = toggle(gcmd::QIE, ecap.qi());
+        toggle(gcmd::IRE, ecap.ir());
+        toggle(gcmd::CFI, ecap.ir());
+        toggle(gcmd::EAFL, cap.afl());
+        if te {
+            self.iotlb.invalidate_all();
+            self.ctx_cache.invalidate_all();
+            if self.regs.gsts & gcmd::TE == 0 {
+                self.faults.reset_index();
+            }
+        }
+        if qie && self.regs.gsts & gcmd::QIE == 0 {
+            let h = self.regs.i_iqh;
+            self.regs.set(h, 0);
+        }
+    }
+
+    fn ccmd(&mut self) {
+        let i = self.regs.i_ccmd;
+        let v = self.regs.val(i);
+        if v & ccmd::ICC == 0 {
+            return;
+        }
+        let did = (v & ccmd::DID_MASK) as u16;
+        let sid = (v >> ccmd::SID_SHIFT) as u16;
+        let fm = ((v >> ccmd::FM_SHIFT) & 3) as u32;
+        let caig = match (v >> ccmd::CIRG_SHIFT) & 3 {
+            ccmd::GLOBAL => {
+                self.invalidate_context_global();
+                ccmd::GLOBAL
+            }
+            ccmd::DOMAIN => {
+                self.invalidate_context_domain(did);
+                ccmd::DOMAIN
+            }
+            ccmd::DEVICE => {
+                self.ctx_cache.invalidate_device(sid, fm);
+                ccmd::DEVICE
+            }
+            _ => 0,
+        };
+        let v = (v & !ccmd::ICC & !(3 << ccmd::CAIG_SHIFT)) | caig << ccmd::CAIG_SHIFT;
+        self.regs.set(i, v);
+    }
+
+    fn iotlb_reg(&mut self) {
+        let i = self.regs.i_iotlb;
+        let v = self.regs.val(i);
+        if v & iotlb::IVT == 0 {
+            return;
+        }
+        let did = (v >> iotlb::DID_SHIFT) as u16;
+        let a = self.regs.val(self.regs.i_iva);
+        let iaig = match (v >> iotlb::IIRG_SHIFT) & 3 {
+            iotlb::GLOBAL => {
+                self.invalidate_iotlb_global();
+                iotlb::GLOBAL
+            }
+            iotlb::DOMAIN => {
+                self.invalidate_iotlb_domain(did);
+                iotlb::DOMAIN
+            }
+            iotlb::PAGE if !self.cfg.psi => {
+                self.invalidate_iotlb_domain(did);
+                iotlb::DOMAIN
+            }
+            iotlb::PAGE => {
+                let am = (a & iva::AM_MASK) as u32;
+                // IH (a hint that only leaf entries changed) keeps nothing more here: the
+                // IOTLB holds leaf translations only.
+                match self.invalidate_iotlb_pages(did, a & iva::ADDR_MASK, am) {
+                    Ok(()) => iotlb::PAGE,
+                    Err(_) => 0,
+                }
+            }
+            _ => 0,
+        };
+        let v = (v & !iotlb::IVT & !(3 << iotlb::IAIG_SHIFT)) | iaig << iotlb::IAIG_SHIFT;
+        self.regs.set(i, v);
+    }
+
+    /// FECTL or IECTL written: IM clear with IP set sends the pending message.
+    fn unmask_event(&mut self, i: usize) {
+        let c = self.regs.val(i) as u32;
+        if c & ectl::IM == 0 && c & ectl::IP != 0 {
+            self.regs.set(i, (c & !ectl::IP) as u64);
+            self.send_event(i);
+        }
+    }
+
+    fn send_event(&mut self, ctl: usize) {
+        let base = self.regs.def(ctl).offset;
+        let at = |o: u64| {
+            self.regs
+                .slot
+                .get((o / 4) as usize)
+                .map_or(0, |&k| self.regs.val(k as usize))
+        };
+        let (data, addr, uaddr) = (at(base + 4), at(base + 8), at(base + 12));
+        self.irqs.push(Msi {
+            address: uaddr << 32 | addr,
+            data: data as u32,
+        });
+    }
+
+    /// A fault was recorded: the fault event, unless one is already outstanding (`before`:
+    /// PPF, PFO or IQE set before the fault).
+    pub(super) fn fault_event(&mut self, before: bool) {
+        if before {
+            return;
+        }
+        let i = self.regs.i_fectl;
+        let c = self.regs.val(i) as u32;
+        if c & ectl::IP != 0 {
+            return;
+        }
+        if c & ectl::IM != 0 {
+            self.regs.set(i, (c | ectl::IP) as u64);
+        } else {
+            self.send_event(i);
+        }
+    }
+
+    /// PPF, PFO or IQE set: what suppresses a new fault event.
+    #[inline]
+    pub(super) fn fault_status_set(&self) -> bool {
+        self.faults.pending() || self.faults.overflow() || self.fsts_value() & fsts::IQE != 0
+    }
+
+    /// FECTL.IP clears once software has cleared every status bit that causes fault events.
+    pub(super) fn update_fault_ip(&mut self) {
+        let s = self.fsts_value();
+        if s & (fsts::PFO | fsts::PPF | fsts::IQE | 0x60) == 0 {
+            let i = self.regs.i_fectl;
+            let c = self.regs.val(i) & !(ectl::IP as u64);
+            self.regs.set(i, c);
+        }
+    }
+
+    /// The register set's state.
+    pub fn registers(&self) -> &RegFile {
+        &self.regs
+    }
+
+    /// Interrupt messages sent since the last call, oldest first.
+    pub fn take_interrupts(&mut self) -> Vec<Msi> {
+        std::mem::take(&mut self.irqs)
+    }
+
+    /// True when messages wait in [`Remapper::take_interrupts`].
+    #[inline]
+    pub fn has_interrupts(&self) -> bool {
+        !self.irqs.is_empty()
+    }
+
+    /// The shortcut of table-only users: RTADDR = `rtaddr`, SRTP, TE (and, without
+    /// CAP.ESRTPS, the global context and IOTLB invalidations a driver issues after SRTP).
+    /// `None`: translation off and no root table latched.
+    pub fn set_root_table(&mut self, rtaddr: Option<u64>) {
+        match rtaddr {
+            Some(r) => {
+                let i = self.regs.i_rtaddr;
+                self.regs.set(i, r & self.regs.def(i).wmask);
+                let keep = self.regs.gsts & LEVEL;
+                self.gcmd(keep | gcmd::SRTP);
+                self.iotlb.invalidate_all();
+                self.ctx_cache.invalidate_all();
+                self.rtaddr = Some(r);
+                self.gcmd(keep | gcmd::TE);
+            }
+            None => {
+                let keep = self.regs.gsts & LEVEL;
+                self.gcmd(keep & !gcmd::TE);
+                self.rtaddr = None;
+                self.regs.gsts &= !gcmd::SRTP;
+                let i = self.regs.i_rtaddr;
+                self.regs.set(i, 0);
+            }
+        }
+    }
+}
