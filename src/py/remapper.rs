@@ -367,11 +367,11 @@ impl PyRemapper {
         }
     }
 
-    /// RTADDR: the root table's address, or None when none is latched (every request then
-    /// faults 0x08). Setting it is SRTP: every cache is flushed.
+    /// RTADDR: the root table's address, or None when none (or address 0) is latched (every
+    /// request then faults 0x08). Setting it is SRTP: every cache is flushed.
     #[getter]
     fn get_root_table(&self) -> Option<u64> {
-        self.unit().root_table()
+        self.unit().root_table().filter(|&a| a != 0)
     }
 
     #[setter]

@@ -12,7 +12,7 @@ import heapq
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vtdwalk._core import RootTable
+from vtdwalk._core import Cap, Ecap, RootTable
 from vtdwalk.driver.flush import UnitPort
 from vtdwalk.errors import PlatformError, VtdError
 from vtdwalk.topology import Bdf
@@ -43,68 +43,6 @@ MAX_IOMMUS = 32
 
 _ALL_ONES = 0xFFFF_FFFF_FFFF_FFFF
 _PAGE = 4096
-
-
-def _bits(v: int, hi: int, lo: int) -> int:
-    return (v >> lo) & ((1 << (hi - lo + 1)) - 1)
-
-
-@dataclass(frozen=True)
-class CapFields:
-    """The CAP register's fields the driver reads (vtd-hardware.md §1.3)."""
-
-    nd: int
-    rwbf: bool
-    cm: bool
-    sagaw: int
-    mgaw: int
-    fro: int  # fault recording register offset, in bytes
-    nfr: int  # number of fault recording registers
-    psi: bool
-    sllps: int
-    mamv: int
-
-
-@dataclass(frozen=True)
-class EcapFields:
-    """The ECAP register's fields the driver reads (vtd-hardware.md §1.4)."""
-
-    c: bool
-    qi: bool
-    dt: bool
-    ir: bool
-    pt: bool
-    sc: bool
-    iro: int  # IOTLB register offset, in bytes
-
-
-def decode_cap(cap: int) -> CapFields:
-    """The one place the Python side decodes CAP."""
-    return CapFields(
-        nd=_bits(cap, 2, 0),
-        rwbf=bool(cap >> 4 & 1),
-        cm=bool(cap >> 7 & 1),
-        sagaw=_bits(cap, 12, 8),
-        mgaw=_bits(cap, 21, 16) + 1,
-        fro=_bits(cap, 33, 24) * 16,
-        nfr=_bits(cap, 47, 40) + 1,
-        psi=bool(cap >> 39 & 1),
-        sllps=_bits(cap, 37, 34),
-        mamv=_bits(cap, 53, 48),
-    )
-
-
-def decode_ecap(ecap: int) -> EcapFields:
-    """The one place the Python side decodes ECAP."""
-    return EcapFields(
-        c=bool(ecap & 1),
-        qi=bool(ecap >> 1 & 1),
-        dt=bool(ecap >> 2 & 1),
-        ir=bool(ecap >> 3 & 1),
-        pt=bool(ecap >> 6 & 1),
-        sc=bool(ecap >> 7 & 1),
-        iro=_bits(ecap, 17, 8) * 16,
-    )
 
 
 @dataclass(frozen=True)
@@ -231,18 +169,18 @@ class Iommu:
             port = UnitPort.connect(mem, cap, ecap, iotlb_entries, fault_records)
         except VtdError as e:
             raise PlatformError(f"{where}: {e}") from e
-        cap, ecap = port.cap, port.ecap
-        capf, ecapf = decode_cap(cap), decode_ecap(ecap)
-        fro, nfr, iro = capf.fro, capf.nfr, ecapf.iro
+        capf, ecapf = port.cap, port.ecap
+        cap, ecap = capf.value, ecapf.value
+        fro, nfr, iro = port.frcd_offset, port.fault_records, port.iotlb_offset
         if fro + nfr * 16 >= _PAGE or iro >= _PAGE:
             raise PlatformError(
                 f"{where}: fault records at {fro:#x} (x{nfr}) or IOTLB registers at {iro:#x} "
                 "lie outside the register page (Xen: 'IOMMU: unsupported')"
             )
         sagaw = capf.sagaw
-        # Bits 1..3: 3-, 4-, 5-level (decisions.md); bit 0 (2-level) is treated as reserved,
-        # as Xen has done since 2021 and as the hardware model does.
-        levels = tuple(n + 2 for n in range(1, 4) if sagaw >> n & 1)
+        # SAGAW bits 1..3: 3-, 4-, 5-level (decisions.md); bit 0 (2-level) is treated as
+        # reserved, as Xen has done since 2021 and as the hardware model does.
+        levels = tuple(int(n) for n in capf.levels_supported)
         if not levels:
             raise PlatformError(
                 f"{where}: SAGAW {sagaw:#x} has no 3-, 4- or 5-level width "
@@ -253,8 +191,8 @@ class Iommu:
         self.mem = mem
         self.cap = cap
         self.ecap = ecap
-        self._capf = capf
-        self._ecapf = ecapf
+        self._capf: Cap = capf
+        self._ecapf: Ecap = ecapf
         self.supported_levels: tuple[int, ...] = levels
         self.levels: int = levels[-1]
         self.dids = DidAllocator(self.ndoms, reserve_zero=self.caching_mode)
@@ -265,7 +203,7 @@ class Iommu:
         #: root page itself only once :meth:`alloc_root_table` runs.
         self.root_table: RootTable = RootTable(mem, None)
         self._node: int | None = None
-        #: The driver's interface to the unit's hardware (root table and flushes).
+        #: The driver's interface to the unit's registers (bring-up and flushes).
         self.port: UnitPort = port
         self._pages: list[tuple[int, int]] = []  # (maddr, npages) allocated for this unit
 
@@ -317,16 +255,16 @@ class Iommu:
 
     @property
     def sagaw(self) -> int:
-        return self._capf.sagaw
+        return int(self._capf.sagaw)
 
     @property
     def nd(self) -> int:
-        return self._capf.nd
+        return int(self._capf.nd)
 
     @property
     def ndoms(self) -> int:
         """Domain ids the unit supports: 2^(4 + 2*ND), at most 65536."""
-        return min(1 << (4 + 2 * self.nd), 1 << 16)
+        return int(self._capf.ndoms)
 
     @property
     def caching_mode(self) -> bool:
@@ -338,7 +276,8 @@ class Iommu:
 
     @property
     def mgaw(self) -> int:
-        return self._capf.mgaw
+        """The widest input address in bits (MGAW + 1)."""
+        return int(self._capf.aw_bits)
 
     @property
     def psi(self) -> bool:
@@ -346,13 +285,12 @@ class Iommu:
 
     @property
     def mamv(self) -> int:
-        return self._capf.mamv
+        return int(self._capf.mamv)
 
     @property
     def superpages(self) -> tuple[str, ...]:
         """Second-level superpage sizes CAP.SLLPS allows ("2M", "1G")."""
-        sl = self._capf.sllps
-        return tuple(n for b, n in ((0, "2M"), (1, "1G")) if sl >> b & 1)
+        return tuple(self._capf.superpages)
 
     @property
     def coherent(self) -> bool:
@@ -397,13 +335,14 @@ class Iommu:
         self.mem.free_pages(maddr, npages)
 
     def alloc_root_table(self) -> int:
-        """Allocate the root table on the unit's current node and latch it in the hardware
-        (Xen's ``iommu_set_root_entry``: RTADDR, then SRTP). The one place it happens."""
+        """Allocate the root table on the unit's current node and bring the unit up through
+        its registers as Xen does: RTADDR + SRTP (``iommu_set_root_entry``), global context
+        and IOTLB invalidation (``iommu_flush_all``), then TE. The one place it happens."""
         if self.root_maddr:
             raise PlatformError(f"unit {self.index} already has a root table")
         self.root_table.node = self._node
         maddr = int(self.root_table.alloc())
-        self.port.set_root_table(maddr)
+        self.port.bring_up(maddr)
         return maddr
 
     @property
@@ -417,7 +356,7 @@ class Iommu:
 
     def free(self) -> None:
         """Free every page allocated for this unit (root and context tables included)."""
-        self.port.set_root_table(None)
+        self.port.shut_down()
         self.root_table.free()
         while self._pages:
             maddr, n = self._pages.pop()
