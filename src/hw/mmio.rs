@@ -579,7 +579,7 @@ impl Remapper {
     /// FECTL.IP clears once software has cleared every status bit that causes fault events.
     pub(super) fn update_fault_ip(&mut self) {
         let s = self.fsts_value();
-        if s & (fsts::PFO | fsts::PPF | fsts::IQE | 0x60) == 0 {
+        if s & (fsts::PFO | fsts::PPF | fsts::IQE | fsts::ICE | fsts::ITE) == 0 {
             let i = self.regs.i_fectl;
             let c = self.regs.val(i) & !(ectl::IP as u64);
             self.regs.set(i, c);
