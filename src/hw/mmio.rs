@@ -772,6 +772,30 @@ mod tests {
     }
 
     #[test]
+    fn fault_recording_registers_past_the_first_page() {
+        // 256 records at 0x220 end at 0x1220: the register set is two pages.
+        let mut r = Remapper::new(DEFAULT_CAP, DEFAULT_ECAP, None, 64, 256, true).unwrap();
+        assert_eq!((r.mmio_size(), rd(&r, 0x08, 8) >> 40 & 0xff), (8192, 255));
+        assert_eq!(rd(&r, 0x220 + 255 * 16 + 8, 8), 0);
+        assert!(r.mmio_read(8192, 4).is_err());
+        // FRO or IRO over the fixed registers is refused.
+        let low = Cap(DEFAULT_CAP).with_fro(0x8).bits();
+        assert!(Remapper::new(low, DEFAULT_ECAP, None, 64, 8, true).is_err());
+        let low = Ecap(DEFAULT_ECAP).with_iro(0x2).bits();
+        assert!(Remapper::new(DEFAULT_CAP, low, None, 64, 8, true).is_err());
+        // IOTLB registers moved to 0x500 (IRO 0x50): a page-selective request works there.
+        let moved = Ecap(DEFAULT_ECAP).with_iro(0x50).bits();
+        r = Remapper::new(DEFAULT_CAP, moved, None, 64, 8, true).unwrap();
+        wr(&mut r, 0x508, 8, 1 << 63 | 1 << 60);
+        assert_eq!(
+            rd(&r, 0x508, 8),
+            1 << 60 | 1 << 57,
+            "IVT clear, IIRG kept, IAIG global"
+        );
+        assert_eq!(rd(&r, 0xF8, 8), 0);
+    }
+
+    #[test]
     fn halves_of_64_bit_registers() {
         let mut r = unit();
         wr(&mut r, 0x20, 4, 0x1234_5FFF);
@@ -839,8 +863,7 @@ mod tests {
         // Without AFL, SFL and EAFL do nothing.
         wr(&mut r, 0x18, 4, 1 << 29 | 1 << 28);
         assert_eq!(rd(&r, 0x1C, 4) & (3 << 28), 0);
-        // QIE off resets IQH.
-        assert_eq!(rd(&r, 0x1C, 4) & 1 << 26, 0);
+        assert_eq!(rd(&r, 0x1C, 4) & 1 << 26, 0, "QIE was turned off above");
         // A second SRTP latches the new RTADDR.
         wr(&mut r, 0x18, 4, 1 << 30);
         assert_eq!(r.root_table(), Some(0x80_0000));
