@@ -25,6 +25,8 @@
 //! The register set is one 4 KiB page, or more whole pages when the fault recording registers
 //! run past the first.
 
+#[cfg(test)]
+use super::dma::DmaError;
 use super::interrupt::Msi;
 use super::remapper::Remapper;
 use crate::spec::regs::{
@@ -577,7 +579,7 @@ impl Remapper {
     /// FECTL.IP clears once software has cleared every status bit that causes fault events.
     pub(super) fn update_fault_ip(&mut self) {
         let s = self.fsts_value();
-        if s & (fsts::PFO | fsts::PPF | fsts::IQE | 0x60) == 0 {
+        if s & (fsts::PFO | fsts::PPF | fsts::IQE | fsts::ICE | fsts::ITE) == 0 {
             let i = self.regs.i_fectl;
             let c = self.regs.val(i) & !(ectl::IP as u64);
             self.regs.set(i, c);
@@ -624,5 +626,477 @@ impl Remapper {
                 self.regs.set(i, 0);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Expected values are those of vtd-hardware.md §1.2-§1.4, §1.11, §1.13 and the VT-d
+    //! register descriptions, written out here independently of `spec::regs`.
+    use super::*;
+    use crate::addr::Maddr;
+    use crate::hw::{DEFAULT_CAP, DEFAULT_ECAP};
+    use crate::mem::PhysMem;
+
+    const ROOT: u64 = 0x1000;
+    const CTX: u64 = 0x2000;
+    const L4: u64 = 0x3000;
+    const L3: u64 = 0x4000;
+    const L2: u64 = 0x5000;
+    const L1: u64 = 0x6000;
+    /// Source-id 00:01.0, domain 42.
+    const SID: u16 = 0x0008;
+    const DID: u64 = 42;
+
+    fn unit() -> Remapper {
+        Remapper::new(DEFAULT_CAP, DEFAULT_ECAP, None, 64, 8, true).unwrap()
+    }
+    fn w(m: &mut PhysMem, a: u64, v: u64) {
+        m.write_u64(Maddr(a), v).unwrap();
+    }
+    /// A 4-level table: IOVA page i (i < 16) -> 0x10_0000 + i pages, read+write, except page
+    /// 3, read-only.
+    fn tables() -> PhysMem {
+        let mut m = PhysMem::new(&[(0, 1 << 24)]).unwrap();
+        w(&mut m, ROOT, CTX | 1);
+        w(&mut m, CTX + 16 * (SID as u64 & 0xff), L4 | 1);
+        w(&mut m, CTX + 16 * (SID as u64 & 0xff) + 8, 2 | DID << 8);
+        w(&mut m, L4, L3 | 3);
+        w(&mut m, L3, L2 | 3);
+        w(&mut m, L2, L1 | 3);
+        for i in 0..16u64 {
+            let perm = if i == 3 { 1 } else { 3 };
+            w(&mut m, L1 + 8 * i, (0x10_0000 + (i << 12)) | perm);
+        }
+        m
+    }
+    fn rd(r: &Remapper, off: u64, size: u32) -> u64 {
+        r.mmio_read(off, size).unwrap()
+    }
+    fn wr(r: &mut Remapper, off: u64, size: u32, v: u64) {
+        r.mmio_write(off, size, v).unwrap();
+    }
+    /// The bring-up: RTADDR, SRTP, global context and IOTLB invalidation, TE.
+    fn bring_up(r: &mut Remapper) {
+        wr(r, 0x20, 8, ROOT);
+        wr(r, 0x18, 4, 1 << 30);
+        wr(r, 0x28, 8, 1 << 63 | 1 << 61);
+        wr(r, 0xF8, 8, 1 << 63 | 1 << 60);
+        wr(r, 0x18, 4, 1 << 31);
+    }
+    fn hpa(r: &mut Remapper, m: &PhysMem, iova: u64) -> Result<u64, u8> {
+        let req = crate::hw::Request {
+            sid: SID,
+            iova,
+            write: false,
+            translation_request: false,
+        };
+        r.translate(m, &req)
+            .map(|t| t.hpa)
+            .map_err(|f| f.reason.code())
+    }
+
+    /// (name, offset, bytes, reset, read-back after writing all ones, after writing zeros)
+    /// for the registers without side effects, with the default CAP (NFR 7) and ECAP (QI, DT,
+    /// IR, PT; no EIM, no PRS, no AFL, no PLMR/PHMR).
+    #[test]
+    fn reset_values_and_read_back_masks() {
+        let cap = 0x80D2_078C_222F_0606u64;
+        let table: [(&str, u64, u32, u64, u64, u64); 26] = [
+            ("VER", 0x00, 4, 0x10, 0x10, 0x10),
+            ("CAP", 0x08, 8, cap, cap, cap),
+            ("ECAP", 0x10, 8, 0xF0_0F4E, 0xF0_0F4E, 0xF0_0F4E),
+            ("GSTS", 0x1C, 4, 0, 0, 0),
+            ("RTADDR", 0x20, 8, 0, 0xFFFF_FFFF_FFFF_FC00, 0),
+            ("FEDATA", 0x3C, 4, 0, 0xFFFF, 0),
+            ("FEADDR", 0x40, 4, 0, 0xFFFF_FFFC, 0),
+            ("FEUADDR (no EIM)", 0x44, 4, 0, 0, 0),
+            ("AFLOG (no AFL)", 0x58, 8, 0, 0, 0),
+            ("PMEN (no PLMR/PHMR)", 0x64, 4, 0, 0, 0),
+            ("PLMBASE", 0x68, 4, 0, 0, 0),
+            ("PLMLIMIT", 0x6C, 4, 0, 0, 0),
+            ("PHMBASE", 0x70, 8, 0, 0, 0),
+            ("PHMLIMIT", 0x78, 8, 0, 0, 0),
+            ("IQH", 0x80, 8, 0, 0, 0),
+            ("IQT", 0x88, 8, 0, 0x7FFF0, 0),
+            ("IQA", 0x90, 8, 0, 0xFFFF_FFFF_FFFF_F807, 0),
+            ("IEDATA", 0xA4, 4, 0, 0xFFFF_FFFF, 0),
+            ("IEADDR", 0xA8, 4, 0, 0xFFFF_FFFC, 0),
+            ("IEUADDR (no EIM)", 0xAC, 4, 0, 0, 0),
+            ("IRTA", 0xB8, 8, 0, 0xFFFF_FFFF_FFFF_F80F, 0),
+            ("PQH (no PRS)", 0xC0, 8, 0, 0, 0),
+            ("PQA (no PRS)", 0xD0, 8, 0, 0, 0),
+            ("PECTL (no PRS)", 0xE0, 4, 0, 0, 0),
+            ("IVA (write-only)", 0xF0, 8, 0, 0, 0),
+            ("MTRRCAP (none)", 0x100, 8, 0, 0, 0),
+        ];
+        for (name, off, size, reset, ones, zeros) in table {
+            let mut r = unit();
+            assert_eq!(rd(&r, off, size), reset, "{name} reset");
+            let all = if size == 8 { u64::MAX } else { 0xFFFF_FFFF };
+            wr(&mut r, off, size, all);
+            assert_eq!(rd(&r, off, size), ones, "{name} after ones");
+            wr(&mut r, off, size, 0);
+            assert_eq!(rd(&r, off, size), zeros, "{name} after zeros");
+        }
+        // Registers with side effects, at reset.
+        let r = unit();
+        for (name, off, size, reset) in [
+            ("GCMD", 0x18, 4, 0),
+            ("CCMD", 0x28, 8, 0),
+            ("FSTS", 0x34, 4, 0),
+            ("FECTL", 0x38, 4, 0x8000_0000),
+            ("ICS", 0x9C, 4, 0),
+            ("IECTL", 0xA0, 4, 0x8000_0000),
+            ("IOTLB", 0xF8, 8, 0),
+            ("FRCD0 lo", 0x220, 8, 0),
+            ("FRCD7 hi", 0x220 + 7 * 16 + 8, 8, 0),
+        ] {
+            assert_eq!(rd(&r, off, size), reset, "{name}");
+        }
+        assert_eq!(r.mmio_size(), 4096);
+        // With EIM the upper address registers are writable.
+        let eim = Ecap(DEFAULT_ECAP).with_eim(true).bits();
+        let mut r = Remapper::new(DEFAULT_CAP, eim, None, 64, 8, true).unwrap();
+        wr(&mut r, 0x44, 4, 0xFFFF_FFFF);
+        wr(&mut r, 0xAC, 4, 0x1234_5678);
+        assert_eq!(
+            (rd(&r, 0x44, 4), rd(&r, 0xAC, 4)),
+            (0xFFFF_FFFF, 0x1234_5678)
+        );
+        // Without QI the invalidation queue registers are read-only zero.
+        let noqi = Ecap(DEFAULT_ECAP).with_qi(false).bits();
+        let mut r = Remapper::new(DEFAULT_CAP, noqi, None, 64, 8, true).unwrap();
+        wr(&mut r, 0x88, 8, 0x7FFF0);
+        assert_eq!((rd(&r, 0x88, 8), rd(&r, 0xA0, 4)), (0, 0));
+    }
+
+    #[test]
+    fn fault_recording_registers_past_the_first_page() {
+        // 256 records at 0x220 end at 0x1220: the register set is two pages.
+        let mut r = Remapper::new(DEFAULT_CAP, DEFAULT_ECAP, None, 64, 256, true).unwrap();
+        assert_eq!((r.mmio_size(), rd(&r, 0x08, 8) >> 40 & 0xff), (8192, 255));
+        assert_eq!(rd(&r, 0x220 + 255 * 16 + 8, 8), 0);
+        assert!(r.mmio_read(8192, 4).is_err());
+        // FRO or IRO over the fixed registers is refused.
+        let low = Cap(DEFAULT_CAP).with_fro(0x8).bits();
+        assert!(Remapper::new(low, DEFAULT_ECAP, None, 64, 8, true).is_err());
+        let low = Ecap(DEFAULT_ECAP).with_iro(0x2).bits();
+        assert!(Remapper::new(DEFAULT_CAP, low, None, 64, 8, true).is_err());
+        // IOTLB registers moved to 0x500 (IRO 0x50): a page-selective request works there.
+        let moved = Ecap(DEFAULT_ECAP).with_iro(0x50).bits();
+        r = Remapper::new(DEFAULT_CAP, moved, None, 64, 8, true).unwrap();
+        wr(&mut r, 0x508, 8, 1 << 63 | 1 << 60);
+        assert_eq!(
+            rd(&r, 0x508, 8),
+            1 << 60 | 1 << 57,
+            "IVT clear, IIRG kept, IAIG global"
+        );
+        assert_eq!(rd(&r, 0xF8, 8), 0);
+    }
+
+    #[test]
+    fn halves_of_64_bit_registers() {
+        let mut r = unit();
+        wr(&mut r, 0x20, 4, 0x1234_5FFF);
+        wr(&mut r, 0x24, 4, 0xABCD);
+        assert_eq!(rd(&r, 0x20, 8), 0xABCD_1234_5C00);
+        assert_eq!((rd(&r, 0x20, 4), rd(&r, 0x24, 4)), (0x1234_5C00, 0xABCD));
+        // An 8-byte access over two 32-bit registers: FEDATA (0x3C) is the high half of 0x38.
+        wr(&mut r, 0x38, 8, 0x0000_0041_0000_0000);
+        assert_eq!(rd(&r, 0x38, 8), 0x0000_0041_0000_0000);
+        assert_eq!(rd(&r, 0x3C, 4), 0x41);
+    }
+
+    #[test]
+    fn bad_accesses_are_refused_and_change_nothing() {
+        let mut r = unit();
+        for size in [0u32, 1, 2, 3, 16] {
+            assert!(r.mmio_read(0x20, size).is_err(), "size {size}");
+            assert!(r.mmio_write(0x20, size, 1 << 12).is_err(), "size {size}");
+        }
+        assert!(r.mmio_read(0x22, 4).is_err());
+        assert!(r.mmio_read(0x24, 8).is_err());
+        assert!(r.mmio_write(0x1C, 8, 0).is_err());
+        assert!(r.mmio_read(4096, 4).is_err());
+        assert!(r.mmio_read(4092, 8).is_err());
+        assert!(r.mmio_read(u64::MAX - 3, 4).is_err());
+        assert!(r.mmio_write(0x3C, 4, 1 << 32).is_err());
+        assert_eq!((rd(&r, 0x20, 8), rd(&r, 0x3C, 4)), (0, 0));
+        assert_eq!(rd(&r, 4092, 4), 0);
+    }
+
+    #[test]
+    fn gcmd_level_and_one_shot_bits() {
+        let m = tables();
+        let mut r = unit();
+        // GCMD reads 0; GSTS follows.
+        wr(&mut r, 0x20, 8, ROOT);
+        wr(&mut r, 0x18, 4, 1 << 30);
+        assert_eq!((rd(&r, 0x18, 4), rd(&r, 0x1C, 4)), (0, 1 << 30));
+        assert_eq!(r.root_table(), Some(ROOT));
+        // RTADDR is latched only at SRTP.
+        wr(&mut r, 0x20, 8, 0x80_0000);
+        assert_eq!(r.root_table(), Some(ROOT));
+        assert_eq!(hpa(&mut r, &m, 0x1000), Ok(0x10_1000));
+        // Level bits: TE, QIE, IRE, CFI follow what is written; one-shot WBF reads 0 after.
+        wr(
+            &mut r,
+            0x18,
+            4,
+            1 << 31 | 1 << 26 | 1 << 25 | 1 << 23 | 1 << 27,
+        );
+        assert_eq!(
+            rd(&r, 0x1C, 4),
+            1 << 31 | 1 << 30 | 1 << 26 | 1 << 25 | 1 << 23
+        );
+        // Rewriting the status with SRTP masked changes nothing; TE alone off.
+        let s = rd(&r, 0x1C, 4) & 0x96FF_FFFF;
+        wr(&mut r, 0x18, 4, s & !(1 << 31));
+        assert_eq!(rd(&r, 0x1C, 4), 1 << 30 | 1 << 26 | 1 << 25 | 1 << 23);
+        assert!(!r.registers().translation_enabled());
+        // SIRTP latches IRTA (IRTPS set).
+        wr(&mut r, 0xB8, 8, 0x7000 | 1 << 11 | 7);
+        wr(&mut r, 0x18, 4, (s & !(1 << 31)) | 1 << 24);
+        assert_eq!(rd(&r, 0x1C, 4) & 1 << 24, 1 << 24);
+        assert_eq!(r.registers().irta(), Some(0x7000 | 1 << 11 | 7));
+        // Without AFL, SFL and EAFL do nothing.
+        wr(&mut r, 0x18, 4, 1 << 29 | 1 << 28);
+        assert_eq!(rd(&r, 0x1C, 4) & (3 << 28), 0);
+        assert_eq!(rd(&r, 0x1C, 4) & 1 << 26, 0, "QIE was turned off above");
+        // A second SRTP latches the new RTADDR.
+        wr(&mut r, 0x18, 4, 1 << 30);
+        assert_eq!(r.root_table(), Some(0x80_0000));
+    }
+
+    #[test]
+    fn stale_entries_until_each_register_invalidation() {
+        let mut m = tables();
+        let mut r = unit();
+        bring_up(&mut r);
+        assert_eq!(rd(&r, 0x1C, 4), 0xC000_0000);
+        // CAIG / IAIG report global.
+        assert_eq!(rd(&r, 0x28, 8) >> 59 & 3, 1);
+        assert_eq!(rd(&r, 0xF8, 8) >> 57 & 3, 1);
+        assert_eq!(rd(&r, 0x28, 8) >> 63, 0);
+        assert_eq!(hpa(&mut r, &m, 0x2000), Ok(0x10_2000));
+        let rewrite = |m: &mut PhysMem, v: u64| w(m, L1 + 16, v | 3);
+        rewrite(&mut m, 0x90_0000);
+        assert_eq!(hpa(&mut r, &m, 0x2000), Ok(0x10_2000), "stale");
+        // Domain-selective IOTLB for another domain keeps it; for DID 42 drops it.
+        wr(&mut r, 0xF8, 8, 1 << 63 | 2 << 60 | 41 << 32);
+        assert_eq!(hpa(&mut r, &m, 0x2000), Ok(0x10_2000));
+        wr(&mut r, 0xF8, 8, 1 << 63 | 2 << 60 | DID << 32);
+        assert_eq!(rd(&r, 0xF8, 8) >> 57 & 3, 2);
+        assert_eq!(hpa(&mut r, &m, 0x2000), Ok(0x90_0000));
+        // Page-selective through IVA, as two 32-bit halves (the high half triggers).
+        rewrite(&mut m, 0xA0_0000);
+        wr(&mut r, 0xF0, 8, 0x1000 | 1); // AM 1: pages 0x0000-0x1fff do not cover 0x2000
+        wr(&mut r, 0xF8, 4, 0);
+        assert_eq!(hpa(&mut r, &m, 0x2000), Ok(0x90_0000));
+        wr(&mut r, 0xFC, 4, 1 << 31 | 3 << 28 | DID);
+        assert_eq!(rd(&r, 0xF8, 8) >> 57 & 3, 3);
+        assert_eq!(hpa(&mut r, &m, 0x2000), Ok(0x90_0000));
+        wr(&mut r, 0xF0, 8, 0x2000 | 1 << 6); // AM 0, IH
+        wr(&mut r, 0xF8, 8, 1 << 63 | 3 << 60 | DID << 32);
+        assert_eq!(hpa(&mut r, &m, 0x2000), Ok(0xA0_0000));
+        // AM above MAMV (18): IAIG 0 and nothing invalidated.
+        rewrite(&mut m, 0xB0_0000);
+        wr(&mut r, 0xF0, 8, 19);
+        wr(&mut r, 0xF8, 8, 1 << 63 | 3 << 60 | DID << 32);
+        assert_eq!(rd(&r, 0xF8, 8) >> 57 & 3, 0);
+        assert_eq!(hpa(&mut r, &m, 0x2000), Ok(0xA0_0000));
+        // Context cache: rewrite the context entry's DID; stale until invalidated.
+        let ce = CTX + 16 * (SID as u64 & 0xff) + 8;
+        w(&mut m, ce, 2 | 43 << 8);
+        let did = |r: &mut Remapper, m: &PhysMem| {
+            let req = crate::hw::Request {
+                sid: SID,
+                iova: 0x1000,
+                write: false,
+                translation_request: false,
+            };
+            r.translate(m, &req).map(|t| t.domain_id).unwrap()
+        };
+        assert_eq!(did(&mut r, &m), 42);
+        // Device-selective for 00:01.1 with FM 0 keeps it; with FM 3 (bits 2:0 ignored) drops.
+        wr(
+            &mut r,
+            0x28,
+            8,
+            1 << 63 | 3 << 61 | ((SID as u64 | 1) << 16),
+        );
+        assert_eq!(rd(&r, 0x28, 8) >> 59 & 3, 3);
+        assert_eq!(did(&mut r, &m), 42);
+        wr(&mut r, 0x28, 4, (SID as u64 | 1) << 16);
+        wr(&mut r, 0x2C, 4, 1 << 31 | 3 << 29 | 3);
+        assert_eq!(did(&mut r, &m), 43);
+        // SID and FM are write-only.
+        assert_eq!(rd(&r, 0x28, 8) & 0x3_FFFF_0000, 0);
+        // Domain-selective: by the cached DID (43), not another.
+        w(&mut m, ce, 2 | 44 << 8);
+        wr(&mut r, 0x28, 8, 1 << 63 | 2 << 61 | 42);
+        assert_eq!(did(&mut r, &m), 43);
+        wr(&mut r, 0x28, 8, 1 << 63 | 2 << 61 | 43);
+        assert_eq!(rd(&r, 0x28, 8) >> 59 & 3, 2);
+        assert_eq!(did(&mut r, &m), 44);
+        // A write of the low half alone triggers nothing.
+        w(&mut m, ce, 2 | 45 << 8);
+        wr(&mut r, 0x28, 4, 0);
+        assert_eq!(did(&mut r, &m), 44);
+        // TE toggle flushes both caches.
+        wr(&mut r, 0x18, 4, 0);
+        wr(&mut r, 0x18, 4, 1 << 31);
+        assert_eq!(did(&mut r, &m), 45);
+    }
+
+    /// FRCD value (lo, hi) for a fault: FI, SID, FR, T (set = read), F.
+    fn frcd(r: &Remapper, i: u64) -> (u64, u64) {
+        (rd(r, 0x220 + 16 * i, 8), rd(r, 0x228 + 16 * i, 8))
+    }
+
+    #[test]
+    fn fault_recording_ring_and_events() {
+        let m = tables();
+        let cap = Cap(DEFAULT_CAP).with_nfr(1).bits(); // 2 records
+        let mut r = Remapper::new(cap, DEFAULT_ECAP, None, 64, 2, true).unwrap();
+        bring_up(&mut r);
+        wr(&mut r, 0x40, 4, 0xFEE0_1000);
+        wr(&mut r, 0x3C, 4, 0x4041);
+        let req = |sid: u16, iova: u64, write: bool| crate::hw::Request {
+            sid,
+            iova,
+            write,
+            translation_request: false,
+        };
+        // Write to the read-only page 3: fault 0x5, recorded in FRCD 0; PPF, FRI 0; the event
+        // is masked (IM set at reset): IP set, nothing sent.
+        assert!(r.translate(&m, &req(SID, 0x3123, true)).is_err());
+        assert_eq!(frcd(&r, 0), (0x3000, 1 << 63 | 5 << 32 | SID as u64));
+        assert_eq!(rd(&r, 0x34, 4), 0x2);
+        assert_eq!(rd(&r, 0x38, 4), 0xC000_0000);
+        assert!(r.take_interrupts().is_empty());
+        // Unmasking with IP set sends the message and clears IP.
+        wr(&mut r, 0x38, 4, 0);
+        assert_eq!(rd(&r, 0x38, 4), 0);
+        assert_eq!(
+            r.take_interrupts(),
+            [Msi {
+                address: 0xFEE0_1000,
+                data: 0x4041
+            }]
+        );
+        // Same source pending: compressed (no record, no event). Another source (bus 1: root
+        // entry not present, 0x1): FRCD 1, read (T), no event since PPF was set.
+        assert!(r.translate(&m, &req(SID, 0x5000, true)).is_ok());
+        assert!(r.translate(&m, &req(SID, 1 << 50, false)).is_err());
+        assert!(r.translate(&m, &req(0x100, 0x7000, false)).is_err());
+        assert_eq!(frcd(&r, 1), (0x7000, 1 << 63 | 1 << 62 | 1 << 32 | 0x100));
+        assert!(r.take_interrupts().is_empty());
+        // Ring full: the next (FRCD 0) is pending: PFO.
+        assert!(r.translate(&m, &req(0x200, 0, false)).is_err());
+        assert_eq!(rd(&r, 0x34, 4), 0x3);
+        // Clearing F of FRCD 0 (32-bit write to its top dword): PPF stays (FRCD 1), FRI stays.
+        wr(&mut r, 0x22C, 4, 1 << 31);
+        assert_eq!(
+            frcd(&r, 0),
+            (0x3000, 5 << 32 | SID as u64),
+            "content stays, F clear"
+        );
+        assert_eq!(rd(&r, 0x34, 4), 0x3);
+        // PFO still drops a new fault even with a free register.
+        assert!(r.translate(&m, &req(0x300, 0, false)).is_err());
+        assert_eq!(frcd(&r, 0).1 >> 63, 0);
+        // Clear PFO and FRCD 1 (64-bit write): all clear.
+        wr(&mut r, 0x34, 4, 1);
+        wr(&mut r, 0x238, 8, 1 << 63);
+        assert_eq!(rd(&r, 0x34, 4), 0);
+        // The next fault goes to FRCD 0 (the ring went round): FRI 0, event sent at once.
+        assert!(r.translate(&m, &req(0x400, 0, true)).is_err());
+        assert_eq!(rd(&r, 0x34, 4), 0x2);
+        assert_eq!(frcd(&r, 0).1, 1 << 63 | 1 << 32 | 0x400);
+        assert_eq!(r.take_interrupts().len(), 1);
+        // Masked: IP set; clearing the record (the only status) clears IP without a message.
+        wr(&mut r, 0x38, 4, 1 << 31);
+        wr(&mut r, 0x22C, 4, 1 << 31);
+        assert!(r.translate(&m, &req(0x500, 0, true)).is_err());
+        assert_eq!((rd(&r, 0x34, 4), rd(&r, 0x38, 4)), (0x102, 0xC000_0000));
+        wr(&mut r, 0x23C, 4, 1 << 31);
+        assert_eq!((rd(&r, 0x34, 4), rd(&r, 0x38, 4)), (0, 0x8000_0000));
+        wr(&mut r, 0x38, 4, 0);
+        assert!(r.take_interrupts().is_empty());
+        // TE off: the next fault goes to FRCD 0.
+        wr(&mut r, 0x18, 4, 0);
+        wr(&mut r, 0x18, 4, 1 << 31);
+        assert!(r.translate(&m, &req(0x600, 0, true)).is_err());
+        assert_eq!(rd(&r, 0x34, 4), 0x2);
+    }
+
+    #[test]
+    fn fpd_suppresses_recording_and_events() {
+        let mut m = tables();
+        let mut r = unit();
+        bring_up(&mut r);
+        wr(&mut r, 0x38, 4, 0);
+        let lo = CTX + 16 * (SID as u64 & 0xff);
+        w(&mut m, lo, L4 | 1 | 2); // FPD
+        let q = crate::hw::Request {
+            sid: SID,
+            iova: 0x3000,
+            write: true,
+            translation_request: false,
+        };
+        assert!(r.translate(&m, &q).is_err());
+        assert_eq!((rd(&r, 0x34, 4), frcd(&r, 0).1), (0, 0));
+        assert!(r.take_interrupts().is_empty());
+    }
+
+    #[test]
+    fn dma_split_at_pages_and_transferred() {
+        let mut m = tables();
+        let mut r = unit();
+        // Translation off: untranslated.
+        r.dma_write(&mut m, SID, 0x70_0FFC, b"abcdefgh").unwrap();
+        let mut b = [0u8; 8];
+        m.read(Maddr(0x70_0FFC), &mut b).unwrap();
+        assert_eq!(&b, b"abcdefgh");
+        bring_up(&mut r);
+        // IOVA 0x1FFC..0x2004 -> 0x10_1FFC..0x10_2000 and 0x10_2000..0x10_2004.
+        r.dma_write(&mut m, SID, 0x1FFC, b"12345678").unwrap();
+        m.read(Maddr(0x10_1FFC), &mut b).unwrap();
+        assert_eq!(&b, b"12345678");
+        let mut out = [0u8; 8];
+        r.dma_read(&m, SID, 0x1FFC, &mut out).unwrap();
+        assert_eq!(&out, b"12345678");
+        // A write over pages 2, 3 (read-only), 4: page 2's part completes, the rest does not.
+        let data = [0xAAu8; 0x1800];
+        let e = r.dma_write(&mut m, SID, 0x2C00, &data).unwrap_err();
+        match e {
+            DmaError::Fault {
+                record,
+                transferred,
+            } => {
+                assert_eq!(
+                    (record.reason.code(), record.iova, transferred),
+                    (5, 0x3000, 0x400)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut b = [0u8; 4];
+        m.read(Maddr(0x10_2FFC), &mut b).unwrap();
+        assert_eq!(b, [0xAA; 4]);
+        m.read(Maddr(0x10_3000), &mut b).unwrap();
+        assert_eq!(b, [0; 4]);
+        // Reading page 3 is allowed.
+        let mut out = [1u8; 16];
+        r.dma_read(&m, SID, 0x3000, &mut out).unwrap();
+        assert_eq!(out, [0; 16]);
+        // Wrapping the address space is refused before any request.
+        let mut out = [0u8; 2];
+        assert!(matches!(
+            r.dma_read(&m, SID, u64::MAX, &mut out),
+            Err(DmaError::Invalid(_))
+        ));
     }
 }

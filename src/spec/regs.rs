@@ -97,6 +97,10 @@ pub mod fsts {
     pub const PPF: u32 = 1 << 1;
     /// Invalidation queue error.
     pub const IQE: u32 = 1 << 4;
+    /// Invalidation completion error.
+    pub const ICE: u32 = 1 << 5;
+    /// Invalidation time-out error.
+    pub const ITE: u32 = 1 << 6;
     /// Fault record index.
     pub const FRI_SHIFT: u32 = 8;
     pub const FRI_MASK: u32 = 0xff << FRI_SHIFT;
@@ -313,5 +317,39 @@ mod tests {
         assert_eq!(0xF * 16, IVA);
         assert_eq!(IVA + 8, IOTLB);
         assert_eq!(0x22 * 16, FRCD0);
+    }
+
+    #[test]
+    fn register_table_is_consistent() {
+        // Offsets are those of the constants, registers do not overlap, 64-bit ones are
+        // 8-byte aligned, and no mask reaches past the register's width.
+        let mut seen = std::collections::BTreeMap::new();
+        for r in FIXED {
+            assert!(r.width == 32 || r.width == 64, "{}", r.name);
+            assert_eq!(r.offset % r.size(), 0, "{}", r.name);
+            for b in r.offset..r.offset + r.size() {
+                assert!(seen.insert(b, r.name).is_none(), "{} overlaps", r.name);
+            }
+            let width_mask = if r.width == 64 { u64::MAX } else { 0xffff_ffff };
+            for m in [r.reset, r.wmask, r.w1c, r.wo] {
+                assert_eq!(m & !width_mask, 0, "{}", r.name);
+            }
+            assert_eq!(
+                r.wo & !r.wmask,
+                0,
+                "{}: write-only bits are writable",
+                r.name
+            );
+        }
+        let at = |o: u64| FIXED.iter().find(|r| r.offset == o).map(|r| r.name);
+        for (o, n) in [
+            (GCMD, "GCMD"),
+            (FSTS, "FSTS"),
+            (IQA, "IQA"),
+            (IRTA, "IRTA"),
+            (PEUADDR, "PEUADDR"),
+        ] {
+            assert_eq!(at(o), Some(n));
+        }
     }
 }
