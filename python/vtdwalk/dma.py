@@ -22,9 +22,6 @@ if TYPE_CHECKING:
 
 __all__ = ["dma_read", "dma_write", "mmio_read", "mmio_write", "translate", "translate_batch"]
 
-#: Bytes of a unit's register page at its DRHD base.
-REGISTER_PAGE = 0x1000
-
 _UnitFor = Callable[[Bdf], "Iommu | None"]
 
 
@@ -64,13 +61,14 @@ def dma_write(unit_for: _UnitFor, bdf: BdfLike, iova: int, data: Buffer) -> None
 
 
 def _register_page(units: Iterable[Iommu], address: object) -> tuple[Iommu, int]:
-    """The unit whose register page holds ``address`` (the first in list order when firmware
-    gives two units one base) and the offset in it."""
+    """The unit whose register set (one 4 KiB page, or more when its fault recording
+    registers need them: ``mmio_size``) holds ``address`` (the first in list order when
+    firmware gives two units one base) and the offset in it."""
     a = plain_int(address)
     if not isinstance(a, int) or isinstance(a, bool):
         raise InvalidArgument(f"address: expected an integer, not {type(address).__name__}")
     for u in units:
-        if 0 <= a - u.address < REGISTER_PAGE:
+        if 0 <= a - u.address < u.remapper.mmio_size:
             return u, a - u.address
     raise InvalidArgument(f"address: {a:#x} is in no remapping unit's register page")
 
