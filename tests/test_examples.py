@@ -30,7 +30,12 @@ def test_memory_image() -> None:
 def test_device_model() -> None:
     out = run("device_model.py")
     assert "packet 3 landed in host memory: a3a3a3a3" in out
-    assert "after unmap: 02:00.0: DMA write at 0x200000: WRITE" in out
+    # The unmapped buffer: the write is refused with reason 0x5, recorded in a fault recording
+    # register and signalled by a fault event the guest driver handles.
+    assert "after unmap: DMA WRITE at 0x200000 aborted after 0 bytes" in out
+    assert "fault event: vector 0x41 to APIC 0" in out
+    assert "  record 0: reason 0x5 sid 0x0200 write at 0x200000" in out
+    assert out.index("fault event") < out.index("after unmap")
 
 
 def test_assign_two_sockets() -> None:

@@ -236,3 +236,38 @@ def test_the_decoding_finder_finds_each_kind() -> None:
         "p:6: levels/AW",
         "p:7: fault name literal 'ROOT_ENTRY_P'",
     ]
+
+
+#: The hardware model's calls that bypass the register page (the old side doors).
+_SIDE_DOORS = ("invalidate_iotlb", "invalidate_context")
+
+
+def _hw_calls(path: Path) -> set[str]:
+    """Every attribute used on ``self._hw`` in ``path``."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Attribute)
+        and node.value.attr == "_hw"
+    }
+
+
+def test_the_port_reaches_the_unit_only_through_its_registers() -> None:
+    calls = _hw_calls(PKG / "driver" / "flush.py")
+    assert calls == {"mmio_read", "mmio_write"}
+
+
+def test_no_side_door_is_left() -> None:
+    for p in sorted(PKG.rglob("*.py")):
+        text = p.read_text()
+        for name in _SIDE_DOORS:
+            assert not re.search(rf"\.{name}\(", text), f"{p.name} calls {name}"
+        # Nothing sets a unit's root table directly (RTADDR + SRTP is the driver's way).
+        assert not re.search(r"\.root_table\s*=[^=]", text), f"{p.name} sets a root table"
+
+
+def test_the_side_door_check_sees_a_side_door() -> None:
+    assert re.search(r"\.invalidate_iotlb\(", "port._hw.invalidate_iotlb('global')")
+    assert _hw_calls(PKG / "driver" / "flush.py") != set()

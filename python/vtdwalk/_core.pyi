@@ -1,6 +1,7 @@
 """Typed face of the native module ``vtdwalk._core`` (checked by ``mypy.stubtest``)."""
 
-from typing import Protocol, TypeAlias, TypedDict, final
+from collections.abc import Callable
+from typing import ClassVar, Protocol, TypeAlias, TypedDict, final
 
 import numpy as np
 import numpy.typing as npt
@@ -98,6 +99,27 @@ class FaultRecord:
     def write(self) -> bool: ...
 
 @final
+class Interrupt:
+    """An interrupt message the unit sent: its address and data, and their MSI fields."""
+
+    @property
+    def destination(self) -> int: ...
+    @property
+    def vector(self) -> int: ...
+    @property
+    def delivery_mode(self) -> int: ...
+    @property
+    def trigger_mode(self) -> int: ...
+    @property
+    def destination_mode(self) -> int: ...
+    @property
+    def redirection_hint(self) -> int: ...
+    @property
+    def address(self) -> int: ...
+    @property
+    def data(self) -> int: ...
+
+@final
 class Remapper:
     """One VT-d remapping unit (legacy mode) over the tables in a PhysMem."""
 
@@ -108,9 +130,17 @@ class Remapper:
         cap: int = ...,
         ecap: int = ...,
         iotlb_entries: int = 1024,
-        fault_records: int = 8,
+        fault_records: int | None = None,
         context_cache: bool = True,
+        interrupt: Callable[[Interrupt], object] | None = None,
     ) -> Remapper: ...
+    def mmio_read(self, offset: int, size: int) -> int: ...
+    def mmio_write(self, offset: int, size: int, value: int) -> None: ...
+    @property
+    def mmio_size(self) -> int: ...
+    def interrupts(self) -> list[Interrupt]: ...
+    def dma_read(self, sid: Device, iova: int, length: int) -> bytes: ...
+    def dma_write(self, sid: Device, iova: int, data: Buffer) -> None: ...
     @property
     def root_table(self) -> int | None: ...
     @root_table.setter
@@ -418,3 +448,50 @@ def fault_names() -> dict[int, str]: ...
 def levels_to_width(levels: int) -> int: ...
 def levels_to_aw(levels: int) -> int: ...
 def aw_to_levels(aw: int) -> int: ...
+
+@final
+class Regs:
+    """A unit's register page as software sees it: offsets, command bits, and the commands."""
+
+    VER: ClassVar[int]
+    CAP: ClassVar[int]
+    ECAP: ClassVar[int]
+    GCMD: ClassVar[int]
+    GSTS: ClassVar[int]
+    RTADDR: ClassVar[int]
+    CCMD: ClassVar[int]
+    FSTS: ClassVar[int]
+    FECTL: ClassVar[int]
+    FEDATA: ClassVar[int]
+    FEADDR: ClassVar[int]
+    FEUADDR: ClassVar[int]
+    TE: ClassVar[int]
+    SRTP: ClassVar[int]
+    WBF: ClassVar[int]
+    QIE: ClassVar[int]
+    IRE: ClassVar[int]
+    SIRTP: ClassVar[int]
+    GLOBAL: ClassVar[int]
+    DOMAIN: ClassVar[int]
+    DEVICE: ClassVar[int]
+    PAGE: ClassVar[int]
+    @staticmethod
+    def gcmd_from_gsts(gsts: int) -> int: ...
+    @staticmethod
+    def ccmd(granularity: int, did: int = 0, sid: int = 0, fm: int = 0) -> int: ...
+    @staticmethod
+    def ccmd_done(value: int) -> bool: ...
+    @staticmethod
+    def iotlb(granularity: int, did: int = 0, cap: Cap | None = None) -> int: ...
+    @staticmethod
+    def iotlb_done(value: int) -> bool: ...
+    @staticmethod
+    def iva(addr: int, am: int = 0, ih: bool = False) -> int: ...
+    @staticmethod
+    def iva_offset(ecap: Ecap) -> int: ...
+    @staticmethod
+    def iotlb_offset(ecap: Ecap) -> int: ...
+    @staticmethod
+    def frcd_offset(cap: Cap) -> int: ...
+    @staticmethod
+    def fault_records(cap: Cap) -> int: ...

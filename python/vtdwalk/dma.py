@@ -1,5 +1,6 @@
-"""DMA by devices: requests routed to the unit whose scope holds the device, and walked by
-that unit's hardware. The device side of the machine; the driver only programs the tables."""
+"""The device side of the machine: DMA by devices, routed to the unit whose scope holds the
+device and carried out by that unit's hardware, and register accesses routed by address to the
+unit whose register page holds it. The driver only programs tables and registers."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from vtdwalk.errors import InvalidArgument, PlatformError
 from vtdwalk.topology import Bdf, BdfLike
 
 if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
     from vtdwalk._core import Remapper, Translation
     from vtdwalk.driver.iommu import Iommu
 
-__all__ = ["translate", "translate_batch"]
+__all__ = ["dma_read", "dma_write", "mmio_read", "mmio_write", "translate", "translate_batch"]
 
 _UnitFor = Callable[[Bdf], "Iommu | None"]
 
@@ -35,6 +38,51 @@ def translate(unit_for: _UnitFor, bdf: BdfLike, iova: int, write: bool = False) 
     if unit is None:
         raise PlatformError(f"{b} is in no remapping unit's scope")
     return _hardware(unit).translate(b.sid, plain_int(iova), write=write)
+
+
+def _unit_for_device(unit_for: _UnitFor, bdf: BdfLike) -> tuple[Iommu, Bdf]:
+    b = Bdf.coerce(bdf)
+    unit = unit_for(b)
+    if unit is None:
+        raise PlatformError(f"{b} is in no remapping unit's scope")
+    return unit, b
+
+
+def dma_read(unit_for: _UnitFor, bdf: BdfLike, iova: int, length: int) -> bytes:
+    """A device's DMA read through its unit (translated once the unit's TE is set)."""
+    unit, b = _unit_for_device(unit_for, bdf)
+    return unit.remapper.dma_read(b.sid, plain_int(iova), plain_int(length))
+
+
+def dma_write(unit_for: _UnitFor, bdf: BdfLike, iova: int, data: Buffer) -> None:
+    """A device's DMA write through its unit."""
+    unit, b = _unit_for_device(unit_for, bdf)
+    unit.remapper.dma_write(b.sid, plain_int(iova), data)
+
+
+def _register_page(units: Iterable[Iommu], address: object) -> tuple[Iommu, int]:
+    """The unit whose register set (one 4 KiB page, or more when its fault recording
+    registers need them: ``mmio_size``) holds ``address`` (the first in list order when
+    firmware gives two units one base) and the offset in it."""
+    a = plain_int(address)
+    if not isinstance(a, int) or isinstance(a, bool):
+        raise InvalidArgument(f"address: expected an integer, not {type(address).__name__}")
+    for u in units:
+        if 0 <= a - u.address < u.remapper.mmio_size:
+            return u, a - u.address
+    raise InvalidArgument(f"address: {a:#x} is in no remapping unit's register page")
+
+
+def mmio_read(units: Iterable[Iommu], address: int, size: int) -> int:
+    """A ``size``-byte read of the register at host ``address``."""
+    unit, off = _register_page(units, address)
+    return unit.remapper.mmio_read(off, plain_int(size))
+
+
+def mmio_write(units: Iterable[Iommu], address: int, size: int, value: int) -> None:
+    """A ``size``-byte write of ``value`` to the register at host ``address``."""
+    unit, off = _register_page(units, address)
+    unit.remapper.mmio_write(off, plain_int(size), plain_int(value))
 
 
 def translate_batch(

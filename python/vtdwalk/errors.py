@@ -52,14 +52,21 @@ class PlatformError(VtdError):
 
 
 class DmaFault(VtdError):
-    """A DMA request the remapping hardware faulted, with its architectural reason code."""
+    """A DMA request the remapping hardware faulted, with its architectural reason code.
 
-    def __init__(self, reason: int, name: str, sid: int, iova: int, write: bool) -> None:
+    ``iova`` is the address of the request that faulted; ``transferred`` counts the bytes of
+    the access that completed before it (0 for a single translation)."""
+
+    def __init__(
+        self, reason: int, name: str, sid: int, iova: int, write: bool, transferred: int = 0
+    ) -> None:
         bdf = f"{sid >> 8:02x}:{(sid >> 3) & 0x1F:02x}.{sid & 7}"
         kind = "write" if write else "read"
-        super().__init__(f"DMA {kind} by {bdf} at IOVA {iova:#x}: fault {reason:#04x} {name}")
+        done = f" after {transferred} bytes" if transferred else ""
+        super().__init__(f"DMA {kind} by {bdf} at IOVA {iova:#x}: fault {reason:#04x} {name}{done}")
         self.reason = reason
         self.name = name
         self.sid = sid
         self.iova = iova
         self.write = write
+        self.transferred = transferred

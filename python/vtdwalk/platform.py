@@ -47,6 +47,7 @@ from vtdwalk.topology import Bdf, BdfLike, Device, Numa, NumaNode, Topology, loa
 
 if TYPE_CHECKING:
     import numpy.typing as npt
+    from typing_extensions import Buffer
 
     from vtdwalk._core import Translation
     from vtdwalk.driver.domain import Domain
@@ -880,6 +881,24 @@ class Platform:
         non-negative integers; ``writes`` booleans (or 0/1). Bad arrays raise InvalidArgument.
         ``threads`` goes to each unit's ``Remapper.translate_batch``."""
         return dma.translate_batch(self.iommu_for_device, bdfs_or_sids, iovas, writes, threads)
+
+    def dma_read(self, bdf: BdfLike | int, iova: int, length: int) -> bytes:
+        """``length`` bytes read by the device at ``iova`` through its unit, split at page
+        boundaries as a bus does; raises DmaFault (with ``transferred``) when refused."""
+        return dma.dma_read(self.iommu_for_device, bdf, iova, length)
+
+    def dma_write(self, bdf: BdfLike | int, iova: int, data: Buffer) -> None:
+        """``data`` written by the device at ``iova`` through its unit; the requests before a
+        fault complete, and the fault is raised as DmaFault with ``transferred``."""
+        dma.dma_write(self.iommu_for_device, bdf, iova, data)
+
+    def mmio_read(self, address: int, size: int) -> int:
+        """A 4- or 8-byte read of a unit's register at host ``address`` (DRHD base + offset)."""
+        return dma.mmio_read(self.iommus, address, size)
+
+    def mmio_write(self, address: int, size: int, value: int) -> None:
+        """A 4- or 8-byte write of a unit's register at host ``address``."""
+        dma.mmio_write(self.iommus, address, size, value)
 
     def device_in_domain(self, iommu: Iommu | int, bdf: BdfLike | int, did: int) -> bool:
         """The NUMA seed series' ``device_in_domain``: the root entry for the device's bus is

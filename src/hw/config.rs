@@ -4,8 +4,9 @@
 use crate::spec::cap::sllps;
 use crate::spec::{aw_to_levels, Cap, Ecap, PteReservedMasks, SuperpageSupport};
 
-/// The default CAP ([`Cap::DEFAULT`], QEMU's for aw-bits=48; vtd-hardware.md §1.3).
-pub const DEFAULT_CAP: u64 = Cap::DEFAULT.bits();
+/// The default CAP: [`Cap::DEFAULT`] (QEMU's for aw-bits=48; vtd-hardware.md §1.3) with
+/// NFR = 7, eight fault recording registers (decisions.md).
+pub const DEFAULT_CAP: u64 = Cap::DEFAULT.with_nfr(7).bits();
 /// The default ECAP ([`Ecap::DEFAULT`]).
 pub const DEFAULT_ECAP: u64 = Ecap::DEFAULT.bits();
 

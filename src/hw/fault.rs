@@ -65,6 +65,13 @@ pub struct FaultRecorder {
     next: usize,
     /// FSTS.PFO.
     pfo: bool,
+    /// FSTS.FRI as software reads it: the register the first pending fault went to (latched
+    /// when PPF goes from clear to set).
+    fri: usize,
+    /// Registers with F set.
+    npending: usize,
+    /// What each register last recorded (its content stays readable after F is cleared).
+    last: Vec<Option<FaultRecord>>,
     seq: u64,
     counts: FaultCounts,
 }
@@ -85,6 +92,9 @@ impl FaultRecorder {
             regs: vec![None; n],
             next: 0,
             pfo: false,
+            fri: 0,
+            npending: 0,
+            last: vec![None; n],
             seq: 0,
             counts: FaultCounts::default(),
         })
@@ -107,12 +117,46 @@ impl FaultRecorder {
 
     /// FSTS.PPF: some register is pending.
     pub fn pending(&self) -> bool {
-        self.regs.iter().any(Option::is_some)
+        self.npending > 0
     }
 
-    /// FSTS.FRI.
+    /// The register the next fault is written to.
     pub fn next_index(&self) -> usize {
         self.next
+    }
+
+    /// FSTS.FRI: the register the first pending fault was written to.
+    pub fn fri(&self) -> usize {
+        self.fri
+    }
+
+    /// The pending record in register `i` (F set), if any.
+    pub fn record(&self, i: usize) -> Option<FaultRecord> {
+        self.regs.get(i).copied().flatten().map(|(_, r)| r)
+    }
+
+    /// What register `i` last recorded, pending or not.
+    pub fn content(&self, i: usize) -> Option<FaultRecord> {
+        self.last.get(i).copied().flatten()
+    }
+
+    /// Software wrote 1 to register `i`'s F bit.
+    pub fn clear(&mut self, i: usize) {
+        if let Some(slot) = self.regs.get_mut(i) {
+            if slot.take().is_some() {
+                self.npending -= 1;
+            }
+        }
+    }
+
+    /// Software wrote 1 to FSTS.PFO.
+    pub fn clear_overflow(&mut self) {
+        self.pfo = false;
+    }
+
+    /// Translation turned off: the next fault goes to register 0 again.
+    pub fn reset_index(&mut self) {
+        self.next = 0;
     }
 
     pub fn counts(&self) -> &FaultCounts {
@@ -137,6 +181,13 @@ impl FaultRecorder {
             if let Some(slot) = self.regs.get_mut(self.next) {
                 *slot = Some((self.seq, rec));
             }
+            if let Some(slot) = self.last.get_mut(self.next) {
+                *slot = Some(rec);
+            }
+            if self.npending == 0 {
+                self.fri = self.next;
+            }
+            self.npending += 1;
             self.seq += 1;
             self.next = (self.next + 1) % self.regs.len();
             Outcome::Recorded
@@ -157,6 +208,7 @@ impl FaultRecorder {
             self.regs.iter_mut().filter_map(Option::take).collect();
         v.sort_by_key(|(s, _)| *s);
         self.pfo = false;
+        self.npending = 0;
         v.into_iter().map(|(_, r)| r).collect()
     }
 }

@@ -7,6 +7,8 @@
 //! * [`walk`]: the second-level walk, single and interleaved.
 //! * [`iotlb`], [`context_cache`]: the caches.
 //! * [`fault`]: fault recording registers and counters.
+//! * [`mmio`]: the register set (GCMD/GSTS, register-based invalidation, fault events);
+//!   [`interrupt`]: the messages the unit sends.
 //! * [`remapper`]: one unit, the order of checks, translation of one request and the batch
 //!   engine (speculative look-ahead, in-order commit).
 
@@ -14,8 +16,11 @@ pub mod batch;
 pub mod config;
 pub mod context;
 pub mod context_cache;
+pub mod dma;
 pub mod fault;
+pub mod interrupt;
 pub mod iotlb;
+pub mod mmio;
 pub mod remapper;
 pub mod walk;
 

@@ -24,11 +24,13 @@
 use super::config::UnitConfig;
 use super::context::fetch_context;
 use super::context_cache::ContextCache;
-use super::fault::{FaultRecord, FaultRecorder};
+use super::fault::{FaultRecord, FaultRecorder, Outcome};
+use super::interrupt::Msi;
 use super::iotlb::{Ahead, Iotlb, IotlbEntry};
+use super::mmio::RegFile;
 use super::walk::{beyond_width, walk, WalkJob, WalkOut, PERM_R, PERM_W};
 use crate::mem::Memory;
-use crate::spec::{FaultReason, TranslationType};
+use crate::spec::{Cap, Ecap, FaultReason, TranslationType};
 
 /// The interrupt address range [0xFEE00000, 0xFEF00000).
 pub const INTERRUPT_RANGE: (u64, u64) = (0xFEE0_0000, 0xFEF0_0000);
@@ -74,6 +76,9 @@ pub struct Remapper {
     pub(super) iotlb: Iotlb,
     pub(super) faults: FaultRecorder,
     pub(super) stats: Stats,
+    pub(super) regs: RegFile,
+    /// Interrupt messages sent and not yet taken.
+    pub(super) irqs: Vec<Msi>,
 }
 
 impl Remapper {
@@ -85,14 +90,22 @@ impl Remapper {
         fault_records: usize,
         context_cache: bool,
     ) -> crate::Result<Self> {
-        Ok(Remapper {
-            cfg: UnitConfig::new(cap, ecap, fault_records)?,
-            rtaddr,
+        let cfg = UnitConfig::new(cap, ecap, fault_records)?;
+        let regs = RegFile::new(Cap(cfg.cap), Ecap(cfg.ecap), cfg.haw)?;
+        let mut r = Remapper {
+            cfg,
+            rtaddr: None,
             ctx_cache: ContextCache::new(context_cache),
             iotlb: Iotlb::new(iotlb_entries)?,
             faults: FaultRecorder::new(fault_records)?,
             stats: Stats::default(),
-        })
+            regs,
+            irqs: Vec::new(),
+        };
+        if rtaddr.is_some() {
+            r.set_root_table(rtaddr);
+        }
+        Ok(r)
     }
 
     pub fn config(&self) -> &UnitConfig {
@@ -100,12 +113,6 @@ impl Remapper {
     }
     pub fn root_table(&self) -> Option<u64> {
         self.rtaddr
-    }
-    /// SRTP: latch a new root table pointer and flush every cache (CAP.ESRTPS).
-    pub fn set_root_table(&mut self, rtaddr: Option<u64>) {
-        self.rtaddr = rtaddr;
-        self.iotlb.invalidate_all();
-        self.ctx_cache.invalidate_all();
     }
     pub fn iotlb(&self) -> &Iotlb {
         &self.iotlb
@@ -116,8 +123,11 @@ impl Remapper {
     pub fn fault_recorder(&self) -> &FaultRecorder {
         &self.faults
     }
+    /// Software reads every pending fault record and writes 1 to its F bit and to FSTS.PFO.
     pub fn drain_faults(&mut self) -> Vec<FaultRecord> {
-        self.faults.drain()
+        let v = self.faults.drain();
+        self.update_fault_ip();
+        v
     }
     pub fn stats(&self) -> Stats {
         self.stats
@@ -173,7 +183,10 @@ impl Remapper {
             iova: req.iova,
             write: req.write,
         };
-        self.faults.report(rec, fpd);
+        let before = self.fault_status_set();
+        if self.faults.report(rec, fpd) == Outcome::Recorded {
+            self.fault_event(before);
+        }
         rec
     }
 

@@ -22,6 +22,25 @@ pub trait Memory {
     fn frame(&self, pfn: u64) -> Option<Option<&Frame>>;
 }
 
+/// Byte access to machine memory, what a DMA port moves data with.
+pub trait MemoryBytes: Memory {
+    /// Read `out.len()` bytes at `maddr` (inside one backing range).
+    fn read_bytes(&self, maddr: u64, out: &mut [u8]) -> crate::Result<()>;
+    /// Write `data` at `maddr` (inside one backing range).
+    fn write_bytes(&mut self, maddr: u64, data: &[u8]) -> crate::Result<()>;
+}
+
+impl MemoryBytes for PhysMem {
+    #[inline]
+    fn read_bytes(&self, maddr: u64, out: &mut [u8]) -> crate::Result<()> {
+        self.read(crate::addr::Maddr(maddr), out)
+    }
+    #[inline]
+    fn write_bytes(&mut self, maddr: u64, data: &[u8]) -> crate::Result<()> {
+        self.write(crate::addr::Maddr(maddr), data)
+    }
+}
+
 impl Memory for PhysMem {
     #[inline(always)]
     fn load_u64(&self, maddr: u64) -> Option<u64> {

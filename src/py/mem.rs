@@ -208,7 +208,10 @@ impl PyPhysMem {
 /// objects copied once. Only the stable ABI is used (the buffer protocol entered it in Python
 /// 3.11), so an exporter other than `bytes`/`bytearray` is read through a `memoryview`, whose
 /// item format must be an unsigned byte (`B` or `c`).
-fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> PyResult<R>) -> PyResult<R> {
+pub(crate) fn with_bytes<R>(
+    data: &Bound<'_, PyAny>,
+    f: impl FnOnce(&[u8]) -> PyResult<R>,
+) -> PyResult<R> {
     if let Ok(b) = data.cast::<PyBytes>() {
         return f(b.as_bytes());
     }

@@ -8,6 +8,7 @@ pub mod context;
 pub mod errors;
 pub mod mem;
 pub mod pagetable;
+pub mod regs;
 pub mod remapper;
 pub mod spec;
 
@@ -19,5 +20,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     context::register(m)?;
     remapper::register(m)?;
     spec::register(m)?;
+    regs::register(m)?;
     Ok(())
 }

@@ -8,14 +8,17 @@ use std::sync::{Mutex, MutexGuard};
 
 use numpy::{IntoPyArray, PyArray1};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBytes, PyDict};
 
 use super::args::{batch_array, device, Flag, Str, U32, U64};
 use super::errors::Exc;
-use super::mem::{PyPhysMem, SharedMem};
+use super::mem::{with_bytes, PyPhysMem, SharedMem};
 use super::spec::did_arg;
+use crate::hw::dma::DmaError;
 use crate::hw::fault::FaultRecord;
+use crate::hw::interrupt::Msi;
 use crate::hw::{self, Request, DEFAULT_CAP, DEFAULT_ECAP};
+use crate::spec::Cap;
 
 /// A translated DMA request.
 #[pyclass(name = "Translation", module = "vtdwalk._core", frozen, eq, get_all)]
@@ -103,11 +106,76 @@ impl PyFaultRecord {
     }
 }
 
+/// An interrupt message the unit sent: the address and data of the write, and their fields.
+#[pyclass(
+    name = "Interrupt",
+    module = "vtdwalk._core",
+    frozen,
+    eq,
+    hash,
+    get_all
+)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PyInterrupt {
+    /// Destination APIC id (address bits 19:12; x2APIC: upper address bits 31:8 too).
+    destination: u32,
+    vector: u8,
+    /// Data bits 10:8 (0 fixed, 1 lowest priority, 2 SMI, 4 NMI, 5 INIT, 7 ExtINT).
+    delivery_mode: u8,
+    /// Data bit 15 (0 edge, 1 level).
+    trigger_mode: u8,
+    /// Address bit 2 (0 physical, 1 logical).
+    destination_mode: u8,
+    /// Address bit 3.
+    redirection_hint: u8,
+    address: u64,
+    data: u32,
+}
+
+impl From<Msi> for PyInterrupt {
+    fn from(m: Msi) -> Self {
+        PyInterrupt {
+            destination: m.destination(),
+            vector: m.vector(),
+            delivery_mode: m.delivery_mode(),
+            trigger_mode: m.trigger_mode(),
+            destination_mode: m.destination_mode(),
+            redirection_hint: m.redirection_hint(),
+            address: m.address,
+            data: m.data,
+        }
+    }
+}
+
+#[pymethods]
+impl PyInterrupt {
+    fn __repr__(&self) -> String {
+        format!(
+            "Interrupt(destination={:#x}, vector={:#x}, delivery_mode={}, trigger_mode={}, \
+             destination_mode={}, redirection_hint={}, address={:#x}, data={:#x})",
+            self.destination,
+            self.vector,
+            self.delivery_mode,
+            self.trigger_mode,
+            self.destination_mode,
+            self.redirection_hint,
+            self.address,
+            self.data
+        )
+    }
+}
+
 /// One VT-d remapping unit (legacy mode) over the tables in a `PhysMem`.
 ///
-/// * `root_table`: RTADDR (4 KiB aligned), or None: no table latched, every request faults
-///   0x08. Setting it later is SRTP and flushes the IOTLB and the context cache.
-/// * `cap` defaults to QEMU's aw48 CAP; its NFR field is replaced by `fault_records - 1`.
+/// * Without `root_table` the unit is in its reset state (GSTS 0, translation off) and is
+///   driven through `mmio_read` / `mmio_write`; `root_table=X` (and setting the property) is
+///   the shortcut "RTADDR = X, SRTP, TE"; setting None turns translation off and unlatches
+///   the root table. `translate` and `translate_batch` walk the latched root table whether
+///   or not TE is set (no table latched: fault 0x08); `dma_read` / `dma_write` follow TE.
+/// * `cap` defaults to QEMU's aw48 CAP with NFR = 7 (8 fault recording registers);
+///   `fault_records=None` takes the count from CAP.NFR, a given count sets CAP.NFR.
+/// * `interrupt(irq)` is called with every `Interrupt` the unit sends (fault events); without
+///   it they queue until `interrupts()` drains them.
 ///   `ecap` defaults to QEMU's TCG ECAP plus DT (0xF00F4E): pass-through (PT) and device-IOTLB
 ///   contexts (TT 1, and `translate(..., translation_request=True)`) are allowed. Honoured:
 ///   SAGAW, MGAW, SLLPS, PSI, MAMV, ND (DID width), NFR; ECAP PT, DT, SC.
@@ -121,6 +189,7 @@ impl PyFaultRecord {
 pub struct PyRemapper {
     mem: SharedMem,
     unit: Mutex<hw::Remapper>,
+    interrupt: Option<Py<PyAny>>,
 }
 
 fn need<T>(what: &str, gran: &str, v: Option<T>) -> PyResult<T> {
@@ -132,39 +201,180 @@ impl PyRemapper {
         // Every mutation completes or changes nothing, so a poisoned lock still holds good data.
         self.unit.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Hand the messages the unit sent to the `interrupt` callback (none: they stay queued).
+    /// The unit's lock is released first.
+    fn deliver(&self, py: Python<'_>) -> PyResult<()> {
+        let Some(cb) = &self.interrupt else {
+            return Ok(());
+        };
+        let msgs = {
+            let mut u = self.unit();
+            if !u.has_interrupts() {
+                return Ok(());
+            }
+            u.take_interrupts()
+        };
+        for m in msgs {
+            cb.call1(py, (PyInterrupt::from(m),))?;
+        }
+        Ok(())
+    }
+
+    fn dma_err(&self, py: Python<'_>, e: DmaError) -> PyErr {
+        match e {
+            DmaError::Fault {
+                record,
+                transferred,
+            } => {
+                if let Err(e) = self.deliver(py) {
+                    return e;
+                }
+                fault_exc(py, &record, transferred)
+            }
+            DmaError::Memory { error, .. } | DmaError::Invalid(error) => error.into(),
+        }
+    }
+}
+
+fn fault_exc(py: Python<'_>, f: &FaultRecord, transferred: u64) -> PyErr {
+    let kw = pyo3::types::PyDict::new(py);
+    if let Err(e) = kw.set_item("transferred", transferred) {
+        return e;
+    }
+    let args = (f.reason.code(), f.reason.name(), f.sid, f.iova, f.write);
+    match Exc::DmaFault
+        .class(py)
+        .and_then(|c| c.call(args, Some(&kw)))
+    {
+        Ok(obj) => PyErr::from_value(obj),
+        Err(e) => e,
+    }
 }
 
 #[pymethods]
 impl PyRemapper {
     #[new]
     #[pyo3(
-        signature = (mem, root_table=None, cap=U64(DEFAULT_CAP), ecap=U64(DEFAULT_ECAP), iotlb_entries=U64(1024), fault_records=U64(8), context_cache=Flag(true)),
-        text_signature = "(mem, root_table=None, cap=..., ecap=..., iotlb_entries=1024, fault_records=8, context_cache=True)"
+        signature = (mem, root_table=None, cap=U64(DEFAULT_CAP), ecap=U64(DEFAULT_ECAP), iotlb_entries=U64(1024), fault_records=None, context_cache=Flag(true), interrupt=None),
+        text_signature = "(mem, root_table=None, cap=..., ecap=..., iotlb_entries=1024, fault_records=None, context_cache=True, interrupt=None)"
     )]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         mem: &PyPhysMem,
         root_table: Option<U64>,
         cap: U64,
         ecap: U64,
         iotlb_entries: U64,
-        fault_records: U64,
+        fault_records: Option<U64>,
         context_cache: Flag,
+        interrupt: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let rt = root_table.map(|r| check_rtaddr(r.0)).transpose()?;
         let n = usize::try_from(iotlb_entries.0).unwrap_or(usize::MAX);
-        let f = usize::try_from(fault_records.0).unwrap_or(usize::MAX);
+        let f = match fault_records {
+            Some(f) => usize::try_from(f.0).unwrap_or(usize::MAX),
+            None => Cap(cap.0).nfr() as usize + 1,
+        };
+        let interrupt = match interrupt {
+            Some(cb) if cb.is_none() => None,
+            Some(cb) if !cb.is_callable() => {
+                return Err(Exc::InvalidArgument.msg("interrupt: expected a callable or None"))
+            }
+            Some(cb) => Some(cb.unbind()),
+            None => None,
+        };
         let unit = hw::Remapper::new(cap.0, ecap.0, rt, n, f, context_cache.0)?;
         Ok(PyRemapper {
             mem: mem.mem.clone(),
             unit: Mutex::new(unit),
+            interrupt,
         })
     }
 
-    /// RTADDR: the root table's address, or None when none is latched (every request then
-    /// faults 0x08). Setting it is SRTP: every cache is flushed.
+    /// Read a register: `size` 4 or 8 bytes at `offset` from the unit's base.
+    fn mmio_read(&self, offset: U64, size: U32) -> PyResult<u64> {
+        Ok(self.unit().mmio_read(offset.0, size.0)?)
+    }
+
+    /// Write a register: `size` 4 or 8 bytes of `value` at `offset` from the unit's base, with
+    /// its side effects (commands, invalidations, fault events).
+    fn mmio_write(&self, py: Python<'_>, offset: U64, size: U32, value: U64) -> PyResult<()> {
+        self.unit().mmio_write(offset.0, size.0, value.0)?;
+        self.deliver(py)
+    }
+
+    /// Bytes of the register set (4096, or more whole pages when the fault recording
+    /// registers run past the first).
+    #[getter]
+    fn mmio_size(&self) -> u64 {
+        self.unit().mmio_size()
+    }
+
+    /// The interrupts sent and not yet handed to a callback, oldest first; drains them.
+    fn interrupts(&self) -> Vec<PyInterrupt> {
+        self.unit()
+            .take_interrupts()
+            .into_iter()
+            .map(PyInterrupt::from)
+            .collect()
+    }
+
+    /// Device `sid` reads `length` bytes at `iova`: page by page, translated while TE is set.
+    /// A fault raises `DmaFault` with `transferred`, the bytes read before it.
+    fn dma_read<'py>(
+        &self,
+        py: Python<'py>,
+        sid: &Bound<'py, PyAny>,
+        iova: U64,
+        length: U64,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let sid = device(sid, "sid")?;
+        let n = usize::try_from(length.0)
+            .ok()
+            .filter(|&n| n <= 1 << 30)
+            .ok_or_else(|| Exc::InvalidArgument.msg("length: more than 1 GiB at once"))?;
+        let mut buf = vec![0u8; n];
+        let r = {
+            let mut unit = self.unit();
+            let mem = self.mem.read();
+            unit.dma_read(&*mem, sid, iova.0, &mut buf)
+        };
+        match r {
+            Ok(()) => {
+                self.deliver(py)?;
+                Ok(PyBytes::new(py, &buf))
+            }
+            Err(e) => Err(self.dma_err(py, e)),
+        }
+    }
+
+    /// Device `sid` writes `data` (bytes-like) at `iova`: page by page, translated while TE is
+    /// set. A fault raises `DmaFault` with `transferred`, the bytes written before it.
+    fn dma_write(
+        &self,
+        py: Python<'_>,
+        sid: &Bound<'_, PyAny>,
+        iova: U64,
+        data: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let sid = device(sid, "sid")?;
+        let r = with_bytes(data, |bytes| {
+            let mut unit = self.unit();
+            let mut mem = self.mem.write();
+            Ok(unit.dma_write(&mut *mem, sid, iova.0, bytes))
+        })?;
+        match r {
+            Ok(()) => self.deliver(py),
+            Err(e) => Err(self.dma_err(py, e)),
+        }
+    }
+
+    /// RTADDR: the root table's address, or None when none (or address 0) is latched (every
+    /// request then faults 0x08). Setting it is SRTP: every cache is flushed.
     #[getter]
     fn get_root_table(&self) -> Option<u64> {
-        self.unit().root_table()
+        self.unit().root_table().filter(|&a| a != 0)
     }
 
     #[setter]
@@ -228,6 +438,7 @@ impl PyRemapper {
             let mem = self.mem.read();
             unit.translate(&*mem, &req)
         };
+        self.deliver(py)?;
         match r {
             Ok(t) => Ok(PyTranslation {
                 hpa: t.hpa,
@@ -237,10 +448,7 @@ impl PyRemapper {
                 domain_id: t.domain_id,
                 level: t.level,
             }),
-            Err(f) => Err(Exc::DmaFault.err(
-                py,
-                (f.reason.code(), f.reason.name(), f.sid, f.iova, f.write),
-            )),
+            Err(f) => Err(fault_exc(py, &f, 0)),
         }
     }
 
@@ -303,6 +511,7 @@ impl PyRemapper {
             unit.translate_batch(&*mem, &reqs, threads, &mut hpa, &mut fault);
             (hpa, fault)
         });
+        self.deliver(py)?;
         Ok((hpa.into_pyarray(py), fault.into_pyarray(py)))
     }
 
@@ -373,7 +582,8 @@ impl PyRemapper {
         Ok(())
     }
 
-    /// Drain the fault recording registers (oldest first); clears their F bits and PFO.
+    /// Drain the fault recording registers (oldest first); clears their F bits and PFO, as
+    /// software writing 1 to each does (FECTL.IP clears with them).
     fn faults(&self) -> Vec<PyFaultRecord> {
         self.unit()
             .drain_faults()
@@ -440,5 +650,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyRemapper>()?;
     m.add_class::<PyTranslation>()?;
     m.add_class::<PyFaultRecord>()?;
+    m.add_class::<PyInterrupt>()?;
     Ok(())
 }

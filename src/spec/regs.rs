@@ -97,10 +97,189 @@ pub mod fsts {
     pub const PPF: u32 = 1 << 1;
     /// Invalidation queue error.
     pub const IQE: u32 = 1 << 4;
+    /// Invalidation completion error.
+    pub const ICE: u32 = 1 << 5;
+    /// Invalidation time-out error.
+    pub const ITE: u32 = 1 << 6;
     /// Fault record index.
     pub const FRI_SHIFT: u32 = 8;
     pub const FRI_MASK: u32 = 0xff << FRI_SHIFT;
 }
+
+/// Size of the register page (one 4 KiB page; fault recording registers past it widen the set
+/// to whole pages, see `hw::mmio`).
+pub const PAGE: u64 = 4096;
+
+/// CCMD fields (§1.11).
+pub mod ccmd {
+    /// Invalidate context cache (set by software, cleared by hardware on completion).
+    pub const ICC: u64 = 1 << 63;
+    /// Context invalidation request granularity, bits 62:61 (1 global, 2 domain, 3 device).
+    pub const CIRG_SHIFT: u32 = 61;
+    /// Context actual invalidation granularity, bits 60:59 (RO).
+    pub const CAIG_SHIFT: u32 = 59;
+    /// Function mask, bits 33:32 (WO).
+    pub const FM_SHIFT: u32 = 32;
+    /// Source-id, bits 31:16 (WO).
+    pub const SID_SHIFT: u32 = 16;
+    /// Domain id, bits 15:0.
+    pub const DID_MASK: u64 = 0xffff;
+    pub const GLOBAL: u64 = 1;
+    pub const DOMAIN: u64 = 2;
+    pub const DEVICE: u64 = 3;
+}
+
+/// IOTLB invalidate register fields (§1.11).
+pub mod iotlb {
+    /// Invalidate IOTLB (set by software, cleared by hardware on completion).
+    pub const IVT: u64 = 1 << 63;
+    /// IOTLB invalidation request granularity, bits 61:60 (1 global, 2 domain, 3 page).
+    pub const IIRG_SHIFT: u32 = 60;
+    /// IOTLB actual invalidation granularity, bits 58:57 (RO).
+    pub const IAIG_SHIFT: u32 = 57;
+    /// Drain reads / drain writes.
+    pub const DR: u64 = 1 << 49;
+    pub const DW: u64 = 1 << 48;
+    /// Domain id, bits 47:32.
+    pub const DID_SHIFT: u32 = 32;
+    pub const GLOBAL: u64 = 1;
+    pub const DOMAIN: u64 = 2;
+    pub const PAGE: u64 = 3;
+}
+
+/// IVA fields: address 63:12, invalidation hint bit 6, address mask 5:0.
+pub mod iva {
+    pub const ADDR_MASK: u64 = !0xfff;
+    pub const IH: u64 = 1 << 6;
+    pub const AM_MASK: u64 = 0x3f;
+}
+
+/// FECTL / IECTL / PECTL bits.
+pub mod ectl {
+    /// Interrupt mask.
+    pub const IM: u32 = 1 << 31;
+    /// Interrupt pending.
+    pub const IP: u32 = 1 << 30;
+}
+
+/// Fault recording register fields, as positions in the high qword (§1.13); the low qword
+/// holds FI, the faulting page address, in bits 63:12.
+pub mod frcd {
+    /// Source-id, bits 15:0.
+    pub const SID_MASK: u64 = 0xffff;
+    /// PASID present.
+    pub const PP: u64 = 1 << 31;
+    /// Fault reason, bits 39:32.
+    pub const FR_SHIFT: u32 = 32;
+    /// PASID value, bits 59:40.
+    pub const PV_SHIFT: u32 = 40;
+    /// Type: set for a read request, clear for a write.
+    pub const T: u64 = 1 << 62;
+    /// Fault (pending), write 1 to clear.
+    pub const F: u64 = 1 << 63;
+}
+
+/// ICS bits: invalidation wait descriptor complete (W1C).
+pub mod ics {
+    pub const IWC: u32 = 1 << 0;
+}
+
+/// How a register behaves: where it is, its width, reset value and which bits software can
+/// write (`wmask`), clear by writing 1 (`w1c`), or write but never read back (`wo`).
+/// Bits outside all three masks are read-only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegSpec {
+    pub name: &'static str,
+    pub offset: u64,
+    /// 32 or 64.
+    pub width: u32,
+    pub reset: u64,
+    pub wmask: u64,
+    pub w1c: u64,
+    pub wo: u64,
+}
+
+impl RegSpec {
+    const fn new(name: &'static str, offset: u64, width: u32, reset: u64, wmask: u64) -> Self {
+        RegSpec {
+            name,
+            offset,
+            width,
+            reset,
+            wmask,
+            w1c: 0,
+            wo: 0,
+        }
+    }
+    const fn w1c(self, w1c: u64) -> Self {
+        RegSpec { w1c, ..self }
+    }
+    const fn wo(self, wo: u64) -> Self {
+        RegSpec { wo, ..self }
+    }
+    /// Bytes.
+    pub const fn size(self) -> u64 {
+        self.width as u64 / 8
+    }
+}
+
+/// The registers at fixed offsets of the register page with the masks of a unit that has the
+/// feature they belong to (vtd-hardware.md §1.2 and the VT-d specification's register
+/// descriptions). CAP and ECAP are the unit's configuration; GSTS, FSTS's PPF and FRI, and
+/// the IOTLB/fault recording registers (at ECAP.IRO / CAP.FRO) are handled by the unit.
+/// A feature the unit lacks makes its registers read-only zero (see `hw::mmio`).
+pub const FIXED: &[RegSpec] = &[
+    RegSpec::new("VER", VER, 32, 0x10, 0),
+    RegSpec::new("CAP", CAP, 64, 0, 0),
+    RegSpec::new("ECAP", ECAP, 64, 0, 0),
+    // Write-only: software writes the whole command, reads return 0.
+    RegSpec::new("GCMD", GCMD, 32, 0, 0xff80_0000).wo(0xff80_0000),
+    RegSpec::new("GSTS", GSTS, 32, 0, 0),
+    RegSpec::new("RTADDR", RTADDR, 64, 0, 0xffff_ffff_ffff_fc00),
+    RegSpec::new("CCMD", CCMD, 64, 0, 0xe000_0003_ffff_ffff).wo(0x3_ffff_0000),
+    // PFO, IQE, ICE, ITE are write-1-to-clear; PPF and FRI are derived.
+    RegSpec::new("FSTS", FSTS, 32, 0, 0).w1c(0x71),
+    RegSpec::new("FECTL", FECTL, 32, 0x8000_0000, 0x8000_0000),
+    RegSpec::new("FEDATA", FEDATA, 32, 0, 0xffff),
+    RegSpec::new("FEADDR", FEADDR, 32, 0, 0xffff_fffc),
+    // Writable only with ECAP.EIM (x2APIC destinations).
+    RegSpec::new("FEUADDR", FEUADDR, 32, 0, 0xffff_ffff),
+    // Writable only with CAP.AFL: fault log address 63:12, size 11:9.
+    RegSpec::new("AFLOG", AFLOG, 64, 0, 0xffff_ffff_ffff_fe00),
+    // Only with CAP.PLMR or CAP.PHMR: EPM bit 31 (PRS, bit 0, follows it).
+    RegSpec::new("PMEN", PMEN, 32, 0, 0x8000_0000),
+    // 2 MiB granular bases and limits (PLMR / PHMR).
+    RegSpec::new("PLMBASE", PLMBASE, 32, 0, 0xffe0_0000),
+    RegSpec::new("PLMLIMIT", PLMLIMIT, 32, 0, 0xffe0_0000),
+    RegSpec::new("PHMBASE", PHMBASE, 64, 0, 0xffff_ffff_ffe0_0000),
+    RegSpec::new("PHMLIMIT", PHMLIMIT, 64, 0, 0xffff_ffff_ffe0_0000),
+    // Queued invalidation (ECAP.QI): head RO, tail 18:4, address 63:12 | DW 11 | QS 2:0.
+    RegSpec::new("IQH", IQH, 64, 0, 0),
+    RegSpec::new("IQT", IQT, 64, 0, 0x7fff0),
+    RegSpec::new("IQA", IQA, 64, 0, 0xffff_ffff_ffff_f807),
+    RegSpec::new("ICS", ICS, 32, 0, 0).w1c(0x1),
+    RegSpec::new("IECTL", IECTL, 32, 0x8000_0000, 0x8000_0000),
+    RegSpec::new("IEDATA", IEDATA, 32, 0, 0xffff_ffff),
+    RegSpec::new("IEADDR", IEADDR, 32, 0, 0xffff_fffc),
+    RegSpec::new("IEUADDR", IEUADDR, 32, 0, 0xffff_ffff),
+    // Interrupt remapping (ECAP.IR): table address 63:12 | EIME 11 | S 3:0.
+    RegSpec::new("IRTA", IRTA, 64, 0, 0xffff_ffff_ffff_f80f),
+    // Page requests (ECAP.PRS).
+    RegSpec::new("PQH", PQH, 64, 0, 0x7ffe0),
+    RegSpec::new("PQT", PQT, 64, 0, 0x7ffe0),
+    RegSpec::new("PQA", PQA, 64, 0, 0xffff_ffff_ffff_f007),
+    RegSpec::new("PRS", PRS, 32, 0, 0).w1c(0x3),
+    RegSpec::new("PECTL", PECTL, 32, 0x8000_0000, 0x8000_0000),
+    RegSpec::new("PEDATA", PEDATA, 32, 0, 0xffff_ffff),
+    RegSpec::new("PEADDR", PEADDR, 32, 0, 0xffff_fffc),
+    RegSpec::new("PEUADDR", PEUADDR, 32, 0, 0xffff_ffff),
+];
+
+/// IVA (at ECAP.IRO * 16): address, IH, AM; write-only.
+pub const IVA_SPEC: RegSpec =
+    RegSpec::new("IVA", 0, 64, 0, 0xffff_ffff_ffff_f07f).wo(0xffff_ffff_ffff_f07f);
+/// IOTLB (at ECAP.IRO * 16 + 8): IVT, IIRG, DR, DW, DID writable; IAIG read-only.
+pub const IOTLB_SPEC: RegSpec = RegSpec::new("IOTLB", 8, 64, 0, 0xb003_ffff_0000_0000);
 
 #[cfg(test)]
 mod tests {
@@ -138,5 +317,39 @@ mod tests {
         assert_eq!(0xF * 16, IVA);
         assert_eq!(IVA + 8, IOTLB);
         assert_eq!(0x22 * 16, FRCD0);
+    }
+
+    #[test]
+    fn register_table_is_consistent() {
+        // Offsets are those of the constants, registers do not overlap, 64-bit ones are
+        // 8-byte aligned, and no mask reaches past the register's width.
+        let mut seen = std::collections::BTreeMap::new();
+        for r in FIXED {
+            assert!(r.width == 32 || r.width == 64, "{}", r.name);
+            assert_eq!(r.offset % r.size(), 0, "{}", r.name);
+            for b in r.offset..r.offset + r.size() {
+                assert!(seen.insert(b, r.name).is_none(), "{} overlaps", r.name);
+            }
+            let width_mask = if r.width == 64 { u64::MAX } else { 0xffff_ffff };
+            for m in [r.reset, r.wmask, r.w1c, r.wo] {
+                assert_eq!(m & !width_mask, 0, "{}", r.name);
+            }
+            assert_eq!(
+                r.wo & !r.wmask,
+                0,
+                "{}: write-only bits are writable",
+                r.name
+            );
+        }
+        let at = |o: u64| FIXED.iter().find(|r| r.offset == o).map(|r| r.name);
+        for (o, n) in [
+            (GCMD, "GCMD"),
+            (FSTS, "FSTS"),
+            (IQA, "IQA"),
+            (IRTA, "IRTA"),
+            (PEUADDR, "PEUADDR"),
+        ] {
+            assert_eq!(at(o), Some(n));
+        }
     }
 }

@@ -178,9 +178,9 @@ class Iommu:
             port = UnitPort.connect(mem, cap, ecap, iotlb_entries, fault_records)
         except VtdError as e:
             raise PlatformError(f"{where}: {e}") from e
-        cap, ecap = port.cap, port.ecap
-        capf, ecapf = Cap(cap), Ecap(ecap)
-        fro, nfr, iro = capf.fault_record_offset, capf.fault_records, ecapf.iotlb_offset
+        capf, ecapf = port.cap, port.ecap
+        cap, ecap = capf.value, ecapf.value
+        fro, nfr, iro = port.frcd_offset, port.fault_records, port.iotlb_offset
         if fro + nfr * 16 >= _PAGE or iro >= _PAGE:
             raise PlatformError(
                 f"{where}: fault records at {fro:#x} (x{nfr}) or IOTLB registers at {iro:#x} "
@@ -212,7 +212,7 @@ class Iommu:
         #: root page itself only once :meth:`alloc_root_table` runs.
         self.root_table: RootTable = RootTable(mem, None)
         self._node: int | None = None
-        #: The driver's interface to the unit's hardware (root table and flushes).
+        #: The driver's interface to the unit's registers (bring-up and flushes).
         self.port: UnitPort = port
         self._pages: list[tuple[int, int]] = []  # (maddr, npages) allocated for this unit
 
@@ -360,13 +360,14 @@ class Iommu:
         self.mem.free_pages(maddr, npages)
 
     def alloc_root_table(self) -> int:
-        """Allocate the root table on the unit's current node and latch it in the hardware
-        (Xen's ``iommu_set_root_entry``: RTADDR, then SRTP). The one place it happens."""
+        """Allocate the root table on the unit's current node and bring the unit up through
+        its registers as Xen does: RTADDR + SRTP (``iommu_set_root_entry``), global context
+        and IOTLB invalidation (``iommu_flush_all``), then TE. The one place it happens."""
         if self.root_maddr:
             raise PlatformError(f"unit {self.index} already has a root table")
         self.root_table.node = self._node
         maddr = int(self.root_table.alloc())
-        self.port.set_root_table(maddr)
+        self.port.bring_up(maddr)
         return maddr
 
     @property
@@ -380,7 +381,7 @@ class Iommu:
 
     def free(self) -> None:
         """Free every page allocated for this unit (root and context tables included)."""
-        self.port.set_root_table(None)
+        self.port.shut_down()
         self.root_table.free()
         while self._pages:
             maddr, n = self._pages.pop()
