@@ -1,7 +1,7 @@
 """Typed face of the native module ``vtdwalk._core`` (checked by ``mypy.stubtest``)."""
 
 from collections.abc import Sequence
-from typing import Protocol, TypeAlias, TypedDict, final
+from typing import Any, Protocol, TypeAlias, TypedDict, final
 
 import numpy as np
 import numpy.typing as npt
@@ -34,7 +34,7 @@ class PhysMem:
 
     def __new__(
         cls,
-        nodes: Sequence[tuple[int, int | Buffer]],
+        nodes: Sequence[tuple[int, int | Buffer | npt.NDArray[Any]]],
         *,
         huge_pages: bool = False,
         backing_limit: int | None = None,
