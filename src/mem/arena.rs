@@ -99,6 +99,8 @@ struct Node {
     /// (order, start pfn) of every free block; None while the node is as built (one run of free
     /// pages from the first unreserved page to the end), so untouched nodes allocate nothing.
     free: Option<BTreeSet<(u8, u64)>>,
+    /// Bit k set when `free` holds a block of order k, so look-ups visit only those orders.
+    orders: u64,
     free_pages: u64,
     /// Frames kept out of the allocator for good: frame 0 when the node starts at 0, every
     /// page of a buffer node.
@@ -151,6 +153,7 @@ impl Node {
             npages,
             store: Store::Owned(chunks.into_boxed_slice()),
             free: None,
+            orders: 0,
             free_pages: npages - reserved,
             reserved_pages: reserved,
             backed_pages: 0,
@@ -165,6 +168,7 @@ impl Node {
             npages,
             store: Store::Buffer(memory),
             free: Some(BTreeSet::new()),
+            orders: 0,
             free_pages: 0,
             reserved_pages: npages,
             backed_pages: npages,
@@ -334,14 +338,32 @@ impl Node {
         self.base_pfn + self.reserved_pages
     }
 
-    /// The free lists, built from the node's initial run on first use.
-    fn free_mut(&mut self) -> &mut BTreeSet<(u8, u64)> {
-        let (first, n) = (self.first_free(), self.npages - self.reserved_pages);
-        self.free.get_or_insert_with(|| {
-            aligned_blocks(first, n)
+    /// The free lists and the mask of their non-empty orders, built from the node's initial
+    /// run on first use.
+    fn free_mut(&mut self) -> (&mut BTreeSet<(u8, u64)>, &mut u64) {
+        if self.free.is_none() {
+            let (first, n) = (self.first_free(), self.npages - self.reserved_pages);
+            let set: BTreeSet<(u8, u64)> = aligned_blocks(first, n)
                 .map(|(s, o)| (o as u8, s))
-                .collect()
-        })
+                .collect();
+            self.orders = set.iter().fold(0, |m, &(k, _)| m | (1u64 << k));
+            self.free = Some(set);
+        }
+        match &mut self.free {
+            Some(f) => (f, &mut self.orders),
+            None => unreachable!("built just above"),
+        }
+    }
+
+    /// Remove free block `(k, s)`; false when it is not there.
+    fn remove_free(free: &mut BTreeSet<(u8, u64)>, orders: &mut u64, k: u8, s: u64) -> bool {
+        if !free.remove(&(k, s)) {
+            return false;
+        }
+        if free.range((k, 0)..=(k, u64::MAX)).next().is_none() {
+            *orders &= !(1u64 << k);
+        }
+        true
     }
 
     /// True when any page of `[pfn, pfn + 2^order)` lies in a free block.
@@ -350,7 +372,10 @@ impl Node {
         let Some(free) = &self.free else {
             return pfn < self.end_pfn() && end > self.first_free();
         };
-        for k in 0..=MAX_ORDER {
+        let mut mask = self.orders;
+        while mask != 0 {
+            let k = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
             if k >= order {
                 if free.contains(&(k as u8, pfn & !((1u64 << k) - 1))) {
                     return true;
@@ -364,11 +389,12 @@ impl Node {
 
     /// Take a block of 2^order pages, lowest address of the smallest fitting order first.
     fn take_block(&mut self, order: usize) -> Option<u64> {
-        let free = self.free_mut();
+        let (free, orders) = self.free_mut();
         let &(j, start) = free.range((order as u8, 0)..).next()?;
-        free.remove(&(j, start));
+        Self::remove_free(free, orders, j, start);
         for k in (order..j as usize).rev() {
             free.insert((k as u8, start + (1u64 << k)));
+            *orders |= 1u64 << k;
         }
         self.free_pages -= 1u64 << order;
         Some(start)
@@ -376,25 +402,26 @@ impl Node {
 
     /// Return `[pfn, pfn + n)` (already checked to be allocated) to the free lists, merging buddies.
     fn release(&mut self, pfn: u64, n: u64) {
-        let free = self.free_mut();
+        let (free, orders) = self.free_mut();
         for (start, order) in aligned_blocks(pfn, n) {
             let (mut s, mut k) = (start, order);
             while k < MAX_ORDER {
                 let buddy = s ^ (1u64 << k);
-                if !free.remove(&(k as u8, buddy)) {
+                if *orders & (1u64 << k) == 0 || !Self::remove_free(free, orders, k as u8, buddy) {
                     break;
                 }
                 s = s.min(buddy);
                 k += 1;
             }
             free.insert((k as u8, s));
+            *orders |= 1u64 << k;
         }
         self.free_pages += n;
     }
 
     fn largest_free_order(&self) -> Option<usize> {
         match &self.free {
-            Some(free) => free.last().map(|&(k, _)| k as usize),
+            Some(_) => (self.orders != 0).then(|| 63 - self.orders.leading_zeros() as usize),
             None => aligned_blocks(self.first_free(), self.npages - self.reserved_pages)
                 .map(|(_, o)| o)
                 .max(),
