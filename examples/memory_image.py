@@ -3,13 +3,20 @@
 An emulated guest driver (or a crash dump) leaves root, context and page tables in memory.
 vtdwalk's hardware model walks them as the hardware would, trusting nothing: here we build the
 image by hand with raw 64-bit writes, the layout QEMU's own qtest uses (tables at 0x10000000,
-a 4-level table, DID 1, the device at 00:02.0 DMA-ing to IOVA 0x8080604000), save it as bytes,
-load it into a fresh PhysMem, and translate.
+a 4-level table, DID 1, the device at 00:02.0 DMA-ing to IOVA 0x8080604000), save it as a RAM
+dump file (the shape of QEMU's `pmemsave`: guest RAM from address 0), map the file with `mmap`
+and walk it in place: a node given as `(base, buffer)` uses the buffer's memory without a copy.
+Mapped read-only the dump cannot be changed (a write raises MemoryAccessError); mapped
+copy-on-write it can, and the file stays as it was.
 
 Run: python examples/memory_image.py
 """
 
 from __future__ import annotations
+
+import mmap
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -41,11 +48,33 @@ def build_image() -> tuple[int, bytes]:
     return BASE, words.tobytes()
 
 
-def main() -> None:
+def save_dump(path: Path) -> None:
+    """Write a 512 MiB RAM dump holding the image at its address (a sparse file on disk)."""
     origin, image = build_image()
-    mem = vtdwalk.PhysMem([(0, 1 << 30)])
-    mem.write(origin, image)  # one call loads the whole image
-    unit = vtdwalk.Remapper(mem, root_table=origin)
+    with path.open("wb") as f:
+        f.truncate(512 << 20)
+        f.seek(origin)
+        f.write(image)
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as d:
+        dump = Path(d) / "guest-ram.bin"
+        save_dump(dump)
+        with dump.open("r+b") as f:
+            ram = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            walk_read_only(ram)
+            del ram  # (released with the PhysMem that used it)
+            ram = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+            corrupt_a_private_copy(ram)
+        leaf_at = BASE + 5 * 0x1000 + 8 * ((IOVA >> 12) & 0x1FF)
+        leaf = int.from_bytes(dump.read_bytes()[leaf_at : leaf_at + 8], "little")
+        assert leaf == TARGET | 3, "the file is unchanged"
+
+
+def walk_read_only(ram: mmap.mmap) -> None:
+    mem = vtdwalk.PhysMem([(0, ram)])  # the dump's memory, used in place
+    unit = vtdwalk.Remapper(mem, root_table=BASE)
     t = unit.translate(SID, IOVA + 0x123, write=True)
     print(f"00:02.0 writes IOVA {IOVA + 0x123:#x} -> host {t.hpa:#x} (DID {t.domain_id})")
     assert t.hpa == TARGET + 0x123
@@ -53,10 +82,19 @@ def main() -> None:
         unit.translate(SID, IOVA + 0x1000)
     except vtdwalk.DmaFault as f:
         print(f"the next page is not mapped: fault {f.reason:#x} {f.name}")
+    try:
+        mem.write_u64(BASE, 0)
+    except vtdwalk.MemoryAccessError as e:
+        print(f"the read-only dump refuses writes: {e}")
+
+
+def corrupt_a_private_copy(ram: mmap.mmap) -> None:
+    mem = vtdwalk.PhysMem([(0, ram)])
+    unit = vtdwalk.Remapper(mem, root_table=BASE)
     # Someone corrupts the image: a reserved bit in the leaf. The walk faults, it never crashes.
-    leaf_at = origin + 5 * 0x1000 + 8 * ((IOVA >> 12) & 0x1FF)
+    leaf_at = BASE + 5 * 0x1000 + 8 * ((IOVA >> 12) & 0x1FF)
     mem.write_u64(leaf_at, TARGET | 3 | (1 << 62))
-    unit.invalidate_iotlb("global")
+    assert int.from_bytes(ram[leaf_at : leaf_at + 8], "little") >> 62 == 1  # seen both ways
     try:
         unit.translate(SID, IOVA)
     except vtdwalk.DmaFault as f:

@@ -19,6 +19,9 @@ pub enum Error {
     },
     /// No node (neither the preferred one nor any fallback) has `npages` contiguous free pages.
     OutOfMemory { npages: u64, node: Option<u32> },
+    /// The host refused memory: address space for a reservation, room for the arena's own
+    /// bookkeeping, or the arena's backing limit would be passed. `bytes` is what was asked.
+    HostMemory { bytes: u64, why: &'static str },
     /// A free of pages that are not allocated (double free, or never allocated).
     BadFree {
         addr: Maddr,
@@ -62,6 +65,9 @@ impl fmt::Display for Error {
                     f,
                     "out of memory: no {npages} contiguous free pages on any node"
                 )
+            }
+            Error::HostMemory { bytes, why } => {
+                write!(f, "out of host memory: {bytes:#x} bytes: {why}")
             }
             Error::BadFree { addr, npages, why } => {
                 write!(f, "bad free of {npages} pages at {addr}: {why}")

@@ -25,6 +25,7 @@ def test_memory_image() -> None:
     assert "-> host 0x23456123" in out
     assert "fault 0x6 READ" in out
     assert "fault 0xc PAGING_ENTRY_RSVD" in out
+    assert "the read-only dump refuses writes" in out
 
 
 def test_device_model() -> None:

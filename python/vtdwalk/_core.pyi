@@ -1,7 +1,7 @@
 """Typed face of the native module ``vtdwalk._core`` (checked by ``mypy.stubtest``)."""
 
-from collections.abc import Callable
-from typing import ClassVar, Protocol, TypeAlias, TypedDict, final
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Protocol, TypeAlias, TypedDict, final
 
 import numpy as np
 import numpy.typing as npt
@@ -32,9 +32,19 @@ class NodeStats(TypedDict):
 class PhysMem:
     """Simulated host physical memory: NUMA nodes, sparse 4 KiB frames, a page allocator."""
 
-    def __new__(cls, nodes: list[tuple[int, int]]) -> PhysMem: ...
+    def __new__(
+        cls,
+        nodes: Sequence[tuple[int, int | Buffer | npt.NDArray[Any]]],
+        *,
+        huge_pages: bool = False,
+        backing_limit: int | None = None,
+    ) -> PhysMem: ...
     @property
     def nodes(self) -> list[tuple[int, int]]: ...
+    @property
+    def huge_pages(self) -> bool: ...
+    @property
+    def backing_limit(self) -> int: ...
     @property
     def num_nodes(self) -> int: ...
     def alloc_pages(self, npages: int = 1, node: int | None = None) -> int: ...

@@ -1,23 +1,34 @@
 //! `PhysMem`: the simulated host physical memory that every table lives in.
 //!
 //! * NUMA node `i` owns the machine-address range `[base_i, base_i + size_i)` (half-open, 4 KiB
-//!   aligned, no overlaps). A node may be terabytes.
-//! * Sparse backing: a 4 KiB frame costs memory only once it is written. Never-written memory
-//!   inside a node reads as zeros; an address outside every node is an error (which the hardware
-//!   walk turns into the matching "table access" fault).
+//!   aligned, no overlaps). A node may be as large as the 52-bit address space.
+//! * Backing on the host's own sparse memory: a node is anonymous `MAP_NORESERVE` reservations
+//!   of at most [`CHUNK_BYTES`] each ([`super::raw::Reservation`]), made on the first write or
+//!   allocation in their range, so an untouched node costs a few bytes whatever its size and a
+//!   node up to 64 GiB is one reservation. Never-written memory reads as zeros; an address
+//!   outside every node is an error (which the hardware walk turns into the matching "table
+//!   access" fault). Freed pages go back to the host (`MADV_DONTNEED`).
+//! * A node may instead be memory the embedding program owns ([`super::raw::External`]), used in
+//!   place: a RAM image or an emulator's guest RAM. Its pages all belong to that program: they
+//!   count as reserved, the allocator never hands them out, and a read-only one refuses writes.
 //! * A binary buddy allocator per node (free lists by order, lowest address first, so runs are
 //!   deterministic): allocation and free cost O(MAX_ORDER * log n), never a scan over a node.
-//!   Allocated pages read as zeros; freed pages drop their backing.
+//!   A node's free lists are built on its first allocation or free, so a million untouched
+//!   nodes cost little. Allocated pages read as zeros; freed pages drop their backing.
 //! * Frame 0 (machine address 0) is reserved at construction when a node starts at 0: address
 //!   0 means "no table" in root, context and page-table pointers and in this API (as in Xen), so
 //!   `alloc_pages` never returns it and `free_pages` refuses it. It stays readable and writable.
 //! * Per node, `total_pages == reserved_pages + allocated_pages + free_pages` at all times.
+//! * Host memory: at most `backing_limit` pages (default: the host's physical memory) are
+//!   backed at once; `ensure_free` checks it with the free pages, so a table builder that
+//!   checks first never runs out part way. Host refusal to reserve is `Error::HostMemory`.
 //!
-//! Lookup of a frame is node (a scan of a handful of ranges) -> chunk directory -> frame: three
-//! dependent loads, a few nanoseconds.
+//! Lookup of a word: the node (a scan of up to 8 ranges, else a binary search), its reservation
+//! (a node of at most 64 GiB has one), one bounds-checked load.
 
 use std::collections::BTreeSet;
 
+use super::raw::{External, Reservation};
 use crate::addr::{Maddr, ENTRIES_PER_PAGE, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE};
 use crate::error::{Error, Result};
 
@@ -25,14 +36,20 @@ use crate::error::{Error, Result};
 /// we build for; `read`/`write` of bytes convert explicitly).
 pub type Frame = [u64; ENTRIES_PER_PAGE];
 
-const CHUNK_SHIFT: u32 = 15; // 32768 frames (128 MiB of address space) per directory chunk
-const CHUNK_PAGES: usize = 1 << CHUNK_SHIFT;
+/// Bytes of one reservation: a node is cut into reservations of this size (the last one
+/// shorter), each made on first use.
+pub const CHUNK_BYTES: u64 = 1 << CHUNK_SHIFT;
+const CHUNK_SHIFT: u32 = 36;
+const CHUNK_PAGE_SHIFT: u32 = CHUNK_SHIFT - PAGE_SHIFT;
+const CHUNK_PAGE_MASK: u64 = (1 << CHUNK_PAGE_SHIFT) - 1;
 /// Largest buddy block: 2^40 pages (4 EiB), larger than any node we accept.
 const MAX_ORDER: usize = 40;
 /// The architectural limit of machine addresses (52 bits).
 pub const MAX_MADDR_BITS: u32 = 52;
-
-type Chunk = Box<[Option<Box<Frame>>]>;
+/// Most nodes a `PhysMem` accepts (each costs about 100 bytes of host memory before use).
+pub const MAX_NODES: usize = 1 << 24;
+/// Above this many nodes the address -> node look-up is a binary search.
+const LINEAR_NODES: usize = 8;
 
 /// Per-node statistics, as `PhysMem::stats` reports them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,54 +58,122 @@ pub struct NodeStats {
     pub size: u64,
     /// Every page of the node: `reserved_pages + allocated_pages + free_pages`.
     pub total_pages: u64,
-    /// Pages never handed out: 1 (frame 0) on a node that starts at address 0, else 0.
+    /// Pages never handed out: 1 (frame 0) on a node that starts at address 0, every page of a
+    /// node backed by the embedding program's buffer, else 0.
     pub reserved_pages: u64,
     /// Pages handed out by `alloc_pages` and not freed since.
     pub allocated_pages: u64,
     /// Pages `alloc_pages` may still hand out.
     pub free_pages: u64,
-    /// Frames with backing store (written at least once since their last alloc or free).
+    /// Frames with backing store (written at least once since their last alloc or free; every
+    /// page of a buffer-backed node).
     pub backed_pages: u64,
     /// Allocations that asked for this node but were served by another one.
     pub fallbacks: u64,
 }
 
+/// How a node is given to [`PhysMem::with_nodes`].
+pub enum NodeSpec {
+    /// `size` bytes at `base` on the host's sparse memory.
+    Sparse { base: u64, size: u64 },
+    /// The embedding program's memory at `base`, used in place (its length is the node's size).
+    Buffer { base: u64, memory: External },
+}
+
+/// One reservation and its "backed" bitmap (one bit per page, set on the first write).
+struct Chunk {
+    data: Reservation,
+    bits: Reservation,
+}
+
+enum Store {
+    /// Reservations of `CHUNK_BYTES` each (the last shorter), None until first used.
+    Owned(Box<[Option<Chunk>]>),
+    Buffer(External),
+}
+
 struct Node {
     base_pfn: u64,
     npages: u64,
-    dir: Vec<Option<Chunk>>,
-    /// Backed frames per chunk, so dropping a chunk's last frame needs no scan of the chunk.
-    live: Vec<u32>,
-    /// free[k]: start pfns (absolute) of free blocks of 2^k pages.
-    free: Vec<BTreeSet<u64>>,
+    store: Store,
+    /// (order, start pfn) of every free block; None while the node is as built (one run of free
+    /// pages from the first unreserved page to the end), so untouched nodes allocate nothing.
+    free: Option<BTreeSet<(u8, u64)>>,
+    /// Bit k set when `free` holds a block of order k, so look-ups visit only those orders.
+    orders: u64,
     free_pages: u64,
-    /// Frames kept out of the allocator for good: frame 0 when the node starts at 0.
+    /// Frames kept out of the allocator for good: frame 0 when the node starts at 0, every
+    /// page of a buffer node.
     reserved_pages: u64,
     backed_pages: u64,
     fallbacks: u64,
 }
 
+/// Clear the bits `[from, to)` of `bits`; the number that were set.
+fn clear_bits(bits: &mut [u64], from: u64, to: u64) -> u64 {
+    let mut cleared = 0;
+    let mut b = from;
+    while b < to {
+        let w = (b >> 6) as usize;
+        let lo = b & 63;
+        let hi = (to - (b & !63)).min(64);
+        let mask = if hi - lo == 64 {
+            u64::MAX
+        } else {
+            ((1u64 << (hi - lo)) - 1) << lo
+        };
+        if let Some(word) = bits.get_mut(w) {
+            cleared += u64::from((*word & mask).count_ones());
+            *word &= !mask;
+        }
+        b = (b & !63) + hi;
+    }
+    cleared
+}
+
 impl Node {
-    fn new(base_pfn: u64, npages: u64) -> Self {
-        let nchunks = npages.div_ceil(CHUNK_PAGES as u64) as usize;
-        let mut n = Node {
+    fn sparse(base_pfn: u64, npages: u64) -> Result<Self> {
+        let nchunks = usize::try_from(npages.div_ceil(1 << CHUNK_PAGE_SHIFT)).map_err(|_| {
+            Error::HostMemory {
+                bytes: npages << PAGE_SHIFT,
+                why: "node larger than the address space",
+            }
+        })?;
+        let mut chunks = Vec::new();
+        chunks
+            .try_reserve_exact(nchunks)
+            .map_err(|_| Error::HostMemory {
+                bytes: (nchunks * core::mem::size_of::<Option<Chunk>>()) as u64,
+                why: "no host memory for the node's directory",
+            })?;
+        chunks.extend((0..nchunks).map(|_| None));
+        let reserved = u64::from(base_pfn == 0);
+        Ok(Node {
             base_pfn,
             npages,
-            dir: (0..nchunks).map(|_| None).collect(),
-            live: vec![0; nchunks],
-            free: vec![BTreeSet::new(); MAX_ORDER + 1],
-            free_pages: 0,
-            reserved_pages: u64::from(base_pfn == 0),
+            store: Store::Owned(chunks.into_boxed_slice()),
+            free: None,
+            orders: 0,
+            free_pages: npages - reserved,
+            reserved_pages: reserved,
             backed_pages: 0,
             fallbacks: 0,
-        };
-        // Frame 0 never enters the free lists, so no buddy merge can ever reach it either.
-        let first = base_pfn + n.reserved_pages;
-        for (start, order) in aligned_blocks(first, npages - n.reserved_pages) {
-            n.free[order].insert(start);
+        })
+    }
+
+    fn buffer(base_pfn: u64, memory: External) -> Self {
+        let npages = (memory.words().len() / ENTRIES_PER_PAGE) as u64;
+        Node {
+            base_pfn,
+            npages,
+            store: Store::Buffer(memory),
+            free: Some(BTreeSet::new()),
+            orders: 0,
+            free_pages: 0,
+            reserved_pages: npages,
+            backed_pages: npages,
+            fallbacks: 0,
         }
-        n.free_pages = npages - n.reserved_pages;
-        n
     }
 
     #[inline]
@@ -96,61 +181,206 @@ impl Node {
         self.base_pfn + self.npages
     }
 
+    /// The word at byte offset `rel` (8-byte aligned, inside the node).
+    #[inline(always)]
+    fn word(&self, rel: u64) -> u64 {
+        let words = match &self.store {
+            Store::Owned(chunks) => match chunks.get((rel >> CHUNK_SHIFT) as usize) {
+                Some(Some(c)) => c.data.words(),
+                _ => return 0,
+            },
+            Store::Buffer(b) => return b.words().get((rel >> 3) as usize).copied().unwrap_or(0),
+        };
+        words
+            .get(((rel & (CHUNK_BYTES - 1)) >> 3) as usize)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The frame of `pfn` (inside the node): None when its reservation was never made.
     #[inline]
     fn frame(&self, pfn: u64) -> Option<&Frame> {
-        let rel = (pfn - self.base_pfn) as usize;
-        let chunk = self.dir.get(rel >> CHUNK_SHIFT)?.as_ref()?;
-        chunk.get(rel & (CHUNK_PAGES - 1))?.as_deref()
+        let rel = pfn - self.base_pfn;
+        let (words, first) = match &self.store {
+            Store::Owned(chunks) => {
+                let c = chunks.get((rel >> CHUNK_PAGE_SHIFT) as usize)?.as_ref()?;
+                (
+                    c.data.words(),
+                    (rel & CHUNK_PAGE_MASK) as usize * ENTRIES_PER_PAGE,
+                )
+            }
+            Store::Buffer(b) => (b.words(), rel as usize * ENTRIES_PER_PAGE),
+        };
+        words.get(first..first + ENTRIES_PER_PAGE)?.try_into().ok()
     }
 
-    fn frame_mut(&mut self, pfn: u64) -> &mut Frame {
-        let rel = (pfn - self.base_pfn) as usize;
-        let slot = &mut self.dir[rel >> CHUNK_SHIFT];
-        let chunk = slot.get_or_insert_with(|| (0..CHUNK_PAGES).map(|_| None).collect());
-        let f = &mut chunk[rel & (CHUNK_PAGES - 1)];
-        if f.is_none() {
-            self.backed_pages += 1;
-            self.live[rel >> CHUNK_SHIFT] += 1;
-        }
-        f.get_or_insert_with(|| Box::new([0u64; ENTRIES_PER_PAGE]))
-    }
-
-    /// Drop the backing of `[pfn, pfn + n)`, so it reads as zeros and costs nothing.
-    fn discard(&mut self, pfn: u64, n: u64) {
-        let mut p = pfn;
-        let end = pfn + n;
-        while p < end {
-            let rel = (p - self.base_pfn) as usize;
-            let ci = rel >> CHUNK_SHIFT;
-            let chunk_end = self.base_pfn + (((ci as u64) + 1) << CHUNK_SHIFT);
-            let stop = end.min(chunk_end);
-            if let Some(chunk) = self.dir[ci].as_mut() {
-                let mut dropped = 0;
-                for q in p..stop {
-                    let i = ((q - self.base_pfn) as usize) & (CHUNK_PAGES - 1);
-                    if chunk[i].take().is_some() {
-                        dropped += 1;
-                    }
+    /// Make writes to `[pfn, pfn + n)` (inside the node) possible without failing part way:
+    /// refuse a read-only buffer, make the reservations, count the pages not yet backed.
+    fn prepare(&mut self, pfn: u64, n: u64, huge: bool) -> Result<u64> {
+        let chunks = match &mut self.store {
+            Store::Buffer(b) if b.writable() => return Ok(0),
+            Store::Buffer(_) => {
+                return Err(Error::MemoryAccess {
+                    addr: pfn << PAGE_SHIFT,
+                    len: n << PAGE_SHIFT,
+                    why: "the node's buffer is read-only",
+                })
+            }
+            Store::Owned(chunks) => chunks,
+        };
+        let rel = pfn - self.base_pfn;
+        let mut new = 0;
+        let mut p = rel;
+        while p < rel + n {
+            let ci = (p >> CHUNK_PAGE_SHIFT) as usize;
+            let stop = (rel + n).min(((ci as u64) + 1) << CHUNK_PAGE_SHIFT);
+            let Some(slot) = chunks.get_mut(ci) else {
+                break;
+            };
+            if slot.is_none() {
+                let pages =
+                    (self.npages - ((ci as u64) << CHUNK_PAGE_SHIFT)).min(1 << CHUNK_PAGE_SHIFT);
+                let data = Reservation::new(pages << PAGE_SHIFT, huge)?;
+                let bits = Reservation::new(pages.div_ceil(8).next_multiple_of(PAGE_SIZE), false)?;
+                *slot = Some(Chunk { data, bits });
+            }
+            if let Some(c) = slot {
+                let bits = c.bits.words();
+                let (from, to) = (p & CHUNK_PAGE_MASK, ((stop - 1) & CHUNK_PAGE_MASK) + 1);
+                // Bits set in [from, to), counted a word at a time.
+                let mut set = 0u64;
+                let mut b = from;
+                while b < to {
+                    let hi = (to - (b & !63)).min(64);
+                    let lo = b & 63;
+                    let mask = if hi - lo == 64 {
+                        u64::MAX
+                    } else {
+                        ((1u64 << (hi - lo)) - 1) << lo
+                    };
+                    set += u64::from((bits[(b >> 6) as usize] & mask).count_ones());
+                    b = (b & !63) + hi;
                 }
-                self.backed_pages -= dropped;
-                self.live[ci] -= dropped as u32;
-                if self.live[ci] == 0 {
-                    self.dir[ci] = None;
+                new += (to - from) - set;
+            }
+            p = stop;
+        }
+        Ok(new)
+    }
+
+    /// The frame of `pfn` for writing; `prepare` must have succeeded for it. Returns the frame
+    /// and whether it just became backed.
+    fn frame_mut(&mut self, pfn: u64) -> Result<(&mut Frame, bool)> {
+        let rel = pfn - self.base_pfn;
+        let gone = Error::MemoryAccess {
+            addr: pfn << PAGE_SHIFT,
+            len: PAGE_SIZE,
+            why: "memory not prepared for writing",
+        };
+        let (words, first, new) = match &mut self.store {
+            Store::Owned(chunks) => {
+                let Some(Some(c)) = chunks.get_mut((rel >> CHUNK_PAGE_SHIFT) as usize) else {
+                    return Err(gone);
+                };
+                let i = rel & CHUNK_PAGE_MASK;
+                let bits = c.bits.words_mut();
+                let w = &mut bits[(i >> 6) as usize];
+                let new = *w & (1 << (i & 63)) == 0;
+                *w |= 1 << (i & 63);
+                (c.data.words_mut(), i as usize * ENTRIES_PER_PAGE, new)
+            }
+            Store::Buffer(b) => match b.words_mut() {
+                Some(w) => (w, rel as usize * ENTRIES_PER_PAGE, false),
+                None => return Err(gone),
+            },
+        };
+        if new {
+            self.backed_pages += 1;
+        }
+        let f = words
+            .get_mut(first..first + ENTRIES_PER_PAGE)
+            .and_then(|s| <&mut Frame>::try_from(s).ok());
+        match f {
+            Some(f) => Ok((f, new)),
+            None => Err(gone),
+        }
+    }
+
+    /// Drop the backing of `[pfn, pfn + n)`, so it reads as zeros and costs nothing. The
+    /// number of pages that had backing.
+    fn discard(&mut self, pfn: u64, n: u64) -> u64 {
+        let Store::Owned(chunks) = &mut self.store else {
+            return 0;
+        };
+        let rel = pfn - self.base_pfn;
+        let mut dropped = 0;
+        let mut p = rel;
+        while p < rel + n {
+            let ci = (p >> CHUNK_PAGE_SHIFT) as usize;
+            let stop = (rel + n).min(((ci as u64) + 1) << CHUNK_PAGE_SHIFT);
+            if let Some(Some(c)) = chunks.get_mut(ci) {
+                let (from, to) = (p & CHUNK_PAGE_MASK, ((stop - 1) & CHUNK_PAGE_MASK) + 1);
+                let k = clear_bits(c.bits.words_mut(), from, to);
+                if k > 0 {
+                    c.data
+                        .discard(from << PAGE_SHIFT, (to - from) << PAGE_SHIFT);
+                    dropped += k;
                 }
             }
             p = stop;
         }
+        self.backed_pages -= dropped;
+        dropped
+    }
+
+    /// The first page the allocator may hand out.
+    fn first_free(&self) -> u64 {
+        self.base_pfn + self.reserved_pages
+    }
+
+    /// The free lists and the mask of their non-empty orders, built from the node's initial
+    /// run on first use.
+    fn free_mut(&mut self) -> (&mut BTreeSet<(u8, u64)>, &mut u64) {
+        if self.free.is_none() {
+            let (first, n) = (self.first_free(), self.npages - self.reserved_pages);
+            let set: BTreeSet<(u8, u64)> = aligned_blocks(first, n)
+                .map(|(s, o)| (o as u8, s))
+                .collect();
+            self.orders = set.iter().fold(0, |m, &(k, _)| m | (1u64 << k));
+            self.free = Some(set);
+        }
+        match &mut self.free {
+            Some(f) => (f, &mut self.orders),
+            None => unreachable!("built just above"),
+        }
+    }
+
+    /// Remove free block `(k, s)`; false when it is not there.
+    fn remove_free(free: &mut BTreeSet<(u8, u64)>, orders: &mut u64, k: u8, s: u64) -> bool {
+        if !free.remove(&(k, s)) {
+            return false;
+        }
+        if free.range((k, 0)..=(k, u64::MAX)).next().is_none() {
+            *orders &= !(1u64 << k);
+        }
+        true
     }
 
     /// True when any page of `[pfn, pfn + 2^order)` lies in a free block.
     fn overlaps_free(&self, pfn: u64, order: usize) -> bool {
         let end = pfn + (1u64 << order);
-        for k in 0..=MAX_ORDER {
+        let Some(free) = &self.free else {
+            return pfn < self.end_pfn() && end > self.first_free();
+        };
+        let mut mask = self.orders;
+        while mask != 0 {
+            let k = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
             if k >= order {
-                if self.free[k].contains(&(pfn & !((1u64 << k) - 1))) {
+                if free.contains(&(k as u8, pfn & !((1u64 << k) - 1))) {
                     return true;
                 }
-            } else if self.free[k].range(pfn..end).next().is_some() {
+            } else if free.range((k as u8, pfn)..(k as u8, end)).next().is_some() {
                 return true;
             }
         }
@@ -159,10 +389,12 @@ impl Node {
 
     /// Take a block of 2^order pages, lowest address of the smallest fitting order first.
     fn take_block(&mut self, order: usize) -> Option<u64> {
-        let j = (order..=MAX_ORDER).find(|&j| !self.free[j].is_empty())?;
-        let start = self.free[j].pop_first()?;
-        for k in (order..j).rev() {
-            self.free[k].insert(start + (1u64 << k));
+        let (free, orders) = self.free_mut();
+        let &(j, start) = free.range((order as u8, 0)..).next()?;
+        Self::remove_free(free, orders, j, start);
+        for k in (order..j as usize).rev() {
+            free.insert((k as u8, start + (1u64 << k)));
+            *orders |= 1u64 << k;
         }
         self.free_pages -= 1u64 << order;
         Some(start)
@@ -170,23 +402,30 @@ impl Node {
 
     /// Return `[pfn, pfn + n)` (already checked to be allocated) to the free lists, merging buddies.
     fn release(&mut self, pfn: u64, n: u64) {
+        let (free, orders) = self.free_mut();
         for (start, order) in aligned_blocks(pfn, n) {
             let (mut s, mut k) = (start, order);
             while k < MAX_ORDER {
                 let buddy = s ^ (1u64 << k);
-                if !self.free[k].remove(&buddy) {
+                if *orders & (1u64 << k) == 0 || !Self::remove_free(free, orders, k as u8, buddy) {
                     break;
                 }
                 s = s.min(buddy);
                 k += 1;
             }
-            self.free[k].insert(s);
+            free.insert((k as u8, s));
+            *orders |= 1u64 << k;
         }
         self.free_pages += n;
     }
 
     fn largest_free_order(&self) -> Option<usize> {
-        (0..=MAX_ORDER).rev().find(|&k| !self.free[k].is_empty())
+        match &self.free {
+            Some(_) => (self.orders != 0).then(|| 63 - self.orders.leading_zeros() as usize),
+            None => aligned_blocks(self.first_free(), self.npages - self.reserved_pages)
+                .map(|(_, o)| o)
+                .max(),
+        }
     }
 }
 
@@ -215,27 +454,66 @@ fn order_for(npages: u64) -> usize {
     (64 - (npages - 1).leading_zeros()) as usize
 }
 
+/// The host's physical memory in pages (`MemTotal`), or unlimited when it cannot be read.
+fn host_pages() -> u64 {
+    let kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    });
+    kib.map_or(u64::MAX, |k| k / 4)
+}
+
 /// The simulated machine memory: NUMA nodes, sparse frames, and a page allocator per node.
 pub struct PhysMem {
     nodes: Vec<Node>,
-    /// Node indices sorted by base address, for address -> node.
-    order: Vec<usize>,
+    /// `(base_pfn, end_pfn, node index)` sorted by base, for address -> node.
+    sorted: Vec<(u64, u64, u32)>,
+    /// Transparent huge pages asked for on the reservations.
+    huge_pages: bool,
+    /// Pages with backing store on the owned nodes, and the most there may be.
+    backed: u64,
+    backing_limit: u64,
 }
 
 impl PhysMem {
     /// Build from `(base, size)` byte ranges, one per node, in node order.
     pub fn new(ranges: &[(u64, u64)]) -> Result<Self> {
-        if ranges.is_empty() {
+        let mut specs = Vec::new();
+        specs
+            .try_reserve_exact(ranges.len())
+            .map_err(|_| too_many(ranges.len()))?;
+        specs.extend(
+            ranges
+                .iter()
+                .map(|&(base, size)| NodeSpec::Sparse { base, size }),
+        );
+        Self::with_nodes(specs, false)
+    }
+
+    /// Build from node descriptions, in node order; `huge_pages`: ask the host for transparent
+    /// huge pages on the reservations (fewer TLB misses where tables are dense; a freed 4 KiB
+    /// page inside one splits it).
+    pub fn with_nodes(specs: Vec<NodeSpec>, huge_pages: bool) -> Result<Self> {
+        if specs.is_empty() {
             return Err(Error::invalid(
                 "nodes",
                 "at least one (base, size) range is needed",
             ));
         }
-        if ranges.len() > u32::MAX as usize {
-            return Err(Error::invalid("nodes", "too many nodes"));
+        if specs.len() > MAX_NODES {
+            return Err(too_many(specs.len()));
         }
         let limit = 1u64 << MAX_MADDR_BITS;
-        for (i, &(base, size)) in ranges.iter().enumerate() {
+        let mut sorted = Vec::new();
+        sorted
+            .try_reserve_exact(specs.len())
+            .map_err(|_| too_many(specs.len()))?;
+        for (i, spec) in specs.iter().enumerate() {
+            let (base, size) = match spec {
+                NodeSpec::Sparse { base, size } => (*base, *size),
+                NodeSpec::Buffer { base, memory } => (*base, memory.words().len() as u64 * 8),
+            };
             if base & PAGE_MASK != 0 || size & PAGE_MASK != 0 {
                 return Err(Error::invalid(
                     "nodes",
@@ -254,30 +532,59 @@ impl PhysMem {
                     ))
                 }
             }
+            sorted.push((base >> PAGE_SHIFT, (base + size) >> PAGE_SHIFT, i as u32));
         }
-        let mut order: Vec<usize> = (0..ranges.len()).collect();
-        order.sort_by_key(|&i| ranges[i].0);
-        for w in order.windows(2) {
-            let (a, b) = (ranges[w[0]], ranges[w[1]]);
-            if a.0 + a.1 > b.0 {
+        sorted.sort_unstable();
+        for w in sorted.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            if a.1 > b.0 {
                 return Err(Error::invalid(
                     "nodes",
                     format!(
                         "node {} [{:#x}, {:#x}) overlaps node {} at {:#x}",
-                        w[0],
-                        a.0,
-                        a.0 + a.1,
-                        w[1],
-                        b.0
+                        a.2,
+                        a.0 << PAGE_SHIFT,
+                        a.1 << PAGE_SHIFT,
+                        b.2,
+                        b.0 << PAGE_SHIFT
                     ),
                 ));
             }
         }
-        let nodes = ranges
-            .iter()
-            .map(|&(b, s)| Node::new(b >> PAGE_SHIFT, s >> PAGE_SHIFT))
-            .collect();
-        Ok(PhysMem { nodes, order })
+        let mut nodes = Vec::new();
+        nodes
+            .try_reserve_exact(specs.len())
+            .map_err(|_| too_many(specs.len()))?;
+        for spec in specs {
+            nodes.push(match spec {
+                NodeSpec::Sparse { base, size } => {
+                    Node::sparse(base >> PAGE_SHIFT, size >> PAGE_SHIFT)?
+                }
+                NodeSpec::Buffer { base, memory } => Node::buffer(base >> PAGE_SHIFT, memory),
+            });
+        }
+        Ok(PhysMem {
+            nodes,
+            sorted,
+            huge_pages,
+            backed: 0,
+            backing_limit: host_pages(),
+        })
+    }
+
+    /// Most pages the owned nodes may have backed at once (default: the host's physical
+    /// memory). Writes and `ensure_free` past it give `OutOfMemory`.
+    pub fn backing_limit(&self) -> u64 {
+        self.backing_limit
+    }
+
+    pub fn set_backing_limit(&mut self, pages: u64) {
+        self.backing_limit = pages;
+    }
+
+    /// True when the reservations ask for transparent huge pages.
+    pub fn huge_pages(&self) -> bool {
+        self.huge_pages
     }
 
     /// Number of NUMA nodes.
@@ -293,13 +600,24 @@ impl PhysMem {
             .collect()
     }
 
+    /// True when node `i` (which must exist) is the embedding program's read-only buffer.
+    pub fn node_read_only(&self, i: usize) -> bool {
+        matches!(&self.nodes[i].store, Store::Buffer(b) if !b.writable())
+    }
+
     #[inline]
     fn node_index_of_pfn(&self, pfn: u64) -> Option<usize> {
-        // A handful of nodes: a linear scan beats a binary search.
-        self.order
-            .iter()
-            .copied()
-            .find(|&i| pfn >= self.nodes[i].base_pfn && pfn < self.nodes[i].end_pfn())
+        let s = &self.sorted;
+        if s.len() <= LINEAR_NODES {
+            // A handful of nodes: a linear scan beats a binary search.
+            return s
+                .iter()
+                .find(|&&(b, e, _)| pfn >= b && pfn < e)
+                .map(|&(_, _, i)| i as usize);
+        }
+        let k = s.partition_point(|&(b, _, _)| b <= pfn);
+        let &(_, e, i) = s.get(k.checked_sub(1)?)?;
+        (pfn < e).then_some(i as usize)
     }
 
     /// The node owning `maddr`, or None when no node does.
@@ -331,8 +649,40 @@ impl PhysMem {
         Ok(i)
     }
 
-    /// The frame holding `pfn`: `Some(None)` when it is inside a node but never written
-    /// (zeros), `None` when no node owns it. The walkers' primitive.
+    /// Make a write of `len` bytes at `addr` (inside node `i`) unable to fail part way: the
+    /// reservations exist, the buffer is writable, the backing limit leaves room.
+    fn prepare_write(&mut self, i: usize, addr: u64, len: u64) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        let first = addr >> PAGE_SHIFT;
+        let last = (addr + len - 1) >> PAGE_SHIFT;
+        let huge = self.huge_pages;
+        let new = self.nodes[i].prepare(first, last - first + 1, huge)?;
+        if new > 0 && self.backed.saturating_add(new) > self.backing_limit {
+            return Err(self.over_limit(new));
+        }
+        Ok(())
+    }
+
+    fn over_limit(&self, npages: u64) -> Error {
+        Error::HostMemory {
+            bytes: npages << PAGE_SHIFT,
+            why: "the backing limit (host pages the arena may use) would be passed",
+        }
+    }
+
+    /// Frame `pfn` of node `i` for writing, after `prepare_write` covered it.
+    fn frame_mut(&mut self, i: usize, pfn: u64) -> Result<&mut Frame> {
+        let (f, new) = self.nodes[i].frame_mut(pfn)?;
+        if new {
+            self.backed += 1;
+        }
+        Ok(f)
+    }
+
+    /// The frame holding `pfn`: `Some(None)` when it is inside a node but its memory was never
+    /// reserved (zeros), `None` when no node owns it. The walkers' primitive.
     #[inline]
     pub fn frame(&self, pfn: u64) -> Option<Option<&Frame>> {
         let i = self.node_index_of_pfn(pfn)?;
@@ -342,9 +692,9 @@ impl PhysMem {
     /// Read the 8-byte entry at `maddr` (8-byte aligned). None when no node owns it.
     #[inline]
     pub fn load_u64(&self, maddr: u64) -> Option<u64> {
-        let pfn = maddr >> PAGE_SHIFT;
-        let f = self.frame(pfn)?;
-        Some(f.map_or(0, |f| f[((maddr & PAGE_MASK) >> 3) as usize]))
+        let i = self.node_index_of_pfn(maddr >> PAGE_SHIFT)?;
+        let n = &self.nodes[i];
+        Some(n.word((maddr & !7) - (n.base_pfn << PAGE_SHIFT)))
     }
 
     /// Read a u64 at an 8-byte aligned machine address.
@@ -375,7 +725,8 @@ impl PhysMem {
             });
         }
         let i = self.span_node(a, 8)?;
-        self.nodes[i].frame_mut(a >> PAGE_SHIFT)[((a & PAGE_MASK) >> 3) as usize] = value;
+        self.prepare_write(i, a, 8)?;
+        self.frame_mut(i, a >> PAGE_SHIFT)?[((a & PAGE_MASK) >> 3) as usize] = value;
         Ok(())
     }
 
@@ -393,14 +744,14 @@ impl PhysMem {
             });
         }
         let i = self.span_node(a, len)?;
-        let node = &mut self.nodes[i];
+        self.prepare_write(i, a, len)?;
         let mut a = a;
         let mut rest = words;
         while !rest.is_empty() {
             let off = ((a & PAGE_MASK) >> 3) as usize;
             let n = (ENTRIES_PER_PAGE - off).min(rest.len());
             let (now, later) = rest.split_at(n);
-            node.frame_mut(a >> PAGE_SHIFT)[off..off + n].copy_from_slice(now);
+            self.frame_mut(i, a >> PAGE_SHIFT)?[off..off + n].copy_from_slice(now);
             rest = later;
             a += (n as u64) * 8;
         }
@@ -418,7 +769,8 @@ impl PhysMem {
             });
         }
         let i = self.span_node(a, PAGE_SIZE)?;
-        Ok(self.nodes[i].frame_mut(a >> PAGE_SHIFT))
+        self.prepare_write(i, a, PAGE_SIZE)?;
+        self.frame_mut(i, a >> PAGE_SHIFT)
     }
 
     /// Read `out.len()` bytes starting at `maddr`; the range must lie inside one node.
@@ -446,17 +798,18 @@ impl PhysMem {
         Ok(())
     }
 
-    /// Write `data` starting at `maddr`; the range must lie inside one node.
+    /// Write `data` starting at `maddr`; the range must lie inside one node (checked first: on
+    /// error nothing is written).
     pub fn write(&mut self, maddr: Maddr, data: &[u8]) -> Result<()> {
         let i = self.span_node(maddr.get(), data.len() as u64)?;
-        let node = &mut self.nodes[i];
+        self.prepare_write(i, maddr.get(), data.len() as u64)?;
         let mut a = maddr.get();
         let mut done = 0usize;
         while done < data.len() {
             let off = (a & PAGE_MASK) as usize;
             let n = (PAGE_SIZE as usize - off).min(data.len() - done);
             let src = &data[done..done + n];
-            let f = node.frame_mut(a >> PAGE_SHIFT);
+            let f = self.frame_mut(i, a >> PAGE_SHIFT)?;
             if off & 7 == 0 && n & 7 == 0 {
                 for (k, w) in src.chunks_exact(8).enumerate() {
                     let mut b = [0u8; 8];
@@ -489,8 +842,8 @@ impl PhysMem {
     }
 
     /// `OutOfMemory` (naming the preferred `node`) unless `needed` single pages can be
-    /// allocated, on any node since allocation falls back: how table builders check before
-    /// writing anything.
+    /// allocated, on any node since allocation falls back, and backed within the backing
+    /// limit: how table builders check before writing anything.
     pub fn ensure_free(&self, needed: u64, node: Option<u32>) -> Result<()> {
         let free: u64 = self.nodes.iter().map(|n| n.free_pages).sum();
         if free < needed {
@@ -499,11 +852,15 @@ impl PhysMem {
                 node,
             });
         }
+        if self.backed.saturating_add(needed) > self.backing_limit {
+            return Err(self.over_limit(needed));
+        }
         Ok(())
     }
 
     /// Allocate `npages` contiguous zeroed pages, on `node` when it has room, else on another
     /// node (counted as a fallback of `node`). `node = None`: the first node with room.
+    /// The pages' reservations are made here, so writing them cannot fail for want of one.
     pub fn alloc_pages(&mut self, npages: u64, node: Option<u32>) -> Result<Maddr> {
         if npages == 0 {
             return Err(Error::invalid("npages", "must be at least 1"));
@@ -515,6 +872,7 @@ impl PhysMem {
         let order = order_for(npages);
         let first = node.map_or(0, |n| n as usize);
         let count = self.nodes.len();
+        let huge = self.huge_pages;
         for k in 0..count {
             let i = (first + k) % count;
             let fits = self.nodes[i]
@@ -527,11 +885,15 @@ impl PhysMem {
             let Some(start) = nd.take_block(order) else {
                 continue;
             };
+            if let Err(e) = nd.prepare(start, npages, huge) {
+                nd.release(start, 1u64 << order);
+                return Err(e);
+            }
             let excess = (1u64 << order) - npages;
             if excess > 0 {
                 nd.release(start + npages, excess);
             }
-            nd.discard(start, npages);
+            self.backed -= nd.discard(start, npages);
             if k > 0 {
                 if let Some(n) = node {
                     self.nodes[n as usize].fallbacks += 1;
@@ -572,7 +934,14 @@ impl PhysMem {
             })?;
         let pfn = maddr.pfn();
         let nd = &mut self.nodes[i];
-        if pfn < nd.base_pfn + nd.reserved_pages {
+        if let Store::Buffer(_) = nd.store {
+            return Err(Error::BadFree {
+                addr: maddr,
+                npages,
+                why: "the node is the embedding program's buffer; its pages are never allocated",
+            });
+        }
+        if pfn < nd.base_pfn + u64::from(nd.base_pfn == 0) {
             return Err(Error::BadFree {
                 addr: maddr,
                 npages,
@@ -586,19 +955,21 @@ impl PhysMem {
                 why: "some of these pages are not allocated (double free?)",
             });
         }
-        nd.discard(pfn, npages);
+        self.backed -= nd.discard(pfn, npages);
         nd.release(pfn, npages);
         Ok(())
     }
 
     /// True when the page at `maddr` is allocated: handed out by `alloc_pages` and not freed
-    /// since (inside a node, in no free block, not the reserved frame 0).
+    /// since (inside an owned node, in no free block, not the reserved frame 0).
     pub fn is_allocated(&self, maddr: Maddr) -> bool {
         let pfn = maddr.pfn();
         match self.node_index_of_pfn(pfn) {
             Some(i) => {
                 let n = &self.nodes[i];
-                pfn >= n.base_pfn + n.reserved_pages && !n.overlaps_free(pfn, 0)
+                matches!(n.store, Store::Owned(_))
+                    && pfn >= n.base_pfn + n.reserved_pages
+                    && !n.overlaps_free(pfn, 0)
             }
             None => false,
         }
@@ -619,6 +990,13 @@ impl PhysMem {
                 fallbacks: n.fallbacks,
             })
             .collect()
+    }
+}
+
+fn too_many(n: usize) -> Error {
+    Error::HostMemory {
+        bytes: (n as u64).saturating_mul(core::mem::size_of::<Node>() as u64),
+        why: "too many nodes (at most 2^24)",
     }
 }
 
@@ -887,5 +1265,160 @@ mod tests {
             }
             assert!(!owned.contains_key(&0));
         }
+    }
+
+    #[test]
+    fn node_of_the_whole_address_space_is_accepted_and_usable() {
+        let mut m = PhysMem::new(&[(0, 1 << MAX_MADDR_BITS)]).unwrap();
+        assert_eq!(m.stats()[0].total_pages, 1 << 40);
+        // Far ends of the node, in different reservations.
+        let top = (1u64 << MAX_MADDR_BITS) - 8;
+        m.write_u64(Maddr(top), 0x1234).unwrap();
+        m.write_u64(Maddr(3 * CHUNK_BYTES + 8), 0x77).unwrap();
+        assert_eq!(m.read_u64(Maddr(top)).unwrap(), 0x1234);
+        assert_eq!(m.load_u64(3 * CHUNK_BYTES + 8), Some(0x77));
+        assert_eq!(m.load_u64(2 * CHUNK_BYTES), Some(0));
+        assert_eq!(m.stats()[0].backed_pages, 2);
+        let a = m.alloc_pages(1, None).unwrap();
+        assert_eq!(a.get(), PAGE_SIZE);
+    }
+
+    #[test]
+    fn many_nodes_look_up_by_binary_search() {
+        let ranges: Vec<(u64, u64)> = (0..1000u64)
+            .rev()
+            .map(|i| ((i + 1) * 4 * PAGE_SIZE, PAGE_SIZE))
+            .collect();
+        let mut m = PhysMem::new(&ranges).unwrap();
+        for (k, &(b, _)) in ranges.iter().enumerate() {
+            assert_eq!(m.node_of(Maddr(b + 8)), Some(k as u32));
+            assert_eq!(m.node_of(Maddr(b + PAGE_SIZE)), None);
+        }
+        assert_eq!(m.node_of(Maddr(0)), None);
+        let a = m.alloc_pages(1, Some(500)).unwrap();
+        assert_eq!(a.get(), ranges[500].0);
+        m.write_u64(a, 9).unwrap();
+        assert_eq!(m.read_u64(a).unwrap(), 9);
+        assert!(m.alloc_pages(1, Some(500)).is_ok()); // falls back to another node
+        assert_eq!(m.stats()[500].fallbacks, 1);
+    }
+
+    #[test]
+    fn backing_limit_refuses_before_writing_anything() {
+        let mut m = PhysMem::new(&[(0, 64 * PAGE_SIZE)]).unwrap();
+        m.set_backing_limit(2);
+        m.write_u64(Maddr(0), 1).unwrap();
+        m.write_u64(Maddr(8), 2).unwrap(); // same page: no new backing
+        assert!(m.ensure_free(1, None).is_ok());
+        assert!(matches!(
+            m.ensure_free(2, None),
+            Err(Error::HostMemory { .. })
+        ));
+        let before = m.stats();
+        // Three pages of which two are new: refused whole, nothing written.
+        let words = vec![5u64; 3 * 512];
+        assert!(matches!(
+            m.write_u64s(Maddr(PAGE_SIZE), &words),
+            Err(Error::HostMemory { .. })
+        ));
+        assert_eq!(m.stats(), before);
+        assert_eq!(m.load_u64(PAGE_SIZE), Some(0));
+        m.write_u64(Maddr(PAGE_SIZE), 3).unwrap();
+        assert!(m.write_u64(Maddr(2 * PAGE_SIZE), 3).is_err());
+        // Freeing gives the backing back.
+        let a = m.alloc_pages(1, None).unwrap();
+        assert_eq!(a.get(), PAGE_SIZE);
+        assert_eq!(m.stats()[0].backed_pages, 1);
+        m.write_u64(Maddr(2 * PAGE_SIZE), 3).unwrap();
+    }
+
+    #[test]
+    fn buffer_node_is_used_in_place_and_never_allocated() {
+        let mut words = vec![0u64; 1024].into_boxed_slice();
+        words[3] = 0xabc;
+        let ext = External::from_words(words, true).unwrap();
+        let mut m = PhysMem::with_nodes(
+            vec![
+                NodeSpec::Buffer {
+                    base: GIB,
+                    memory: ext,
+                },
+                NodeSpec::Sparse {
+                    base: 0,
+                    size: 4 * PAGE_SIZE,
+                },
+            ],
+            false,
+        )
+        .unwrap();
+        assert_eq!(m.load_u64(GIB + 24), Some(0xabc));
+        let s = m.stats()[0];
+        assert_eq!(
+            (
+                s.total_pages,
+                s.reserved_pages,
+                s.allocated_pages,
+                s.free_pages,
+                s.backed_pages
+            ),
+            (2, 2, 0, 0, 2)
+        );
+        m.write_u64(Maddr(GIB + PAGE_SIZE), 7).unwrap();
+        assert_eq!(
+            m.frame((GIB >> PAGE_SHIFT) + 1).map(|f| f.is_some()),
+            Some(true)
+        );
+        assert_eq!(m.read_u64(Maddr(GIB + PAGE_SIZE)).unwrap(), 7);
+        // Allocation never hands out the buffer's pages.
+        let a = m.alloc_pages(1, Some(0)).unwrap();
+        assert_eq!(m.node_of(a), Some(1));
+        assert!(!m.is_allocated(Maddr(GIB)));
+        assert!(matches!(
+            m.free_pages(Maddr(GIB), 1),
+            Err(Error::BadFree { .. })
+        ));
+        let ro = External::from_words(vec![1u64; 512].into_boxed_slice(), false).unwrap();
+        let mut m = PhysMem::with_nodes(
+            vec![NodeSpec::Buffer {
+                base: 0,
+                memory: ro,
+            }],
+            false,
+        )
+        .unwrap();
+        assert!(m.node_read_only(0));
+        assert_eq!(m.read_u64(Maddr(8)).unwrap(), 1);
+        assert!(matches!(
+            m.write_u64(Maddr(8), 2),
+            Err(Error::MemoryAccess { .. })
+        ));
+        assert!(m.page_mut(Maddr(0)).is_err());
+        assert_eq!(m.read_u64(Maddr(8)).unwrap(), 1);
+        assert!(External::from_words(vec![0u64; 100].into_boxed_slice(), true).is_err());
+    }
+
+    #[test]
+    fn too_many_nodes_is_host_memory_not_abort() {
+        let specs: Vec<NodeSpec> = Vec::new();
+        assert!(PhysMem::with_nodes(specs, false).is_err());
+        // A count past MAX_NODES is refused before anything is built.
+        let big = vec![(0u64, PAGE_SIZE); MAX_NODES + 1];
+        assert!(matches!(PhysMem::new(&big), Err(Error::HostMemory { .. })));
+    }
+
+    #[test]
+    fn huge_page_reservations_read_and_write_the_same() {
+        let specs = vec![NodeSpec::Sparse {
+            base: 0,
+            size: 64 << 20,
+        }];
+        let mut m = PhysMem::with_nodes(specs, true).unwrap();
+        assert!(m.huge_pages());
+        for k in 1..100u64 {
+            let a = m.alloc_pages(1, None).unwrap();
+            m.write_u64(a, k).unwrap();
+            assert_eq!(m.read_u64(a).unwrap(), k);
+        }
+        assert_eq!(m.stats()[0].backed_pages, 99);
     }
 }

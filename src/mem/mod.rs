@@ -5,13 +5,18 @@
 //!   guest RAM) slots in without touching a walk; each use is monomorphised.
 //! * [`arena`]: `PhysMem`, the sparse NUMA arena with its page allocator, the backing used today.
 //!
-//! Addresses are machine addresses; ranges are half-open `[start, end)`. There is no `unsafe`
-//! code here today; a backing that needs it gets one fenced module here with its soundness
-//! argument.
+//! * [`raw`]: the crate's only `unsafe` code, fenced, with its soundness argument and the
+//!   concurrency model: the host's sparse anonymous memory and memory the embedding program
+//!   owns, both seen as `u64` slices.
+//!
+//! Addresses are machine addresses; ranges are half-open `[start, end)`.
 
 pub mod arena;
+#[allow(unsafe_code)]
+pub mod raw;
 
-pub use arena::{Frame, NodeStats, PhysMem, MAX_MADDR_BITS};
+pub use arena::{Frame, NodeSpec, NodeStats, PhysMem, CHUNK_BYTES, MAX_MADDR_BITS, MAX_NODES};
+pub use raw::External;
 
 /// Read access to machine memory, what the hardware walks are generic over.
 pub trait Memory {

@@ -61,7 +61,7 @@ impl From<Error> for PyErr {
         let msg = e.to_string();
         match e {
             Error::MemoryAccess { .. } => Exc::MemoryAccessError.msg(msg),
-            Error::OutOfMemory { .. } => Exc::OutOfMemory.msg(msg),
+            Error::OutOfMemory { .. } | Error::HostMemory { .. } => Exc::OutOfMemory.msg(msg),
             Error::BadFree { .. } => Exc::BadFree.msg(msg),
             Error::InvalidArgument { .. } => Exc::InvalidArgument.msg(msg),
         }

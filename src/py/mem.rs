@@ -11,10 +11,10 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView};
 
-use super::args::{batch_array_max, U32, U64};
+use super::args::{batch_array_max, Flag, U32, U64};
 use super::errors::Exc;
 use crate::addr::Maddr;
-use crate::mem::PhysMem;
+use crate::mem::{External, NodeSpec, PhysMem, MAX_NODES};
 
 /// A `PhysMem` shared between Python objects.
 #[derive(Clone)]
@@ -46,22 +46,42 @@ pub struct PyPhysMem {
 
 #[pymethods]
 impl PyPhysMem {
+    /// `nodes`: `(base, size)` for a node on the host's sparse memory, or `(base, buffer)` for
+    /// a node that is the given buffer-protocol object's memory, used in place (kept alive and
+    /// unresizable while this memory lives; read-only buffers refuse writes).
+    /// `huge_pages`: ask for transparent huge pages on the sparse nodes' reservations.
+    /// `backing_limit`: most bytes of host memory the sparse nodes may back at once (default:
+    /// the host's physical memory); writes and table building past it raise `OutOfMemory`.
     #[new]
-    #[pyo3(signature = (nodes))]
-    fn new(nodes: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let nodes: Vec<(U64, U64)> = nodes.extract().map_err(|_| {
-            let shown = nodes
-                .repr()
-                .map(|r| r.to_string())
-                .unwrap_or_else(|_| "?".into());
-            Exc::InvalidArgument.msg(format!(
-                "nodes: expected a list of (base, size) pairs, got {shown}"
-            ))
-        })?;
-        let ranges: Vec<(u64, u64)> = nodes.iter().map(|(b, s)| (b.0, s.0)).collect();
+    #[pyo3(
+        signature = (nodes, *, huge_pages=Flag(false), backing_limit=None),
+        text_signature = "(nodes, *, huge_pages=False, backing_limit=None)"
+    )]
+    fn new(
+        nodes: &Bound<'_, PyAny>,
+        huge_pages: Flag,
+        backing_limit: Option<U64>,
+    ) -> PyResult<Self> {
+        let specs = node_specs(nodes)?;
+        let mut m = PhysMem::with_nodes(specs, huge_pages.0)?;
+        if let Some(b) = backing_limit {
+            m.set_backing_limit(b.0 >> 12);
+        }
         Ok(PyPhysMem {
-            mem: SharedMem::new(PhysMem::new(&ranges)?),
+            mem: SharedMem::new(m),
         })
+    }
+
+    /// True when the sparse nodes ask for transparent huge pages.
+    #[getter]
+    fn huge_pages(&self) -> bool {
+        self.mem.read().huge_pages()
+    }
+
+    /// Most bytes of host memory the sparse nodes may back at once.
+    #[getter]
+    fn backing_limit(&self) -> u64 {
+        self.mem.read().backing_limit().saturating_mul(4096)
     }
 
     /// `(base, size)` of each node.
@@ -231,6 +251,76 @@ pub(crate) fn with_bytes<R>(
     let copy = view.call_method0(intern!(py, "tobytes"))?;
     view.call_method0(intern!(py, "release"))?;
     f(copy.cast::<PyBytes>()?.as_bytes())
+}
+
+/// `repr(ob)` cut to a short prefix, for messages.
+fn short_repr(ob: &Bound<'_, PyAny>) -> String {
+    let r = ob
+        .repr()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|_| "?".into());
+    if r.chars().count() > 60 {
+        r.chars().take(57).collect::<String>() + "..."
+    } else {
+        r
+    }
+}
+
+/// The node descriptions: `(base, size)` or `(base, buffer)` pairs. The count is checked
+/// before anything is built (a sequence claiming 2**36 items is `OutOfMemory`, not an abort).
+fn node_specs(nodes: &Bound<'_, PyAny>) -> PyResult<Vec<NodeSpec>> {
+    let expected = || {
+        Exc::InvalidArgument.msg(format!(
+            "nodes: expected a list of (base, size) or (base, buffer) pairs, got {}",
+            short_repr(nodes)
+        ))
+    };
+    if nodes.is_instance_of::<pyo3::types::PyString>()
+        || nodes.is_instance_of::<PyBytes>()
+        || nodes.is_instance_of::<PyByteArray>()
+    {
+        return Err(expected());
+    }
+    let n = nodes.len().map_err(|_| expected())?;
+    if n > MAX_NODES {
+        return Err(crate::error::Error::HostMemory {
+            bytes: n as u64,
+            why: "nodes: too many nodes (at most 2**24)",
+        }
+        .into());
+    }
+    let mut specs = Vec::new();
+    specs.try_reserve_exact(n).map_err(|_| {
+        PyErr::from(crate::error::Error::HostMemory {
+            bytes: n as u64,
+            why: "nodes: no host memory for the node list",
+        })
+    })?;
+    for item in nodes.try_iter().map_err(|_| expected())? {
+        if specs.len() >= n {
+            return Err(expected());
+        }
+        let item = item?;
+        let (base, second) = item
+            .extract::<(Bound<'_, PyAny>, Bound<'_, PyAny>)>()
+            .map_err(|_| expected())?;
+        let base: U64 = base.extract().map_err(|_| expected())?;
+        if let Ok(size) = second.extract::<U64>() {
+            specs.push(NodeSpec::Sparse {
+                base: base.0,
+                size: size.0,
+            });
+        } else if second.is_instance_of::<pyo3::types::PyInt>() {
+            return Err(expected());
+        } else {
+            let (memory, _) = External::from_buffer(&second, "nodes")?;
+            specs.push(NodeSpec::Buffer {
+                base: base.0,
+                memory,
+            });
+        }
+    }
+    Ok(specs)
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -1,0 +1,219 @@
+//! The crate's only `unsafe` code: the memory that backs `PhysMem`'s nodes, seen as `u64` words.
+//!
+//! Two kinds of backing, both handed to the rest of the crate as plain `&[u64]` / `&mut [u64]`
+//! slices, so every other module stays in safe Rust (the crate root denies `unsafe_code`; only
+//! this module allows it):
+//!
+//! * [`Reservation`]: an anonymous private mapping made with `MAP_NORESERVE` (through `memmap2`):
+//!   address space only, no swap reserved, every page reading as zeros until written, a written
+//!   page costing one host page. [`Reservation::discard`] gives pages back with `MADV_DONTNEED`.
+//! * [`External`]: memory the embedding program owns (with feature `python`, any object with
+//!   the buffer protocol), used in place.
+//!
+//! # Soundness
+//!
+//! `Reservation`: `memmap2` owns the mapping (unmapped on drop) and derefs to `[u8]` safely; the
+//! mapping is page aligned and its length a multiple of 8, so `bytemuck::cast_slice` to `[u64]`
+//! cannot fail. The one unsafe call is `MADV_DONTNEED` (`unchecked_advise_range`), unsafe in
+//! `memmap2` because it changes what existing references to the range observe: it takes
+//! `&mut self`, so no reference into the mapping is alive, the range is checked against the
+//! mapping's length first, and on a private anonymous mapping the range reads as zeros afterwards,
+//! a valid `u64` bit pattern.
+//!
+//! `External` from owned words: the pointer is the boxed slice's, whose heap memory does not
+//! move when the box does and lives in `_owner` as long as `self`.
+//!
+//! `External` from a buffer: the pointer and length come from a numpy array made here, by `numpy.frombuffer`,
+//! from the caller's object. That array holds a buffer export of the object for as long as it
+//! lives, so the exporter can neither free nor move nor resize the memory (a `bytearray` raises
+//! `BufferError` on resize, an `mmap` refuses to close); `External` owns the only reference to
+//! the array (it never reaches Python code), so nobody can detach or reshape it either. The
+//! pointer is checked to be 8-byte aligned and the length a multiple of 4 KiB before any slice
+//! is made; the mutable slice is handed out only when the export is writable (numpy's
+//! `WRITEABLE` flag, which follows the buffer's read-only flag). Slices are made afresh for each
+//! borrow of `self` and never stored, so writes the program makes between two calls are seen.
+//!
+//! # Concurrency model
+//!
+//! Rust's rules: shared borrows read, a unique borrow writes. `PhysMem` is shared behind a
+//! read-write lock (`py::mem::SharedMem`): walks in any number of threads hold the read guard,
+//! every mutation holds the write guard, so no slice made here is ever read while it is written
+//! through `PhysMem`. The memory of an [`External`] node is also reachable by the program that
+//! owns it: it must not write that memory while a call that reads it runs with the interpreter
+//! lock released (a batch translation), the same rule as for any buffer handed to native code
+//! that releases the lock; calls that hold the lock see every write made before them.
+
+use memmap2::{Advice, MmapMut, MmapOptions, UncheckedAdvice};
+
+use crate::error::{Error, Result};
+
+/// An anonymous `MAP_NORESERVE` reservation of `len` bytes (a multiple of 4 KiB).
+pub struct Reservation {
+    map: MmapMut,
+}
+
+impl Reservation {
+    /// Reserve `len` bytes of address space, zero filled, costing nothing until written.
+    /// `huge`: ask for transparent huge pages (`MADV_HUGEPAGE`). Host refusal is `HostMemory`.
+    pub fn new(len: u64, huge: bool) -> Result<Self> {
+        let refuse = |why| Error::HostMemory { bytes: len, why };
+        let n = usize::try_from(len).map_err(|_| refuse("larger than the address space"))?;
+        if n == 0 || n % 4096 != 0 {
+            return Err(refuse(
+                "reservation length not a positive multiple of 4 KiB",
+            ));
+        }
+        let map = MmapOptions::new()
+            .len(n)
+            .no_reserve_swap()
+            .map_anon()
+            .map_err(|_| refuse("the host refused to reserve the address space (mmap)"))?;
+        if huge {
+            // Only a hint: a kernel without transparent huge pages keeps 4 KiB pages.
+            let _ = map.advise(Advice::HugePage);
+        }
+        Ok(Reservation { map })
+    }
+
+    /// The reservation as words (all zeros where never written).
+    #[inline(always)]
+    pub fn words(&self) -> &[u64] {
+        bytemuck::cast_slice(&self.map[..])
+    }
+
+    #[inline(always)]
+    pub fn words_mut(&mut self) -> &mut [u64] {
+        bytemuck::cast_slice_mut(&mut self.map[..])
+    }
+
+    /// Give the pages of the byte range `[off, off + len)` back to the host: they read as zeros
+    /// and cost nothing until written again. Out-of-range or unaligned requests do nothing.
+    pub fn discard(&mut self, off: u64, len: u64) {
+        let (Ok(off), Ok(len)) = (usize::try_from(off), usize::try_from(len)) else {
+            return;
+        };
+        let in_range = off
+            .checked_add(len)
+            .is_some_and(|end| end <= self.map.len());
+        if !in_range || off % 4096 != 0 || len % 4096 != 0 || len == 0 {
+            return;
+        }
+        // SAFETY: `&mut self`: no reference into the mapping is alive; the range lies inside
+        // the mapping; the mapping is private and anonymous, so the range reads as zeros after.
+        let done = unsafe {
+            self.map
+                .unchecked_advise_range(UncheckedAdvice::DontNeed, off, len)
+        };
+        if done.is_err() {
+            // Not expected on an anonymous private mapping; zero by hand so the contract holds.
+            self.words_mut()[off / 8..(off + len) / 8].fill(0);
+        }
+    }
+}
+
+/// Memory the embedding program owns, used in place (see the module's soundness argument).
+pub struct External {
+    ptr: core::ptr::NonNull<u64>,
+    words: usize,
+    writable: bool,
+    /// What keeps the memory alive and in place: the numpy array holding the buffer export
+    /// (released with `self`), or the owned words of [`External::from_words`].
+    _owner: Box<dyn core::any::Any + Send + Sync>,
+}
+
+// SAFETY: the memory is plain bytes reached only through `&self`/`&mut self` borrows (see the
+// concurrency model above); the owner handle is itself `Send + Sync`.
+unsafe impl Send for External {}
+unsafe impl Sync for External {}
+
+impl External {
+    /// Memory owned here (a program's RAM image built in Rust, and the tests' stand-in for a
+    /// buffer): moving the box does not move its heap words, which live as long as `self`.
+    pub fn from_words(mut words: Box<[u64]>, writable: bool) -> Result<Self> {
+        let n = words.len();
+        if n == 0 || n % 512 != 0 {
+            return Err(Error::invalid(
+                "nodes",
+                "a node needs a positive multiple of 4 KiB",
+            ));
+        }
+        let ptr = core::ptr::NonNull::from(&mut words[0]);
+        Ok(External {
+            ptr,
+            words: n,
+            writable,
+            _owner: Box::new(words),
+        })
+    }
+
+    /// Use `buffer`'s memory in place. `what` names the argument in errors.
+    #[cfg(feature = "python")]
+    pub fn from_buffer(
+        buffer: &pyo3::Bound<'_, pyo3::PyAny>,
+        what: &'static str,
+    ) -> Result<(Self, u64)> {
+        use numpy::{PyArray1, PyArrayMethods, PyUntypedArrayMethods};
+        use pyo3::intern;
+        use pyo3::prelude::*;
+        let py = buffer.py();
+        let bad = |d: String| Error::invalid(what, d);
+        let arr = py
+            .import("numpy")
+            .and_then(|np| np.getattr("frombuffer"))
+            .and_then(|f| {
+                let kw = pyo3::types::PyDict::new(py);
+                kw.set_item("dtype", "uint8")?;
+                f.call((buffer,), Some(&kw))
+            })
+            .map_err(|e| bad(format!("not a contiguous buffer: {e}")))?;
+        let arr = arr
+            .cast_into::<PyArray1<u8>>()
+            .map_err(|_| bad("not a one-dimensional byte buffer".into()))?;
+        let len = arr.len();
+        let ptr = arr.data();
+        let writable = arr
+            .getattr(intern!(py, "flags"))
+            .and_then(|f| f.getattr(intern!(py, "writeable")))
+            .and_then(|w| w.extract::<bool>())
+            .map_err(|e| bad(format!("cannot tell whether the buffer is writable: {e}")))?;
+        if ptr.align_offset(8) != 0 {
+            return Err(bad("the buffer's memory is not 8-byte aligned".into()));
+        }
+        if len == 0 || len % 4096 != 0 {
+            return Err(bad(format!(
+                "buffer of {len:#x} bytes: a node needs a positive multiple of 4 KiB"
+            )));
+        }
+        let ptr = core::ptr::NonNull::new(ptr.cast::<u64>())
+            .ok_or_else(|| bad("the buffer has no memory".into()))?;
+        let ext = External {
+            ptr,
+            words: len / 8,
+            writable,
+            _owner: Box::new(arr.unbind()),
+        };
+        Ok((ext, len as u64))
+    }
+
+    #[inline(always)]
+    pub fn words(&self) -> &[u64] {
+        // SAFETY: `ptr` is 8-byte aligned, valid for `words` u64s while the export lives (as
+        // long as `self`), and not written through `PhysMem` while `&self` is borrowed.
+        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), self.words) }
+    }
+
+    /// The memory for writing, or None when the buffer is read-only.
+    #[inline(always)]
+    pub fn words_mut(&mut self) -> Option<&mut [u64]> {
+        if !self.writable {
+            return None;
+        }
+        // SAFETY: as `words`, and the export is writable; `&mut self` makes this the only
+        // slice made from the pointer while it lives.
+        Some(unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.words) })
+    }
+
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+}
