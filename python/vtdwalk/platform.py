@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from vtdwalk import dma
+from vtdwalk._args import plain_int
 from vtdwalk.acpi import dmar as _dmar
 from vtdwalk.driver.assign import Assignments
 from vtdwalk.driver.iommu import MAX_IOMMUS, QEMU_CAP, QEMU_ECAP, Iommu, Scope
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from vtdwalk._core import PhysMem, Translation
+    from vtdwalk._core import PhysMem, Remapper, Translation
     from vtdwalk.driver.domain import Domain
 
 __all__ = ["AtsrUnit", "Finding", "Platform", "Policy", "RmrrUnit"]
@@ -85,6 +86,9 @@ _TABLE_CODES = frozenset(
 )
 #: Of those, the ones Xen refuses the table for on segment 0.
 _FATAL_ON_SEGMENT_0 = frozenset({"duplicate-include-all", "duplicate-all-ports"})
+
+# Device names whose unit Platform.translate remembers (hashable, never equal across types).
+_CACHED_NAMES = frozenset({str, int, Bdf})
 
 
 def _off(s: object) -> int | None:
@@ -148,6 +152,10 @@ class Platform:
 
         caps = dict(unit_caps or {})
         self.iommus: list[Iommu] = []
+        # Platform.translate's device -> (unit's hardware, source-id), for str, int and Bdf
+        # names, valid for one topology version and until a root table or assignment changes.
+        self._dma_units: dict[object, tuple[Remapper, int]] = {}
+        self._dma_version: object = None
         self.rmrrs: list[RmrrUnit] = []
         self.atsrs: list[AtsrUnit] = []
         self.rhsas: list[_dmar.Rhsa] = []
@@ -540,6 +548,7 @@ class Platform:
 
     def _alloc_root(self, u: Iommu) -> None:
         """The one seam where a unit gets its root table (and, later, its Remapper)."""
+        self._forget_dma_units()
         u.alloc_root_table()
 
     # ---- look-ups (Xen semantics, list order)
@@ -768,17 +777,20 @@ class Platform:
         """Xen's ``intel_iommu_assign_device``: context entries for the device (and its
         aliases) on its unit, then its RMRRs identity-mapped. ``relaxed`` allows a device
         that shares an RMRR with other devices. See :mod:`vtdwalk.driver.assign`."""
+        self._forget_dma_units()
         self.assignments.assign_device(domain, bdf, relaxed)
 
     def deassign_device(self, bdf: BdfLike | int) -> Domain:
         """Remove the device from its domain (its context entries cleared and flushed, its RMRR
         references dropped); returns the domain it left."""
+        self._forget_dma_units()
         return self.assignments.deassign_device(bdf)
 
     def reassign_device(
         self, bdf: BdfLike | int, domain: Domain | int, relaxed: bool = False
     ) -> None:
         """Move the device to ``domain`` (or assign it, when it has no owner)."""
+        self._forget_dma_units()
         self.assignments.reassign_device(bdf, domain, relaxed)
 
     def owner_of(self, bdf: BdfLike | int) -> Domain | None:
@@ -786,8 +798,23 @@ class Platform:
         return self.assignments.owner.get(Bdf.coerce(bdf))
 
     def translate(self, bdf: BdfLike | int, iova: int, write: bool = False) -> Translation:
-        """A DMA request by the device, walked by its unit's hardware; raises DmaFault."""
+        """A DMA request by the device, walked by its unit's hardware; raises DmaFault. The
+        device's unit is looked up once per name (a string, integer or Bdf) and remembered
+        until the topology, a root table or an assignment changes."""
+        if self._dma_version is not self.topology.version:
+            self._dma_units.clear()
+            self._dma_version = self.topology.version
+        if type(bdf) in _CACHED_NAMES:
+            hit = self._dma_units.get(bdf)
+            if hit is None:
+                hit = self._dma_units[bdf] = dma.hardware_of(self.iommu_for_device, bdf)
+            if type(iova) is not int:
+                iova = plain_int(iova)
+            return hit[0].translate(hit[1], iova, write=write)
         return dma.translate(self.iommu_for_device, bdf, iova, write)
+
+    def _forget_dma_units(self) -> None:
+        self._dma_units.clear()
 
     def translate_batch(
         self,
