@@ -810,7 +810,7 @@ class Platform:
                 hit = self._dma_units[bdf] = dma.hardware_of(self.iommu_for_device, bdf)
             if type(iova) is not int:
                 iova = plain_int(iova)
-            return hit[0].translate(hit[1], iova, write=write)
+            return hit[0].translate(hit[1], iova, write)
         return dma.translate(self.iommu_for_device, bdf, iova, write)
 
     def _forget_dma_units(self) -> None:

@@ -15,12 +15,10 @@ use super::walk::{touch_leaf, walk_interleaved, WalkJob, WalkOut};
 use crate::mem::Memory;
 use crate::spec::TranslationType;
 
-/// Requests ahead of the one translated whose IOTLB set is read.
-const SET_AHEAD: usize = 16;
-/// Requests ahead of the one translated whose walk's entries are read (when the IOTLB, as it
-/// stands, does not hold its translation). Less than [`SET_AHEAD`]: the probe that decides it
-/// then finds its set in cache.
-const LEAF_AHEAD: usize = 8;
+/// Requests per group of reads ahead: at the start of each group, the IOTLB sets of the
+/// group after next are read, and the walks' entries of the next group (when the IOTLB, as it
+/// stands, does not hold its translation: the probe that decides it finds its set in cache).
+const GROUP: usize = 16;
 
 /// Walks done ahead for one part of a window: the walks, the index in the part of the
 /// request each is for, and their results.
@@ -102,26 +100,36 @@ impl Remapper {
     ) {
         let cached = self.iotlb.capacity() > 0;
         let mut acc = 0u64;
+        // Reads ahead are issued a group at a time, in a tight loop: plain loads, so the core
+        // waits on one only once it is the oldest instruction, and a group's misses overlap.
+        let sets = |this: &Self, from: usize| -> u64 {
+            let g = reqs
+                .get(from..(from + GROUP).min(reqs.len()))
+                .unwrap_or(&[]);
+            g.iter().fold(0, |a, r| a ^ this.touch_set(r))
+        };
+        let walks = |this: &Self, from: usize| -> u64 {
+            let g = reqs
+                .get(from..(from + GROUP).min(reqs.len()))
+                .unwrap_or(&[]);
+            g.iter().fold(0, |a, r| a ^ this.touch_walk(mem, r, cached))
+        };
         if walked.is_none() {
-            for r in reqs.iter().take(SET_AHEAD) {
-                acc ^= self.touch_set(r);
+            if cached {
+                acc ^= sets(self, 0) ^ sets(self, GROUP);
             }
-            for r in reqs.iter().take(LEAF_AHEAD) {
-                acc ^= self.touch_walk(mem, r, cached);
-            }
+            acc ^= walks(self, 0);
         }
         // A part's walks are in request order: the next one is for request `who[n]`.
         let mut n = 0usize;
         for (i, r) in reqs.iter().enumerate() {
             let ahead = match walked {
                 None => {
-                    if cached {
-                        if let Some(a) = reqs.get(i + SET_AHEAD) {
-                            acc ^= self.touch_set(a);
+                    if i % GROUP == 0 {
+                        if cached {
+                            acc ^= sets(self, i + 2 * GROUP);
                         }
-                    }
-                    if let Some(a) = reqs.get(i + LEAF_AHEAD) {
-                        acc ^= self.touch_walk(mem, a, cached);
+                        acc ^= walks(self, i + GROUP);
                     }
                     None
                 }
