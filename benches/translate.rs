@@ -1,19 +1,32 @@
-//! `cargo bench --bench translate`: the hardware walk over 1M mapped 4 KiB pages (4 levels).
-//! Compares a plain loop of single walks with the interleaved walk (several in flight) and the
-//! whole batch path with the IOTLB off (every translation walks) and on (all hits).
-//! Plain std::time with a median over repeats; prints ns per translation.
+//! `cargo bench --bench translate`: the hardware walk against an honest floor.
+//!
+//! The floor is a plain 4-level walk over one flat `Vec<u64>` of tables, the shape of the
+//! simplest C walk (an entry is a table index, a load is one bounds check and one read), and
+//! it shares no code with the crate. It is timed right before every case, over the same
+//! number of mapped pages and the same random IOVAs, and each case prints its ratio to it: on
+//! a machine shared with other work the ratios are what to compare, not the nanoseconds.
+//!
+//! Cases (1M random IOVAs each; ns per translation, median of 5):
+//! * 1M and 16M mapped 4 KiB pages, IOTLB off (every translation walks), 1 and 2 threads;
+//! * IOTLB hits over a 64K-page working set, at 1M and 16M pages;
+//! * 16M pages, a 1M-page working set (misses mixed in), 1 and 2 threads;
+//! * a 4096-page set (tables and IOTLB in cache), IOTLB off and hits;
+//! * single `translate()` calls, IOTLB off and hits.
+//!
+//! `VTDWALK_BENCH=<substring>` runs only the matching cases; `VTDWALK_BENCH_PAGES=1M` (or
+//! `16M`) only that size. `VTDWALK_BENCH_CLOCK=cpu` times one-thread cases by CPU time.
 
 use std::hint::black_box;
 use std::time::Instant;
 
-use vtdwalk::hw::walk::{walk, walk_interleaved, WalkJob, WalkOut};
-use vtdwalk::hw::{Remapper, Request, UnitConfig, DEFAULT_CAP, DEFAULT_ECAP};
-use vtdwalk::spec::{address_level_offset, Pte};
+use vtdwalk::hw::{Remapper, Request, DEFAULT_CAP, DEFAULT_ECAP};
+use vtdwalk::spec::Pte;
 use vtdwalk::{Maddr, PhysMem};
 
 const GIB: u64 = 1 << 30;
-const PAGES: u64 = 1 << 20;
+const N: usize = 1 << 20;
 const SID: u16 = 0x0308;
+const DATA: u64 = 32 * GIB;
 
 /// Time spent on a CPU by this thread so far (ns), from /proc/thread-self/schedstat.
 fn thread_cpu_ns() -> Option<u64> {
@@ -21,33 +34,21 @@ fn thread_cpu_ns() -> Option<u64> {
     s.split_whitespace().next()?.parse().ok()
 }
 
-/// VTDWALK_BENCH_CLOCK=cpu: time one-thread cases by the thread's time on a CPU rather than
-/// wall time, for a machine shared with other work (multi-thread cases then mean nothing).
 fn cpu_clock() -> bool {
     std::env::var("VTDWALK_BENCH_CLOCK").is_ok_and(|v| v == "cpu")
 }
 
-/// Runs per measurement with VTDWALK_BENCH_CLOCK=cpu.
-const CPU_RUNS: u64 = 4;
-
-fn median_ns_per_op(ops: u64, reps: usize, mut f: impl FnMut()) -> f64 {
-    let cpu = cpu_clock();
+fn median_ns_per_op(ops: usize, reps: usize, threads: usize, mut f: impl FnMut()) -> f64 {
+    let cpu = cpu_clock() && threads == 1;
     let mut v: Vec<f64> = (0..reps)
         .map(|_| {
             let c = if cpu { thread_cpu_ns() } else { None };
             let t = Instant::now();
             f();
             let wall = t.elapsed().as_nanos() as f64;
-            match c {
-                // The CPU time advances by scheduler ticks: run long enough for ~1% steps.
-                Some(a) => {
-                    for _ in 1..CPU_RUNS {
-                        f();
-                    }
-                    let b = thread_cpu_ns().unwrap_or(a);
-                    b.saturating_sub(a) as f64 / (CPU_RUNS * ops) as f64
-                }
-                None => wall / ops as f64,
+            match (c, thread_cpu_ns()) {
+                (Some(a), Some(b)) => b.saturating_sub(a) as f64 / ops as f64,
+                _ => wall / ops as f64,
             }
         })
         .collect();
@@ -55,7 +56,52 @@ fn median_ns_per_op(ops: u64, reps: usize, mut f: impl FnMut()) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-fn build() -> vtdwalk::Result<(PhysMem, u64, u64)> {
+/// The floor: tables in one flat vector, table `k` at words `512 k ..`; an entry holds the
+/// byte offset of the next table (or the host page) | R | W, as a real PTE holds an address.
+struct Flat {
+    t: Vec<u64>,
+}
+
+const FLAT_ADDR: u64 = 0x000f_ffff_ffff_f000;
+
+impl Flat {
+    /// Table 0 is the L4; then the L3, the L2s, the L1s; `pages` leaves mapped 1:1 from DATA.
+    fn new(pages: u64) -> Flat {
+        let l1s = pages / 512;
+        let l2s = l1s.div_ceil(512);
+        let tables = 2 + l2s + l1s;
+        let mut t = vec![0u64; (tables * 512) as usize];
+        let at = |k: u64| k << 12;
+        t[0] = at(1) | 3;
+        for g in 0..l2s {
+            t[(512 + g) as usize] = at(2 + g) | 3;
+        }
+        for k in 0..l1s {
+            let w = (2 + k / 512) * 512 + k % 512;
+            t[w as usize] = at(2 + l2s + k) | 3;
+            let base = ((2 + l2s + k) * 512) as usize;
+            for i in 0..512u64 {
+                t[base + i as usize] = (DATA + ((k * 512 + i) << 12)) | 3;
+            }
+        }
+        Flat { t }
+    }
+
+    #[inline(always)]
+    fn walk(&self, iova: u64) -> u64 {
+        let mut a = 0u64;
+        let mut shift = 39;
+        while shift >= 12 {
+            let i = (a >> 3) + ((iova >> shift) & 511);
+            a = self.t.get(i as usize).copied().unwrap_or(0) & FLAT_ADDR;
+            shift -= 9;
+        }
+        a | (iova & 0xfff)
+    }
+}
+
+/// The same tables in the crate's memory: root -> context (SID) -> 4 levels, `pages` pages.
+fn build(pages: u64) -> vtdwalk::Result<(PhysMem, u64)> {
     let mut m = PhysMem::new(&[(0, 64 * GIB)])?;
     let root = m.alloc_pages(1, None)?.get();
     let ctx = m.alloc_pages(1, None)?.get();
@@ -63,87 +109,51 @@ fn build() -> vtdwalk::Result<(PhysMem, u64, u64)> {
     m.write_u64(Maddr(root + 3 * 16), ctx | 1)?;
     m.write_u64(Maddr(ctx + 8 * 16), l4 | 1)?;
     m.write_u64(Maddr(ctx + 8 * 16 + 8), 2 | (1 << 8))?;
-    // IOVAs [0, 4 GiB): one L3 table, 4 L2 tables, 2048 L1 tables; data pages at 32 GiB.
     let l3 = m.alloc_pages(1, None)?.get();
     m.write_u64(Maddr(l4), Pte::table(l3).0)?;
-    for g in 0..PAGES / (512 * 512) {
+    let l1s = pages / 512;
+    for g in 0..l1s.div_ceil(512) {
         let l2 = m.alloc_pages(1, None)?.get();
         m.write_u64(Maddr(l3 + g * 8), Pte::table(l2).0)?;
-        for t in 0..512u64 {
+        for t in 0..512u64.min(l1s - g * 512) {
             let l1 = m.alloc_pages(1, None)?.get();
             m.write_u64(Maddr(l2 + t * 8), Pte::table(l1).0)?;
             let page = m.page_mut(Maddr(l1))?;
             for (i, e) in page.iter_mut().enumerate() {
                 let n = (g * 512 + t) * 512 + i as u64;
-                *e = Pte::leaf(32 * GIB + n * 4096, true, true, false, false).0;
+                *e = Pte::leaf(DATA + n * 4096, true, true, false, false).0;
             }
         }
     }
-    Ok((m, root, l4))
+    Ok((m, root))
 }
 
-/// The simplest compiled 4-level walk: four dependent reads, no checks at all.
-fn bare_walk(m: &PhysMem, root: u64, iova: u64) -> u64 {
-    let mut t = root;
-    for level in (1..=4).rev() {
-        let e = m
-            .load_u64(t + address_level_offset(iova, level) * 8)
-            .unwrap_or(0);
-        t = e & Pte::ADDR_MASK;
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
     }
-    t | (iova & 0xfff)
 }
 
-fn main() {
-    let (m, root, l4) = match build() {
-        Ok(x) => x,
-        Err(e) => return eprintln!("{e}"),
-    };
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let iovas: Vec<u64> = (0..PAGES)
+/// `N` random IOVAs over `set` pages picked at random among `pages` (all of them when equal).
+fn iovas(rng: &mut Rng, pages: u64, set: u64) -> Vec<u64> {
+    let picks: Vec<u64> = (0..set)
+        .map(|i| if set == pages { i } else { rng.next() % pages })
+        .collect();
+    (0..N)
         .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % PAGES) << 12 | (x >> 52)
+            let x = rng.next();
+            let p = picks.get((x % set) as usize).copied().unwrap_or(0);
+            p << 12 | (x >> 52)
         })
-        .collect();
-    let Ok(cfg) = UnitConfig::new(DEFAULT_CAP, DEFAULT_ECAP, 8) else {
-        return;
-    };
-    let jobs: Vec<WalkJob> = iovas
-        .iter()
-        .map(|&iova| WalkJob {
-            root: l4,
-            iova,
-            levels: 4,
-            write: false,
-        })
-        .collect();
-    let n = jobs.len() as u64;
-    // VTDWALK_BENCH=<substring> runs only the matching batch cases (for profiling).
-    let only = std::env::var("VTDWALK_BENCH").unwrap_or_default();
-    let walk_reps = if only.is_empty() { 5 } else { 0 };
-    let bare = median_ns_per_op(n, walk_reps, || {
-        let mut acc = 0u64;
-        for j in &jobs {
-            acc = acc.wrapping_add(bare_walk(&m, l4, j.iova));
-        }
-        black_box(acc);
-    });
-    let plain = median_ns_per_op(n, walk_reps, || {
-        let mut acc = 0u64;
-        for j in &jobs {
-            acc = acc.wrapping_add(walk(&m, &cfg, j).hpa_base);
-        }
-        black_box(acc);
-    });
-    let mut out = vec![WalkOut::default(); jobs.len()];
-    let inter = median_ns_per_op(n, walk_reps, || {
-        walk_interleaved(&m, &cfg, &jobs, &mut out);
-        black_box(&out);
-    });
-    let reqs: Vec<Request> = iovas
+        .collect()
+}
+
+fn reqs(iovas: &[u64]) -> Vec<Request> {
+    iovas
         .iter()
         .map(|&iova| Request {
             sid: SID,
@@ -151,86 +161,155 @@ fn main() {
             write: false,
             translation_request: false,
         })
-        .collect();
-    let mut hpa = vec![0u64; reqs.len()];
-    let mut fault = vec![0u8; reqs.len()];
-    let mut results = Vec::new();
-    for (label, entries, threads) in [
-        ("batch, IOTLB off, 1 thread", 0usize, 1usize),
-        ("batch, IOTLB off, 2 threads", 0, 2),
-        ("batch, IOTLB hits, 1 thread", 1 << 20, 1),
-        ("batch, IOTLB hits, 2 threads", 1 << 20, 2),
-    ] {
-        if !label.contains(only.as_str()) {
+        .collect()
+}
+
+enum Mode {
+    Batch(usize),
+    Single,
+}
+
+struct Case {
+    label: &'static str,
+    /// Working-set pages (`0`: every mapped page).
+    set: u64,
+    iotlb: usize,
+    mode: Mode,
+}
+
+fn main() {
+    let only = std::env::var("VTDWALK_BENCH").unwrap_or_default();
+    let size = std::env::var("VTDWALK_BENCH_PAGES").unwrap_or_default();
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    println!("ns per translation, median of 5; ratio = case / flat-array walk timed just before");
+    println!("{:<48}{:>9}{:>9}{:>8}", "case", "vtdwalk", "flat", "ratio");
+    for (name, pages) in [("1M", 1u64 << 20), ("16M", 1 << 24)] {
+        if !size.is_empty() && size != name {
             continue;
         }
-        let Ok(mut r) = Remapper::new(DEFAULT_CAP, DEFAULT_ECAP, Some(root), entries, 8, true)
-        else {
-            return;
+        let flat = Flat::new(pages);
+        let (m, root) = match build(pages) {
+            Ok(x) => x,
+            Err(e) => return eprintln!("{e}"),
         };
-        r.translate_batch(&m, &reqs, threads, &mut hpa, &mut fault); // warm (fills the IOTLB)
-        let t = median_ns_per_op(n, 5, || {
-            r.translate_batch(&m, &reqs, threads, &mut hpa, &mut fault)
-        });
-        results.push((label, t));
-    }
-    // The same over a 4096-page working set: the IOTLB and the tables stay in cache, so this
-    // shows the work per translation rather than the memory system.
-    let small: Vec<Request> = reqs
-        .iter()
-        .map(|r| Request {
-            iova: r.iova & 0xff_ffff,
-            ..*r
-        })
-        .collect();
-    for (label, entries) in [
-        ("4096-page set, IOTLB off", 0usize),
-        ("4096-page set, IOTLB hits", 4096),
-    ] {
-        if !label.contains(only.as_str()) {
-            continue;
+        let all = iovas(&mut rng, pages, pages);
+        let floor = |reps: usize| {
+            median_ns_per_op(N, reps, 1, || {
+                let mut acc = 0u64;
+                for &a in &all {
+                    acc = acc.wrapping_add(flat.walk(a));
+                }
+                black_box(acc);
+            })
+        };
+        let mut cases = vec![
+            Case {
+                label: "IOTLB off, 1 thread",
+                set: 0,
+                iotlb: 0,
+                mode: Mode::Batch(1),
+            },
+            Case {
+                label: "IOTLB off, 2 threads",
+                set: 0,
+                iotlb: 0,
+                mode: Mode::Batch(2),
+            },
+            Case {
+                label: "IOTLB hits, 64K working set",
+                set: 1 << 16,
+                iotlb: 1 << 20,
+                mode: Mode::Batch(1),
+            },
+            Case {
+                label: "IOTLB hits, 64K working set, 2 threads",
+                set: 1 << 16,
+                iotlb: 1 << 20,
+                mode: Mode::Batch(2),
+            },
+        ];
+        if pages > 1 << 20 {
+            cases.push(Case {
+                label: "1M working set (misses mixed in), 1 thread",
+                set: 1 << 20,
+                iotlb: 1 << 20,
+                mode: Mode::Batch(1),
+            });
+            cases.push(Case {
+                label: "1M working set (misses mixed in), 2 threads",
+                set: 1 << 20,
+                iotlb: 1 << 20,
+                mode: Mode::Batch(2),
+            });
+        } else {
+            cases.extend([
+                Case {
+                    label: "4096-page set, IOTLB off",
+                    set: 4096,
+                    iotlb: 0,
+                    mode: Mode::Batch(1),
+                },
+                Case {
+                    label: "4096-page set, IOTLB hits",
+                    set: 4096,
+                    iotlb: 4096,
+                    mode: Mode::Batch(1),
+                },
+                Case {
+                    label: "single translate(), IOTLB off",
+                    set: 0,
+                    iotlb: 0,
+                    mode: Mode::Single,
+                },
+                Case {
+                    label: "single translate(), IOTLB hits 64K set",
+                    set: 1 << 16,
+                    iotlb: 1 << 20,
+                    mode: Mode::Single,
+                },
+            ]);
         }
-        let Ok(mut r) = Remapper::new(DEFAULT_CAP, DEFAULT_ECAP, Some(root), entries, 8, true)
-        else {
-            return;
-        };
-        r.translate_batch(&m, &small, 1, &mut hpa, &mut fault);
-        let t = median_ns_per_op(n, 5, || {
-            r.translate_batch(&m, &small, 1, &mut hpa, &mut fault)
-        });
-        results.push((label, t));
-    }
-    // Single translate() calls, one after another (the Rust side of the Python single call).
-    for (label, entries) in [
-        ("single translate(), IOTLB off", 0usize),
-        ("single translate(), IOTLB hits", 1 << 20),
-    ] {
-        if !label.contains(only.as_str()) {
-            continue;
-        }
-        let Ok(mut r) = Remapper::new(DEFAULT_CAP, DEFAULT_ECAP, Some(root), entries, 8, true)
-        else {
-            return;
-        };
-        r.translate_batch(&m, &reqs, 1, &mut hpa, &mut fault);
-        let t = median_ns_per_op(n, 5, || {
-            let mut acc = 0u64;
-            for q in &reqs {
-                acc ^= r.translate(&m, q).map_or(0, |t| t.hpa);
+        for c in cases {
+            if !c.label.contains(only.as_str()) {
+                continue;
             }
-            black_box(acc);
-        });
-        results.push((label, t));
-    }
-    let ok = fault.iter().all(|&f| f == 0) && out.iter().all(|o| o.fault == 0);
-    println!("1M random translations over 1M mapped 4 KiB pages, 4 levels (all valid: {ok})");
-    println!("  bare 4-level loop (no checks)       {bare:7.1} ns/translation");
-    println!("  plain loop of checked walks         {plain:7.1} ns/translation");
-    println!(
-        "  interleaved walks ({} in flight)    {inter:7.1} ns/translation",
-        vtdwalk::hw::walk::WALK_WAYS
-    );
-    for (label, t) in results {
-        println!("  {label:<36}{t:7.1} ns/translation");
+            let rs = if c.set == 0 {
+                reqs(&all)
+            } else if c.set == 4096 {
+                // The first 4096 pages: their tables are few and stay in cache.
+                reqs(&all.iter().map(|a| a & 0xff_ffff).collect::<Vec<_>>())
+            } else {
+                reqs(&iovas(&mut rng, pages, c.set))
+            };
+            let Ok(mut r) = Remapper::new(DEFAULT_CAP, DEFAULT_ECAP, Some(root), c.iotlb, 8, true)
+            else {
+                return;
+            };
+            let mut hpa = vec![0u64; N];
+            let mut fault = vec![0u8; N];
+            // Warm (fills the IOTLB).
+            r.translate_batch(&m, &rs, 1, &mut hpa, &mut fault);
+            let base = floor(5);
+            let t = match c.mode {
+                Mode::Batch(th) => median_ns_per_op(N, 5, th, || {
+                    r.translate_batch(&m, &rs, th, &mut hpa, &mut fault)
+                }),
+                Mode::Single => median_ns_per_op(N, 5, 1, || {
+                    let mut acc = 0u64;
+                    for q in &rs {
+                        acc ^= r.translate(&m, q).map_or(0, |t| t.hpa);
+                    }
+                    black_box(acc);
+                }),
+            };
+            let ok = fault.iter().all(|&f| f == 0)
+                && rs.iter().zip(&hpa).all(|(q, &h)| h == flat.walk(q.iova));
+            let label = format!(
+                "{name} pages, {}{}",
+                c.label,
+                if ok { "" } else { " (WRONG)" }
+            );
+            println!("{label:<48}{t:>9.1}{base:>9.1}{:>7.2}x", t / base);
+        }
     }
 }

@@ -761,3 +761,34 @@ def test_five_level_domain() -> None:
     assert p.translate("82:00.0", (1 << 48) + 0x10).hpa == 0x10_0000_1010
     with pytest.raises(DmaFault):
         p.translate("01:00.0", (1 << 48) + 0x10)
+
+
+def test_translate_remembers_units_and_forgets_them_on_change() -> None:
+    p = x10dai()
+    d = p.create_domain()
+    p.assign_device(d, "82:00.0")
+    d.map(0x10_0000, 0x10_0000_0000, 0x1000)
+    want = 0x10_0000_0010
+    # Every name form, twice (the second time from the remembered unit), the same answer.
+    for _ in range(2):
+        for name in ("82:00.0", "0000:82:00.0", 0x8200, B("82:00.0"), np.uint32(0x8200)):
+            assert p.translate(name, 0x10_0010).hpa == want
+    # A remembered integer does not make a bool or a float a device name.
+    for bad in (True, float(0x8200)):
+        with pytest.raises(InvalidArgument, match="bdf"):
+            p.translate(bad, 0x10_0010)  # type: ignore[arg-type]
+    # A device in no unit's scope is refused every time, and not remembered as anything.
+    for _ in range(2):
+        with pytest.raises(PlatformError):
+            p.translate("0001:00:00.0", 0)
+    # Deassigned: the next request faults (context entry not present).
+    p.deassign_device("82:00.0")
+    with pytest.raises(DmaFault) as e:
+        p.translate("82:00.0", 0x10_0010)
+    assert e.value.reason == 0x2
+    # The topology changes its version on every change: a name then resolves afresh.
+    v = p.topology.version
+    p.topology.add_vfs("82:00.0", 2, offset=0x80)
+    assert p.topology.version is not v
+    p.assign_device(d, "82:10.0")
+    assert p.translate("82:10.0", 0x10_0010).hpa == want

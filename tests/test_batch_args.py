@@ -121,6 +121,56 @@ def test_translate_batch_read_only_input() -> None:
     assert hpa.tolist() == EXPECT_HPA
 
 
+def test_translate_batch_into_preallocated_outputs() -> None:
+    _, r = unit()
+    hpa = np.full(4, 0xDEAD, np.uint64)
+    fault = np.full(4, 0xFF, np.uint8)
+    h, f = r.translate_batch(np.full(4, SID, np.uint16), IOVAS, WRITES, out=(hpa, fault))
+    assert h is hpa and f is fault
+    assert hpa.tolist() == EXPECT_HPA and fault.tolist() == EXPECT_FAULT
+    # Into a slice of a larger array (a contiguous view): only the view is written.
+    big = np.full(6, 7, np.uint64)
+    fault[:] = 0xFF
+    r.translate_batch([SID] * 4, IOVAS, WRITES, out=(big[1:5], fault))
+    assert big.tolist() == [7, *EXPECT_HPA, 7] and fault.tolist() == EXPECT_FAULT
+
+
+@pytest.mark.parametrize(
+    ("out", "shown"),
+    [
+        ((np.zeros(3, np.uint64), np.zeros(4, np.uint8)), "got 3 and 4"),
+        ((np.zeros(4, np.int64), np.zeros(4, np.uint8)), "hpa is not"),
+        ((np.zeros(4, np.uint64), np.zeros(4, np.uint16)), "fault is not"),
+        ((np.zeros(8, np.uint64)[::2], np.zeros(4, np.uint8)), "not contiguous"),
+        ((np.zeros((2, 4), np.uint64), np.zeros(4, np.uint8)), "hpa is not"),
+        (np.zeros(4, np.uint64), "not a pair"),
+        ([1, 2], "not a pair"),
+    ],
+)
+def test_translate_batch_bad_out_refused_and_changes_nothing(out: Any, shown: str) -> None:
+    _, r = unit()
+    before = r.stats()
+    with pytest.raises(InvalidArgument, match="out: ") as e:
+        r.translate_batch([SID] * 4, IOVAS, WRITES, out=out)
+    assert shown in str(e.value)
+    assert r.stats() == before
+
+
+def test_translate_batch_read_only_out_refused() -> None:
+    _, r = unit()
+    hpa, fault = np.zeros(4, np.uint64), np.zeros(4, np.uint8)
+    hpa.flags.writeable = False
+    before = r.stats()
+    with pytest.raises(InvalidArgument, match="out: "):
+        r.translate_batch([SID] * 4, IOVAS, WRITES, out=(hpa, fault))
+    assert r.stats() == before
+    # An input array given as an output too is refused (it is read while being written).
+    iovas = np.array(IOVAS, np.uint64)
+    with pytest.raises(InvalidArgument, match="out: "):
+        r.translate_batch([SID] * 4, iovas, WRITES, out=(iovas, fault))
+    assert r.stats() == before
+
+
 def pages(n: int) -> list[int]:
     return [0x10_0000 + i * K4 for i in range(n)]
 

@@ -174,6 +174,7 @@ class Remapper:
         iovas: npt.ArrayLike,
         writes: npt.ArrayLike | None = None,
         threads: int | None = None,
+        out: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint8]] | None = None,
     ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint8]]: ...
     def invalidate_iotlb(
         self, granularity: str, did: int | None = None, addr: int | None = None, am: int = 0

@@ -20,7 +20,15 @@ if TYPE_CHECKING:
     from vtdwalk._core import Remapper, Translation
     from vtdwalk.driver.iommu import Iommu
 
-__all__ = ["dma_read", "dma_write", "mmio_read", "mmio_write", "translate", "translate_batch"]
+__all__ = [
+    "dma_read",
+    "dma_write",
+    "hardware_of",
+    "mmio_read",
+    "mmio_write",
+    "translate",
+    "translate_batch",
+]
 
 _UnitFor = Callable[[Bdf], "Iommu | None"]
 
@@ -32,12 +40,18 @@ def _hardware(unit: Iommu) -> Remapper:
     return unit.remapper
 
 
-def translate(unit_for: _UnitFor, bdf: BdfLike, iova: int, write: bool = False) -> Translation:
+def hardware_of(unit_for: _UnitFor, bdf: BdfLike) -> tuple[Remapper, int]:
+    """The hardware of the device's unit and the device's source-id."""
     b = Bdf.coerce(bdf)
     unit = unit_for(b)
     if unit is None:
         raise PlatformError(f"{b} is in no remapping unit's scope")
-    return _hardware(unit).translate(b.sid, plain_int(iova), write=write)
+    return _hardware(unit), b.sid
+
+
+def translate(unit_for: _UnitFor, bdf: BdfLike, iova: int, write: bool = False) -> Translation:
+    hw, sid = hardware_of(unit_for, bdf)
+    return hw.translate(sid, plain_int(iova), write=write)
 
 
 def _unit_for_device(unit_for: _UnitFor, bdf: BdfLike) -> tuple[Iommu, Bdf]:

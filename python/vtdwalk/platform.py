@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     from typing_extensions import Buffer
 
-    from vtdwalk._core import Translation
+    from vtdwalk._core import Remapper, Translation
     from vtdwalk.driver.domain import Domain
 
 __all__ = ["AtsrUnit", "Finding", "Platform", "Policy", "RmrrUnit"]
@@ -130,6 +130,9 @@ def _unit_caps(unit_caps: object) -> dict[int, tuple[int, int]]:
         out[a] = (vals[0], vals[1])
     return out
 
+# Device names whose unit Platform.translate remembers (hashable, never equal across types).
+_CACHED_NAMES = frozenset({str, int, Bdf})
+
 
 def _off(s: object) -> int | None:
     o = getattr(s, "offset", None)
@@ -199,6 +202,10 @@ class Platform:
         self.numa, self.mem = self._memory(numa if numa is not None else file_numa, mem)
 
         self.iommus: list[Iommu] = []
+        # Platform.translate's device -> (unit's hardware, source-id), for str, int and Bdf
+        # names, valid for one topology version and until a root table or assignment changes.
+        self._dma_units: dict[object, tuple[Remapper, int]] = {}
+        self._dma_version: object = None
         self.rmrrs: list[RmrrUnit] = []
         self._rmrr_index: _dmar.RangeIndex[RmrrUnit] = _dmar.RangeIndex()
         self.atsrs: list[AtsrUnit] = []
@@ -599,6 +606,7 @@ class Platform:
 
     def _alloc_root(self, u: Iommu) -> None:
         """The one seam where a unit gets its root table (and, later, its Remapper)."""
+        self._forget_dma_units()
         u.alloc_root_table()
 
     # ---- look-ups (Xen semantics, list order)
@@ -846,17 +854,20 @@ class Platform:
         """Xen's ``intel_iommu_assign_device``: context entries for the device (and its
         aliases) on its unit, then its RMRRs identity-mapped. ``relaxed`` allows a device
         that shares an RMRR with other devices. See :mod:`vtdwalk.driver.assign`."""
+        self._forget_dma_units()
         self.assignments.assign_device(domain, bdf, relaxed)
 
     def deassign_device(self, bdf: BdfLike | int) -> Domain:
         """Remove the device from its domain (its context entries cleared and flushed, its RMRR
         references dropped); returns the domain it left."""
+        self._forget_dma_units()
         return self.assignments.deassign_device(bdf)
 
     def reassign_device(
         self, bdf: BdfLike | int, domain: Domain | int, relaxed: bool = False
     ) -> None:
         """Move the device to ``domain`` (or assign it, when it has no owner)."""
+        self._forget_dma_units()
         self.assignments.reassign_device(bdf, domain, relaxed)
 
     def owner_of(self, bdf: BdfLike | int) -> Domain | None:
@@ -866,8 +877,23 @@ class Platform:
             return self.assignments.owner.get(b)
 
     def translate(self, bdf: BdfLike | int, iova: int, write: bool = False) -> Translation:
-        """A DMA request by the device, walked by its unit's hardware; raises DmaFault."""
+        """A DMA request by the device, walked by its unit's hardware; raises DmaFault. The
+        device's unit is looked up once per name (a string, integer or Bdf) and remembered
+        until the topology, a root table or an assignment changes."""
+        if self._dma_version is not self.topology.version:
+            self._dma_units.clear()
+            self._dma_version = self.topology.version
+        if type(bdf) in _CACHED_NAMES:
+            hit = self._dma_units.get(bdf)
+            if hit is None:
+                hit = self._dma_units[bdf] = dma.hardware_of(self.iommu_for_device, bdf)
+            if type(iova) is not int:
+                iova = plain_int(iova)
+            return hit[0].translate(hit[1], iova, write)
         return dma.translate(self.iommu_for_device, bdf, iova, write)
+
+    def _forget_dma_units(self) -> None:
+        self._dma_units.clear()
 
     def translate_batch(
         self,

@@ -1,126 +1,167 @@
-//! The batch engine of a unit: a window of requests is first looked at ahead, read-only and
-//! on several threads (context look-ups, IOTLB probes, interleaved walks of the misses), then
-//! committed in order through the same step as a single translation. Threads and look-ahead
-//! change the speed, never the outcome: results, faults, counters and cache content are those
-//! of the same calls one by one.
+//! The batch engine of a unit: the requests are translated in order, each through the same
+//! step as a single translation, while memory some requests ahead is read into cache (the
+//! IOTLB set a request will probe, then, when it will miss, the entries its walk will read).
+//! Nothing is done ahead that could need undoing: what is read ahead is only a hint to the
+//! memory system. With more than one thread, the walks of each window's requests that miss
+//! the IOTLB as it stands are done ahead on the other threads (a walk reads only memory,
+//! which no one changes during a batch) and the in-order pass takes a walk done ahead only
+//! when it is the very walk it needs. Threads and look-ahead change the speed, never the
+//! outcome: results, faults, counters and cache content are those of the same calls one by
+//! one.
 
-use super::context::{fetch_context, Context};
-use super::iotlb::Ahead;
+use super::context::Context;
 use super::remapper::{Remapper, Request};
-use super::walk::{walk_interleaved, WalkJob, WalkOut};
+use super::walk::{touch_leaf, walk_interleaved, WalkJob, WalkOut};
 use crate::mem::Memory;
 use crate::spec::TranslationType;
 
-/// Buffers of the look-ahead of one part of a window: the walks to do, the index in the part
-/// of the request each is for, and their results.
+/// Requests per group of reads ahead: at the start of each group, the IOTLB sets of the
+/// group after next are read, and the walks' entries of the next group (when the IOTLB, as it
+/// stands, does not hold its translation: the probe that decides it finds its set in cache).
+const GROUP: usize = 16;
+
+/// Walks done ahead for one part of a window: the walks, the index in the part of the
+/// request each is for, and their results.
 #[derive(Default)]
 struct Scratch {
     jobs: Vec<WalkJob>,
     who: Vec<u32>,
     outs: Vec<WalkOut>,
-    /// Per request of the part: its IOTLB look-up done ahead, and the IOTLB's epoch then.
-    probes: Vec<Ahead>,
-    epoch: u64,
 }
 
-/// Requests whose IOTLB sets the look-ahead reads in one go, a group ahead of their probes,
-/// so that the cache misses of that many look-ups overlap.
-const PROBE_AHEAD: usize = 64;
-
-/// Requests per window of a batch: the speculative pass covers a window, then the in-order
-/// pass commits it. Small enough that the IOTLB sets probed ahead are still in cache at commit.
+/// Requests per thread per window of a threaded batch.
 pub(super) const WINDOW: usize = 1 << 13;
 /// Fewest requests per thread worth a thread of its own.
 const MIN_PER_THREAD: usize = 1 << 12;
 
 impl Remapper {
-    /// The read-only look-ahead of a slice of a window: the walks the requests that miss the
-    /// IOTLB (as it stands) will need, done interleaved, into `sc` (whose buffers are reused
-    /// from window to window).
-    fn speculate<M: Memory + Sync + ?Sized>(&self, mem: &M, reqs: &[Request], sc: &mut Scratch) {
+    /// The context `r` would use, as cached now (`None`: not cached, or no walk needed).
+    #[inline(always)]
+    fn cached_walk_context(&self, r: &Request) -> Option<Context> {
+        let c = self.ctx_cache.get(r.sid)?;
+        (c.tt != TranslationType::PassThrough && !r.translation_request).then_some(c)
+    }
+
+    /// Read the IOTLB set request `r` will probe first (value meaningless).
+    #[inline(always)]
+    fn touch_set(&self, r: &Request) -> u64 {
+        match self.cached_walk_context(r) {
+            Some(c) => self.iotlb.warm_sets(&[self.iotlb.set_index(c.did, r.iova)]),
+            None => 0,
+        }
+    }
+
+    /// Read the entries the walk of `r` will read, unless the IOTLB (as it stands) holds its
+    /// translation (value meaningless).
+    #[inline(always)]
+    fn touch_walk<M: Memory + ?Sized>(&self, mem: &M, r: &Request, iotlb: bool) -> u64 {
+        match self.cached_walk_context(r) {
+            Some(c) if !(iotlb && self.iotlb.probe(c.did, r.iova).is_some()) => {
+                touch_leaf(mem, c.slptptr, c.levels, r.iova)
+            }
+            _ => 0,
+        }
+    }
+
+    /// The walks of the requests of `reqs` that miss the IOTLB as it stands, interleaved, into
+    /// `sc` (read-only: run on several threads at once).
+    fn walk_ahead<M: Memory + Sync + ?Sized>(&self, mem: &M, reqs: &[Request], sc: &mut Scratch) {
         sc.jobs.clear();
         sc.who.clear();
-        sc.probes.clear();
-        sc.epoch = self.iotlb.epoch();
-        let cached = self.iotlb.capacity() > 0;
-        let iotlb_on = cached && !self.iotlb.is_empty();
-        // Read the IOTLB sets of the next group of requests, in a tight loop, before probing
-        // this group's: their cache misses overlap with each other and with this group's work
-        // (a load outstanding for long blocks the core only once it is the oldest, so the
-        // reads must be issued close together); the probes then find their sets in cache, and
-        // so does the in-order pass, which re-checks the slot found here.
-        let warm = |rg: &[Request]| {
-            let mut sets = [0usize; PROBE_AHEAD];
-            let mut n = 0;
-            // The last source-id's context, as a batch is mostly of few devices.
-            let mut last: Option<(u16, Option<Context>)> = None;
-            for (r, s) in rg.iter().zip(sets.iter_mut()) {
-                let c = match last {
-                    Some((sid, c)) if sid == r.sid => c,
-                    _ => {
-                        let c = self.ctx_cache.get(r.sid);
-                        last = Some((r.sid, c));
-                        c
-                    }
-                };
-                if let Some(c) = c {
-                    *s = self.iotlb.set_index(c.did, r.iova);
-                    n += 1;
-                }
-            }
-            let sets = sets.get(..n).unwrap_or(&[]);
-            std::hint::black_box(self.iotlb.warm_sets(sets));
-        };
-        if iotlb_on {
-            warm(reqs.get(..PROBE_AHEAD.min(reqs.len())).unwrap_or(&[]));
-        }
+        let iotlb = !self.iotlb.is_empty();
         for (k, r) in reqs.iter().enumerate() {
-            if iotlb_on && k % PROBE_AHEAD == 0 {
-                let from = k + PROBE_AHEAD;
-                let to = (from + PROBE_AHEAD).min(reqs.len());
-                warm(reqs.get(from..to).unwrap_or(&[]));
-            }
-            let mut probe = Ahead::Unknown;
-            let c = match self.ctx_cache.get(r.sid) {
-                Some(c) => Some(c),
-                None => fetch_context(mem, &self.cfg, self.rtaddr, r.sid).ok(),
+            let Some(c) = self.cached_walk_context(r) else {
+                continue;
             };
-            if let Some(c) = c {
-                if c.tt != TranslationType::PassThrough && !r.translation_request {
-                    if cached {
-                        probe = self.iotlb.probe_ahead(c.did, r.iova);
-                    }
-                    match probe {
-                        Ahead::Hit { .. } => {}
-                        _ => {
-                            sc.jobs.push(WalkJob {
-                                root: c.slptptr,
-                                iova: r.iova,
-                                levels: c.levels,
-                                write: r.write,
-                            });
-                            sc.who.push(k as u32);
-                        }
-                    }
-                }
+            if iotlb && self.iotlb.probe(c.did, r.iova).is_some() {
+                continue;
             }
-            if cached {
-                sc.probes.push(probe);
-            }
+            sc.jobs.push(WalkJob {
+                root: c.slptptr,
+                iova: r.iova,
+                levels: c.levels,
+                write: r.write,
+            });
+            sc.who.push(k as u32);
         }
         sc.outs.clear();
         sc.outs.resize(sc.jobs.len(), WalkOut::default());
         walk_interleaved(mem, &self.cfg, &sc.jobs, &mut sc.outs);
     }
 
+    /// Translate `reqs` in order, writing the results to the slots given (`None`: dropped).
+    /// `walked`: walks done ahead for these requests; without, the look-ahead reads memory.
+    fn run_in_order<'o, M: Memory + Sync + ?Sized>(
+        &mut self,
+        mem: &M,
+        reqs: &[Request],
+        walked: Option<&Scratch>,
+        mut outs: impl Iterator<Item = (Option<&'o mut u64>, Option<&'o mut u8>)>,
+    ) {
+        let cached = self.iotlb.capacity() > 0;
+        let mut acc = 0u64;
+        // Reads ahead are issued a group at a time, in a tight loop: plain loads, so the core
+        // waits on one only once it is the oldest instruction, and a group's misses overlap.
+        let sets = |this: &Self, from: usize| -> u64 {
+            let g = reqs
+                .get(from..(from + GROUP).min(reqs.len()))
+                .unwrap_or(&[]);
+            g.iter().fold(0, |a, r| a ^ this.touch_set(r))
+        };
+        let walks = |this: &Self, from: usize| -> u64 {
+            let g = reqs
+                .get(from..(from + GROUP).min(reqs.len()))
+                .unwrap_or(&[]);
+            g.iter().fold(0, |a, r| a ^ this.touch_walk(mem, r, cached))
+        };
+        if walked.is_none() {
+            if cached {
+                acc ^= sets(self, 0) ^ sets(self, GROUP);
+            }
+            acc ^= walks(self, 0);
+        }
+        // A part's walks are in request order: the next one is for request `who[n]`.
+        let mut n = 0usize;
+        for (i, r) in reqs.iter().enumerate() {
+            let ahead = match walked {
+                None => {
+                    if i % GROUP == 0 {
+                        if cached {
+                            acc ^= sets(self, i + 2 * GROUP);
+                        }
+                        acc ^= walks(self, i + GROUP);
+                    }
+                    None
+                }
+                Some(sc) => match sc.who.get(n) {
+                    Some(&w) if w as usize == i => {
+                        n += 1;
+                        sc.jobs.get(n - 1).zip(sc.outs.get(n - 1))
+                    }
+                    _ => None,
+                },
+            };
+            let a = ahead.map(|(j, o)| (*j, *o));
+            let (hpa, fault) = match self.commit(mem, r, a.as_ref()) {
+                Ok(t) => (t.hpa, 0),
+                Err(rec) => (0, rec.reason.code()),
+            };
+            if let Some((h, f)) = outs.next() {
+                if let Some(h) = h {
+                    *h = hpa;
+                }
+                if let Some(f) = f {
+                    *f = fault;
+                }
+            }
+        }
+        std::hint::black_box(acc);
+    }
+
     /// Translate many requests: exactly the results, side effects and counters of the same
-    /// calls to [`Remapper::translate`] one by one, in order. Each window is first looked at
-    /// ahead, read-only (split over `threads`): the requests that miss the IOTLB as it stands
-    /// get their walks done, interleaved. Then an in-order pass runs each request exactly as
-    /// [`Remapper::translate`] does (context cache, IOTLB, fault recording, counters), taking a
-    /// walk done ahead only when it is the very walk needed (same table root, levels, address
-    /// and direction): a walk reads only memory, which no one changes during the batch. So
-    /// threads and look-ahead change the speed, never the outcome.
+    /// calls to [`Remapper::translate`] one by one, in order (see the module's text for how
+    /// look-ahead and `threads` make it faster without changing that). Outputs shorter than
+    /// the requests: the rest is translated, the results dropped.
     pub fn translate_batch<M: Memory + Sync + ?Sized>(
         &mut self,
         mem: &M,
@@ -129,64 +170,45 @@ impl Remapper {
         out_hpa: &mut [u64],
         out_fault: &mut [u8],
     ) {
-        let threads = threads.clamp(1, 64);
+        let threads = threads.clamp(1, 64).min(reqs.len() / MIN_PER_THREAD).max(1);
+        if threads == 1 {
+            self.run_in_order(
+                mem,
+                reqs,
+                None,
+                slots(Some(out_hpa)).zip(slots(Some(out_fault))),
+            );
+            return;
+        }
         let window = WINDOW * threads;
         let mut scratch: Vec<Scratch> = (0..threads).map(|_| Scratch::default()).collect();
         let mut base = 0usize;
         for win in reqs.chunks(window) {
             let t = threads.min(win.len() / MIN_PER_THREAD).max(1);
             let per = win.len().div_ceil(t).max(1);
-            if t <= 1 {
-                if let Some(sc) = scratch.first_mut() {
-                    self.speculate(mem, win, sc);
-                }
-            } else {
+            {
                 let this = &*self;
                 std::thread::scope(|s| {
-                    for (rs, sc) in win.chunks(per).zip(scratch.iter_mut()) {
-                        s.spawn(move || this.speculate(mem, rs, sc));
+                    let mut parts = win.chunks(per).zip(scratch.iter_mut());
+                    // The first part on this thread, the others on their own.
+                    let first = parts.next();
+                    for (rs, sc) in parts {
+                        s.spawn(move || this.walk_ahead(mem, rs, sc));
+                    }
+                    if let Some((rs, sc)) = first {
+                        this.walk_ahead(mem, rs, sc);
                     }
                 });
             }
             let hpa_out = out_hpa.get_mut(base..).unwrap_or_default();
             let fault_out = out_fault.get_mut(base..).unwrap_or_default();
-            // (Outputs shorter than the requests: the rest is translated, the results dropped.)
             let hpa_parts = hpa_out.chunks_mut(per).map(Some);
             let hpa_parts = hpa_parts.chain(std::iter::repeat_with(|| None));
             let fault_parts = fault_out.chunks_mut(per).map(Some);
             let fault_parts = fault_parts.chain(std::iter::repeat_with(|| None));
             let outs = hpa_parts.zip(fault_parts);
             for ((rs, sc), (hs, fs)) in win.chunks(per).zip(&scratch).zip(outs) {
-                // A part's walks are in request order: the next one is for request `who[n]`.
-                let mut n = 0usize;
-                let probes = sc.probes.iter().map(|&p| (p, sc.epoch));
-                let unknown = std::iter::repeat((Ahead::Unknown, 0));
-                let probes = probes.chain(unknown);
-                for (((i, r), probe), (h, f)) in rs
-                    .iter()
-                    .enumerate()
-                    .zip(probes)
-                    .zip(slots(hs).zip(slots(fs)))
-                {
-                    let walked = match sc.who.get(n) {
-                        Some(&w) if w as usize == i => {
-                            n += 1;
-                            sc.jobs.get(n - 1).zip(sc.outs.get(n - 1))
-                        }
-                        _ => None,
-                    };
-                    let a = walked.map(|(j, o)| (*j, *o));
-                    let (hpa, fault) = match self.commit(mem, r, a.as_ref(), probe) {
-                        Ok(t) => (t.hpa, 0),
-                        Err(rec) => (0, rec.reason.code()),
-                    };
-                    if let Some(h) = h {
-                        *h = hpa;
-                    }
-                    if let Some(f) = f {
-                        *f = fault;
-                    }
-                }
+                self.run_in_order(mem, rs, Some(sc), slots(hs).zip(slots(fs)));
             }
             base += win.len();
         }

@@ -131,17 +131,58 @@ fn start(cfg: &UnitConfig, job: &WalkJob) -> Result<Cursor, WalkOut> {
     })
 }
 
-/// One walk, start to end (at most `levels` table reads).
+/// One walk, start to end (at most `levels` table reads), the depth a compile-time
+/// parameter of the loop (so it unrolls and each level's masks are constants).
 pub fn walk<M: Memory + ?Sized>(mem: &M, cfg: &UnitConfig, job: &WalkJob) -> WalkOut {
-    let mut c = match start(cfg, job) {
+    let c = match start(cfg, job) {
         Ok(c) => c,
         Err(o) => return o,
     };
-    loop {
-        if let Step::Done(o) = step(mem, &cfg.masks, job, &mut c) {
+    match job.levels {
+        3 => walk_depth::<M, 3>(mem, &cfg.masks, job, c),
+        4 => walk_depth::<M, 4>(mem, &cfg.masks, job, c),
+        _ => walk_depth::<M, 5>(mem, &cfg.masks, job, c),
+    }
+}
+
+/// The `L` levels of a walk started by [`start`] (which checked that `job.levels == L`).
+#[inline(always)]
+fn walk_depth<M: Memory + ?Sized, const L: u32>(
+    mem: &M,
+    masks: &PteReservedMasks,
+    job: &WalkJob,
+    mut c: Cursor,
+) -> WalkOut {
+    for _ in 0..L {
+        if let Step::Done(o) = step(mem, masks, job, &mut c) {
             return o;
         }
     }
+    // Not reached: a walk ends at level 1 at the latest.
+    fault_out(FaultReason::PagingEntryInv)
+}
+
+/// Read the entries above the leaf a walk of `iova` from `root` (`levels` deep) goes
+/// through, and then the leaf's own entry, so that the walk done later finds them in cache.
+/// No check is made: this only reads memory (a value that means nothing is returned, to be
+/// kept from being optimised out), and stops at an entry that is not a table pointer.
+#[inline(always)]
+pub fn touch_leaf<M: Memory + ?Sized>(mem: &M, root: u64, levels: u8, iova: u64) -> u64 {
+    let mut table = root & ADDR_HI_MASK;
+    let mut level = levels as u32;
+    while level > 1 {
+        let raw = mem
+            .load_u64(table.wrapping_add(address_level_offset(iova, level) * 8))
+            .unwrap_or(0);
+        let pte = Pte(raw);
+        if raw & 3 == 0 || pte.superpage() {
+            return raw;
+        }
+        table = pte.addr();
+        level -= 1;
+    }
+    mem.load_u64(table.wrapping_add(address_level_offset(iova, 1) * 8))
+        .unwrap_or(0)
 }
 
 /// Walks in flight at once in [`walk_interleaved`].

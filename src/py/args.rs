@@ -7,7 +7,7 @@ use numpy::{
 use std::marker::PhantomData;
 
 use pyo3::prelude::*;
-use pyo3::types::PyBool;
+use pyo3::types::{PyBool, PyInt, PyString};
 
 use super::errors::Exc;
 
@@ -323,6 +323,23 @@ pub fn batch_array_max<'py, T: BatchElement>(
 /// a malformed string or a value out of range raises `InvalidArgument` naming `name`.
 pub fn device(ob: &Bound<'_, PyAny>, name: &str) -> PyResult<u16> {
     let bad = |why: String| Exc::InvalidArgument.msg(format!("{name}: {why}"));
+    // The common forms first, each with one type check (a failed conversion builds an error).
+    if let Ok(i) = ob.cast_exact::<PyInt>() {
+        return i
+            .extract::<u16>()
+            .map_err(|_| bad(format!("source-id {} is not in 0..=0xffff", shown(ob))));
+    }
+    if let Ok(text) = ob.cast_exact::<PyString>() {
+        let text = text.to_cow()?;
+        return crate::addr::SourceId::parse(&text)
+            .map(|(_, sid)| sid.0)
+            .ok_or_else(|| {
+                bad(format!(
+                    "{} is not a PCI address of the form [ssss:]bb:dd.f",
+                    shown(ob)
+                ))
+            });
+    }
     if ob.is_instance_of::<PyBool>() {
         return Err(bad(format!(
             "expected a Bdf, a 'bb:dd.f' string or a source-id, got {}",

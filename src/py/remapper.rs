@@ -6,7 +6,7 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use numpy::{IntoPyArray, PyArray1};
+use numpy::{PyArray1, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
@@ -453,8 +453,14 @@ impl PyRemapper {
     }
 
     /// Translate many requests; the same results and side effects as one call each, in order.
-    /// Returns (hpa, fault reason) arrays; hpa is 0 where the reason is not 0.
-    #[pyo3(signature = (sids, iovas, writes=None, threads=None))]
+    /// Returns (hpa, fault reason) arrays; hpa is 0 where the reason is not 0. With
+    /// `out=(hpa, fault)` (C-contiguous, writeable uint64 and uint8 arrays of the requests'
+    /// length) the results are written there and those arrays returned.
+    ///
+    /// The inputs are read once, with the GIL held, into the requests the unit translates
+    /// (so a Python thread changing them during the call changes nothing); the outputs are
+    /// written while it is released, as numpy's own functions write an `out=` array.
+    #[pyo3(signature = (sids, iovas, writes=None, threads=None, out=None))]
     #[allow(clippy::type_complexity)]
     fn translate_batch<'py>(
         &self,
@@ -463,6 +469,7 @@ impl PyRemapper {
         iovas: &Bound<'py, PyAny>,
         writes: Option<&Bound<'py, PyAny>>,
         threads: Option<U32>,
+        out: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<(Bound<'py, PyArray1<u64>>, Bound<'py, PyArray1<u8>>)> {
         let sids = batch_array::<u16>(sids, "sids")?;
         let iovas = batch_array::<u64>(iovas, "iovas")?;
@@ -476,14 +483,14 @@ impl PyRemapper {
                 Exc::InvalidArgument.msg(format!("sids has {} entries, iovas {n}", s.len()))
             );
         }
-        let w: Vec<bool> = match &writes {
+        let w: Option<&[bool]> = match &writes {
             Some(w) if w.len() != n => {
                 return Err(
                     Exc::InvalidArgument.msg(format!("writes has {} entries, iovas {n}", w.len()))
                 )
             }
-            Some(w) => w.as_slice()?.to_vec(),
-            None => vec![false; n],
+            Some(w) => Some(w.as_slice()?),
+            None => None,
         };
         let threads = match threads {
             Some(U32(0)) => return Err(Exc::InvalidArgument.msg("threads must be at least 1")),
@@ -492,27 +499,43 @@ impl PyRemapper {
                 .map_or(1, |p| p.get())
                 .min(8),
         };
+        let (hpa, fault) = match out {
+            Some(o) => out_arrays(o, n)?,
+            // Fresh arrays: no one else holds them while they are written.
+            None => (
+                PyArray1::<u64>::zeros(py, n, false),
+                PyArray1::<u8>::zeros(py, n, false),
+            ),
+        };
         let reqs: Vec<Request> = s
             .iter()
             .zip(a.iter())
-            .zip(w)
-            .map(|((&sid, &iova), write)| Request {
+            .enumerate()
+            .map(|(k, (&sid, &iova))| Request {
                 sid,
                 iova,
-                write,
+                write: w.and_then(|w| w.get(k)).copied().unwrap_or(false),
                 translation_request: false,
             })
             .collect();
-        let (hpa, fault) = py.detach(|| {
-            let mut hpa = vec![0u64; n];
-            let mut fault = vec![0u8; n];
-            let mut unit = self.unit();
-            let mem = self.mem.read();
-            unit.translate_batch(&*mem, &reqs, threads, &mut hpa, &mut fault);
-            (hpa, fault)
-        });
+        {
+            let mut h = hpa
+                .try_readwrite()
+                .map_err(|e| Exc::InvalidArgument.msg(format!("out: {e}")))?;
+            let mut f = fault
+                .try_readwrite()
+                .map_err(|e| Exc::InvalidArgument.msg(format!("out: {e}")))?;
+            let bad = |_| Exc::InvalidArgument.msg("out: arrays not contiguous");
+            let hs = h.as_slice_mut().map_err(bad)?;
+            let fs = f.as_slice_mut().map_err(bad)?;
+            py.detach(|| {
+                let mut unit = self.unit();
+                let mem = self.mem.read();
+                unit.translate_batch(&*mem, &reqs, threads, hs, fs);
+            });
+        }
         self.deliver(py)?;
-        Ok((hpa.into_pyarray(py), fault.into_pyarray(py)))
+        Ok((hpa, fault))
     }
 
     /// IOTLB invalidation: "global", "domain" (did) or "page" (did, addr, am: 2**am pages).
@@ -652,4 +675,35 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyFaultRecord>()?;
     m.add_class::<PyInterrupt>()?;
     Ok(())
+}
+
+/// The `out=` of a batch call: a pair of C-contiguous, writeable uint64 and uint8 arrays of
+/// `n` entries each, not the same array (checked before anything is translated).
+#[allow(clippy::type_complexity)]
+fn out_arrays<'py>(
+    o: &Bound<'py, PyAny>,
+    n: usize,
+) -> PyResult<(Bound<'py, PyArray1<u64>>, Bound<'py, PyArray1<u8>>)> {
+    let bad = |what: &str| {
+        Exc::InvalidArgument.msg(format!(
+            "out: expected (hpa, fault) as C-contiguous writeable 1-D arrays of uint64 and \
+             uint8 with {n} entries, {what}"
+        ))
+    };
+    let Ok((h, f)) = o.extract::<(Bound<'py, PyAny>, Bound<'py, PyAny>)>() else {
+        return Err(bad("not a pair"));
+    };
+    let h = h
+        .cast_into::<PyArray1<u64>>()
+        .map_err(|_| bad("hpa is not a 1-D uint64 array"))?;
+    let f = f
+        .cast_into::<PyArray1<u8>>()
+        .map_err(|_| bad("fault is not a 1-D uint8 array"))?;
+    if !h.is_c_contiguous() || !f.is_c_contiguous() {
+        return Err(bad("one is not contiguous"));
+    }
+    if h.len() != n || f.len() != n {
+        return Err(bad(&format!("got {} and {}", h.len(), f.len())));
+    }
+    Ok((h, f))
 }

@@ -375,6 +375,8 @@ class Topology:
         self._devices = dict(sorted(table.items()))
         self.ioapics, self.hpets = io, hp
         self._bridges_by_secondary, self._bus2bridge, self._vfs = by_sec, bus2bridge, vfs
+        #: Replaced by every change: a look-up cached against it is valid while it is the same.
+        self.version = object()
 
     def add(self, *devices: Device) -> None:
         """Add functions (checked together with the existing ones; all or nothing)."""

@@ -130,7 +130,7 @@ impl PageTable {
             pt.finish(mem, st)
         };
         let r = run(self, mem);
-        self.scratch = (packed, tmp);
+        self.keep_scratch(packed, tmp);
         Some(r)
     }
 
@@ -154,7 +154,7 @@ impl PageTable {
             sorted.sort_unstable();
         }
         let r = self.unmap_sorted(mem, &sorted);
-        self.scratch = (sorted, tmp);
+        self.keep_scratch(sorted, tmp);
         r
     }
 

@@ -81,7 +81,7 @@ impl PageTable {
                 )
             };
             let r = self.lookup_groups(mem, &buf, decode, out);
-            self.scratch = (buf, tmp);
+            self.keep_scratch(buf, tmp);
             return r;
         }
         let items: Vec<(u64, usize)> = iovas.iter().copied().zip(0..).collect();

@@ -221,9 +221,27 @@ pub struct PageTable {
     node: Option<u32>,
     superpages: Superpages,
     tables: TableSet,
-    /// Sort buffers of the batch calls, kept between calls: fresh multi-megabyte buffers would
-    /// cost a page fault per 4 KiB on every call.
+    /// Sort buffers of the batch calls, kept between calls up to [`SCRATCH_KEEP`] entries each
+    /// (fresh buffers cost a page fault per 4 KiB; larger ones are given back after the call,
+    /// so a table's memory stays its pages, whatever batches it was built with).
     scratch: (Vec<u64>, Vec<u64>),
+}
+
+/// Entries of each sort buffer a table keeps between batch calls (512 KiB each).
+pub const SCRATCH_KEEP: usize = 1 << 16;
+
+impl PageTable {
+    /// Keep the sort buffers of a batch call for the next one, or give them back when large.
+    pub(super) fn keep_scratch(&mut self, a: Vec<u64>, b: Vec<u64>) {
+        let small = |v: Vec<u64>| {
+            if v.capacity() <= SCRATCH_KEEP {
+                v
+            } else {
+                Vec::new()
+            }
+        };
+        self.scratch = (small(a), small(b));
+    }
 }
 
 impl PageTable {
@@ -646,6 +664,30 @@ mod tests {
         fn below(&mut self, n: u64) -> u64 {
             self.next() % n
         }
+    }
+
+    /// The sort buffers of a large batch are given back after it; a small batch's are kept.
+    /// Every mapping stays as the batches left it.
+    #[test]
+    fn batch_scratch_is_bounded() {
+        let mut m = PhysMem::new(&[(0, 1 << 32)]).unwrap();
+        let mut p = pt(4, Superpages::None);
+        let n = 4 * SCRATCH_KEEP as u64;
+        let iovas: Vec<u64> = (0..n).map(|i| (i * 7919 % n) * K4).collect();
+        let maddrs: Vec<u64> = (0..n).map(|i| (1 << 31) + i * K4).collect();
+        p.map_pages(&mut m, &iovas, &maddrs, Perms::RW).unwrap();
+        assert!(p.scratch.0.capacity() <= SCRATCH_KEEP && p.scratch.1.capacity() <= SCRATCH_KEEP);
+        let mut out = vec![0u64; iovas.len()];
+        p.lookup_many(&m, &iovas, &mut out).unwrap();
+        assert_eq!(out, maddrs);
+        assert!(p.scratch.0.capacity() <= SCRATCH_KEEP && p.scratch.1.capacity() <= SCRATCH_KEEP);
+        p.map_pages(&mut m, &iovas[..100], &maddrs[..100], Perms::RW)
+            .unwrap();
+        assert!(p.scratch.0.capacity() >= 100);
+        assert!(p.unmap_pages(&mut m, &iovas).unwrap());
+        assert!(p.scratch.0.capacity() <= SCRATCH_KEEP && p.scratch.1.capacity() <= SCRATCH_KEEP);
+        p.lookup_many(&m, &iovas[..10], &mut out[..10]).unwrap();
+        assert!(out[..10].iter().all(|&o| o == u64::MAX));
     }
 
     /// Page-granular model: iova page -> (maddr, read, write).
