@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 
+from reference import present_table
 from vtdwalk import DmaFault, InvalidArgument, Platform, PlatformError, dmar
 
 GSTS, RTADDR, CCMD, FEDATA = 0x1C, 0x20, 0x28, 0x3C
@@ -47,8 +48,8 @@ def test_registers_are_dispatched_by_drhd_base() -> None:
     assert p.mmio_read(u1.address + FEDATA, 4) == 0
     assert u0.remapper.mmio_read(FEDATA, 4) == 0x1234
     # The high half of a 64-bit register at base + offset + 4.
-    assert p.mmio_read(u1.address + RTADDR + 4, 4) == u1.root_maddr >> 32
-    assert p.mmio_read(u1.address + RTADDR, 4) == u1.root_maddr & 0xFFFF_FFFF
+    assert p.mmio_read(u1.address + RTADDR + 4, 4) == present_table(u1.root_maddr) >> 32
+    assert p.mmio_read(u1.address + RTADDR, 4) == present_table(u1.root_maddr) & 0xFFFF_FFFF
 
 
 @pytest.mark.parametrize("delta", [-4, 0x1000, 0x2000])

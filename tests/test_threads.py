@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from reference import present_table
 from vtdwalk import (
     DeviceKind,
     DmaFault,
@@ -216,7 +217,7 @@ def native_unit() -> tuple[PhysMem, PageTable, Remapper]:
     pt = PageTable(mem, levels=4)
     pt.leaf_table(0, True)
     rt = RootTable(mem)
-    rt.set_context(0, 8, pt.root, aw=2, did=1)
+    rt.set_context(0, 8, present_table(pt.root), aw=2, did=1)
     return mem, pt, Remapper(mem, rt.maddr)
 
 

@@ -130,6 +130,7 @@ def _unit_caps(unit_caps: object) -> dict[int, tuple[int, int]]:
         out[a] = (vals[0], vals[1])
     return out
 
+
 # Device names whose unit Platform.translate remembers (hashable, never equal across types).
 _CACHED_NAMES = frozenset({str, int, Bdf})
 

@@ -119,6 +119,7 @@ impl PyFaultRecord {
 pub struct PyInterrupt {
     /// Destination APIC id (address bits 19:12; x2APIC: upper address bits 31:8 too).
     destination: u32,
+    /// The vector (data bits 7:0).
     vector: u8,
     /// Data bits 10:8 (0 fixed, 1 lowest priority, 2 SMI, 4 NMI, 5 INIT, 7 ExtINT).
     delivery_mode: u8,
@@ -128,7 +129,9 @@ pub struct PyInterrupt {
     destination_mode: u8,
     /// Address bit 3.
     redirection_hint: u8,
+    /// The message address (FEEx_xxxxh, with the upper address above bit 31).
     address: u64,
+    /// The message data.
     data: u32,
 }
 
