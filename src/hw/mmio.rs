@@ -436,6 +436,7 @@ impl Remapper {
         // WBF: the write buffer is always empty, so the flush completes at once (WBFS 0).
         if v & gcmd::SIRTP != 0 && ecap.ir() {
             self.regs.irta = self.regs.stored("IRTA");
+            self.iec.invalidate(super::iec::IecScope::Global);
             self.regs.gsts |= gcmd::SIRTP;
         }
         let mut toggle = |bit: u32, ok: bool| {

@@ -79,6 +79,8 @@ pub struct Remapper {
     pub(super) regs: RegFile,
     /// Interrupt messages sent and not yet taken.
     pub(super) irqs: Vec<Msi>,
+    /// The interrupt-entry cache.
+    pub(super) iec: super::iec::InterruptEntryCache,
 }
 
 impl Remapper {
@@ -101,6 +103,7 @@ impl Remapper {
             stats: Stats::default(),
             regs,
             irqs: Vec::new(),
+            iec: super::iec::InterruptEntryCache::new(),
         };
         if rtaddr.is_some() {
             r.set_root_table(rtaddr);
@@ -119,6 +122,10 @@ impl Remapper {
     }
     pub fn context_cache(&self) -> &ContextCache {
         &self.ctx_cache
+    }
+    /// The interrupt-entry cache.
+    pub fn interrupt_entry_cache(&self) -> &super::iec::InterruptEntryCache {
+        &self.iec
     }
     pub fn fault_recorder(&self) -> &FaultRecorder {
         &self.faults
