@@ -1,24 +1,18 @@
 //! The batch engine of a unit: the requests are translated in order, each through the same
-//! step as a single translation, while memory some requests ahead is read into cache (the
-//! IOTLB set a request will probe, then, when it will miss, the entries its walk will read).
-//! Nothing is done ahead that could need undoing: what is read ahead is only a hint to the
-//! memory system. With more than one thread, the walks of each window's requests that miss
-//! the IOTLB as it stands are done ahead on the other threads (a walk reads only memory,
-//! which no one changes during a batch) and the in-order pass takes a walk done ahead only
-//! when it is the very walk it needs. Threads and look-ahead change the speed, never the
-//! outcome: results, faults, counters and cache content are those of the same calls one by
-//! one.
+//! step as a single translation. Before a part of the batch is committed, the walks of its
+//! requests that miss the IOTLB as it stands are done ahead, interleaved (many walks in
+//! flight, so their cache misses overlap); a walk reads only memory, which no one changes
+//! during a batch. The in-order pass takes a walk done ahead only when it is the very walk it
+//! needs (same table, address and access; the IOTLB may have changed since), and otherwise
+//! walks itself. With more than one thread, the parts' walks are done on the threads at once.
+//! Threads and walks ahead change the speed, never the outcome: results, faults, counters and
+//! cache content are those of the same calls one by one.
 
 use super::context::Context;
 use super::remapper::{Remapper, Request};
-use super::walk::{touch_leaf, walk_interleaved, WalkJob, WalkOut};
+use super::walk::{walk_interleaved, WalkJob, WalkOut};
 use crate::mem::Memory;
 use crate::spec::TranslationType;
-
-/// Requests per group of reads ahead: at the start of each group, the IOTLB sets of the
-/// group after next are read, and the walks' entries of the next group (when the IOTLB, as it
-/// stands, does not hold its translation: the probe that decides it finds its set in cache).
-const GROUP: usize = 16;
 
 /// Walks done ahead for one part of a window: the walks, the index in the part of the
 /// request each is for, and their results.
@@ -33,6 +27,9 @@ struct Scratch {
 pub(super) const WINDOW: usize = 1 << 13;
 /// Fewest requests per thread worth a thread of its own.
 const MIN_PER_THREAD: usize = 1 << 12;
+/// Requests per part of a one-thread batch: their walks done ahead, then committed (small
+/// enough that the walks' results stay in the first-level cache).
+const SOLO: usize = 256;
 
 impl Remapper {
     /// The context `r` would use, as cached now (`None`: not cached, or no walk needed).
@@ -40,27 +37,6 @@ impl Remapper {
     fn cached_walk_context(&self, r: &Request) -> Option<Context> {
         let c = self.ctx_cache.get(r.sid)?;
         (c.tt != TranslationType::PassThrough && !r.translation_request).then_some(c)
-    }
-
-    /// Read the IOTLB set request `r` will probe first (value meaningless).
-    #[inline(always)]
-    fn touch_set(&self, r: &Request) -> u64 {
-        match self.cached_walk_context(r) {
-            Some(c) => self.iotlb.warm_sets(&[self.iotlb.set_index(c.did, r.iova)]),
-            None => 0,
-        }
-    }
-
-    /// Read the entries the walk of `r` will read, unless the IOTLB (as it stands) holds its
-    /// translation (value meaningless).
-    #[inline(always)]
-    fn touch_walk<M: Memory + ?Sized>(&self, mem: &M, r: &Request, iotlb: bool) -> u64 {
-        match self.cached_walk_context(r) {
-            Some(c) if !(iotlb && self.iotlb.probe(c.did, r.iova).is_some()) => {
-                touch_leaf(mem, c.slptptr, c.levels, r.iova)
-            }
-            _ => 0,
-        }
     }
 
     /// The walks of the requests of `reqs` that miss the IOTLB as it stands, interleaved, into
@@ -89,57 +65,24 @@ impl Remapper {
         walk_interleaved(mem, &self.cfg, &sc.jobs, &mut sc.outs);
     }
 
-    /// Translate `reqs` in order, writing the results to the slots given (`None`: dropped).
-    /// `walked`: walks done ahead for these requests; without, the look-ahead reads memory.
+    /// Translate `reqs` in order with the walks `walked` done ahead for them, writing the
+    /// results to the slots given (`None`: dropped).
     fn run_in_order<'o, M: Memory + Sync + ?Sized>(
         &mut self,
         mem: &M,
         reqs: &[Request],
-        walked: Option<&Scratch>,
+        walked: &Scratch,
         mut outs: impl Iterator<Item = (Option<&'o mut u64>, Option<&'o mut u8>)>,
     ) {
-        let cached = self.iotlb.capacity() > 0;
-        let mut acc = 0u64;
-        // Reads ahead are issued a group at a time, in a tight loop: plain loads, so the core
-        // waits on one only once it is the oldest instruction, and a group's misses overlap.
-        let sets = |this: &Self, from: usize| -> u64 {
-            let g = reqs
-                .get(from..(from + GROUP).min(reqs.len()))
-                .unwrap_or(&[]);
-            g.iter().fold(0, |a, r| a ^ this.touch_set(r))
-        };
-        let walks = |this: &Self, from: usize| -> u64 {
-            let g = reqs
-                .get(from..(from + GROUP).min(reqs.len()))
-                .unwrap_or(&[]);
-            g.iter().fold(0, |a, r| a ^ this.touch_walk(mem, r, cached))
-        };
-        if walked.is_none() {
-            if cached {
-                acc ^= sets(self, 0) ^ sets(self, GROUP);
-            }
-            acc ^= walks(self, 0);
-        }
         // A part's walks are in request order: the next one is for request `who[n]`.
         let mut n = 0usize;
         for (i, r) in reqs.iter().enumerate() {
-            let ahead = match walked {
-                None => {
-                    if i % GROUP == 0 {
-                        if cached {
-                            acc ^= sets(self, i + 2 * GROUP);
-                        }
-                        acc ^= walks(self, i + GROUP);
-                    }
-                    None
+            let ahead = match walked.who.get(n) {
+                Some(&w) if w as usize == i => {
+                    n += 1;
+                    walked.jobs.get(n - 1).zip(walked.outs.get(n - 1))
                 }
-                Some(sc) => match sc.who.get(n) {
-                    Some(&w) if w as usize == i => {
-                        n += 1;
-                        sc.jobs.get(n - 1).zip(sc.outs.get(n - 1))
-                    }
-                    _ => None,
-                },
+                _ => None,
             };
             let a = ahead.map(|(j, o)| (*j, *o));
             let (hpa, fault) = match self.commit(mem, r, a.as_ref()) {
@@ -155,7 +98,6 @@ impl Remapper {
                 }
             }
         }
-        std::hint::black_box(acc);
     }
 
     /// Translate many requests: exactly the results, side effects and counters of the same
@@ -172,12 +114,14 @@ impl Remapper {
     ) {
         let threads = threads.clamp(1, 64).min(reqs.len() / MIN_PER_THREAD).max(1);
         if threads == 1 {
-            self.run_in_order(
-                mem,
-                reqs,
-                None,
-                slots(Some(out_hpa)).zip(slots(Some(out_fault))),
-            );
+            let mut sc = Scratch::default();
+            let mut hs = out_hpa.chunks_mut(SOLO).map(Some);
+            let mut fs = out_fault.chunks_mut(SOLO).map(Some);
+            for part in reqs.chunks(SOLO) {
+                self.walk_ahead(mem, part, &mut sc);
+                let (h, f) = (hs.next().flatten(), fs.next().flatten());
+                self.run_in_order(mem, part, &sc, slots(h).zip(slots(f)));
+            }
             return;
         }
         let window = WINDOW * threads;
@@ -208,7 +152,7 @@ impl Remapper {
             let fault_parts = fault_parts.chain(std::iter::repeat_with(|| None));
             let outs = hpa_parts.zip(fault_parts);
             for ((rs, sc), (hs, fs)) in win.chunks(per).zip(&scratch).zip(outs) {
-                self.run_in_order(mem, rs, Some(sc), slots(hs).zip(slots(fs)));
+                self.run_in_order(mem, rs, sc, slots(hs).zip(slots(fs)));
             }
             base += win.len();
         }

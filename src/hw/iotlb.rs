@@ -246,21 +246,6 @@ impl Iotlb {
         None
     }
 
-    /// The set a 4 KiB look-up of `iova` in `did` probes first (an index for [`Iotlb::warm_sets`]).
-    #[inline]
-    pub fn set_index(&self, did: u16, iova: u64) -> usize {
-        self.set_of(iotlb_key(did, 1, iova))
-    }
-
-    /// Read (and so bring into cache) the sets `sets` (from [`Iotlb::set_index`]); the value
-    /// means nothing. A tight loop of loads only, so that many cache misses are outstanding
-    /// at once (the core stalls on a miss only once it is the oldest of many instructions).
-    #[inline]
-    pub fn warm_sets(&self, sets: &[usize]) -> u64 {
-        sets.iter()
-            .fold(0, |a, &s| a ^ self.lines.get(s).map_or(0, |l| l.key(0)))
-    }
-
     /// A hit on `slot`: mark it referenced (a write only when it was not already).
     #[inline]
     pub fn touch(&mut self, slot: u32) {

@@ -162,29 +162,6 @@ fn walk_depth<M: Memory + ?Sized, const L: u32>(
     fault_out(FaultReason::PagingEntryInv)
 }
 
-/// Read the entries above the leaf a walk of `iova` from `root` (`levels` deep) goes
-/// through, and then the leaf's own entry, so that the walk done later finds them in cache.
-/// No check is made: this only reads memory (a value that means nothing is returned, to be
-/// kept from being optimised out), and stops at an entry that is not a table pointer.
-#[inline(always)]
-pub fn touch_leaf<M: Memory + ?Sized>(mem: &M, root: u64, levels: u8, iova: u64) -> u64 {
-    let mut table = root & ADDR_HI_MASK;
-    let mut level = levels as u32;
-    while level > 1 {
-        let raw = mem
-            .load_u64(table.wrapping_add(address_level_offset(iova, level) * 8))
-            .unwrap_or(0);
-        let pte = Pte(raw);
-        if raw & 3 == 0 || pte.superpage() {
-            return raw;
-        }
-        table = pte.addr();
-        level -= 1;
-    }
-    mem.load_u64(table.wrapping_add(address_level_offset(iova, 1) * 8))
-        .unwrap_or(0)
-}
-
 /// Walks in flight at once in [`walk_interleaved`].
 pub const WALK_WAYS: usize = 16;
 
