@@ -1,18 +1,24 @@
 //! The batch engine of a unit: the requests are translated in order, each through the same
-//! step as a single translation. Before a part of the batch is committed, the walks of its
-//! requests that miss the IOTLB as it stands are done ahead, interleaved (many walks in
-//! flight, so their cache misses overlap); a walk reads only memory, which no one changes
-//! during a batch. The in-order pass takes a walk done ahead only when it is the very walk it
-//! needs (same table, address and access; the IOTLB may have changed since), and otherwise
-//! walks itself. With more than one thread, the parts' walks are done on the threads at once.
-//! Threads and walks ahead change the speed, never the outcome: results, faults, counters and
+//! step as a single translation, and nothing is done ahead that could need undoing.
+//!
+//! * One thread: [`AHEAD`] requests before a request is translated, the processor is asked
+//!   (a prefetch, which does not wait) for the IOTLB set it will probe and, unless the IOTLB
+//!   as it stands holds its translation, its leaf entry; the entries above the leaf are read
+//!   then (few, and in cache). By the time the request is translated its misses are under way
+//!   or done.
+//! * More threads: the batch goes in windows; the walks of each window's requests that miss
+//!   the IOTLB as it stands are done on the threads at once, interleaved (a walk reads only
+//!   memory, which no one changes during a batch); the in-order pass then takes a walk done
+//!   ahead only when it is the very walk it needs (same table, address and access).
+//!
+//! Threads and look-ahead change the speed, never the outcome: results, faults, counters and
 //! cache content are those of the same calls one by one.
 
 use super::context::Context;
 use super::remapper::{Remapper, Request};
 use super::walk::{walk_interleaved, WalkJob, WalkOut};
 use crate::mem::Memory;
-use crate::spec::TranslationType;
+use crate::spec::{address_level_offset, Pte, TranslationType, ADDR_HI_MASK};
 
 /// Walks done ahead for one part of a window: the walks, the index in the part of the
 /// request each is for, and their results.
@@ -27,9 +33,8 @@ struct Scratch {
 pub(super) const WINDOW: usize = 1 << 13;
 /// Fewest requests per thread worth a thread of its own.
 const MIN_PER_THREAD: usize = 1 << 12;
-/// Requests per part of a one-thread batch: their walks done ahead, then committed (small
-/// enough that the walks' results stay in the first-level cache).
-const SOLO: usize = 256;
+/// How many requests ahead a one-thread batch asks for the memory a request will read.
+const AHEAD: usize = 32;
 
 impl Remapper {
     /// The context `r` would use, as cached now (`None`: not cached, or no walk needed).
@@ -100,6 +105,65 @@ impl Remapper {
         }
     }
 
+    /// Start bringing into cache what request `r` will read: its IOTLB set and, unless the
+    /// IOTLB holds its translation, its leaf entry (the entries above are read now: few and
+    /// hot).
+    #[inline(always)]
+    fn prefetch_request<M: Memory + ?Sized>(&self, mem: &M, r: &Request, iotlb: bool) {
+        let Some(c) = self.cached_walk_context(r) else {
+            return;
+        };
+        if iotlb {
+            self.iotlb.prefetch(c.did, r.iova);
+        }
+        let mut table = c.slptptr & ADDR_HI_MASK;
+        let mut level = c.levels as u32;
+        while level > 1 {
+            let at = table.wrapping_add(address_level_offset(r.iova, level) * 8);
+            let Some(raw) = mem.load_u64(at) else {
+                return;
+            };
+            let pte = Pte(raw);
+            if raw & 3 == 0 || pte.superpage() {
+                return;
+            }
+            table = pte.addr();
+            level -= 1;
+        }
+        mem.prefetch(table.wrapping_add(address_level_offset(r.iova, 1) * 8));
+    }
+
+    /// Translate `reqs` in order on this thread, each request's IOTLB set and leaf entry
+    /// asked for [`AHEAD`] requests before it is translated.
+    fn run_prefetching<'o, M: Memory + Sync + ?Sized>(
+        &mut self,
+        mem: &M,
+        reqs: &[Request],
+        mut outs: impl Iterator<Item = (Option<&'o mut u64>, Option<&'o mut u8>)>,
+    ) {
+        let iotlb = self.iotlb.capacity() > 0;
+        for r in reqs.iter().take(AHEAD) {
+            self.prefetch_request(mem, r, iotlb);
+        }
+        for (i, r) in reqs.iter().enumerate() {
+            if let Some(a) = reqs.get(i + AHEAD) {
+                self.prefetch_request(mem, a, iotlb);
+            }
+            let (hpa, fault) = match self.commit(mem, r, None) {
+                Ok(t) => (t.hpa, 0),
+                Err(rec) => (0, rec.reason.code()),
+            };
+            if let Some((h, f)) = outs.next() {
+                if let Some(h) = h {
+                    *h = hpa;
+                }
+                if let Some(f) = f {
+                    *f = fault;
+                }
+            }
+        }
+    }
+
     /// Translate many requests: exactly the results, side effects and counters of the same
     /// calls to [`Remapper::translate`] one by one, in order (see the module's text for how
     /// look-ahead and `threads` make it faster without changing that). Outputs shorter than
@@ -114,14 +178,8 @@ impl Remapper {
     ) {
         let threads = threads.clamp(1, 64).min(reqs.len() / MIN_PER_THREAD).max(1);
         if threads == 1 {
-            let mut sc = Scratch::default();
-            let mut hs = out_hpa.chunks_mut(SOLO).map(Some);
-            let mut fs = out_fault.chunks_mut(SOLO).map(Some);
-            for part in reqs.chunks(SOLO) {
-                self.walk_ahead(mem, part, &mut sc);
-                let (h, f) = (hs.next().flatten(), fs.next().flatten());
-                self.run_in_order(mem, part, &sc, slots(h).zip(slots(f)));
-            }
+            let outs = slots(Some(out_hpa)).zip(slots(Some(out_fault)));
+            self.run_prefetching(mem, reqs, outs);
             return;
         }
         let window = WINDOW * threads;

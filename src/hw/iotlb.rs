@@ -86,6 +86,10 @@ struct SetLine {
 }
 
 impl SetLine {
+    #[inline(always)]
+    fn prefetch(&self) {
+        crate::mem::raw::prefetch(&self.kv[0]);
+    }
     #[inline]
     fn key(&self, way: usize) -> u64 {
         self.kv.get(2 * way).copied().unwrap_or(EMPTY)
@@ -244,6 +248,15 @@ impl Iotlb {
             }
         }
         None
+    }
+
+    /// Start bringing the set a 4 KiB look-up of `iova` in `did` probes first into the
+    /// processor's caches (a hint).
+    #[inline(always)]
+    pub fn prefetch(&self, did: u16, iova: u64) {
+        if let Some(l) = self.lines.get(self.set_of(iotlb_key(did, 1, iova))) {
+            l.prefetch();
+        }
     }
 
     /// A hit on `slot`: mark it referenced (a write only when it was not already).

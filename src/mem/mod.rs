@@ -25,6 +25,16 @@ pub trait Memory {
     /// The 4 KiB frame holding `pfn`: `Some(None)` when memory backs it but it reads as zeros
     /// (never written), `None` when no memory backs it.
     fn frame(&self, pfn: u64) -> Option<Option<&Frame>>;
+    /// Start bringing the word at `maddr` into the processor's caches (a hint; nothing when no
+    /// memory backs it).
+    #[inline(always)]
+    fn prefetch(&self, maddr: u64) {
+        if let Some(Some(f)) = self.frame(maddr >> 12) {
+            if let Some(w) = f.get(((maddr >> 3) & 511) as usize) {
+                raw::prefetch(w);
+            }
+        }
+    }
 }
 
 /// Byte access to machine memory, what a DMA port moves data with.

@@ -7,6 +7,7 @@
 //! * [`Reservation`]: an anonymous private mapping made with `MAP_NORESERVE` (through `memmap2`):
 //!   address space only, no swap reserved, every page reading as zeros until written, a written
 //!   page costing one host page. [`Reservation::discard`] gives pages back with `MADV_DONTNEED`.
+//! * [`prefetch`]: a cache hint for the batch engine.
 //! * [`External`]: memory the embedding program owns (with feature `python`, any object with
 //!   the buffer protocol), used in place.
 //!
@@ -19,6 +20,10 @@
 //! `&mut self`, so no reference into the mapping is alive, the range is checked against the
 //! mapping's length first, and on a private anonymous mapping the range reads as zeros afterwards,
 //! a valid `u64` bit pattern.
+//!
+//! [`prefetch`]: the `_mm_prefetch` intrinsic is `unsafe` only because it is a target-feature
+//! function (SSE, which every x86_64 processor has); a prefetch is a hint that never faults
+//! and changes no memory, and it is given the address of a live `&u64`.
 //!
 //! `External` from owned words: the pointer is the boxed slice's, whose heap memory does not
 //! move when the box does and lives in `_owner` as long as `self`.
@@ -44,6 +49,22 @@
 //! that releases the lock; calls that hold the lock see every write made before them.
 
 use memmap2::{Advice, MmapMut, MmapOptions, UncheckedAdvice};
+
+/// Ask the processor to bring the cache line holding `word` into its caches, without waiting
+/// for it. Sound: a prefetch is a hint that reads no program state, cannot fault, and is given
+/// an address that a live reference vouches for.
+#[inline(always)]
+pub fn prefetch(word: &u64) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `_mm_prefetch` needs SSE, which every x86_64 processor has; a prefetch never
+    // faults and changes no memory, whatever the address (here a live reference's).
+    unsafe {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(word as *const u64 as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = word;
+}
 
 use crate::error::{Error, Result};
 
