@@ -583,11 +583,23 @@ impl PageTable {
         pages.sort_unstable();
         self.tables.clear();
         self.root = 0;
+        // Contiguous pages go back in one call (one return of their backing to the host).
         let mut first_err = None;
-        for p in pages {
-            if let Err(e) = mem.free_pages(Maddr(p), 1) {
-                first_err.get_or_insert(e);
+        let mut i = 0;
+        while let Some(&start) = pages.get(i) {
+            let mut n = 1;
+            while pages.get(i + n) == Some(&(start + n as u64 * PAGE_SIZE)) {
+                n += 1;
             }
+            if mem.free_pages(Maddr(start), n as u64).is_err() {
+                // Page by page, so every page that can go back does.
+                for k in 0..n as u64 {
+                    if let Err(e) = mem.free_pages(Maddr(start + k * PAGE_SIZE), 1) {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            i += n;
         }
         first_err.map_or(Ok(()), Err)
     }
