@@ -16,6 +16,7 @@ use super::args::{
     arg_write, batch_array, Flag, Str, U32, U64,
 };
 use super::mem::{PyPhysMem, SharedMem};
+use super::remapper::PyTranslation;
 use crate::addr::{Iova, Maddr};
 use crate::driver::pagetable::{PageTable, Perms, Superpages};
 
@@ -171,16 +172,16 @@ impl PyPageTable {
         Ok(pt.unmap(&mut mem, Iova(iova.0), size.0)?)
     }
 
-    /// (maddr, page_size, read, write) for `iova`, or None when unmapped.
+    /// The `Translation` of `iova` (`domain_id` None), or None when unmapped.
     fn lookup(
         &self,
         #[pyo3(from_py_with = arg_iova)] iova: U64,
-    ) -> PyResult<Option<(u64, u64, bool, bool)>> {
+    ) -> PyResult<Option<PyTranslation>> {
         let pt = self.lock();
         let mem = self.mem.read();
         Ok(pt
             .lookup(&mem, Iova(iova.0))?
-            .map(|t| (t.maddr, t.page_size, t.read, t.write)))
+            .map(|t| PyTranslation::of_page_table(&t)))
     }
 
     /// Merged runs (iova, maddr, size, read, write) in IOVA order.

@@ -20,8 +20,10 @@ use crate::hw::interrupt::Msi;
 use crate::hw::{self, Request, DEFAULT_CAP, DEFAULT_ECAP};
 use crate::spec::Cap;
 
-/// A translated DMA request.
-#[pyclass(name = "Translation", module = "vtdwalk._core", frozen, eq, get_all)]
+/// One translation: a DMA request the unit translated (`Remapper.translate`), or a page
+/// table's own look-up of an IOVA (`PageTable.lookup`, whose `domain_id` is None: no context
+/// entry is involved).
+#[pyclass(name = "Translation", module = "vtdwalk._core", frozen, get_all)]
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct PyTranslation {
     /// Host physical address of the access.
@@ -32,24 +34,90 @@ pub struct PyTranslation {
     read: bool,
     /// Whether the mapping allows writes (AND over the walk's levels).
     write: bool,
-    /// The domain id (DID) of the context entry that translated it.
-    domain_id: u16,
+    /// The domain id (DID) of the context entry that translated it; None for a page-table
+    /// look-up.
+    domain_id: Option<u16>,
     /// Leaf level (1, 2, 3); 0 for pass-through.
     level: u8,
+}
+
+impl PyTranslation {
+    /// A page table's own translation of an IOVA.
+    pub(crate) fn of_page_table(t: &crate::driver::pagetable::Translation) -> Self {
+        PyTranslation {
+            hpa: t.maddr,
+            page_size: t.page_size,
+            read: t.read,
+            write: t.write,
+            domain_id: None,
+            level: t.level,
+        }
+    }
+
+    /// The `(hpa, page_size, read, write)` tuple `PageTable.lookup` returned before it returned
+    /// a `Translation`.
+    fn old_tuple(&self) -> (u64, u64, bool, bool) {
+        (self.hpa, self.page_size, self.read, self.write)
+    }
+}
+
+/// The deprecation warning of the tuple spelling of a translation.
+fn warn_tuple(py: Python<'_>) -> PyResult<()> {
+    PyErr::warn(
+        py,
+        &py.get_type::<pyo3::exceptions::PyDeprecationWarning>(),
+        c"a Translation used as an (hpa, page_size, read, write) tuple; use its fields \
+          (the tuple form goes in the next release)",
+        1,
+    )
 }
 
 #[pymethods]
 impl PyTranslation {
     fn __repr__(&self) -> String {
+        let did = self
+            .domain_id
+            .map_or_else(|| "None".to_owned(), |d| d.to_string());
         format!(
             "Translation(hpa={:#x}, page_size={:#x}, read={}, write={}, domain_id={}, level={})",
             self.hpa,
             self.page_size,
             py_bool(self.read),
             py_bool(self.write),
-            self.domain_id,
+            did,
             self.level
         )
+    }
+
+    /// Equal to another `Translation` with the same fields. Deprecated: equal to the old
+    /// `(hpa, page_size, read, write)` tuple of the same values (with a `DeprecationWarning`).
+    fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        if let Ok(o) = other.cast::<PyTranslation>() {
+            return Ok(pyo3::types::PyBool::new(py, *o.get() == *self)
+                .to_owned()
+                .into_any()
+                .unbind());
+        }
+        if let Ok(t) = other.cast::<pyo3::types::PyTuple>() {
+            if t.len() == 4 {
+                warn_tuple(py)?;
+                let same = t
+                    .extract::<(u64, u64, bool, bool)>()
+                    .is_ok_and(|v| v == self.old_tuple());
+                return Ok(pyo3::types::PyBool::new(py, same)
+                    .to_owned()
+                    .into_any()
+                    .unbind());
+            }
+        }
+        Ok(py.NotImplemented())
+    }
+
+    /// Deprecated: unpacks as the old `(hpa, page_size, read, write)` tuple, with a
+    /// `DeprecationWarning`.
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyIterator>> {
+        warn_tuple(py)?;
+        self.old_tuple().into_pyobject(py)?.try_iter()
     }
 }
 
@@ -448,7 +516,7 @@ impl PyRemapper {
                 page_size: t.page_size,
                 read: t.read,
                 write: t.write,
-                domain_id: t.domain_id,
+                domain_id: Some(t.domain_id),
                 level: t.level,
             }),
             Err(f) => Err(fault_exc(py, &f, 0)),

@@ -132,6 +132,8 @@ pub struct Translation {
     pub page_size: u64,
     pub read: bool,
     pub write: bool,
+    /// Level of the leaf: 1 (4 KiB), 2 (2 MiB), 3 (1 GiB).
+    pub level: u8,
 }
 
 /// A run of contiguous leaves with equal permissions: what `mappings` returns.
@@ -774,6 +776,13 @@ mod tests {
             };
             assert_eq!(mid.page_size, want);
             assert_eq!(mid.maddr, 7 * G1 + 5 * K4);
+            // The leaf level goes with the page size: 1 for 4 KiB, 2 for 2 MiB, 3 for 1 GiB.
+            let level = match sp {
+                Superpages::Sp1G => 3,
+                Superpages::Sp2M => 2,
+                Superpages::None => 1,
+            };
+            assert_eq!(mid.level, level);
             let after = p.lookup(&m, Iova(2 * G1 + 8 * K4)).unwrap().unwrap();
             assert_eq!(
                 after.page_size,
