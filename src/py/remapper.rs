@@ -10,7 +10,7 @@ use numpy::{PyArray1, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use super::args::{batch_array, device, Flag, Str, U32, U64};
+use super::args::*;
 use super::errors::Exc;
 use super::mem::{with_bytes, PyPhysMem, SharedMem};
 use super::spec::did_arg;
@@ -333,12 +333,12 @@ impl PyRemapper {
     #[allow(clippy::too_many_arguments)]
     fn new(
         mem: &PyPhysMem,
-        root_table: Option<U64>,
-        cap: U64,
-        ecap: U64,
-        iotlb_entries: U64,
-        fault_records: Option<U64>,
-        context_cache: Flag,
+        #[pyo3(from_py_with = opt_u64_root_table)] root_table: Option<U64>,
+        #[pyo3(from_py_with = u64_cap)] cap: U64,
+        #[pyo3(from_py_with = u64_ecap)] ecap: U64,
+        #[pyo3(from_py_with = u64_iotlb_entries)] iotlb_entries: U64,
+        #[pyo3(from_py_with = opt_u64_fault_records)] fault_records: Option<U64>,
+        #[pyo3(from_py_with = flag_context_cache)] context_cache: Flag,
         interrupt: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let rt = root_table.map(|r| check_rtaddr(r.0)).transpose()?;
@@ -364,13 +364,23 @@ impl PyRemapper {
     }
 
     /// Read a register: `size` 4 or 8 bytes at `offset` from the unit's base.
-    fn mmio_read(&self, offset: U64, size: U32) -> PyResult<u64> {
+    fn mmio_read(
+        &self,
+        #[pyo3(from_py_with = u64_offset)] offset: U64,
+        #[pyo3(from_py_with = u32_size)] size: U32,
+    ) -> PyResult<u64> {
         Ok(self.unit().mmio_read(offset.0, size.0)?)
     }
 
     /// Write a register: `size` 4 or 8 bytes of `value` at `offset` from the unit's base, with
     /// its side effects (commands, invalidations, fault events).
-    fn mmio_write(&self, py: Python<'_>, offset: U64, size: U32, value: U64) -> PyResult<()> {
+    fn mmio_write(
+        &self,
+        py: Python<'_>,
+        #[pyo3(from_py_with = u64_offset)] offset: U64,
+        #[pyo3(from_py_with = u32_size)] size: U32,
+        #[pyo3(from_py_with = u64_value)] value: U64,
+    ) -> PyResult<()> {
         self.unit().mmio_write(offset.0, size.0, value.0)?;
         self.deliver(py)
     }
@@ -397,8 +407,8 @@ impl PyRemapper {
         &self,
         py: Python<'py>,
         sid: &Bound<'py, PyAny>,
-        iova: U64,
-        length: U64,
+        #[pyo3(from_py_with = u64_iova)] iova: U64,
+        #[pyo3(from_py_with = u64_length)] length: U64,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let sid = device(sid, "sid")?;
         let n = usize::try_from(length.0)
@@ -426,7 +436,7 @@ impl PyRemapper {
         &self,
         py: Python<'_>,
         sid: &Bound<'_, PyAny>,
-        iova: U64,
+        #[pyo3(from_py_with = u64_iova)] iova: U64,
         data: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let sid = device(sid, "sid")?;
@@ -449,7 +459,10 @@ impl PyRemapper {
     }
 
     #[setter]
-    fn set_root_table(&self, value: Option<U64>) -> PyResult<()> {
+    fn set_root_table(
+        &self,
+        #[pyo3(from_py_with = opt_u64_root_table)] value: Option<U64>,
+    ) -> PyResult<()> {
         let rt = value.map(|r| check_rtaddr(r.0)).transpose()?;
         self.unit().set_root_table(rt);
         Ok(())
@@ -494,9 +507,9 @@ impl PyRemapper {
         &self,
         py: Python<'_>,
         sid: &Bound<'_, PyAny>,
-        iova: U64,
-        write: Flag,
-        translation_request: Flag,
+        #[pyo3(from_py_with = u64_iova)] iova: U64,
+        #[pyo3(from_py_with = flag_write)] write: Flag,
+        #[pyo3(from_py_with = flag_translation_request)] translation_request: Flag,
     ) -> PyResult<PyTranslation> {
         let req = Request {
             sid: device(sid, "sid")?,
@@ -539,7 +552,7 @@ impl PyRemapper {
         sids: &Bound<'py, PyAny>,
         iovas: &Bound<'py, PyAny>,
         writes: Option<&Bound<'py, PyAny>>,
-        threads: Option<U32>,
+        #[pyo3(from_py_with = opt_u32_threads)] threads: Option<U32>,
         out: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<(Bound<'py, PyArray1<u64>>, Bound<'py, PyArray1<u8>>)> {
         let sids = batch_array::<u16>(sids, "sids")?;
@@ -564,7 +577,7 @@ impl PyRemapper {
             None => None,
         };
         let threads = match threads {
-            Some(U32(0)) => return Err(Exc::InvalidArgument.msg("threads must be at least 1")),
+            Some(U32(0)) => return Err(Exc::InvalidArgument.msg("threads: must be at least 1")),
             Some(U32(t)) => t as usize,
             None => std::thread::available_parallelism()
                 .map_or(1, |p| p.get())
@@ -618,8 +631,8 @@ impl PyRemapper {
         &self,
         granularity: Str,
         did: Option<&Bound<'_, PyAny>>,
-        addr: Option<U64>,
-        am: U32,
+        #[pyo3(from_py_with = opt_u64_addr)] addr: Option<U64>,
+        #[pyo3(from_py_with = u32_am)] am: U32,
     ) -> PyResult<()> {
         let did = did.map(did_arg).transpose()?;
         let granularity = granularity.0.as_str();
@@ -652,7 +665,7 @@ impl PyRemapper {
         granularity: Str,
         did: Option<&Bound<'_, PyAny>>,
         sid: Option<&Bound<'_, PyAny>>,
-        fm: U32,
+        #[pyo3(from_py_with = u32_fm)] fm: U32,
     ) -> PyResult<()> {
         // Checked whatever the granularity (a device-selective invalidation carries one too).
         let did = did.map(did_arg).transpose()?;
@@ -734,7 +747,7 @@ impl PyRemapper {
 fn check_rtaddr(v: u64) -> PyResult<u64> {
     if v & 0xfff != 0 {
         return Err(Exc::InvalidArgument.msg(format!(
-            "root_table {v:#x}: must be 4 KiB aligned (scalable mode, RTADDR.SMT, is not modelled)"
+            "root_table: {v:#x} must be 4 KiB aligned (scalable mode, RTADDR.SMT, is not modelled)"
         )));
     }
     Ok(v)

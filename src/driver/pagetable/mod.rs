@@ -115,7 +115,7 @@ impl Perms {
     fn bits(self) -> Result<u64> {
         if !self.read && !self.write {
             return Err(Error::invalid(
-                "permissions",
+                "read/write",
                 "a mapping needs read or write (an entry without either is not present; use unmap)",
             ));
         }
