@@ -75,7 +75,7 @@ fuzz-prop:
 	$(PY) -m pytest -q -p no:cacheprovider tests/test_prop_dmar.py tests/test_prop_pagetable.py \
 		tests/test_prop_remapper.py tests/test_prop_platform.py --hypothesis-profile=long \
 		--hypothesis-show-statistics
-	PROPTEST_CASES=$$(( $(FUZZ_SECONDS) * 50 )) cargo test --quiet --test prop_walk
+	PROPTEST_CASES=$$(( $(FUZZ_SECONDS) * 50 )) cargo test --quiet --test prop_walk --test prop_regs
 
 fuzz-rust:
 	@if cargo +nightly fuzz --version >/dev/null 2>&1; then \
