@@ -79,7 +79,7 @@ fuzz-prop:
 
 fuzz-rust:
 	@if cargo +nightly fuzz --version >/dev/null 2>&1; then \
-		for t in walk pagetable; do \
+		for t in walk pagetable regs; do \
 			cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 				2>&1 | grep -E "^#[0-9]+ +DONE|stat::number_of_executed_units|ERROR|panicked" || exit 1; \
 		done; \
