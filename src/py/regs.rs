@@ -5,7 +5,7 @@
 
 use pyo3::prelude::*;
 
-use super::args::U64;
+use super::args::*;
 use super::errors::Exc;
 use super::spec::{PyCap, PyEcap};
 use crate::spec::regs::{self, ccmd, gcmd, iotlb, iva};
@@ -89,7 +89,7 @@ impl PyRegs {
 
     /// The GCMD value that keeps what GSTS reports on: GSTS without the one-shot bits.
     #[staticmethod]
-    fn gcmd_from_gsts(gsts: U64) -> PyResult<u32> {
+    fn gcmd_from_gsts(#[pyo3(from_py_with = u64_gsts)] gsts: U64) -> PyResult<u32> {
         let g = u32::try_from(gsts.0)
             .map_err(|_| Exc::InvalidArgument.msg("gsts: not a 32-bit register value"))?;
         Ok(g & !ONE_SHOT)
@@ -101,7 +101,12 @@ impl PyRegs {
         signature = (granularity, did=U64(0), sid=U64(0), fm=U64(0)),
         text_signature = "(granularity, did=0, sid=0, fm=0)"
     )]
-    fn ccmd(granularity: U64, did: U64, sid: U64, fm: U64) -> PyResult<u64> {
+    fn ccmd(
+        #[pyo3(from_py_with = u64_granularity)] granularity: U64,
+        #[pyo3(from_py_with = u64_did)] did: U64,
+        #[pyo3(from_py_with = u64_sid)] sid: U64,
+        #[pyo3(from_py_with = u64_fm)] fm: U64,
+    ) -> PyResult<u64> {
         let g = self::granularity(granularity.0)?;
         Ok(ccmd::ICC
             | g << ccmd::CIRG_SHIFT
@@ -112,7 +117,7 @@ impl PyRegs {
 
     /// True once the unit has cleared CCMD.ICC.
     #[staticmethod]
-    fn ccmd_done(value: U64) -> bool {
+    fn ccmd_done(#[pyo3(from_py_with = u64_value)] value: U64) -> bool {
         value.0 & ccmd::ICC == 0
     }
 
@@ -123,7 +128,11 @@ impl PyRegs {
         signature = (granularity, did=U64(0), cap=None),
         text_signature = "(granularity, did=0, cap=None)"
     )]
-    fn iotlb(granularity: U64, did: U64, cap: Option<PyCap>) -> PyResult<u64> {
+    fn iotlb(
+        #[pyo3(from_py_with = u64_granularity)] granularity: U64,
+        #[pyo3(from_py_with = u64_did)] did: U64,
+        cap: Option<PyCap>,
+    ) -> PyResult<u64> {
         let g = self::granularity(granularity.0)?;
         let mut v =
             iotlb::IVT | g << iotlb::IIRG_SHIFT | field("did", did.0, 0xffff)? << iotlb::DID_SHIFT;
@@ -140,22 +149,26 @@ impl PyRegs {
 
     /// True once the unit has cleared IOTLB.IVT.
     #[staticmethod]
-    fn iotlb_done(value: U64) -> bool {
+    fn iotlb_done(#[pyo3(from_py_with = u64_value)] value: U64) -> bool {
         value.0 & iotlb::IVT == 0
     }
 
     /// The IVA value of a page-selective invalidation: a 4 KiB-aligned address, the address
     /// mask (2^am pages) and the invalidation hint.
     #[staticmethod]
-    #[pyo3(signature = (addr, am=U64(0), ih=false), text_signature = "(addr, am=0, ih=False)")]
-    fn iva(addr: U64, am: U64, ih: bool) -> PyResult<u64> {
+    #[pyo3(signature = (addr, am=U64(0), ih=Flag(false)), text_signature = "(addr, am=0, ih=False)")]
+    fn iva(
+        #[pyo3(from_py_with = u64_addr)] addr: U64,
+        #[pyo3(from_py_with = u64_am)] am: U64,
+        #[pyo3(from_py_with = flag_ih)] ih: Flag,
+    ) -> PyResult<u64> {
         if addr.0 & !iva::ADDR_MASK != 0 {
             return Err(
                 Exc::InvalidArgument.msg(format!("addr: {:#x} is not 4 KiB aligned", addr.0))
             );
         }
         let am = field("am", am.0, iva::AM_MASK)?;
-        Ok(addr.0 | am | if ih { iva::IH } else { 0 })
+        Ok(addr.0 | am | if ih.0 { iva::IH } else { 0 })
     }
 
     /// Offset of IVA (the IOTLB register pair starts there): ECAP.IRO in bytes.

@@ -10,7 +10,7 @@ use numpy::{PyArray1, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use super::args::{batch_array, device, Flag, Str, U32, U64};
+use super::args::*;
 use super::errors::Exc;
 use super::mem::{with_bytes, PyPhysMem, SharedMem};
 use super::spec::did_arg;
@@ -20,8 +20,10 @@ use crate::hw::interrupt::Msi;
 use crate::hw::{self, Request, DEFAULT_CAP, DEFAULT_ECAP};
 use crate::spec::Cap;
 
-/// A translated DMA request.
-#[pyclass(name = "Translation", module = "vtdwalk._core", frozen, eq, get_all)]
+/// One translation: a DMA request the unit translated (`Remapper.translate`), or a page
+/// table's own look-up of an IOVA (`PageTable.lookup`, whose `domain_id` is None: no context
+/// entry is involved).
+#[pyclass(name = "Translation", module = "vtdwalk._core", frozen, get_all)]
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct PyTranslation {
     /// Host physical address of the access.
@@ -32,24 +34,90 @@ pub struct PyTranslation {
     read: bool,
     /// Whether the mapping allows writes (AND over the walk's levels).
     write: bool,
-    /// The domain id (DID) of the context entry that translated it.
-    domain_id: u16,
+    /// The domain id (DID) of the context entry that translated it; None for a page-table
+    /// look-up.
+    domain_id: Option<u16>,
     /// Leaf level (1, 2, 3); 0 for pass-through.
     level: u8,
+}
+
+impl PyTranslation {
+    /// A page table's own translation of an IOVA.
+    pub(crate) fn of_page_table(t: &crate::driver::pagetable::Translation) -> Self {
+        PyTranslation {
+            hpa: t.maddr,
+            page_size: t.page_size,
+            read: t.read,
+            write: t.write,
+            domain_id: None,
+            level: t.level,
+        }
+    }
+
+    /// The `(hpa, page_size, read, write)` tuple `PageTable.lookup` returned before it returned
+    /// a `Translation`.
+    fn old_tuple(&self) -> (u64, u64, bool, bool) {
+        (self.hpa, self.page_size, self.read, self.write)
+    }
+}
+
+/// The deprecation warning of the tuple spelling of a translation.
+fn warn_tuple(py: Python<'_>) -> PyResult<()> {
+    PyErr::warn(
+        py,
+        &py.get_type::<pyo3::exceptions::PyDeprecationWarning>(),
+        c"a Translation used as an (hpa, page_size, read, write) tuple; use its fields \
+          (the tuple form goes in the next release)",
+        1,
+    )
 }
 
 #[pymethods]
 impl PyTranslation {
     fn __repr__(&self) -> String {
+        let did = self
+            .domain_id
+            .map_or_else(|| "None".to_owned(), |d| d.to_string());
         format!(
             "Translation(hpa={:#x}, page_size={:#x}, read={}, write={}, domain_id={}, level={})",
             self.hpa,
             self.page_size,
             py_bool(self.read),
             py_bool(self.write),
-            self.domain_id,
+            did,
             self.level
         )
+    }
+
+    /// Equal to another `Translation` with the same fields. Deprecated: equal to the old
+    /// `(hpa, page_size, read, write)` tuple of the same values (with a `DeprecationWarning`).
+    fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        if let Ok(o) = other.cast::<PyTranslation>() {
+            return Ok(pyo3::types::PyBool::new(py, *o.get() == *self)
+                .to_owned()
+                .into_any()
+                .unbind());
+        }
+        if let Ok(t) = other.cast::<pyo3::types::PyTuple>() {
+            if t.len() == 4 {
+                warn_tuple(py)?;
+                let same = t
+                    .extract::<(u64, u64, bool, bool)>()
+                    .is_ok_and(|v| v == self.old_tuple());
+                return Ok(pyo3::types::PyBool::new(py, same)
+                    .to_owned()
+                    .into_any()
+                    .unbind());
+            }
+        }
+        Ok(py.NotImplemented())
+    }
+
+    /// Deprecated: unpacks as the old `(hpa, page_size, read, write)` tuple, with a
+    /// `DeprecationWarning`.
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyIterator>> {
+        warn_tuple(py)?;
+        self.old_tuple().into_pyobject(py)?.try_iter()
     }
 }
 
@@ -265,12 +333,12 @@ impl PyRemapper {
     #[allow(clippy::too_many_arguments)]
     fn new(
         mem: &PyPhysMem,
-        root_table: Option<U64>,
-        cap: U64,
-        ecap: U64,
-        iotlb_entries: U64,
-        fault_records: Option<U64>,
-        context_cache: Flag,
+        #[pyo3(from_py_with = opt_u64_root_table)] root_table: Option<U64>,
+        #[pyo3(from_py_with = u64_cap)] cap: U64,
+        #[pyo3(from_py_with = u64_ecap)] ecap: U64,
+        #[pyo3(from_py_with = u64_iotlb_entries)] iotlb_entries: U64,
+        #[pyo3(from_py_with = opt_u64_fault_records)] fault_records: Option<U64>,
+        #[pyo3(from_py_with = flag_context_cache)] context_cache: Flag,
         interrupt: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let rt = root_table.map(|r| check_rtaddr(r.0)).transpose()?;
@@ -296,13 +364,23 @@ impl PyRemapper {
     }
 
     /// Read a register: `size` 4 or 8 bytes at `offset` from the unit's base.
-    fn mmio_read(&self, offset: U64, size: U32) -> PyResult<u64> {
+    fn mmio_read(
+        &self,
+        #[pyo3(from_py_with = u64_offset)] offset: U64,
+        #[pyo3(from_py_with = u32_size)] size: U32,
+    ) -> PyResult<u64> {
         Ok(self.unit().mmio_read(offset.0, size.0)?)
     }
 
     /// Write a register: `size` 4 or 8 bytes of `value` at `offset` from the unit's base, with
     /// its side effects (commands, invalidations, fault events).
-    fn mmio_write(&self, py: Python<'_>, offset: U64, size: U32, value: U64) -> PyResult<()> {
+    fn mmio_write(
+        &self,
+        py: Python<'_>,
+        #[pyo3(from_py_with = u64_offset)] offset: U64,
+        #[pyo3(from_py_with = u32_size)] size: U32,
+        #[pyo3(from_py_with = u64_value)] value: U64,
+    ) -> PyResult<()> {
         self.unit().mmio_write(offset.0, size.0, value.0)?;
         self.deliver(py)
     }
@@ -329,8 +407,8 @@ impl PyRemapper {
         &self,
         py: Python<'py>,
         sid: &Bound<'py, PyAny>,
-        iova: U64,
-        length: U64,
+        #[pyo3(from_py_with = u64_iova)] iova: U64,
+        #[pyo3(from_py_with = u64_length)] length: U64,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let sid = device(sid, "sid")?;
         let n = usize::try_from(length.0)
@@ -358,7 +436,7 @@ impl PyRemapper {
         &self,
         py: Python<'_>,
         sid: &Bound<'_, PyAny>,
-        iova: U64,
+        #[pyo3(from_py_with = u64_iova)] iova: U64,
         data: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let sid = device(sid, "sid")?;
@@ -381,7 +459,10 @@ impl PyRemapper {
     }
 
     #[setter]
-    fn set_root_table(&self, value: Option<U64>) -> PyResult<()> {
+    fn set_root_table(
+        &self,
+        #[pyo3(from_py_with = opt_u64_root_table)] value: Option<U64>,
+    ) -> PyResult<()> {
         let rt = value.map(|r| check_rtaddr(r.0)).transpose()?;
         self.unit().set_root_table(rt);
         Ok(())
@@ -426,9 +507,9 @@ impl PyRemapper {
         &self,
         py: Python<'_>,
         sid: &Bound<'_, PyAny>,
-        iova: U64,
-        write: Flag,
-        translation_request: Flag,
+        #[pyo3(from_py_with = u64_iova)] iova: U64,
+        #[pyo3(from_py_with = flag_write)] write: Flag,
+        #[pyo3(from_py_with = flag_translation_request)] translation_request: Flag,
     ) -> PyResult<PyTranslation> {
         let req = Request {
             sid: device(sid, "sid")?,
@@ -448,7 +529,7 @@ impl PyRemapper {
                 page_size: t.page_size,
                 read: t.read,
                 write: t.write,
-                domain_id: t.domain_id,
+                domain_id: Some(t.domain_id),
                 level: t.level,
             }),
             Err(f) => Err(fault_exc(py, &f, 0)),
@@ -471,7 +552,7 @@ impl PyRemapper {
         sids: &Bound<'py, PyAny>,
         iovas: &Bound<'py, PyAny>,
         writes: Option<&Bound<'py, PyAny>>,
-        threads: Option<U32>,
+        #[pyo3(from_py_with = opt_u32_threads)] threads: Option<U32>,
         out: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<(Bound<'py, PyArray1<u64>>, Bound<'py, PyArray1<u8>>)> {
         let sids = batch_array::<u16>(sids, "sids")?;
@@ -496,7 +577,7 @@ impl PyRemapper {
             None => None,
         };
         let threads = match threads {
-            Some(U32(0)) => return Err(Exc::InvalidArgument.msg("threads must be at least 1")),
+            Some(U32(0)) => return Err(Exc::InvalidArgument.msg("threads: must be at least 1")),
             Some(U32(t)) => t as usize,
             None => std::thread::available_parallelism()
                 .map_or(1, |p| p.get())
@@ -550,8 +631,8 @@ impl PyRemapper {
         &self,
         granularity: Str,
         did: Option<&Bound<'_, PyAny>>,
-        addr: Option<U64>,
-        am: U32,
+        #[pyo3(from_py_with = opt_u64_addr)] addr: Option<U64>,
+        #[pyo3(from_py_with = u32_am)] am: U32,
     ) -> PyResult<()> {
         let did = did.map(did_arg).transpose()?;
         let granularity = granularity.0.as_str();
@@ -584,7 +665,7 @@ impl PyRemapper {
         granularity: Str,
         did: Option<&Bound<'_, PyAny>>,
         sid: Option<&Bound<'_, PyAny>>,
-        fm: U32,
+        #[pyo3(from_py_with = u32_fm)] fm: U32,
     ) -> PyResult<()> {
         // Checked whatever the granularity (a device-selective invalidation carries one too).
         let did = did.map(did_arg).transpose()?;
@@ -666,7 +747,7 @@ impl PyRemapper {
 fn check_rtaddr(v: u64) -> PyResult<u64> {
     if v & 0xfff != 0 {
         return Err(Exc::InvalidArgument.msg(format!(
-            "root_table {v:#x}: must be 4 KiB aligned (scalable mode, RTADDR.SMT, is not modelled)"
+            "root_table: {v:#x} must be 4 KiB aligned (scalable mode, RTADDR.SMT, is not modelled)"
         )));
     }
     Ok(v)

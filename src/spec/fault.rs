@@ -199,12 +199,15 @@ mod tests {
             (0x20, "IR_REQ_RSVD"),
             (0x21, "IR_INDEX_OVER"),
             (0x26, "IR_SID_ERR"),
+            (0x5B, "PASID_TABLE_ENTRY_INV"),
         ] {
             let r = FaultReason::from_code(code).expect("a spec code");
             assert_eq!((r.code(), r.name()), (code, name));
         }
         assert_eq!(FaultReason::from_code(0x00), None);
         assert_eq!(FaultReason::from_code(0x0F), None);
+        assert_eq!(FaultReason::from_code(0xFF), None);
+        // Strictly ascending: every code once.
         assert!(FaultReason::ALL
             .windows(2)
             .all(|w| w[0].code() < w[1].code()));
