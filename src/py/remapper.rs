@@ -319,6 +319,16 @@ impl PyRemapper {
         self.unit().mmio_size()
     }
 
+    /// The device-TLB invalidations the invalidation queue asked for since the last call,
+    /// oldest first; drains them.
+    fn device_tlb_invalidations(&self) -> Vec<super::qi::PyDeviceTlbInvalidation> {
+        self.unit()
+            .take_device_tlb_invalidations()
+            .into_iter()
+            .map(Into::into)
+            .collect()
+    }
+
     /// The interrupts sent and not yet handed to a callback, oldest first; drains them.
     fn interrupts(&self) -> Vec<PyInterrupt> {
         self.unit()
