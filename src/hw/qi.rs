@@ -48,7 +48,7 @@ use crate::spec::regs::iq::{self, OFFSET_MASK};
 use crate::spec::regs::{ectl, fsts, gcmd, ics};
 use crate::spec::Ecap;
 
-/// Device-TLB invalidations kept before the oldest are dropped.
+/// Device-TLB invalidations kept (not yet taken) before the oldest are dropped.
 const EVENTS_MAX: usize = 1 << 16;
 
 /// The queue as latched at enable.
@@ -96,7 +96,7 @@ pub struct DeviceTlbInvalidation {
 #[derive(Clone, Debug, Default)]
 pub struct QueueState {
     pub(super) cfg: QueueConfig,
-    pub(super) device_tlb: Vec<DeviceTlbInvalidation>,
+    pub(super) device_tlb: std::collections::VecDeque<DeviceTlbInvalidation>,
     /// Descriptors completed, by type (index 1-5).
     pub(super) done: [u64; 6],
 }
@@ -119,7 +119,7 @@ impl Remapper {
 
     /// Device-TLB invalidations requested since the last call, oldest first.
     pub fn take_device_tlb_invalidations(&mut self) -> Vec<DeviceTlbInvalidation> {
-        std::mem::take(&mut self.qi.device_tlb)
+        std::mem::take(&mut self.qi.device_tlb).into()
     }
 
     /// IQH = IQT.
@@ -232,9 +232,9 @@ impl Remapper {
                 }
                 let (address, size) = device_tlb_range(addr, size);
                 if self.qi.device_tlb.len() >= EVENTS_MAX {
-                    self.qi.device_tlb.remove(0);
+                    self.qi.device_tlb.pop_front();
                 }
-                self.qi.device_tlb.push(DeviceTlbInvalidation {
+                self.qi.device_tlb.push_back(DeviceTlbInvalidation {
                     sid,
                     address,
                     size,
@@ -856,6 +856,38 @@ mod tests {
         wr(&mut r, &mut m, 0x28, 8, 1 << 63 | 1 << 61);
         assert_eq!(rd(&r, 0x28) >> 59 & 3, 0);
         assert_eq!(r.context_cache().len(), 1);
+    }
+
+    /// Events nobody takes are bounded: the newest EVENTS_MAX are kept.
+    #[test]
+    fn untaken_device_tlb_events_keep_the_newest() {
+        let mut r = unit_with(DEFAULT_ECAP);
+        let mut m = memory();
+        wr(&mut r, &mut m, IQA, 8, QUEUE | 7); // 2^15 descriptors
+        wr(&mut r, &mut m, GCMD, 4, QIE);
+        let n = 1u64 << 15;
+        for lap in 1..=3u16 {
+            for i in 0..n {
+                let (lo, hi) = enc(Descriptor::DeviceTlb {
+                    sid: lap,
+                    addr: i << 12,
+                    size: false,
+                    qdep: 0,
+                    pfsid: 0,
+                });
+                w(&mut m, QUEUE + 16 * i, lo);
+                w(&mut m, QUEUE + 16 * i + 8, hi);
+            }
+            wr(&mut r, &mut m, IQT, 8, (n - 1) << 4);
+            wr(&mut r, &mut m, IQT, 8, 0);
+        }
+        let ev = r.take_device_tlb_invalidations();
+        assert_eq!(ev.len(), EVENTS_MAX);
+        assert_eq!((ev[0].sid, ev[0].address), (2, 0));
+        assert_eq!(
+            (ev[EVENTS_MAX - 1].sid, ev[EVENTS_MAX - 1].address),
+            (3, (n - 1) << 12)
+        );
     }
 
     #[test]
