@@ -9,6 +9,7 @@
 //! * [`fault`]: fault recording registers and counters.
 //! * [`iec`]: the interrupt-entry cache (IRTEs by index).
 //! * [`mmio`]: the register set (GCMD/GSTS, register-based invalidation, fault events);
+//!   [`qi`]: the invalidation queue behind IQA/IQH/IQT;
 //!   [`interrupt`]: the messages the unit sends.
 //! * [`remapper`]: one unit, the order of checks, translation of one request and the batch
 //!   engine (speculative look-ahead, in-order commit).
@@ -23,6 +24,7 @@ pub mod iec;
 pub mod interrupt;
 pub mod iotlb;
 pub mod mmio;
+pub mod qi;
 pub mod remapper;
 pub mod walk;
 

@@ -8,6 +8,7 @@ pub mod context;
 pub mod errors;
 pub mod mem;
 pub mod pagetable;
+pub mod qi;
 pub mod regs;
 pub mod remapper;
 pub mod spec;
@@ -21,5 +22,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     remapper::register(m)?;
     spec::register(m)?;
     regs::register(m)?;
+    qi::register(m)?;
     Ok(())
 }

@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use super::args::*;
 use super::errors::Exc;
 use super::spec::{PyCap, PyEcap};
-use crate::spec::regs::{self, ccmd, gcmd, iotlb, iva};
+use crate::spec::regs::{self, ccmd, ectl, fsts, gcmd, ics, iotlb, iq, iva};
 
 /// GCMD's one-shot command bits, which software clears in the value it reads from GSTS before
 /// writing GCMD (the status bits at those positions do not mean "keep doing it").
@@ -62,6 +62,38 @@ impl PyRegs {
     const FEADDR: u64 = regs::FEADDR;
     #[classattr]
     const FEUADDR: u64 = regs::FEUADDR;
+    #[classattr]
+    const IQH: u64 = regs::IQH;
+    #[classattr]
+    const IQT: u64 = regs::IQT;
+    #[classattr]
+    const IQA: u64 = regs::IQA;
+    #[classattr]
+    const ICS: u64 = regs::ICS;
+    #[classattr]
+    const IECTL: u64 = regs::IECTL;
+    #[classattr]
+    const IEDATA: u64 = regs::IEDATA;
+    #[classattr]
+    const IEADDR: u64 = regs::IEADDR;
+    #[classattr]
+    const IEUADDR: u64 = regs::IEUADDR;
+
+    /// FSTS bits of the invalidation queue: IQE, ICE, ITE.
+    #[classattr]
+    const IQE: u32 = fsts::IQE;
+    #[classattr]
+    const ICE: u32 = fsts::ICE;
+    #[classattr]
+    const ITE: u32 = fsts::ITE;
+    /// ICS.IWC: a wait descriptor with IF completed.
+    #[classattr]
+    const IWC: u32 = ics::IWC;
+    /// FECTL / IECTL bits: interrupt mask and interrupt pending.
+    #[classattr]
+    const IM: u32 = ectl::IM;
+    #[classattr]
+    const IP: u32 = ectl::IP;
 
     /// GCMD / GSTS bits.
     #[classattr]
@@ -187,6 +219,42 @@ impl PyRegs {
     #[staticmethod]
     fn frcd_offset(cap: PyCap) -> u64 {
         cap.0.fro() * 16
+    }
+
+    /// The IQA value of a queue at `base` (4 KiB aligned) of 2^qs pages (qs 0-7), of 256-bit
+    /// descriptors with `dw`.
+    #[staticmethod]
+    #[pyo3(signature = (base, qs, dw=false), text_signature = "(base, qs, dw=False)")]
+    fn iqa(base: U64, qs: U64, dw: bool) -> PyResult<u64> {
+        if base.0 & !iq::ADDR_MASK != 0 {
+            return Err(
+                Exc::InvalidArgument.msg(format!("base: {:#x} is not 4 KiB aligned", base.0))
+            );
+        }
+        let qs = field("qs", qs.0, iq::QS_MASK)?;
+        Ok(base.0 | qs | if dw { iq::DW } else { 0 })
+    }
+
+    /// The IQT value that places the tail at descriptor `index`.
+    #[staticmethod]
+    #[pyo3(signature = (index, dw=false), text_signature = "(index, dw=False)")]
+    fn iqt(index: U64, dw: bool) -> PyResult<u64> {
+        let s = iq::shift(dw);
+        Ok(field("index", index.0, iq::OFFSET_MASK >> s)? << s)
+    }
+
+    /// The descriptor index an IQH or IQT value points at.
+    #[staticmethod]
+    #[pyo3(signature = (value, dw=false), text_signature = "(value, dw=False)")]
+    fn iq_index(value: U64, dw: bool) -> u64 {
+        (value.0 & iq::OFFSET_MASK) >> iq::shift(dw)
+    }
+
+    /// Descriptors in a queue of 2^qs pages: 2^(qs+8), or 2^(qs+7) of 256 bits.
+    #[staticmethod]
+    #[pyo3(signature = (qs, dw=false), text_signature = "(qs, dw=False)")]
+    fn queue_entries(qs: U64, dw: bool) -> PyResult<u64> {
+        Ok(iq::entries(field("qs", qs.0, iq::QS_MASK)? as u32, dw))
     }
 
     /// Number of fault recording registers: CAP.NFR + 1.

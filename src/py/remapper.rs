@@ -381,7 +381,12 @@ impl PyRemapper {
         #[pyo3(from_py_with = u32_size)] size: U32,
         #[pyo3(from_py_with = u64_value)] value: U64,
     ) -> PyResult<()> {
-        self.unit().mmio_write(offset.0, size.0, value.0)?;
+        {
+            // Lock order: the unit, then its memory (as dma_write).
+            let mut unit = self.unit();
+            let mut mem = self.mem.write();
+            unit.mmio_write(&mut *mem, offset.0, size.0, value.0)?;
+        }
         self.deliver(py)
     }
 
@@ -390,6 +395,16 @@ impl PyRemapper {
     #[getter]
     fn mmio_size(&self) -> u64 {
         self.unit().mmio_size()
+    }
+
+    /// The device-TLB invalidations the invalidation queue asked for since the last call,
+    /// oldest first; drains them.
+    fn device_tlb_invalidations(&self) -> Vec<super::qi::PyDeviceTlbInvalidation> {
+        self.unit()
+            .take_device_tlb_invalidations()
+            .into_iter()
+            .map(Into::into)
+            .collect()
     }
 
     /// The interrupts sent and not yet handed to a callback, oldest first; drains them.
