@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 pub mod args;
 pub mod context;
 pub mod errors;
+pub mod ir;
 pub mod mem;
 pub mod pagetable;
 pub mod regs;
@@ -21,5 +22,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     remapper::register(m)?;
     spec::register(m)?;
     regs::register(m)?;
+    ir::register(m)?;
     Ok(())
 }
