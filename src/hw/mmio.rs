@@ -29,6 +29,7 @@
 use super::dma::DmaError;
 use super::interrupt::Msi;
 use super::remapper::Remapper;
+use crate::mem::MemoryBytes;
 use crate::spec::regs::{
     self, ccmd, ectl, frcd, fsts, gcmd, iotlb, iva, RegSpec, FIXED, IOTLB_SPEC, IVA_SPEC,
 };
@@ -260,7 +261,15 @@ impl Remapper {
 
     /// Write `size` (4 or 8) bytes of `value` at `off` of the register set, with every side
     /// effect. A failed call changes nothing.
-    pub fn mmio_write(&mut self, off: u64, size: u32, value: u64) -> crate::Result<()> {
+    /// Queue processing (an IQT write, QIE set) reads descriptors and writes wait status
+    /// through `mem`.
+    pub fn mmio_write<M: MemoryBytes + ?Sized>(
+        &mut self,
+        mem: &mut M,
+        off: u64,
+        size: u32,
+        value: u64,
+    ) -> crate::Result<()> {
         check(off, size, self.regs.size)?;
         if size == 4 && value > u32::MAX as u64 {
             return Err(crate::Error::invalid(
@@ -270,18 +279,18 @@ impl Remapper {
         }
         if size == 8 {
             if let Some(i) = self.reg64_at(off) {
-                self.write_reg(i, value, u64::MAX);
+                self.write_reg(mem, i, value, u64::MAX);
                 return Ok(());
             }
             if self.frcd_of(off).is_some() {
                 self.write_frcd(off, value, 8);
                 return Ok(());
             }
-            self.write32(off, value as u32);
-            self.write32(off + 4, (value >> 32) as u32);
+            self.write32(mem, off, value as u32);
+            self.write32(mem, off + 4, (value >> 32) as u32);
             return Ok(());
         }
-        self.write32(off, value as u32);
+        self.write32(mem, off, value as u32);
         Ok(())
     }
 
@@ -372,7 +381,7 @@ impl Remapper {
         }
     }
 
-    fn write32(&mut self, off: u64, v: u32) {
+    fn write32<M: MemoryBytes + ?Sized>(&mut self, mem: &mut M, off: u64, v: u32) {
         if self.frcd_of(off).is_some() {
             self.write_frcd(off, v as u64, 4);
             return;
@@ -386,11 +395,11 @@ impl Remapper {
         let i = i as usize;
         let d = self.regs.def(i);
         let shift = 8 * (off - d.offset);
-        self.write_reg(i, (v as u64) << shift, 0xffff_ffffu64 << shift);
+        self.write_reg(mem, i, (v as u64) << shift, 0xffff_ffffu64 << shift);
     }
 
     /// A write of `v` to the bits of register `i` in `lanes`, then its side effects.
-    fn write_reg(&mut self, i: usize, v: u64, lanes: u64) {
+    fn write_reg<M: MemoryBytes + ?Sized>(&mut self, _mem: &mut M, i: usize, v: u64, lanes: u64) {
         let r = &self.regs;
         if i == r.i_gcmd {
             self.gcmd(v as u32);
@@ -671,8 +680,12 @@ mod tests {
     fn rd(r: &Remapper, off: u64, size: u32) -> u64 {
         r.mmio_read(off, size).unwrap()
     }
+    /// Memory the register writes of these tests reach (none of them touches it).
+    fn scratch() -> PhysMem {
+        PhysMem::new(&[(0, 1 << 12)]).unwrap()
+    }
     fn wr(r: &mut Remapper, off: u64, size: u32, v: u64) {
-        r.mmio_write(off, size, v).unwrap();
+        r.mmio_write(&mut scratch(), off, size, v).unwrap();
     }
     /// The bring-up: RTADDR, SRTP, global context and IOTLB invalidation, TE.
     fn bring_up(r: &mut Remapper) {
@@ -811,15 +824,18 @@ mod tests {
         let mut r = unit();
         for size in [0u32, 1, 2, 3, 16] {
             assert!(r.mmio_read(0x20, size).is_err(), "size {size}");
-            assert!(r.mmio_write(0x20, size, 1 << 12).is_err(), "size {size}");
+            assert!(
+                r.mmio_write(&mut scratch(), 0x20, size, 1 << 12).is_err(),
+                "size {size}"
+            );
         }
         assert!(r.mmio_read(0x22, 4).is_err());
         assert!(r.mmio_read(0x24, 8).is_err());
-        assert!(r.mmio_write(0x1C, 8, 0).is_err());
+        assert!(r.mmio_write(&mut scratch(), 0x1C, 8, 0).is_err());
         assert!(r.mmio_read(4096, 4).is_err());
         assert!(r.mmio_read(4092, 8).is_err());
         assert!(r.mmio_read(u64::MAX - 3, 4).is_err());
-        assert!(r.mmio_write(0x3C, 4, 1 << 32).is_err());
+        assert!(r.mmio_write(&mut scratch(), 0x3C, 4, 1 << 32).is_err());
         assert_eq!((rd(&r, 0x20, 8), rd(&r, 0x3C, 4)), (0, 0));
         assert_eq!(rd(&r, 4092, 4), 0);
     }

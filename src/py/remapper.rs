@@ -327,7 +327,12 @@ impl PyRemapper {
     /// Write a register: `size` 4 or 8 bytes of `value` at `offset` from the unit's base, with
     /// its side effects (commands, invalidations, fault events).
     fn mmio_write(&self, py: Python<'_>, offset: U64, size: U32, value: U64) -> PyResult<()> {
-        self.unit().mmio_write(offset.0, size.0, value.0)?;
+        {
+            // Lock order: the unit, then its memory (as dma_write).
+            let mut unit = self.unit();
+            let mut mem = self.mem.write();
+            unit.mmio_write(&mut *mem, offset.0, size.0, value.0)?;
+        }
         self.deliver(py)
     }
 
