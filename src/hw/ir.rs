@@ -203,8 +203,8 @@ mod tests {
     const SID: u16 = 0x0308; // 03:01.0
 
     /// Register write (the one place that knows `mmio_write`'s signature).
-    fn wr(r: &mut Remapper, _m: &mut PhysMem, off: u64, size: u32, v: u64) {
-        r.mmio_write(off, size, v).unwrap();
+    fn wr(r: &mut Remapper, m: &mut PhysMem, off: u64, size: u32, v: u64) {
+        r.mmio_write(m, off, size, v).unwrap();
     }
     fn rd(r: &Remapper, off: u64, size: u32) -> u64 {
         r.mmio_read(off, size).unwrap()
