@@ -5,7 +5,9 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use super::args::{device, Flag, U32, U64};
+use numpy::PyArray1;
+
+use super::args::{batch_array, device, Flag, U32, U64};
 use super::errors::Exc;
 use super::remapper::{PyInterrupt, PyRemapper};
 use crate::hw::fault::FaultRecord;
@@ -262,6 +264,54 @@ pub(crate) fn msi(
         Err(MsiError::Fault(f)) => Err(interrupt_fault(py, &f, 0)),
         Err(MsiError::Invalid(e)) => Err(e.into()),
     }
+}
+
+/// The three arrays `Remapper.msi_batch` returns: address, data, fault reason.
+pub(crate) type MsiArrays<'py> = (
+    Bound<'py, PyArray1<u64>>,
+    Bound<'py, PyArray1<u32>>,
+    Bound<'py, PyArray1<u8>>,
+);
+
+/// `Remapper.msi_batch`: many interrupt requests, in order; the GIL released while the unit
+/// works on checked copies of the inputs.
+pub(crate) fn msi_batch<'py>(
+    r: &PyRemapper,
+    py: Python<'py>,
+    sids: &Bound<'py, PyAny>,
+    addresses: &Bound<'py, PyAny>,
+    datas: &Bound<'py, PyAny>,
+) -> PyResult<MsiArrays<'py>> {
+    let sids = batch_array::<u16>(sids, "sids")?;
+    let addresses = batch_array::<u64>(addresses, "addresses")?;
+    let datas = batch_array::<u32>(datas, "datas")?;
+    let n = addresses.len();
+    for (name, len) in [("sids", sids.len()), ("datas", datas.len())] {
+        if len != n {
+            return Err(
+                Exc::InvalidArgument.msg(format!("{name} has {len} entries, addresses {n}"))
+            );
+        }
+    }
+    let (s, a, d) = (sids.as_slice()?, addresses.as_slice()?, datas.as_slice()?);
+    let reqs: Vec<(u16, u64, u32)> = s
+        .iter()
+        .zip(a)
+        .zip(d)
+        .map(|((&s, &a), &d)| (s, a, d))
+        .collect();
+    let (mut oa, mut od, mut of) = (vec![0u64; n], vec![0u32; n], vec![0u8; n]);
+    py.detach(|| {
+        let mut unit = r.unit();
+        let mem = r.mem.read();
+        unit.msi_batch(&*mem, &reqs, &mut oa, &mut od, &mut of);
+    });
+    r.deliver(py)?;
+    Ok((
+        PyArray1::from_vec(py, oa),
+        PyArray1::from_vec(py, od),
+        PyArray1::from_vec(py, of),
+    ))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -369,6 +369,22 @@ impl PyRemapper {
         super::ir::msi(self, py, sid, address, data)
     }
 
+    /// Many interrupt requests (`sids`, `addresses`, `datas`: arrays or sequences of one
+    /// length), in order, with every effect `msi` has on the unit (interrupt-entry cache,
+    /// fault recording, fault events) but the delivered messages returned rather than queued
+    /// or passed to the callback: (address uint64, data uint32, fault uint8) arrays, the
+    /// fault reason 0 where delivered (address and data are 0 where not; a request that is
+    /// no interrupt request at all, remapping off and outside the window, gets 0x20).
+    fn msi_batch<'py>(
+        &self,
+        py: Python<'py>,
+        sids: &Bound<'py, PyAny>,
+        addresses: &Bound<'py, PyAny>,
+        datas: &Bound<'py, PyAny>,
+    ) -> PyResult<super::ir::MsiArrays<'py>> {
+        super::ir::msi_batch(self, py, sids, addresses, datas)
+    }
+
     /// Device `sid` reads `length` bytes at `iova`: page by page, translated while TE is set.
     /// A fault raises `DmaFault` with `transferred`, the bytes read before it. Reads of the
     /// interrupt window 0xFEE00000-0xFEEFFFFF are unsupported requests (`MemoryAccessError`).
