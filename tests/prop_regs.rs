@@ -62,7 +62,7 @@ proptest! {
         prop_assert_eq!(r.mmio_size(), PAGE);
         let mut rules = Rules::new(with_qi_ir);
         for op in &ops {
-            if let Err(e) = rules.step(&mut r, &mem, op) {
+            if let Err(e) = rules.step(&mut r, &mut mem, op) {
                 prop_assert!(false, "{:?}: {}", op, e);
             }
         }

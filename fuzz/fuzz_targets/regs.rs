@@ -66,7 +66,7 @@ fuzz_target!(|data: &[u8]| {
                 write: s[3] & 1 != 0,
             },
         };
-        if let Err(e) = rules.step(&mut r, &mem, &op) {
+        if let Err(e) = rules.step(&mut r, &mut mem, &op) {
             panic!("{op:?}: {e}");
         }
     }

@@ -13,7 +13,8 @@ It models both sides of the wire, after Xen's VT-d driver and the hardware it pr
   tables), :class:`Remapper` (one unit's hardware: walk, IOTLB, context cache, fault
   recording);
 * errors: every error raised on purpose is a :class:`VtdError` (:class:`InvalidArgument`,
-  :class:`DmarError`, :class:`PlatformError`, :class:`DmaFault`, ...).
+  :class:`DmarError`, :class:`PlatformError`, :class:`DmaFault`, :class:`InterruptFault`,
+  ...).
 
 Example::
 
@@ -39,6 +40,7 @@ from vtdwalk._core import (
     Ecap,
     FaultRecord,
     Interrupt,
+    Irte,
     PageTable,
     PhysMem,
     Regs,
@@ -60,6 +62,7 @@ from vtdwalk.errors import (
     BadFree,
     DmaFault,
     DmarError,
+    InterruptFault,
     InvalidArgument,
     MemoryAccessError,
     OutOfMemory,
@@ -87,8 +90,10 @@ __all__ = [
     "FaultRecord",
     "Finding",
     "Interrupt",
+    "InterruptFault",
     "InvalidArgument",
     "Iommu",
+    "Irte",
     "MemoryAccessError",
     "Numa",
     "NumaNode",

@@ -598,10 +598,7 @@ impl Remapper {
                 .map_or(0, |&k| self.regs.val(k as usize))
         };
         let (data, addr, uaddr) = (at(base + 4), at(base + 8), at(base + 12));
-        self.irqs.push(Msi {
-            address: uaddr << 32 | addr,
-            data: data as u32,
-        });
+        self.irqs.push(Msi::new(uaddr << 32 | addr, data as u32));
     }
 
     /// A fault was recorded: the fault event, unless one is already outstanding (`before`:
@@ -1038,13 +1035,7 @@ mod tests {
         // Unmasking with IP set sends the message and clears IP.
         wr(&mut r, 0x38, 4, 0);
         assert_eq!(rd(&r, 0x38, 4), 0);
-        assert_eq!(
-            r.take_interrupts(),
-            [Msi {
-                address: 0xFEE0_1000,
-                data: 0x4041
-            }]
-        );
+        assert_eq!(r.take_interrupts(), [Msi::new(0xFEE0_1000, 0x4041)]);
         // Same source pending: compressed (no record, no event). Another source (bus 1: root
         // entry not present, 0x1): FRCD 1, read (T), no event since PPF was set.
         assert!(r.translate(&m, &req(SID, 0x5000, true)).is_ok());

@@ -192,6 +192,7 @@ impl Remapper {
             sid: req.sid,
             iova: req.iova,
             write: req.write,
+            index: None,
         };
         let before = self.fault_status_set();
         if self.faults.report(rec, fpd) == Outcome::Recorded {

@@ -199,6 +199,18 @@ impl BatchElement for u64 {
     }
 }
 
+impl BatchElement for u32 {
+    const MAX: u128 = u32::MAX as u128;
+    const WHAT: &'static str = "a 1-D array of unsigned integers";
+    const KINDS: &'static [u8] = b"iu";
+    fn from_item(ob: &Bound<'_, PyAny>) -> Option<Self> {
+        if ob.is_instance_of::<PyBool>() {
+            return None;
+        }
+        ob.extract().ok()
+    }
+}
+
 impl BatchElement for u16 {
     const MAX: u128 = u16::MAX as u128;
     const WHAT: &'static str = "a 1-D array of unsigned integers";

@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 pub mod args;
 pub mod context;
 pub mod errors;
+pub mod ir;
 pub mod mem;
 pub mod pagetable;
 pub mod qi;
@@ -23,5 +24,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     spec::register(m)?;
     regs::register(m)?;
     qi::register(m)?;
+    ir::register(m)?;
     Ok(())
 }

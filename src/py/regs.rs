@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 use super::args::*;
 use super::errors::Exc;
 use super::spec::{PyCap, PyEcap};
+use crate::spec::irte::irta;
 use crate::spec::regs::{self, ccmd, ectl, fsts, gcmd, ics, iotlb, iq, iva};
 
 /// GCMD's one-shot command bits, which software clears in the value it reads from GSTS before
@@ -94,6 +95,9 @@ impl PyRegs {
     const IM: u32 = ectl::IM;
     #[classattr]
     const IP: u32 = ectl::IP;
+    /// IRTA: the interrupt remapping table address register (address, EIME, S).
+    #[classattr]
+    const IRTA: u64 = regs::IRTA;
 
     /// GCMD / GSTS bits.
     #[classattr]
@@ -108,6 +112,9 @@ impl PyRegs {
     const IRE: u32 = gcmd::IRE;
     #[classattr]
     const SIRTP: u32 = gcmd::SIRTP;
+    /// Compatibility format interrupts allowed (GCMD.CFI / GSTS.CFIS).
+    #[classattr]
+    const CFI: u32 = gcmd::CFI;
 
     /// Invalidation granularities (CCMD.CIRG, IOTLB.IIRG).
     #[classattr]
@@ -255,6 +262,26 @@ impl PyRegs {
     #[pyo3(signature = (qs, dw=false), text_signature = "(qs, dw=False)")]
     fn queue_entries(qs: U64, dw: bool) -> PyResult<u64> {
         Ok(iq::entries(field("qs", qs.0, iq::QS_MASK)? as u32, dw))
+    }
+
+    /// The IRTA value of an interrupt remapping table at `base` (4 KiB aligned) of
+    /// 2^(s+1) entries (`s` 0..=15), with x2APIC destinations when `eime`.
+    #[staticmethod]
+    #[pyo3(signature = (base, s, eime=false), text_signature = "(base, s, eime=False)")]
+    fn irta(base: U64, s: U64, eime: bool) -> PyResult<u64> {
+        if base.0 & !irta::ADDR_MASK != 0 {
+            return Err(
+                Exc::InvalidArgument.msg(format!("base: {:#x} is not 4 KiB aligned", base.0))
+            );
+        }
+        let s = field("s", s.0, irta::S_MASK)?;
+        Ok(base.0 | s | if eime { irta::EIME } else { 0 })
+    }
+
+    /// Entries in an interrupt remapping table of size field `s`: 2^(s+1).
+    #[staticmethod]
+    fn irt_entries(s: U64) -> PyResult<u32> {
+        Ok(irta::entries(field("s", s.0, irta::S_MASK)?))
     }
 
     /// Number of fault recording registers: CAP.NFR + 1.

@@ -17,6 +17,7 @@ use super::spec::did_arg;
 use crate::hw::dma::DmaError;
 use crate::hw::fault::FaultRecord;
 use crate::hw::interrupt::Msi;
+use crate::hw::ir::MsiError;
 use crate::hw::{self, Request, DEFAULT_CAP, DEFAULT_ECAP};
 use crate::spec::Cap;
 
@@ -143,8 +144,11 @@ pub struct PyFaultRecord {
     iova: u64,
     /// FRCD.FI: the faulting page address.
     fault_address: u64,
-    /// Whether the request was a write (FRCD.T clear).
+    /// Whether the request was a write (FRCD.T clear); interrupt requests are writes.
     write: bool,
+    /// The interrupt index of an interrupt-remapping fault (0x20-0x26) when one was
+    /// computed (FRCD bits 63:48), else None; `iova` is then the request's address.
+    index: Option<u16>,
 }
 
 impl From<FaultRecord> for PyFaultRecord {
@@ -156,6 +160,7 @@ impl From<FaultRecord> for PyFaultRecord {
             iova: r.iova,
             fault_address: r.fault_address(),
             write: r.write,
+            index: r.index,
         }
     }
 }
@@ -201,6 +206,11 @@ pub struct PyInterrupt {
     address: u64,
     /// The message data.
     data: u32,
+    /// The requesting device's source-id for an interrupt request the unit remapped or let
+    /// through; None for the unit's own fault and completion events.
+    sid: Option<u16>,
+    /// The IRTE index of a remapped interrupt; None when none was used.
+    index: Option<u16>,
 }
 
 impl From<Msi> for PyInterrupt {
@@ -214,6 +224,8 @@ impl From<Msi> for PyInterrupt {
             redirection_hint: m.redirection_hint(),
             address: m.address,
             data: m.data,
+            sid: m.sid,
+            index: m.index,
         }
     }
 }
@@ -223,7 +235,8 @@ impl PyInterrupt {
     fn __repr__(&self) -> String {
         format!(
             "Interrupt(destination={:#x}, vector={:#x}, delivery_mode={}, trigger_mode={}, \
-             destination_mode={}, redirection_hint={}, address={:#x}, data={:#x})",
+             destination_mode={}, redirection_hint={}, address={:#x}, data={:#x}, sid={}, \
+             index={})",
             self.destination,
             self.vector,
             self.delivery_mode,
@@ -231,7 +244,9 @@ impl PyInterrupt {
             self.destination_mode,
             self.redirection_hint,
             self.address,
-            self.data
+            self.data,
+            self.sid.map_or("None".into(), |s| format!("{s:#06x}")),
+            self.index.map_or("None".into(), |i| i.to_string())
         )
     }
 }
@@ -245,8 +260,8 @@ impl PyInterrupt {
 ///   or not TE is set (no table latched: fault 0x08); `dma_read` / `dma_write` follow TE.
 /// * `cap` defaults to QEMU's aw48 CAP with NFR = 7 (8 fault recording registers);
 ///   `fault_records=None` takes the count from CAP.NFR, a given count sets CAP.NFR.
-/// * `interrupt(irq)` is called with every `Interrupt` the unit sends (fault events); without
-///   it they queue until `interrupts()` drains them.
+/// * `interrupt(irq)` is called with every `Interrupt` the unit sends (fault events, and the
+///   device interrupts `msi` delivers); without it they queue until `interrupts()` drains them.
 ///   `ecap` defaults to QEMU's TCG ECAP plus DT (0xF00F4E): pass-through (PT) and device-IOTLB
 ///   contexts (TT 1, and `translate(..., translation_request=True)`) are allowed. Honoured:
 ///   SAGAW, MGAW, SLLPS, PSI, MAMV, ND (DID width), NFR; ECAP PT, DT, SC.
@@ -258,7 +273,7 @@ impl PyInterrupt {
 ///   by one; `threads` (default: the CPUs, at most 8) only speeds up the read-only look-ahead.
 #[pyclass(name = "Remapper", module = "vtdwalk._core", frozen)]
 pub struct PyRemapper {
-    mem: SharedMem,
+    pub(crate) mem: SharedMem,
     unit: Mutex<hw::Remapper>,
     interrupt: Option<Py<PyAny>>,
 }
@@ -268,14 +283,14 @@ fn need<T>(what: &str, gran: &str, v: Option<T>) -> PyResult<T> {
 }
 
 impl PyRemapper {
-    fn unit(&self) -> MutexGuard<'_, hw::Remapper> {
+    pub(crate) fn unit(&self) -> MutexGuard<'_, hw::Remapper> {
         // Every mutation completes or changes nothing, so a poisoned lock still holds good data.
         self.unit.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Hand the messages the unit sent to the `interrupt` callback (none: they stay queued).
     /// The unit's lock is released first.
-    fn deliver(&self, py: Python<'_>) -> PyResult<()> {
+    pub(crate) fn deliver(&self, py: Python<'_>) -> PyResult<()> {
         let Some(cb) = &self.interrupt else {
             return Ok(());
         };
@@ -302,6 +317,15 @@ impl PyRemapper {
                     return e;
                 }
                 fault_exc(py, &record, transferred)
+            }
+            DmaError::Interrupt { error, transferred } => {
+                if let Err(e) = self.deliver(py) {
+                    return e;
+                }
+                match error {
+                    MsiError::Fault(f) => super::ir::interrupt_fault(py, &f, transferred),
+                    MsiError::Invalid(e) => e.into(),
+                }
             }
             DmaError::Memory { error, .. } | DmaError::Invalid(error) => error.into(),
         }
@@ -416,8 +440,42 @@ impl PyRemapper {
             .collect()
     }
 
+    /// The interrupt request of device `sid`: `data` written to `address` (a DWORD write in
+    /// the interrupt window). With interrupt remapping on (GSTS.IRES) a remappable-format
+    /// message goes through its IRTE, a compatibility-format one passes only while GSTS.CFIS
+    /// is set; with it off the message passes as it is. The delivered `Interrupt` (with `sid`,
+    /// and `index` when remapped) is returned and also goes to the `interrupt` callback or the
+    /// `interrupts()` queue; a blocked one raises `InterruptFault` (recorded as the
+    /// architecture says: reasons 0x20-0x26, the index in the record, the IRTE's FPD).
+    fn msi(
+        &self,
+        py: Python<'_>,
+        sid: &Bound<'_, PyAny>,
+        address: U64,
+        data: U32,
+    ) -> PyResult<PyInterrupt> {
+        super::ir::msi(self, py, sid, address, data)
+    }
+
+    /// Many interrupt requests (`sids`, `addresses`, `datas`: arrays or sequences of one
+    /// length), in order, with every effect `msi` has on the unit (interrupt-entry cache,
+    /// fault recording, fault events) but the delivered messages returned rather than queued
+    /// or passed to the callback: (address uint64, data uint32, fault uint8) arrays, the
+    /// fault reason 0 where delivered (address and data are 0 where not; a request that is
+    /// no interrupt request at all, remapping off and outside the window, gets 0x20).
+    fn msi_batch<'py>(
+        &self,
+        py: Python<'py>,
+        sids: &Bound<'py, PyAny>,
+        addresses: &Bound<'py, PyAny>,
+        datas: &Bound<'py, PyAny>,
+    ) -> PyResult<super::ir::MsiArrays<'py>> {
+        super::ir::msi_batch(self, py, sids, addresses, datas)
+    }
+
     /// Device `sid` reads `length` bytes at `iova`: page by page, translated while TE is set.
-    /// A fault raises `DmaFault` with `transferred`, the bytes read before it.
+    /// A fault raises `DmaFault` with `transferred`, the bytes read before it. Reads of the
+    /// interrupt window 0xFEE00000-0xFEEFFFFF are unsupported requests (`MemoryAccessError`).
     fn dma_read<'py>(
         &self,
         py: Python<'py>,
@@ -446,7 +504,10 @@ impl PyRemapper {
     }
 
     /// Device `sid` writes `data` (bytes-like) at `iova`: page by page, translated while TE is
-    /// set. A fault raises `DmaFault` with `transferred`, the bytes written before it.
+    /// set. A fault raises `DmaFault` with `transferred`, the bytes written before it. A
+    /// 4-byte aligned write of 4 bytes into the interrupt window 0xFEE00000-0xFEEFFFFF is an
+    /// interrupt request, as `msi` (blocked: `InterruptFault`), never a memory write; any
+    /// other write there is an unsupported request (`MemoryAccessError`), nothing written.
     fn dma_write(
         &self,
         py: Python<'_>,

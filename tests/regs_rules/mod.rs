@@ -119,7 +119,7 @@ impl Rules {
     }
 
     /// Run `op` on `r` (over `mem`) and check the rules; the first one broken, described.
-    pub fn step(&mut self, r: &mut Remapper, mem: &PhysMem, op: &Op) -> Result<(), String> {
+    pub fn step(&mut self, r: &mut Remapper, mem: &mut PhysMem, op: &Op) -> Result<(), String> {
         let rd = |r: &Remapper, o: u64, n: u32| {
             r.mmio_read(o, n)
                 .map_err(|e| format!("read of {o:#x}/{n}: {e}"))
@@ -132,7 +132,7 @@ impl Rules {
                 for &(o, n, _) in &self.w1c {
                     before.push(rd(r, o, n)?);
                 }
-                match r.mmio_write(off, size, value) {
+                match r.mmio_write(mem, off, size, value) {
                     Err(Error::InvalidArgument { .. }) => {
                         return ensure(bad_shape(off, size), format!("{off:#x}/{size} refused"));
                     }
