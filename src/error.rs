@@ -72,7 +72,7 @@ impl fmt::Display for Error {
             Error::BadFree { addr, npages, why } => {
                 write!(f, "bad free of {npages} pages at {addr}: {why}")
             }
-            Error::InvalidArgument { what, detail } => write!(f, "invalid {what}: {detail}"),
+            Error::InvalidArgument { what, detail } => write!(f, "{what}: {detail}"),
         }
     }
 }

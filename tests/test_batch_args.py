@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from lookup import leaf
 from reference import present_table
 from vtdwalk import InvalidArgument, PageTable, PhysMem, Remapper, RootTable, VtdError
 
@@ -195,12 +196,12 @@ def test_pagetable_batches_accept_array_likes(conv: Callable[[list[int]], Any]) 
     maddrs = pages(8)
     assert pt.map_pages(conv(iovas), conv(maddrs)) is False
     # Independent truth: the scalar lookup of each page.
-    assert [pt.lookup(v) for v in iovas] == [(m, K4, True, True) for m in maddrs]
+    assert [leaf(pt.lookup(v)) for v in iovas] == [(m, K4, True, True) for m in maddrs]
     got, mapped = pt.lookup_batch(conv([0, 3 * K4 + 8, 9 * K4]))
     assert got.tolist() == [maddrs[0], maddrs[3] + 8, 0]
     assert mapped.tolist() == [True, True, False]
     assert pt.unmap_pages(conv(iovas[:4])) is True
-    assert [pt.lookup(v) for v in iovas[:5]] == [None] * 4 + [(maddrs[4], K4, True, True)]
+    assert [leaf(pt.lookup(v)) for v in iovas[:5]] == [None] * 4 + [(maddrs[4], K4, True, True)]
 
 
 @pytest.mark.parametrize(("bad", "shown"), BAD_U64)
@@ -274,7 +275,7 @@ def test_bad_flags_and_granularities_raise_invalid_argument() -> None:
     yes: Any = np.bool_(True)
     no: Any = np.bool_(False)
     assert pt.map(0, 0x10_0000, K4, read=yes, write=no) is False
-    assert pt.lookup(0) == (0x10_0000, K4, True, False)
+    assert leaf(pt.lookup(0)) == (0x10_0000, K4, True, False)
 
 
 def test_write_u64s_size_limit() -> None:

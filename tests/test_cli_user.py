@@ -368,6 +368,64 @@ def test_simulate_json_is_structured() -> None:
         assert key in README
 
 
+def _not_regular_files(tmp_path: Path) -> list[Path]:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # nobody writes to it: a read would wait for ever
+    return [Path("/dev/zero"), fifo, tmp_path]
+
+
+#: Every file argument of the command line, as (label in the error, arguments before the path).
+CLI_FILES: list[tuple[str, list[str]]] = [
+    ("--dmar", ["simulate", "--accesses", "2000", "--dmar"]),
+    ("--dmar", ["dump", "--domain", "1", "--dmar"]),
+    ("FILE", ["dmar"]),
+    ("FILE", ["platform"]),
+    ("topology", ["simulate", "--accesses", "2000", "--topology"]),
+    ("topology", ["dump", "--domain", "1", "--topology"]),
+    ("topology", ["platform", "--topology"]),
+]
+
+
+@pytest.mark.parametrize(("label", "argv"), CLI_FILES, ids=[" ".join(a) for _, a in CLI_FILES])
+def test_every_file_the_cli_reads_must_be_a_regular_file(
+    tmp_path: Path, label: str, argv: list[str]
+) -> None:
+    """/dev/zero, a FIFO and a directory are refused before any read: one error line naming
+    the argument, exit 1 (without the check, /dev/zero is read until memory runs out)."""
+    for path in _not_regular_files(tmp_path):
+        r = cli(*argv, str(path), timeout=120)
+        assert r.returncode == 1, r.stderr
+        line = one_line_error(r, f"vtdwalk {argv[0]}: {label}: ")
+        assert "is not a regular file" in line and str(path)[:40] in line
+        if path.is_fifo():
+            path.unlink()
+
+
+@pytest.mark.parametrize(
+    ("label", "argv"), CLI_FILES[:4], ids=[" ".join(a) for _, a in CLI_FILES[:4]]
+)
+def test_a_dmar_file_larger_than_the_cap_is_refused(
+    tmp_path: Path, label: str, argv: list[str]
+) -> None:
+    from vtdwalk._args import DMAR_CAP
+
+    big = tmp_path / "big.dat"
+    with open(big, "wb") as f:
+        f.truncate(DMAR_CAP + 1)  # sparse: nothing is written
+    r = cli(*argv, str(big), timeout=120)
+    assert r.returncode == 1, r.stderr
+    line = one_line_error(r, f"vtdwalk {argv[0]}: {label}: ")
+    assert f"is larger than {DMAR_CAP} bytes" in line
+
+
+def test_a_missing_dmar_file_still_says_it_cannot_be_read(tmp_path: Path) -> None:
+    for argv in (["simulate", "--dmar"], ["dmar"], ["platform"]):
+        r = cli(*argv, str(tmp_path / "none.dat"))
+        assert r.returncode == 1
+        line = one_line_error(r, f"vtdwalk {argv[0]}: cannot read ")
+        assert "No such file" in line
+
+
 def test_topology_file_problems_are_labelled(tmp_path: Path) -> None:
     """A --topology file that lacks a device the table names: the finding is the file's."""
     text = (DATA / sim.DEFAULT_TOPOLOGY).read_text()

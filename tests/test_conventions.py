@@ -5,6 +5,7 @@ or fault array in batches), "no table" (None) and the one Translation type."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 import vtdwalk
+from lookup import leaf
 from reference import present_table
 from vtdwalk import (
     Bdf,
@@ -164,7 +166,7 @@ def test_not_mapped_is_none_for_single_look_ups() -> None:
     d = p.create_domain()
     assert d.lookup(0x1000) is None
     d.map(0x1000, 0x10_0000, 0x1000)
-    assert d.lookup(0x1000) == (0x10_0000, 0x1000, True, True)
+    assert leaf(d.lookup(0x1000)) == (0x10_0000, 0x1000, True, True)
     assert d.lookup(0x2000) is None
     assert d.page_table is not None and d.page_table.lookup(0x2000) is None
 
@@ -316,3 +318,62 @@ def test_a_did_is_checked_against_the_units_cap_nd_where_the_unit_is_known() -> 
     rt.set_context(4, 0, 0x1000, 2, 0xFFFF)
     entry = rt.context(4, 0)
     assert entry is not None and ContextEntry(*entry).did == 0xFFFF
+
+
+# ---- one Translation type from every single look-up
+
+
+def test_a_page_table_look_up_is_a_translation_without_a_domain() -> None:
+    """`PageTable.lookup` and `Domain.lookup` give the `Translation` that `translate` gives, with
+    the same field names; no context entry is involved, so `domain_id` is None, and the level
+    is the leaf's (4 KiB at 1, 2 MiB at 2: vtd-hardware.md §1.7)."""
+    _, pt, _, r = _tables()
+    pt.map(0x20_0000, 0x60_0000, 0x20_0000)
+    small, large = pt.lookup(0x1234), pt.lookup(0x20_0008)
+    assert type(small) is vtdwalk.Translation and type(large) is vtdwalk.Translation
+    assert type(r.translate(SID, 0x1234)) is vtdwalk.Translation
+    assert (small.hpa, small.page_size, small.read, small.write) == (0x40_0234, 0x1000, True, True)
+    assert (small.domain_id, small.level) == (None, 1)
+    assert (large.hpa, large.page_size, large.domain_id, large.level) == (
+        0x60_0008,
+        0x20_0000,
+        None,
+        2,
+    )
+    assert "domain_id=None" in repr(small) and "level=1" in repr(small)
+    t = r.translate(SID, 0x1234)
+    assert small != t  # the same mapping, but one came through DID 5's context entry
+    assert (t.hpa, t.page_size, t.read, t.write, t.level) == (
+        small.hpa,
+        small.page_size,
+        small.read,
+        small.write,
+        small.level,
+    )
+    assert small == pt.lookup(0x1234)  # equal fields, equal translations
+    p = machine()
+    d = p.create_domain()
+    d.map(0x1000, 0x10_0000, 0x1000)
+    got = d.lookup(0x1000)
+    assert type(got) is vtdwalk.Translation and got.domain_id is None and got.level == 1
+
+
+def test_the_old_tuple_form_still_works_for_one_release_with_a_warning() -> None:
+    _, pt, _, r = _tables()
+    t = pt.lookup(0x1234)
+    assert t is not None
+    with pytest.warns(DeprecationWarning, match="tuple"):
+        hpa, size, read, write = t
+    assert (hpa, size, read, write) == (0x40_0234, 0x1000, True, True)
+    with pytest.warns(DeprecationWarning, match="tuple"):
+        assert t == (0x40_0234, 0x1000, True, True)
+    with pytest.warns(DeprecationWarning, match="tuple"):
+        assert t != (0x40_0234, 0x1000, True, False)
+    with pytest.warns(DeprecationWarning, match="tuple"):
+        assert tuple(r.translate(SID, 0x1234)) == (0x40_0234, 0x1000, True, True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no other shape compares equal, and none warns
+        assert t != (0x40_0234, 0x1000)
+        assert t != 0x40_0234
+    with pytest.raises(TypeError):
+        hash(t)

@@ -172,14 +172,14 @@ def test_bad_mappings_change_nothing() -> None:
     d.map(0x1000, 0x100000, 0x1000)
     n = len(d.flush_log)
     for args, msg in (
-        ((0x1001, 0x100000, 0x1000), "invalid iova: 0x1001 is not 4 KiB aligned"),
-        ((1 << 39, 0x100000, 0x1000), r"invalid iova: .* beyond the 39-bit address width"),
-        ((0x2000, 1 << 52, 0x1000), r"invalid maddr: .* beyond 2\^52"),
-        ((0x2000, 0x100000, 0), "invalid size: must not be 0"),
+        ((0x1001, 0x100000, 0x1000), "^iova: 0x1001 is not 4 KiB aligned"),
+        ((1 << 39, 0x100000, 0x1000), r"^iova: .* beyond the 39-bit address width"),
+        ((0x2000, 1 << 52, 0x1000), r"^maddr: .* beyond 2\^52"),
+        ((0x2000, 0x100000, 0), "^size: must not be 0$"),
     ):
         with pytest.raises(InvalidArgument, match=msg):
             d.map(*args)
-    with pytest.raises(InvalidArgument, match="invalid permissions"):
+    with pytest.raises(InvalidArgument, match=r"^read/write: a mapping needs read or write"):
         d.map(0x2000, 0x100000, 0x1000, read=False, write=False)
     assert len(d.flush_log) == n
     assert p.translate("01:00.0", 0x1000).hpa == 0x100000

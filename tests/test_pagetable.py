@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from lookup import leaf
 from reference import present_table, sl_walk
 from vtdwalk import InvalidArgument, MemoryAccessError, OutOfMemory, PageTable, PhysMem
 
@@ -57,7 +58,7 @@ def test_every_level_count(levels: int, width: int) -> None:
     top = (1 << width) - K4
     assert pt.map(top, 0x7000, K4, read=True, write=False) is False
     assert pt.table_pages() == {0: levels}
-    assert pt.lookup(top + 0x10) == (0x7010, K4, True, False)
+    assert leaf(pt.lookup(top + 0x10)) == (0x7010, K4, True, False)
     assert ref(pt, mem, top + 0x10) == (0x7010, K4, True, False)
     # The L1 table holds the leaf at index 511, as the spec's formulas say.
     l1 = pt.leaf_table(top, False)
@@ -103,7 +104,7 @@ def test_superpage_placement(superpages: str, middle: int, tables: int) -> None:
         (2 * G1, min(middle, M2)),
         (2 * G1 + M2, K4),
     ]:
-        got = pt.lookup(probe + 8)
+        got = leaf(pt.lookup(probe + 8))
         assert got == ref(pt, mem, probe + 8)
         assert got == (maddr + probe - iova + 8, want_size, True, True)
     assert pt.mappings() == [(iova, maddr, size, True, True)]
@@ -111,7 +112,7 @@ def test_superpage_placement(superpages: str, middle: int, tables: int) -> None:
     # A maddr that is not 2M aligned gets no superpage.
     pt2 = PageTable(mem)
     pt2.map(0, K4, M2)
-    assert pt2.lookup(0) == (K4, K4, True, True)
+    assert leaf(pt2.lookup(0)) == (K4, K4, True, True)
 
 
 def test_shattering_on_unmap_and_remap() -> None:
@@ -122,12 +123,12 @@ def test_shattering_on_unmap_and_remap() -> None:
     assert pt.unmap(G1 + M2 + K4, K4) is True  # 1G -> 512 x 2M -> 512 x 4K
     assert sum(pt.table_pages().values()) == 4
     assert pt.lookup(G1 + M2 + K4) is None
-    assert pt.lookup(G1 + M2) == (3 * G1 + M2, K4, True, False)
-    assert pt.lookup(G1 + 9 * M2 + 3) == (3 * G1 + 9 * M2 + 3, M2, True, False)
+    assert leaf(pt.lookup(G1 + M2)) == (3 * G1 + M2, K4, True, False)
+    assert leaf(pt.lookup(G1 + 9 * M2 + 3)) == (3 * G1 + 9 * M2 + 3, M2, True, False)
     # Overwrite part of a 2M leaf with something else.
     assert pt.map(G1 + 4 * M2 + K4, 0x5000, K4, read=False, write=True, snoop=True) is True
-    assert pt.lookup(G1 + 4 * M2 + K4) == (0x5000, K4, False, True)
-    assert pt.lookup(G1 + 4 * M2) == (3 * G1 + 4 * M2, K4, True, False)
+    assert leaf(pt.lookup(G1 + 4 * M2 + K4)) == (0x5000, K4, False, True)
+    assert leaf(pt.lookup(G1 + 4 * M2)) == (3 * G1 + 4 * M2, K4, True, False)
     assert sl_walk.merge(sl_walk.leaves(mem, pt.root, 4)) == pt.mappings()
     # A whole-1G map replaces the shattered tables and frees them.
     assert pt.map(G1, 3 * G1, G1) is True
@@ -173,7 +174,7 @@ def test_page_zero_is_never_a_table() -> None:
     mem = PhysMem([(0, 64 * K4)])
     pt = PageTable(mem)
     pt.map(0, 0, K4)
-    assert pt.root is not None and pt.lookup(0) == (0, K4, True, True)
+    assert pt.root is not None and leaf(pt.lookup(0)) == (0, K4, True, True)
     assert 0 not in {pt.leaf_table(0, False, lv) for lv in range(1, pt.levels + 1)}
     pt.free()
     s = mem.stats()[0]
@@ -317,7 +318,7 @@ def test_corrupted_tables_raise_clear_errors() -> None:
     with pytest.raises(MemoryAccessError):
         pt.lookup_batch(np.array([0], np.uint64))
     mem.write_u64(present_table(pt.root), good)
-    assert pt.lookup(0) == (0, K4, True, True)
+    assert leaf(pt.lookup(0)) == (0, K4, True, True)
 
 
 def test_batches_match_single_calls_and_reference() -> None:
@@ -337,7 +338,7 @@ def test_batches_match_single_calls_and_reference() -> None:
     # Duplicates: the last one wins, and "present before" only counts earlier calls.
     dup = np.array([5 * M2, 5 * M2], np.uint64)
     assert pt.map_pages(dup, np.array([K4, 2 * K4], np.uint64)) is False
-    assert pt.lookup(5 * M2) == (2 * K4, K4, True, True)
+    assert leaf(pt.lookup(5 * M2)) == (2 * K4, K4, True, True)
     assert pt.unmap_pages(iovas[:10_000]) is True
     out, mapped = pt.lookup_batch(iovas[:10_000])
     assert not mapped.any() and not out.any()

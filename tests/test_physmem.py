@@ -277,7 +277,7 @@ def test_terabyte_machine_costs_only_pages_in_use() -> None:
 
 def test_node_checks_agree_everywhere() -> None:
     m = small()
-    msg = "^invalid node: node 2 does not exist \\(there are 2\\)$"
+    msg = "^node: node 2 does not exist \\(there are 2\\)$"
     pt = vtdwalk.PageTable(m)
     rt = vtdwalk.RootTable(m)
     calls: list[Callable[[], object]] = [

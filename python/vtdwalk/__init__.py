@@ -13,7 +13,8 @@ It models both sides of the wire, after Xen's VT-d driver and the hardware it pr
   tables), :class:`Remapper` (one unit's hardware: walk, IOTLB, context cache, fault
   recording);
 * errors: every error raised on purpose is a :class:`VtdError` (:class:`InvalidArgument`,
-  :class:`DmarError`, :class:`PlatformError`, :class:`DmaFault`, ...).
+  :class:`DmarError`, :class:`PlatformError`, :class:`DmaFault`, :class:`InterruptFault`,
+  ...).
 
 Example::
 
@@ -34,9 +35,12 @@ from __future__ import annotations
 from vtdwalk._core import (
     Cap,
     ContextEntry,
+    Descriptor,
+    DeviceTlbInvalidation,
     Ecap,
     FaultRecord,
     Interrupt,
+    Irte,
     PageTable,
     PhysMem,
     Regs,
@@ -58,6 +62,7 @@ from vtdwalk.errors import (
     BadFree,
     DmaFault,
     DmarError,
+    InterruptFault,
     InvalidArgument,
     InvalidationError,
     MemoryAccessError,
@@ -74,8 +79,10 @@ __all__ = [
     "Bdf",
     "Cap",
     "ContextEntry",
+    "Descriptor",
     "Device",
     "DeviceKind",
+    "DeviceTlbInvalidation",
     "DidAllocator",
     "DmaFault",
     "DmarError",
@@ -84,9 +91,11 @@ __all__ = [
     "FaultRecord",
     "Finding",
     "Interrupt",
+    "InterruptFault",
     "InvalidArgument",
     "InvalidationError",
     "Iommu",
+    "Irte",
     "MemoryAccessError",
     "Numa",
     "NumaNode",

@@ -172,19 +172,22 @@ def _workload_options(d: argparse.ArgumentParser) -> None:
     )
 
 
-def _read_table(name: str, what: str = "DMAR table") -> bytes:
-    """The bytes of a named table: a file, or 'host' (this machine's)."""
+def _read_table(name: str, arg: str, what: str = "DMAR table") -> bytes:
+    """The bytes of a named table: a file, or 'host' (this machine's). ``arg`` is the option
+    or argument that named it. Like every file the library reads, it must be a regular file of
+    at most ``DMAR_CAP`` bytes (a device, a FIFO or a directory is refused before any read)."""
+    from vtdwalk._args import DMAR_CAP, read_regular_file
     from vtdwalk.acpi import dmar
 
     if name == HOST:
         try:
-            return Path(dmar.HOST_TABLE_PATH).read_bytes()
+            return read_regular_file(dmar.HOST_TABLE_PATH, arg, DMAR_CAP)
         except OSError as e:
             raise VtdError(
                 f"cannot read this machine's {what} {dmar.HOST_TABLE_PATH}: {e.strerror or e}"
             ) from e
     try:
-        return Path(name).read_bytes()
+        return read_regular_file(name, arg, DMAR_CAP)
     except OSError as e:
         raise VtdError(f"cannot read {name}: {e.strerror or e}") from e
 
@@ -197,7 +200,7 @@ def _sim_config(args: argparse.Namespace, workload: bool = True) -> SimConfig:
         cfg.iotlb_entries = args.iotlb_entries
         cfg.accesses = args.accesses
     if args.dmar is not None:
-        cfg.dmar = _read_table(args.dmar)
+        cfg.dmar = _read_table(args.dmar, "--dmar")
         cfg.dmar_name = HOST if args.dmar == HOST else Path(args.dmar).name
     else:
         cfg.dmar_name = DEFAULT_DMAR
@@ -357,7 +360,7 @@ def _cmd_dmar(args: argparse.Namespace) -> int:
 
     from vtdwalk.acpi import dmar
 
-    table = dmar.parse(_read_table(args.file or HOST), strict=not args.lenient)
+    table = dmar.parse(_read_table(args.file or HOST, "FILE"), strict=not args.lenient)
     problems = table.validate()
     text = None if args.json else fit(dmar.format_table(table, problems))
     print(json.dumps(table.to_dict(), indent=2) if text is None else text)
@@ -523,7 +526,10 @@ def _cmd_platform(args: argparse.Namespace) -> int:
         p = Platform.default(policy=args.policy, strict=args.strict, **kw)
     else:
         p = Platform.from_dmar(
-            _read_table(args.file), topology=args.topology, policy=args.policy, strict=args.strict
+            _read_table(args.file, "FILE"),
+            topology=args.topology,
+            policy=args.policy,
+            strict=args.strict,
         )
     d = p.to_dict()
     print(json.dumps(d, indent=2) if args.json else format_platform(d))

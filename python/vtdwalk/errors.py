@@ -11,6 +11,7 @@ __all__ = [
     "BadFree",
     "DmaFault",
     "DmarError",
+    "InterruptFault",
     "InvalidArgument",
     "InvalidationError",
     "MemoryAccessError",
@@ -85,4 +86,26 @@ class DmaFault(VtdError):
         self.sid = sid
         self.iova = iova
         self.write = write
+        self.transferred = transferred
+
+
+class InterruptFault(VtdError):
+    """An interrupt request the remapping hardware blocked, with its architectural reason code
+    (0x20-0x26).
+
+    ``sid`` is the requester; ``index`` the interrupt index computed from the request (None
+    when none was: a malformed or compatibility-format request, or one past 0xFFFF);
+    ``transferred`` counts the bytes of a ``dma_write`` that completed before it (0 for
+    ``msi``)."""
+
+    def __init__(
+        self, reason: int, name: str, sid: int, index: int | None = None, transferred: int = 0
+    ) -> None:
+        bdf = f"{sid >> 8:02x}:{(sid >> 3) & 0x1F:02x}.{sid & 7}"
+        at = "" if index is None else f" (index {index})"
+        super().__init__(f"interrupt from {bdf}{at} blocked: fault {reason:#04x} {name}")
+        self.reason = reason
+        self.name = name
+        self.sid = sid
+        self.index = index
         self.transferred = transferred

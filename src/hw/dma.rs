@@ -8,10 +8,20 @@
 //!
 //! The unit's state is held (`&mut self`) for the whole access, so no invalidation or register
 //! write can fall between a request's translation and its data.
+//!
+//! Requests to the interrupt window 0xFEE0_0000-0xFEEF_FFFF (by their untranslated address,
+//! whether TE is set or not) never reach translation or memory (VT-d §3.14): a DWORD write
+//! (4 bytes, 4-byte aligned) is an interrupt request, handled as [`Remapper::msi`] does with
+//! the 4 bytes (little-endian) as its data; any other write and every read there is an
+//! unsupported request, refused as a memory access error with nothing written or read and no
+//! fault recorded. (QEMU takes only 4-byte writes as interrupts too, and completes reads of the
+//! window with no data; here a read is refused, as the architecture blocks it.)
 
 use super::fault::FaultRecord;
+use super::ir::MsiError;
 use super::remapper::{Remapper, Request};
 use crate::mem::MemoryBytes;
+use crate::spec::irte::msi;
 
 /// How a DMA access ended early.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,6 +39,22 @@ pub enum DmaError {
     },
     /// The access itself is malformed (it wraps the address space).
     Invalid(crate::Error),
+    /// An interrupt request (a DWORD write into the interrupt window) was blocked;
+    /// `transferred` bytes before it completed.
+    Interrupt { error: MsiError, transferred: u64 },
+}
+
+/// A request to the interrupt window that is not an interrupt request.
+fn unsupported(addr: u64, len: usize, transferred: usize) -> DmaError {
+    DmaError::Memory {
+        error: crate::Error::MemoryAccess {
+            addr,
+            len: len as u64,
+            why: "an unsupported request to the interrupt window (only DWORD writes there are \
+                  interrupt requests)",
+        },
+        transferred: transferred as u64,
+    }
 }
 
 /// The requests of `[iova, iova + len)`: (address, offset in the buffer, length).
@@ -83,6 +109,9 @@ impl Remapper {
         out: &mut [u8],
     ) -> Result<(), DmaError> {
         for (a, off, n) in requests(iova, out.len())? {
+            if msi::in_window(a) {
+                return Err(unsupported(a, n, off));
+            }
             let hpa = self
                 .dma_target(mem, sid, a, false)
                 .map_err(|record| DmaError::Fault {
@@ -107,6 +136,22 @@ impl Remapper {
         data: &[u8],
     ) -> Result<(), DmaError> {
         for (a, off, n) in requests(iova, data.len())? {
+            if msi::in_window(a) {
+                let dword = data
+                    .get(off..off + n)
+                    .and_then(|d| <[u8; 4]>::try_from(d).ok());
+                match dword {
+                    Some(d) if a % 4 == 0 => {
+                        self.msi(&*mem, sid, a, u32::from_le_bytes(d))
+                            .map_err(|error| DmaError::Interrupt {
+                                error,
+                                transferred: off as u64,
+                            })?;
+                        continue;
+                    }
+                    _ => return Err(unsupported(a, n, off)),
+                }
+            }
             let hpa = self
                 .dma_target(mem, sid, a, true)
                 .map_err(|record| DmaError::Fault {

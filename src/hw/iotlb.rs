@@ -58,21 +58,6 @@ impl IotlbEntry {
 /// The referenced bit in a slot's value.
 const REF: u64 = 1 << 2;
 
-/// The outcome of a look-up done ahead of time (see [`Iotlb::lookup_after`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Ahead {
-    /// Not looked up.
-    #[default]
-    Unknown,
-    Miss,
-    /// Found in `slot`, which held `key` and `val` then.
-    Hit {
-        slot: u32,
-        key: u64,
-        val: u64,
-    },
-}
-
 /// Ways per set.
 pub const WAYS: usize = 4;
 
@@ -140,9 +125,6 @@ pub struct Iotlb {
     ways: usize,
     sets: usize,
     lines: Vec<SetLine>,
-    /// Bumped by every change other than marking an entry referenced: a look-up done ahead
-    /// at the same epoch is still the look-up's result.
-    epoch: u64,
     /// Per set: the clock hand.
     hands: Vec<u8>,
     len: usize,
@@ -172,7 +154,6 @@ impl Iotlb {
             ways,
             sets,
             lines: vec![EMPTY_SET; sets],
-            epoch: 0,
             hands: vec![0; sets],
             len: 0,
             per_level: [0; 4],
@@ -292,69 +273,6 @@ impl Iotlb {
             .is_some_and(|l| l.val(slot % WAYS) & REF != 0)
     }
 
-    /// The change counter (see [`Ahead`]).
-    #[inline]
-    pub fn epoch(&self) -> u64 {
-        self.epoch
-    }
-
-    /// A look-up done ahead of time, read-only: what [`Iotlb::lookup_after`] needs to redo it
-    /// cheaply.
-    #[inline(always)]
-    pub fn probe_ahead(&self, did: u16, iova: u64) -> Ahead {
-        match self.probe(did, iova) {
-            Some((slot, _)) => {
-                let line = self.lines.get(slot as usize / WAYS);
-                let w = slot as usize % WAYS;
-                Ahead::Hit {
-                    slot,
-                    key: line.map_or(EMPTY, |l| l.key(w)),
-                    val: line.map_or(0, |l| l.val(w)),
-                }
-            }
-            None => Ahead::Miss,
-        }
-    }
-
-    /// [`Iotlb::lookup`] given the look-up of the same `did` and `iova` done ahead at
-    /// `epoch`. When nothing changed since (same epoch), its outcome is the answer: no set is
-    /// read, except to mark a hit referenced when it was not. Otherwise, when its slot still
-    /// holds the 4 KiB key of `iova` that is the entry (4 KiB is probed first and a key is
-    /// held at most once); else a full look-up.
-    #[inline]
-    pub fn lookup_after(
-        &mut self,
-        did: u16,
-        iova: u64,
-        ahead: Ahead,
-        epoch: u64,
-    ) -> Option<IotlbEntry> {
-        match ahead {
-            Ahead::Miss if epoch == self.epoch => None,
-            Ahead::Hit { slot, key, val } => {
-                let level = ((key >> 46) & 3) as u32;
-                let same = level >= 1 && key == iotlb_key(did, level, iova);
-                if same && epoch == self.epoch {
-                    if val & REF == 0 {
-                        self.touch(slot);
-                    }
-                    return Some(IotlbEntry::from_slot(key, val));
-                }
-                let key1 = iotlb_key(did, 1, iova);
-                let (set, way) = (slot as usize / WAYS, slot as usize % WAYS);
-                if let Some(line) = self.lines.get(set) {
-                    if line.key(way) == key1 {
-                        let e = IotlbEntry::from_slot(key1, line.val(way));
-                        self.touch(slot);
-                        return Some(e);
-                    }
-                }
-                self.lookup(did, iova)
-            }
-            _ => self.lookup(did, iova),
-        }
-    }
-
     /// Look up and mark referenced.
     #[inline]
     pub fn lookup(&mut self, did: u16, iova: u64) -> Option<IotlbEntry> {
@@ -405,7 +323,6 @@ impl Iotlb {
         if let Some(l) = self.lines.get_mut(set) {
             l.set(way, key, val);
         }
-        self.epoch += 1;
         evicted
     }
 
@@ -429,7 +346,6 @@ impl Iotlb {
         if old != EMPTY {
             *k = EMPTY;
             self.len -= 1;
-            self.epoch += 1;
             self.count_level(old, false);
         }
     }
@@ -449,7 +365,6 @@ impl Iotlb {
     pub fn invalidate_all(&mut self) {
         self.lines.iter_mut().for_each(|l| *l = EMPTY_SET);
         self.len = 0;
-        self.epoch += 1;
         self.per_level = [0; 4];
     }
 
@@ -604,47 +519,15 @@ mod tests {
         assert_eq!(t.entries(), vec![e(1, 1, 0, 0x1000)]);
     }
 
-    /// A look-up given one done ahead gives what a fresh look-up gives, whatever changed in
-    /// between; the size counters follow inserts, evictions and invalidations.
+    /// Only the page sizes held are probed; the size counters follow inserts, evictions and
+    /// invalidations.
     #[test]
-    fn lookup_after_equals_lookup() {
+    fn size_counters_follow_changes() {
         let mut t = Iotlb::new(8).unwrap();
-        let mut fresh = t.clone();
-        let ahead = t.probe_ahead(1, 0x5000);
-        assert_eq!(ahead, Ahead::Miss);
-        let ep = t.epoch();
-        assert_eq!(t.lookup_after(1, 0x5000, ahead, ep), None);
-        // Inserted since: the stale "miss" is not trusted.
-        for u in [&mut t, &mut fresh] {
-            u.insert(e(1, 1, 0x5000, 0xa000));
-        }
-        assert_eq!(
-            t.lookup_after(1, 0x5123, ahead, ep),
-            fresh.lookup(1, 0x5123)
-        );
-        // A hit seen ahead, unchanged: the entry, now referenced (so it survives the clock).
-        let ep = t.epoch();
-        let ahead = t.probe_ahead(1, 0x5000);
-        assert!(matches!(ahead, Ahead::Hit { .. }));
-        assert_eq!(
-            t.lookup_after(1, 0x5000, ahead, ep),
-            fresh.lookup(1, 0x5000)
-        );
-        // Its slot reused by another page (a 2-way set after invalidation and refill): the
-        // fresh look-up's answer (a miss), not the stale one.
-        t.invalidate_all();
-        fresh.invalidate_all();
-        assert_eq!(t.lookup_after(1, 0x5000, ahead, ep), None);
-        for p in 0..64u64 {
-            for u in [&mut t, &mut fresh] {
-                u.insert(e(1, 1, p << 12, p << 20));
-            }
-        }
-        assert_eq!(
-            t.lookup_after(1, 0x5000, ahead, ep),
-            fresh.lookup(1, 0x5000)
-        );
-        assert_eq!(t.entries(), fresh.entries());
+        assert_eq!(t.lookup(1, 0x5000), None);
+        t.insert(e(1, 1, 0x5000, 0xa000));
+        assert_eq!(t.lookup(1, 0x5123), Some(e(1, 1, 0x5000, 0xa000)));
+        assert_eq!(t.per_level, [0, 1, 0, 0]);
         // Only sizes held are probed, and a 2 MiB entry still answers for its 4 KiB pages.
         t.invalidate_all();
         t.insert(e(3, 2, 0x40_0000, 0x20_0000));

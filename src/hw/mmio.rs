@@ -22,6 +22,10 @@
 //!   message (FEUADDR:FEADDR, FEDATA) is sent and IP cleared. Unmasking IM with IP set sends
 //!   it; IP clears when software clears every status bit that caused it.
 //!
+//! * Queued invalidation (ECAP.QI): IQA is latched at QIE enable, a write to IQT's low half
+//!   runs the queue, ICS.IWC and IECTL carry the completion event; see [`super::qi`].
+//!   Register-based invalidation while QIE is set is not performed (CAIG / IAIG 0).
+//!
 //! The register set is one 4 KiB page, or more whole pages when the fault recording registers
 //! run past the first.
 
@@ -29,6 +33,7 @@
 use super::dma::DmaError;
 use super::interrupt::Msi;
 use super::remapper::Remapper;
+use crate::mem::MemoryBytes;
 use crate::spec::regs::{
     self, ccmd, ectl, frcd, fsts, gcmd, iotlb, iva, RegSpec, FIXED, IOTLB_SPEC, IVA_SPEC,
 };
@@ -55,10 +60,13 @@ pub struct RegFile {
     i_gcmd: usize,
     i_rtaddr: usize,
     i_ccmd: usize,
-    i_fsts: usize,
+    pub(super) i_fsts: usize,
     i_fectl: usize,
-    i_iectl: usize,
-    i_iqh: usize,
+    pub(super) i_iectl: usize,
+    pub(super) i_iqh: usize,
+    pub(super) i_iqt: usize,
+    pub(super) i_iqa: usize,
+    pub(super) i_ics: usize,
     i_iva: usize,
     i_iotlb: usize,
     haw_mask: u64,
@@ -157,6 +165,9 @@ impl RegFile {
             i_fectl: find("FECTL"),
             i_iectl: find("IECTL"),
             i_iqh: find("IQH"),
+            i_iqt: find("IQT"),
+            i_iqa: find("IQA"),
+            i_ics: find("ICS"),
             i_iva: find("IVA"),
             i_iotlb: find("IOTLB"),
             defs,
@@ -194,10 +205,10 @@ impl RegFile {
             .position(|r| r.name == name)
             .and_then(|i| self.vals.get(i).copied())
     }
-    fn val(&self, i: usize) -> u64 {
+    pub(super) fn val(&self, i: usize) -> u64 {
         self.vals.get(i).copied().unwrap_or(0)
     }
-    fn set(&mut self, i: usize, v: u64) {
+    pub(super) fn set(&mut self, i: usize, v: u64) {
         if let Some(x) = self.vals.get_mut(i) {
             *x = v;
         }
@@ -260,7 +271,15 @@ impl Remapper {
 
     /// Write `size` (4 or 8) bytes of `value` at `off` of the register set, with every side
     /// effect. A failed call changes nothing.
-    pub fn mmio_write(&mut self, off: u64, size: u32, value: u64) -> crate::Result<()> {
+    /// Queue processing (an IQT write, QIE set) reads descriptors and writes wait status
+    /// through `mem`.
+    pub fn mmio_write<M: MemoryBytes + ?Sized>(
+        &mut self,
+        mem: &mut M,
+        off: u64,
+        size: u32,
+        value: u64,
+    ) -> crate::Result<()> {
         check(off, size, self.regs.size)?;
         if size == 4 && value > u32::MAX as u64 {
             return Err(crate::Error::invalid(
@@ -270,18 +289,18 @@ impl Remapper {
         }
         if size == 8 {
             if let Some(i) = self.reg64_at(off) {
-                self.write_reg(i, value, u64::MAX);
+                self.write_reg(mem, i, value, u64::MAX);
                 return Ok(());
             }
             if self.frcd_of(off).is_some() {
                 self.write_frcd(off, value, 8);
                 return Ok(());
             }
-            self.write32(off, value as u32);
-            self.write32(off + 4, (value >> 32) as u32);
+            self.write32(mem, off, value as u32);
+            self.write32(mem, off + 4, (value >> 32) as u32);
             return Ok(());
         }
-        self.write32(off, value as u32);
+        self.write32(mem, off, value as u32);
         Ok(())
     }
 
@@ -372,7 +391,7 @@ impl Remapper {
         }
     }
 
-    fn write32(&mut self, off: u64, v: u32) {
+    fn write32<M: MemoryBytes + ?Sized>(&mut self, mem: &mut M, off: u64, v: u32) {
         if self.frcd_of(off).is_some() {
             self.write_frcd(off, v as u64, 4);
             return;
@@ -386,14 +405,25 @@ impl Remapper {
         let i = i as usize;
         let d = self.regs.def(i);
         let shift = 8 * (off - d.offset);
-        self.write_reg(i, (v as u64) << shift, 0xffff_ffffu64 << shift);
+        self.write_reg(mem, i, (v as u64) << shift, 0xffff_ffffu64 << shift);
     }
 
     /// A write of `v` to the bits of register `i` in `lanes`, then its side effects.
-    fn write_reg(&mut self, i: usize, v: u64, lanes: u64) {
+    fn write_reg<M: MemoryBytes + ?Sized>(&mut self, mem: &mut M, i: usize, v: u64, lanes: u64) {
         let r = &self.regs;
         if i == r.i_gcmd {
-            self.gcmd(v as u32);
+            if self.gcmd(v as u32) {
+                self.process_queue(mem);
+            }
+        } else if i == r.i_iqt {
+            self.regs.store(i, v, lanes);
+            // The low half holds the tail: a write to IQT_HI alone does not move it.
+            if lanes & 0xffff_ffff != 0 {
+                self.process_queue(mem);
+            }
+        } else if i == r.i_ics {
+            self.regs.store(i, v, lanes);
+            self.update_completion_ip();
         } else if i == r.i_fsts {
             if v & fsts::PFO as u64 != 0 {
                 self.faults.clear_overflow();
@@ -418,9 +448,14 @@ impl Remapper {
         }
     }
 
-    fn gcmd(&mut self, v: u32) {
+    /// A GCMD write; true when it enabled the queue (whose pending descriptors then run).
+    fn gcmd(&mut self, v: u32) -> bool {
         let (cap, ecap) = (Cap(self.cfg.cap), Ecap(self.cfg.ecap));
-        let changed = (self.regs.gsts ^ v) & LEVEL;
+        let mut changed = (self.regs.gsts ^ v) & LEVEL;
+        if changed & gcmd::QIE != 0 && v & gcmd::QIE == 0 && !self.queue_empty() {
+            // Disabling a queue that still holds descriptors (stopped by IQE) is refused.
+            changed &= !gcmd::QIE;
+        }
         if v & gcmd::SRTP != 0 {
             let rta = self.regs.val(self.regs.i_rtaddr) & !0xfff & self.regs.haw_mask;
             self.rtaddr = Some(rta);
@@ -463,12 +498,22 @@ impl Remapper {
             let h = self.regs.i_iqh;
             self.regs.set(h, 0);
         }
+        if qie && self.regs.gsts & gcmd::QIE != 0 {
+            self.latch_queue();
+            return true;
+        }
+        false
     }
 
     fn ccmd(&mut self) {
         let i = self.regs.i_ccmd;
         let v = self.regs.val(i);
         if v & ccmd::ICC == 0 {
+            return;
+        }
+        if self.regs.gsts & gcmd::QIE != 0 {
+            // Register-based invalidation while the queue is enabled: not performed (CAIG 0).
+            self.regs.set(i, v & !ccmd::ICC & !(3 << ccmd::CAIG_SHIFT));
             return;
         }
         let did = (v & ccmd::DID_MASK) as u16;
@@ -497,6 +542,12 @@ impl Remapper {
         let i = self.regs.i_iotlb;
         let v = self.regs.val(i);
         if v & iotlb::IVT == 0 {
+            return;
+        }
+        if self.regs.gsts & gcmd::QIE != 0 {
+            // Register-based invalidation while the queue is enabled: not performed (IAIG 0).
+            self.regs
+                .set(i, v & !iotlb::IVT & !(3 << iotlb::IAIG_SHIFT));
             return;
         }
         let did = (v >> iotlb::DID_SHIFT) as u16;
@@ -538,7 +589,7 @@ impl Remapper {
         }
     }
 
-    fn send_event(&mut self, ctl: usize) {
+    pub(super) fn send_event(&mut self, ctl: usize) {
         let base = self.regs.def(ctl).offset;
         let at = |o: u64| {
             self.regs
@@ -547,10 +598,7 @@ impl Remapper {
                 .map_or(0, |&k| self.regs.val(k as usize))
         };
         let (data, addr, uaddr) = (at(base + 4), at(base + 8), at(base + 12));
-        self.irqs.push(Msi {
-            address: uaddr << 32 | addr,
-            data: data as u32,
-        });
+        self.irqs.push(Msi::new(uaddr << 32 | addr, data as u32));
     }
 
     /// A fault was recorded: the fault event, unless one is already outstanding (`before`:
@@ -674,8 +722,12 @@ mod tests {
     fn rd(r: &Remapper, off: u64, size: u32) -> u64 {
         r.mmio_read(off, size).unwrap()
     }
+    /// Memory the register writes of these tests reach (none of them touches it).
+    fn scratch() -> PhysMem {
+        PhysMem::new(&[(0, 1 << 12)]).unwrap()
+    }
     fn wr(r: &mut Remapper, off: u64, size: u32, v: u64) {
-        r.mmio_write(off, size, v).unwrap();
+        r.mmio_write(&mut scratch(), off, size, v).unwrap();
     }
     /// The bring-up: RTADDR, SRTP, global context and IOTLB invalidation, TE.
     fn bring_up(r: &mut Remapper) {
@@ -814,15 +866,18 @@ mod tests {
         let mut r = unit();
         for size in [0u32, 1, 2, 3, 16] {
             assert!(r.mmio_read(0x20, size).is_err(), "size {size}");
-            assert!(r.mmio_write(0x20, size, 1 << 12).is_err(), "size {size}");
+            assert!(
+                r.mmio_write(&mut scratch(), 0x20, size, 1 << 12).is_err(),
+                "size {size}"
+            );
         }
         assert!(r.mmio_read(0x22, 4).is_err());
         assert!(r.mmio_read(0x24, 8).is_err());
-        assert!(r.mmio_write(0x1C, 8, 0).is_err());
+        assert!(r.mmio_write(&mut scratch(), 0x1C, 8, 0).is_err());
         assert!(r.mmio_read(4096, 4).is_err());
         assert!(r.mmio_read(4092, 8).is_err());
         assert!(r.mmio_read(u64::MAX - 3, 4).is_err());
-        assert!(r.mmio_write(0x3C, 4, 1 << 32).is_err());
+        assert!(r.mmio_write(&mut scratch(), 0x3C, 4, 1 << 32).is_err());
         assert_eq!((rd(&r, 0x20, 8), rd(&r, 0x3C, 4)), (0, 0));
         assert_eq!(rd(&r, 4092, 4), 0);
     }
@@ -980,13 +1035,7 @@ mod tests {
         // Unmasking with IP set sends the message and clears IP.
         wr(&mut r, 0x38, 4, 0);
         assert_eq!(rd(&r, 0x38, 4), 0);
-        assert_eq!(
-            r.take_interrupts(),
-            [Msi {
-                address: 0xFEE0_1000,
-                data: 0x4041
-            }]
-        );
+        assert_eq!(r.take_interrupts(), [Msi::new(0xFEE0_1000, 0x4041)]);
         // Same source pending: compressed (no record, no event). Another source (bus 1: root
         // entry not present, 0x1): FRCD 1, read (T), no event since PPF was set.
         assert!(r.translate(&m, &req(SID, 0x5000, true)).is_ok());

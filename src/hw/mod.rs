@@ -7,8 +7,9 @@
 //! * [`walk`]: the second-level walk, single and interleaved.
 //! * [`iotlb`], [`context_cache`]: the caches.
 //! * [`fault`]: fault recording registers and counters.
-//! * [`iec`]: the interrupt-entry cache (IRTEs by index).
+//! * [`iec`]: the interrupt-entry cache (IRTEs by index); [`ir`]: interrupt remapping.
 //! * [`mmio`]: the register set (GCMD/GSTS, register-based invalidation, fault events);
+//!   [`qi`]: the invalidation queue behind IQA/IQH/IQT;
 //!   [`interrupt`]: the messages the unit sends.
 //! * [`remapper`]: one unit, the order of checks, translation of one request and the batch
 //!   engine (speculative look-ahead, in-order commit).
@@ -22,7 +23,9 @@ pub mod fault;
 pub mod iec;
 pub mod interrupt;
 pub mod iotlb;
+pub mod ir;
 pub mod mmio;
+pub mod qi;
 pub mod remapper;
 pub mod walk;
 

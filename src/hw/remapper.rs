@@ -81,6 +81,8 @@ pub struct Remapper {
     pub(super) irqs: Vec<Msi>,
     /// The interrupt-entry cache.
     pub(super) iec: super::iec::InterruptEntryCache,
+    /// The invalidation queue's latched configuration and device-TLB events.
+    pub(super) qi: super::qi::QueueState,
 }
 
 impl Remapper {
@@ -104,6 +106,7 @@ impl Remapper {
             regs,
             irqs: Vec::new(),
             iec: super::iec::InterruptEntryCache::new(),
+            qi: super::qi::QueueState::default(),
         };
         if rtaddr.is_some() {
             r.set_root_table(rtaddr);
@@ -189,6 +192,7 @@ impl Remapper {
             sid: req.sid,
             iova: req.iova,
             write: req.write,
+            index: None,
         };
         let before = self.fault_status_set();
         if self.faults.report(rec, fpd) == Outcome::Recorded {

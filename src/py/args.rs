@@ -63,29 +63,89 @@ impl<'py> FromPyObject<'py> for Flag {
 }
 
 /// Extractors for `#[pyo3(from_py_with = ...)]` that put the argument's name in front of the
-/// message (`iova: expected an integer ...`); PyO3 names only TypeErrors itself.
+/// message (`iova: expected an integer ...`); PyO3 names only a plain `TypeError` itself. Each
+/// is `<type>_<argument name>`; the `opt_` ones take None as None.
 macro_rules! named_arg {
     ($($fn:ident: $ty:ident = $name:literal;)*) => {
         $(
             pub fn $fn(ob: &Bound<'_, PyAny>) -> PyResult<$ty> {
-                $ty::extract_bound(ob).map_err(|e| {
-                    Exc::InvalidArgument.msg(format!(concat!($name, ": {}"), e.value(ob.py())))
-                })
+                $ty::extract_bound(ob).map_err(|e| named($name, ob, e))
             }
         )*
     };
 }
 
+macro_rules! named_opt_arg {
+    ($($fn:ident: $ty:ident = $name:literal;)*) => {
+        $(
+            pub fn $fn(ob: &Bound<'_, PyAny>) -> PyResult<Option<$ty>> {
+                if ob.is_none() {
+                    return Ok(None);
+                }
+                $ty::extract_bound(ob).map(Some).map_err(|e| named($name, ob, e))
+            }
+        )*
+    };
+}
+
+/// `e` (a refused argument) as `InvalidArgument` with `name: ` in front of its message.
+fn named(name: &str, ob: &Bound<'_, PyAny>, e: PyErr) -> PyErr {
+    Exc::InvalidArgument.msg(format!("{name}: {}", e.value(ob.py())))
+}
+
 named_arg! {
-    arg_iova: U64 = "iova";
-    arg_maddr: U64 = "maddr";
-    arg_size: U64 = "size";
-    arg_levels: U32 = "levels";
-    arg_level: U32 = "level";
-    arg_alloc: Flag = "alloc";
-    arg_read: Flag = "read";
-    arg_write: Flag = "write";
-    arg_snoop: Flag = "snoop";
+    u64_addr: U64 = "addr";
+    u64_am: U64 = "am";
+    u64_cap: U64 = "cap";
+    u64_code: U64 = "code";
+    u64_count: U64 = "count";
+    u64_did: U64 = "did";
+    u64_ecap: U64 = "ecap";
+    u64_fm: U64 = "fm";
+    u64_granularity: U64 = "granularity";
+    u64_gsts: U64 = "gsts";
+    u64_hi: U64 = "hi";
+    u64_iotlb_entries: U64 = "iotlb_entries";
+    u64_iova: U64 = "iova";
+    u64_length: U64 = "length";
+    u64_lo: U64 = "lo";
+    u64_maddr: U64 = "maddr";
+    u64_n: U64 = "n";
+    u64_npages: U64 = "npages";
+    u64_offset: U64 = "offset";
+    u64_sid: U64 = "sid";
+    u64_size: U64 = "size";
+    u64_slptptr: U64 = "slptptr";
+    u64_value: U64 = "value";
+    u32_am: U32 = "am";
+    u32_aw: U32 = "aw";
+    u32_bus: U32 = "bus";
+    u32_devfn: U32 = "devfn";
+    u32_fm: U32 = "fm";
+    u32_haw: U32 = "haw";
+    u32_level: U32 = "level";
+    u32_levels: U32 = "levels";
+    u32_size: U32 = "size";
+    u32_tt: U32 = "tt";
+    flag_alloc: Flag = "alloc";
+    flag_context_cache: Flag = "context_cache";
+    flag_fpd: Flag = "fpd";
+    flag_huge_pages: Flag = "huge_pages";
+    flag_ih: Flag = "ih";
+    flag_read: Flag = "read";
+    flag_snoop: Flag = "snoop";
+    flag_translation_request: Flag = "translation_request";
+    flag_write: Flag = "write";
+}
+
+named_opt_arg! {
+    opt_u32_devfn: U32 = "devfn";
+    opt_u32_node: U32 = "node";
+    opt_u32_threads: U32 = "threads";
+    opt_u64_addr: U64 = "addr";
+    opt_u64_backing_limit: U64 = "backing_limit";
+    opt_u64_fault_records: U64 = "fault_records";
+    opt_u64_root_table: U64 = "root_table";
 }
 
 /// A str argument (a granularity, a mode name).
@@ -129,6 +189,18 @@ pub trait BatchElement: Element + Copy {
 
 impl BatchElement for u64 {
     const MAX: u128 = u64::MAX as u128;
+    const WHAT: &'static str = "a 1-D array of unsigned integers";
+    const KINDS: &'static [u8] = b"iu";
+    fn from_item(ob: &Bound<'_, PyAny>) -> Option<Self> {
+        if ob.is_instance_of::<PyBool>() {
+            return None;
+        }
+        ob.extract().ok()
+    }
+}
+
+impl BatchElement for u32 {
+    const MAX: u128 = u32::MAX as u128;
     const WHAT: &'static str = "a 1-D array of unsigned integers";
     const KINDS: &'static [u8] = b"iu";
     fn from_item(ob: &Bound<'_, PyAny>) -> Option<Self> {

@@ -5,7 +5,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use pyo3::prelude::*;
 
-use super::args::{device, Flag, U32, U64};
+use super::args::*;
 use super::errors::Exc;
 use super::mem::{PyPhysMem, SharedMem};
 use super::spec::did_arg;
@@ -42,14 +42,17 @@ fn bus_devfn(bus: &Bound<'_, PyAny>, devfn: Option<U32>) -> PyResult<(u8, u8)> {
 
 fn byte(what: &str, v: U32) -> PyResult<u8> {
     u8::try_from(v.0)
-        .map_err(|_| Exc::InvalidArgument.msg(format!("invalid {what}: {} is not in 0..=255", v.0)))
+        .map_err(|_| Exc::InvalidArgument.msg(format!("{what}: {} is not in 0..=255", v.0)))
 }
 
 #[pymethods]
 impl PyRootTable {
     #[new]
     #[pyo3(signature = (mem, node=None))]
-    fn new(mem: &Bound<'_, PyPhysMem>, node: Option<U32>) -> PyResult<Self> {
+    fn new(
+        mem: &Bound<'_, PyPhysMem>,
+        #[pyo3(from_py_with = opt_u32_node)] node: Option<U32>,
+    ) -> PyResult<Self> {
         let mem = mem.get().mem.clone();
         let node = node.map(|n| n.0);
         mem.read().check_node(node)?;
@@ -70,7 +73,7 @@ impl PyRootTable {
         self.lock().node()
     }
     #[setter]
-    fn set_node(&self, node: Option<U32>) -> PyResult<()> {
+    fn set_node(&self, #[pyo3(from_py_with = opt_u32_node)] node: Option<U32>) -> PyResult<()> {
         let node = node.map(|n| n.0);
         self.mem.read().check_node(node)?;
         self.lock().set_node(node);
@@ -86,7 +89,11 @@ impl PyRootTable {
 
     /// Xen's bus_to_context_maddr: the bus's context table (0 when missing and not alloc).
     #[pyo3(signature = (bus, alloc=Flag(false)), text_signature = "(self, bus, alloc=False)")]
-    fn context_table(&self, bus: U32, alloc: Flag) -> PyResult<u64> {
+    fn context_table(
+        &self,
+        #[pyo3(from_py_with = u32_bus)] bus: U32,
+        #[pyo3(from_py_with = flag_alloc)] alloc: Flag,
+    ) -> PyResult<u64> {
         let bus = byte("bus", bus)?;
         let mut rt = self.lock();
         let mut mem = self.mem.write();
@@ -98,19 +105,19 @@ impl PyRootTable {
     #[allow(clippy::too_many_arguments)]
     fn set_context(
         &self,
-        bus: U32,
-        devfn: U32,
-        slptptr: U64,
-        aw: U32,
+        #[pyo3(from_py_with = u32_bus)] bus: U32,
+        #[pyo3(from_py_with = u32_devfn)] devfn: U32,
+        #[pyo3(from_py_with = u64_slptptr)] slptptr: U64,
+        #[pyo3(from_py_with = u32_aw)] aw: U32,
         did: &Bound<'_, PyAny>,
-        tt: U32,
-        fpd: Flag,
+        #[pyo3(from_py_with = u32_tt)] tt: U32,
+        #[pyo3(from_py_with = flag_fpd)] fpd: Flag,
     ) -> PyResult<()> {
         let (bus, devfn) = (byte("bus", bus)?, byte("devfn", devfn)?);
         let did = did_arg(did)?;
         if tt.0 > 2 {
             return Err(Exc::InvalidArgument.msg(format!(
-                "invalid tt: {} (0 multi-level, 1 multi-level + device-TLB, 2 pass-through)",
+                "tt: {} (0 multi-level, 1 multi-level + device-TLB, 2 pass-through)",
                 tt.0
             )));
         }
@@ -129,7 +136,11 @@ impl PyRootTable {
     /// Clear the entry of bus:devfn (or of one device: `clear_context(device)`); True when it
     /// was present.
     #[pyo3(signature = (bus, devfn=None))]
-    fn clear_context(&self, bus: &Bound<'_, PyAny>, devfn: Option<U32>) -> PyResult<bool> {
+    fn clear_context(
+        &self,
+        bus: &Bound<'_, PyAny>,
+        #[pyo3(from_py_with = opt_u32_devfn)] devfn: Option<U32>,
+    ) -> PyResult<bool> {
         let (bus, devfn) = bus_devfn(bus, devfn)?;
         let mut rt = self.lock();
         let mut mem = self.mem.write();
@@ -138,7 +149,11 @@ impl PyRootTable {
 
     /// (lo, hi) of the present entry of bus:devfn, or None.
     #[pyo3(signature = (bus, devfn=None))]
-    fn context(&self, bus: &Bound<'_, PyAny>, devfn: Option<U32>) -> PyResult<Option<(u64, u64)>> {
+    fn context(
+        &self,
+        bus: &Bound<'_, PyAny>,
+        #[pyo3(from_py_with = opt_u32_devfn)] devfn: Option<U32>,
+    ) -> PyResult<Option<(u64, u64)>> {
         let (bus, devfn) = bus_devfn(bus, devfn)?;
         let rt = self.lock();
         let mem = self.mem.read();
@@ -147,7 +162,7 @@ impl PyRootTable {
 
     /// (lo, hi) of the root entry of `bus` as stored, present or not; (0, 0) before the root
     /// table is allocated.
-    fn raw_root(&self, bus: U32) -> PyResult<(u64, u64)> {
+    fn raw_root(&self, #[pyo3(from_py_with = u32_bus)] bus: U32) -> PyResult<(u64, u64)> {
         let bus = byte("bus", bus)?;
         let rt = self.lock();
         let mem = self.mem.read();
@@ -158,7 +173,11 @@ impl PyRootTable {
     /// (lo, hi) of the context entry of bus:devfn as stored, present or not; (0, 0) when the
     /// bus has no context table (root entry not present). Found through the root entry's CTP.
     #[pyo3(signature = (bus, devfn=None))]
-    fn raw_context(&self, bus: &Bound<'_, PyAny>, devfn: Option<U32>) -> PyResult<(u64, u64)> {
+    fn raw_context(
+        &self,
+        bus: &Bound<'_, PyAny>,
+        #[pyo3(from_py_with = opt_u32_devfn)] devfn: Option<U32>,
+    ) -> PyResult<(u64, u64)> {
         let (bus, devfn) = bus_devfn(bus, devfn)?;
         let rt = self.lock();
         let mem = self.mem.read();

@@ -16,6 +16,7 @@ pub enum Exc {
     OutOfMemory,
     BadFree,
     DmaFault,
+    InterruptFault,
 }
 
 impl Exc {
@@ -26,12 +27,14 @@ impl Exc {
             Exc::OutOfMemory => "OutOfMemory",
             Exc::BadFree => "BadFree",
             Exc::DmaFault => "DmaFault",
+            Exc::InterruptFault => "InterruptFault",
         }
     }
 
     /// The class object, imported from `vtdwalk.errors` on first use.
     pub fn class<'py>(self, py: Python<'py>) -> PyResult<&'py Bound<'py, PyType>> {
-        static CELLS: [PyOnceLock<Py<PyType>>; 5] = [
+        static CELLS: [PyOnceLock<Py<PyType>>; 6] = [
+            PyOnceLock::new(),
             PyOnceLock::new(),
             PyOnceLock::new(),
             PyOnceLock::new(),

@@ -11,7 +11,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView};
 
-use super::args::{batch_array_max, Flag, U32, U64};
+use super::args::*;
 use super::errors::Exc;
 use crate::addr::Maddr;
 use crate::mem::{External, NodeSpec, PhysMem, MAX_NODES};
@@ -59,8 +59,8 @@ impl PyPhysMem {
     )]
     fn new(
         nodes: &Bound<'_, PyAny>,
-        huge_pages: Flag,
-        backing_limit: Option<U64>,
+        #[pyo3(from_py_with = flag_huge_pages)] huge_pages: Flag,
+        #[pyo3(from_py_with = opt_u64_backing_limit)] backing_limit: Option<U64>,
     ) -> PyResult<Self> {
         let specs = node_specs(nodes)?;
         let mut m = PhysMem::with_nodes(specs, huge_pages.0)?;
@@ -100,7 +100,11 @@ impl PyPhysMem {
     /// another node (None: the first node with room); returns the address of the first.
     /// Raises OutOfMemory.
     #[pyo3(signature = (npages=U64(1), node=None), text_signature = "(self, npages=1, node=None)")]
-    fn alloc_pages(&self, npages: U64, node: Option<U32>) -> PyResult<u64> {
+    fn alloc_pages(
+        &self,
+        #[pyo3(from_py_with = u64_npages)] npages: U64,
+        #[pyo3(from_py_with = opt_u32_node)] node: Option<U32>,
+    ) -> PyResult<u64> {
         Ok(self
             .mem
             .write()
@@ -110,17 +114,21 @@ impl PyPhysMem {
 
     /// Free `npages` pages from `maddr`, as allocated. Raises BadFree for pages not allocated.
     #[pyo3(signature = (maddr, npages=U64(1)), text_signature = "(self, maddr, npages=1)")]
-    fn free_pages(&self, maddr: U64, npages: U64) -> PyResult<()> {
+    fn free_pages(
+        &self,
+        #[pyo3(from_py_with = u64_maddr)] maddr: U64,
+        #[pyo3(from_py_with = u64_npages)] npages: U64,
+    ) -> PyResult<()> {
         Ok(self.mem.write().free_pages(Maddr(maddr.0), npages.0)?)
     }
 
     /// Whether the page holding `maddr` is allocated.
-    fn is_allocated(&self, maddr: U64) -> bool {
+    fn is_allocated(&self, #[pyo3(from_py_with = u64_maddr)] maddr: U64) -> bool {
         self.mem.read().is_allocated(Maddr(maddr.0))
     }
 
     /// The NUMA node holding `maddr`. Raises MemoryAccessError outside every node.
-    fn node_of(&self, maddr: U64) -> PyResult<u32> {
+    fn node_of(&self, #[pyo3(from_py_with = u64_maddr)] maddr: U64) -> PyResult<u32> {
         self.mem.read().node_of(Maddr(maddr.0)).ok_or_else(|| {
             Exc::MemoryAccessError.msg(format!("address {:#x} is outside every NUMA node", maddr.0))
         })
@@ -128,11 +136,16 @@ impl PyPhysMem {
 
     /// `n` bytes from `maddr` (at most 1 GiB, inside one node); pages never written read as
     /// zeros.
-    fn read<'py>(&self, py: Python<'py>, maddr: U64, n: U64) -> PyResult<Bound<'py, PyBytes>> {
+    fn read<'py>(
+        &self,
+        py: Python<'py>,
+        #[pyo3(from_py_with = u64_maddr)] maddr: U64,
+        #[pyo3(from_py_with = u64_n)] n: U64,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let n = usize::try_from(n.0)
             .ok()
             .filter(|&n| n <= 1 << 30)
-            .ok_or_else(|| Exc::InvalidArgument.msg("read of more than 1 GiB at once"))?;
+            .ok_or_else(|| Exc::InvalidArgument.msg("n: a read of more than 1 GiB at once"))?;
         let mut buf = vec![0u8; n];
         self.mem.read().read(Maddr(maddr.0), &mut buf)?;
         Ok(PyBytes::new(py, &buf))
@@ -140,19 +153,27 @@ impl PyPhysMem {
 
     /// Write any bytes-like object of unsigned bytes (format `B` or `c`): bytes, bytearray,
     /// memoryview, a numpy `uint8` array; a non-contiguous one is written in C (row) order.
-    fn write(&self, maddr: U64, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn write(
+        &self,
+        #[pyo3(from_py_with = u64_maddr)] maddr: U64,
+        data: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         with_bytes(data, |bytes| {
             Ok(self.mem.write().write(Maddr(maddr.0), bytes)?)
         })
     }
 
     /// The little-endian u64 at the 8-byte aligned `maddr`.
-    fn read_u64(&self, maddr: U64) -> PyResult<u64> {
+    fn read_u64(&self, #[pyo3(from_py_with = u64_maddr)] maddr: U64) -> PyResult<u64> {
         Ok(self.mem.read().read_u64(Maddr(maddr.0))?)
     }
 
     /// Store `value` as a little-endian u64 at the 8-byte aligned `maddr`.
-    fn write_u64(&self, maddr: U64, value: U64) -> PyResult<()> {
+    fn write_u64(
+        &self,
+        #[pyo3(from_py_with = u64_maddr)] maddr: U64,
+        #[pyo3(from_py_with = u64_value)] value: U64,
+    ) -> PyResult<()> {
         Ok(self.mem.write().write_u64(Maddr(maddr.0), value.0)?)
     }
 
@@ -160,13 +181,15 @@ impl PyPhysMem {
     fn read_u64s<'py>(
         &self,
         py: Python<'py>,
-        maddr: U64,
-        count: U64,
+        #[pyo3(from_py_with = u64_maddr)] maddr: U64,
+        #[pyo3(from_py_with = u64_count)] count: U64,
     ) -> PyResult<Bound<'py, PyArray1<u64>>> {
         let n = usize::try_from(count.0)
             .ok()
             .filter(|&n| n <= 1 << 27)
-            .ok_or_else(|| Exc::InvalidArgument.msg("read of more than 2**27 words at once"))?;
+            .ok_or_else(|| {
+                Exc::InvalidArgument.msg("count: a read of more than 2**27 words at once")
+            })?;
         if maddr.0 & 7 != 0 {
             return Err(Exc::MemoryAccessError
                 .msg(format!("u64 access at {:#x} not 8-byte aligned", maddr.0)));
@@ -184,7 +207,12 @@ impl PyPhysMem {
     /// `read_u64s`) as consecutive words from an 8-byte aligned address. The words are
     /// converted once (not at all when they already are a contiguous uint64 array) and written
     /// with the GIL released.
-    fn write_u64s(&self, py: Python<'_>, maddr: U64, values: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn write_u64s(
+        &self,
+        py: Python<'_>,
+        #[pyo3(from_py_with = u64_maddr)] maddr: U64,
+        values: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         let values = batch_array_max::<u64>(values, "values", 1 << 27)?;
         let words = values.as_slice()?;
         let r = py.detach(|| self.mem.write().write_u64s(Maddr(maddr.0), words));

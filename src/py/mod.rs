@@ -6,8 +6,10 @@ use pyo3::prelude::*;
 pub mod args;
 pub mod context;
 pub mod errors;
+pub mod ir;
 pub mod mem;
 pub mod pagetable;
+pub mod qi;
 pub mod regs;
 pub mod remapper;
 pub mod spec;
@@ -21,5 +23,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     remapper::register(m)?;
     spec::register(m)?;
     regs::register(m)?;
+    qi::register(m)?;
+    ir::register(m)?;
     Ok(())
 }

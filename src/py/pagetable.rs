@@ -11,11 +11,9 @@ use std::sync::{Mutex, MutexGuard};
 use numpy::{IntoPyArray, PyArray1};
 use pyo3::prelude::*;
 
-use super::args::{
-    arg_alloc, arg_iova, arg_level, arg_levels, arg_maddr, arg_read, arg_size, arg_snoop,
-    arg_write, batch_array, Flag, Str, U32, U64,
-};
+use super::args::*;
 use super::mem::{PyPhysMem, SharedMem};
+use super::remapper::PyTranslation;
 use crate::addr::{Iova, Maddr};
 use crate::driver::pagetable::{PageTable, Perms, Superpages};
 
@@ -77,8 +75,8 @@ impl PyPageTable {
     )]
     fn new(
         mem: &Bound<'_, PyPhysMem>,
-        #[pyo3(from_py_with = arg_levels)] levels: U32,
-        node: Option<U32>,
+        #[pyo3(from_py_with = u32_levels)] levels: U32,
+        #[pyo3(from_py_with = opt_u32_node)] node: Option<U32>,
         superpages: Str,
     ) -> PyResult<Self> {
         let mem = mem.get().mem.clone();
@@ -112,7 +110,7 @@ impl PyPageTable {
         self.lock().node()
     }
     #[setter]
-    fn set_node(&self, node: Option<U32>) -> PyResult<()> {
+    fn set_node(&self, #[pyo3(from_py_with = opt_u32_node)] node: Option<U32>) -> PyResult<()> {
         let node = node.map(|n| n.0);
         self.mem.read().check_node(node)?;
         self.lock().set_node(node);
@@ -131,9 +129,9 @@ impl PyPageTable {
     )]
     fn leaf_table(
         &self,
-        #[pyo3(from_py_with = arg_iova)] iova: U64,
-        #[pyo3(from_py_with = arg_alloc)] alloc: Flag,
-        #[pyo3(from_py_with = arg_level)] level: U32,
+        #[pyo3(from_py_with = u64_iova)] iova: U64,
+        #[pyo3(from_py_with = flag_alloc)] alloc: Flag,
+        #[pyo3(from_py_with = u32_level)] level: U32,
     ) -> PyResult<u64> {
         let mut pt = self.lock();
         let mut mem = self.mem.write();
@@ -147,12 +145,12 @@ impl PyPageTable {
     )]
     fn map(
         &self,
-        #[pyo3(from_py_with = arg_iova)] iova: U64,
-        #[pyo3(from_py_with = arg_maddr)] maddr: U64,
-        #[pyo3(from_py_with = arg_size)] size: U64,
-        #[pyo3(from_py_with = arg_read)] read: Flag,
-        #[pyo3(from_py_with = arg_write)] write: Flag,
-        #[pyo3(from_py_with = arg_snoop)] snoop: Flag,
+        #[pyo3(from_py_with = u64_iova)] iova: U64,
+        #[pyo3(from_py_with = u64_maddr)] maddr: U64,
+        #[pyo3(from_py_with = u64_size)] size: U64,
+        #[pyo3(from_py_with = flag_read)] read: Flag,
+        #[pyo3(from_py_with = flag_write)] write: Flag,
+        #[pyo3(from_py_with = flag_snoop)] snoop: Flag,
     ) -> PyResult<bool> {
         let mut pt = self.lock();
         let mut mem = self.mem.write();
@@ -163,24 +161,24 @@ impl PyPageTable {
     /// Clear [iova, iova + size); True when something was present.
     fn unmap(
         &self,
-        #[pyo3(from_py_with = arg_iova)] iova: U64,
-        #[pyo3(from_py_with = arg_size)] size: U64,
+        #[pyo3(from_py_with = u64_iova)] iova: U64,
+        #[pyo3(from_py_with = u64_size)] size: U64,
     ) -> PyResult<bool> {
         let mut pt = self.lock();
         let mut mem = self.mem.write();
         Ok(pt.unmap(&mut mem, Iova(iova.0), size.0)?)
     }
 
-    /// (maddr, page_size, read, write) for `iova`, or None when unmapped.
+    /// The `Translation` of `iova` (`domain_id` None), or None when unmapped.
     fn lookup(
         &self,
-        #[pyo3(from_py_with = arg_iova)] iova: U64,
-    ) -> PyResult<Option<(u64, u64, bool, bool)>> {
+        #[pyo3(from_py_with = u64_iova)] iova: U64,
+    ) -> PyResult<Option<PyTranslation>> {
         let pt = self.lock();
         let mem = self.mem.read();
         Ok(pt
             .lookup(&mem, Iova(iova.0))?
-            .map(|t| (t.maddr, t.page_size, t.read, t.write)))
+            .map(|t| PyTranslation::of_page_table(&t)))
     }
 
     /// Merged runs (iova, maddr, size, read, write) in IOVA order.
@@ -217,9 +215,9 @@ impl PyPageTable {
         py: Python<'_>,
         iovas: &Bound<'_, PyAny>,
         maddrs: &Bound<'_, PyAny>,
-        #[pyo3(from_py_with = arg_read)] read: Flag,
-        #[pyo3(from_py_with = arg_write)] write: Flag,
-        #[pyo3(from_py_with = arg_snoop)] snoop: Flag,
+        #[pyo3(from_py_with = flag_read)] read: Flag,
+        #[pyo3(from_py_with = flag_write)] write: Flag,
+        #[pyo3(from_py_with = flag_snoop)] snoop: Flag,
     ) -> PyResult<bool> {
         let (iovas, maddrs) = (
             batch_array::<u64>(iovas, "iovas")?,

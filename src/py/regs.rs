@@ -5,10 +5,11 @@
 
 use pyo3::prelude::*;
 
-use super::args::U64;
+use super::args::*;
 use super::errors::Exc;
 use super::spec::{PyCap, PyEcap};
-use crate::spec::regs::{self, ccmd, gcmd, iotlb, iva};
+use crate::spec::irte::irta;
+use crate::spec::regs::{self, ccmd, ectl, fsts, gcmd, ics, iotlb, iq, iva};
 
 /// GCMD's one-shot command bits, which software clears in the value it reads from GSTS before
 /// writing GCMD (the status bits at those positions do not mean "keep doing it").
@@ -62,6 +63,41 @@ impl PyRegs {
     const FEADDR: u64 = regs::FEADDR;
     #[classattr]
     const FEUADDR: u64 = regs::FEUADDR;
+    #[classattr]
+    const IQH: u64 = regs::IQH;
+    #[classattr]
+    const IQT: u64 = regs::IQT;
+    #[classattr]
+    const IQA: u64 = regs::IQA;
+    #[classattr]
+    const ICS: u64 = regs::ICS;
+    #[classattr]
+    const IECTL: u64 = regs::IECTL;
+    #[classattr]
+    const IEDATA: u64 = regs::IEDATA;
+    #[classattr]
+    const IEADDR: u64 = regs::IEADDR;
+    #[classattr]
+    const IEUADDR: u64 = regs::IEUADDR;
+
+    /// FSTS bits of the invalidation queue: IQE, ICE, ITE.
+    #[classattr]
+    const IQE: u32 = fsts::IQE;
+    #[classattr]
+    const ICE: u32 = fsts::ICE;
+    #[classattr]
+    const ITE: u32 = fsts::ITE;
+    /// ICS.IWC: a wait descriptor with IF completed.
+    #[classattr]
+    const IWC: u32 = ics::IWC;
+    /// FECTL / IECTL bits: interrupt mask and interrupt pending.
+    #[classattr]
+    const IM: u32 = ectl::IM;
+    #[classattr]
+    const IP: u32 = ectl::IP;
+    /// IRTA: the interrupt remapping table address register (address, EIME, S).
+    #[classattr]
+    const IRTA: u64 = regs::IRTA;
 
     /// GCMD / GSTS bits.
     #[classattr]
@@ -76,6 +112,9 @@ impl PyRegs {
     const IRE: u32 = gcmd::IRE;
     #[classattr]
     const SIRTP: u32 = gcmd::SIRTP;
+    /// Compatibility format interrupts allowed (GCMD.CFI / GSTS.CFIS).
+    #[classattr]
+    const CFI: u32 = gcmd::CFI;
 
     /// Invalidation granularities (CCMD.CIRG, IOTLB.IIRG).
     #[classattr]
@@ -89,7 +128,7 @@ impl PyRegs {
 
     /// The GCMD value that keeps what GSTS reports on: GSTS without the one-shot bits.
     #[staticmethod]
-    fn gcmd_from_gsts(gsts: U64) -> PyResult<u32> {
+    fn gcmd_from_gsts(#[pyo3(from_py_with = u64_gsts)] gsts: U64) -> PyResult<u32> {
         let g = u32::try_from(gsts.0)
             .map_err(|_| Exc::InvalidArgument.msg("gsts: not a 32-bit register value"))?;
         Ok(g & !ONE_SHOT)
@@ -101,7 +140,12 @@ impl PyRegs {
         signature = (granularity, did=U64(0), sid=U64(0), fm=U64(0)),
         text_signature = "(granularity, did=0, sid=0, fm=0)"
     )]
-    fn ccmd(granularity: U64, did: U64, sid: U64, fm: U64) -> PyResult<u64> {
+    fn ccmd(
+        #[pyo3(from_py_with = u64_granularity)] granularity: U64,
+        #[pyo3(from_py_with = u64_did)] did: U64,
+        #[pyo3(from_py_with = u64_sid)] sid: U64,
+        #[pyo3(from_py_with = u64_fm)] fm: U64,
+    ) -> PyResult<u64> {
         let g = self::granularity(granularity.0)?;
         Ok(ccmd::ICC
             | g << ccmd::CIRG_SHIFT
@@ -112,7 +156,7 @@ impl PyRegs {
 
     /// True once the unit has cleared CCMD.ICC.
     #[staticmethod]
-    fn ccmd_done(value: U64) -> bool {
+    fn ccmd_done(#[pyo3(from_py_with = u64_value)] value: U64) -> bool {
         value.0 & ccmd::ICC == 0
     }
 
@@ -123,7 +167,11 @@ impl PyRegs {
         signature = (granularity, did=U64(0), cap=None),
         text_signature = "(granularity, did=0, cap=None)"
     )]
-    fn iotlb(granularity: U64, did: U64, cap: Option<PyCap>) -> PyResult<u64> {
+    fn iotlb(
+        #[pyo3(from_py_with = u64_granularity)] granularity: U64,
+        #[pyo3(from_py_with = u64_did)] did: U64,
+        cap: Option<PyCap>,
+    ) -> PyResult<u64> {
         let g = self::granularity(granularity.0)?;
         let mut v =
             iotlb::IVT | g << iotlb::IIRG_SHIFT | field("did", did.0, 0xffff)? << iotlb::DID_SHIFT;
@@ -140,22 +188,26 @@ impl PyRegs {
 
     /// True once the unit has cleared IOTLB.IVT.
     #[staticmethod]
-    fn iotlb_done(value: U64) -> bool {
+    fn iotlb_done(#[pyo3(from_py_with = u64_value)] value: U64) -> bool {
         value.0 & iotlb::IVT == 0
     }
 
     /// The IVA value of a page-selective invalidation: a 4 KiB-aligned address, the address
     /// mask (2^am pages) and the invalidation hint.
     #[staticmethod]
-    #[pyo3(signature = (addr, am=U64(0), ih=false), text_signature = "(addr, am=0, ih=False)")]
-    fn iva(addr: U64, am: U64, ih: bool) -> PyResult<u64> {
+    #[pyo3(signature = (addr, am=U64(0), ih=Flag(false)), text_signature = "(addr, am=0, ih=False)")]
+    fn iva(
+        #[pyo3(from_py_with = u64_addr)] addr: U64,
+        #[pyo3(from_py_with = u64_am)] am: U64,
+        #[pyo3(from_py_with = flag_ih)] ih: Flag,
+    ) -> PyResult<u64> {
         if addr.0 & !iva::ADDR_MASK != 0 {
             return Err(
                 Exc::InvalidArgument.msg(format!("addr: {:#x} is not 4 KiB aligned", addr.0))
             );
         }
         let am = field("am", am.0, iva::AM_MASK)?;
-        Ok(addr.0 | am | if ih { iva::IH } else { 0 })
+        Ok(addr.0 | am | if ih.0 { iva::IH } else { 0 })
     }
 
     /// Offset of IVA (the IOTLB register pair starts there): ECAP.IRO in bytes.
@@ -174,6 +226,62 @@ impl PyRegs {
     #[staticmethod]
     fn frcd_offset(cap: PyCap) -> u64 {
         cap.0.fro() * 16
+    }
+
+    /// The IQA value of a queue at `base` (4 KiB aligned) of 2^qs pages (qs 0-7), of 256-bit
+    /// descriptors with `dw`.
+    #[staticmethod]
+    #[pyo3(signature = (base, qs, dw=false), text_signature = "(base, qs, dw=False)")]
+    fn iqa(base: U64, qs: U64, dw: bool) -> PyResult<u64> {
+        if base.0 & !iq::ADDR_MASK != 0 {
+            return Err(
+                Exc::InvalidArgument.msg(format!("base: {:#x} is not 4 KiB aligned", base.0))
+            );
+        }
+        let qs = field("qs", qs.0, iq::QS_MASK)?;
+        Ok(base.0 | qs | if dw { iq::DW } else { 0 })
+    }
+
+    /// The IQT value that places the tail at descriptor `index`.
+    #[staticmethod]
+    #[pyo3(signature = (index, dw=false), text_signature = "(index, dw=False)")]
+    fn iqt(index: U64, dw: bool) -> PyResult<u64> {
+        let s = iq::shift(dw);
+        Ok(field("index", index.0, iq::OFFSET_MASK >> s)? << s)
+    }
+
+    /// The descriptor index an IQH or IQT value points at.
+    #[staticmethod]
+    #[pyo3(signature = (value, dw=false), text_signature = "(value, dw=False)")]
+    fn iq_index(value: U64, dw: bool) -> u64 {
+        (value.0 & iq::OFFSET_MASK) >> iq::shift(dw)
+    }
+
+    /// Descriptors in a queue of 2^qs pages: 2^(qs+8), or 2^(qs+7) of 256 bits.
+    #[staticmethod]
+    #[pyo3(signature = (qs, dw=false), text_signature = "(qs, dw=False)")]
+    fn queue_entries(qs: U64, dw: bool) -> PyResult<u64> {
+        Ok(iq::entries(field("qs", qs.0, iq::QS_MASK)? as u32, dw))
+    }
+
+    /// The IRTA value of an interrupt remapping table at `base` (4 KiB aligned) of
+    /// 2^(s+1) entries (`s` 0..=15), with x2APIC destinations when `eime`.
+    #[staticmethod]
+    #[pyo3(signature = (base, s, eime=false), text_signature = "(base, s, eime=False)")]
+    fn irta(base: U64, s: U64, eime: bool) -> PyResult<u64> {
+        if base.0 & !irta::ADDR_MASK != 0 {
+            return Err(
+                Exc::InvalidArgument.msg(format!("base: {:#x} is not 4 KiB aligned", base.0))
+            );
+        }
+        let s = field("s", s.0, irta::S_MASK)?;
+        Ok(base.0 | s | if eime { irta::EIME } else { 0 })
+    }
+
+    /// Entries in an interrupt remapping table of size field `s`: 2^(s+1).
+    #[staticmethod]
+    fn irt_entries(s: U64) -> PyResult<u32> {
+        Ok(irta::entries(field("s", s.0, irta::S_MASK)?))
     }
 
     /// Number of fault recording registers: CAP.NFR + 1.

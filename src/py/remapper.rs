@@ -10,18 +10,21 @@ use numpy::{PyArray1, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use super::args::{batch_array, device, Flag, Str, U32, U64};
+use super::args::*;
 use super::errors::Exc;
 use super::mem::{with_bytes, PyPhysMem, SharedMem};
 use super::spec::did_arg;
 use crate::hw::dma::DmaError;
 use crate::hw::fault::FaultRecord;
 use crate::hw::interrupt::Msi;
+use crate::hw::ir::MsiError;
 use crate::hw::{self, Request, DEFAULT_CAP, DEFAULT_ECAP};
 use crate::spec::Cap;
 
-/// A translated DMA request.
-#[pyclass(name = "Translation", module = "vtdwalk._core", frozen, eq, get_all)]
+/// One translation: a DMA request the unit translated (`Remapper.translate`), or a page
+/// table's own look-up of an IOVA (`PageTable.lookup`, whose `domain_id` is None: no context
+/// entry is involved).
+#[pyclass(name = "Translation", module = "vtdwalk._core", frozen, get_all)]
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct PyTranslation {
     /// Host physical address of the access.
@@ -32,24 +35,90 @@ pub struct PyTranslation {
     read: bool,
     /// Whether the mapping allows writes (AND over the walk's levels).
     write: bool,
-    /// The domain id (DID) of the context entry that translated it.
-    domain_id: u16,
+    /// The domain id (DID) of the context entry that translated it; None for a page-table
+    /// look-up.
+    domain_id: Option<u16>,
     /// Leaf level (1, 2, 3); 0 for pass-through.
     level: u8,
+}
+
+impl PyTranslation {
+    /// A page table's own translation of an IOVA.
+    pub(crate) fn of_page_table(t: &crate::driver::pagetable::Translation) -> Self {
+        PyTranslation {
+            hpa: t.maddr,
+            page_size: t.page_size,
+            read: t.read,
+            write: t.write,
+            domain_id: None,
+            level: t.level,
+        }
+    }
+
+    /// The `(hpa, page_size, read, write)` tuple `PageTable.lookup` returned before it returned
+    /// a `Translation`.
+    fn old_tuple(&self) -> (u64, u64, bool, bool) {
+        (self.hpa, self.page_size, self.read, self.write)
+    }
+}
+
+/// The deprecation warning of the tuple spelling of a translation.
+fn warn_tuple(py: Python<'_>) -> PyResult<()> {
+    PyErr::warn(
+        py,
+        &py.get_type::<pyo3::exceptions::PyDeprecationWarning>(),
+        c"a Translation used as an (hpa, page_size, read, write) tuple; use its fields \
+          (the tuple form goes in the next release)",
+        1,
+    )
 }
 
 #[pymethods]
 impl PyTranslation {
     fn __repr__(&self) -> String {
+        let did = self
+            .domain_id
+            .map_or_else(|| "None".to_owned(), |d| d.to_string());
         format!(
             "Translation(hpa={:#x}, page_size={:#x}, read={}, write={}, domain_id={}, level={})",
             self.hpa,
             self.page_size,
             py_bool(self.read),
             py_bool(self.write),
-            self.domain_id,
+            did,
             self.level
         )
+    }
+
+    /// Equal to another `Translation` with the same fields. Deprecated: equal to the old
+    /// `(hpa, page_size, read, write)` tuple of the same values (with a `DeprecationWarning`).
+    fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        if let Ok(o) = other.cast::<PyTranslation>() {
+            return Ok(pyo3::types::PyBool::new(py, *o.get() == *self)
+                .to_owned()
+                .into_any()
+                .unbind());
+        }
+        if let Ok(t) = other.cast::<pyo3::types::PyTuple>() {
+            if t.len() == 4 {
+                warn_tuple(py)?;
+                let same = t
+                    .extract::<(u64, u64, bool, bool)>()
+                    .is_ok_and(|v| v == self.old_tuple());
+                return Ok(pyo3::types::PyBool::new(py, same)
+                    .to_owned()
+                    .into_any()
+                    .unbind());
+            }
+        }
+        Ok(py.NotImplemented())
+    }
+
+    /// Deprecated: unpacks as the old `(hpa, page_size, read, write)` tuple, with a
+    /// `DeprecationWarning`.
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyIterator>> {
+        warn_tuple(py)?;
+        self.old_tuple().into_pyobject(py)?.try_iter()
     }
 }
 
@@ -75,8 +144,11 @@ pub struct PyFaultRecord {
     iova: u64,
     /// FRCD.FI: the faulting page address.
     fault_address: u64,
-    /// Whether the request was a write (FRCD.T clear).
+    /// Whether the request was a write (FRCD.T clear); interrupt requests are writes.
     write: bool,
+    /// The interrupt index of an interrupt-remapping fault (0x20-0x26) when one was
+    /// computed (FRCD bits 63:48), else None; `iova` is then the request's address.
+    index: Option<u16>,
 }
 
 impl From<FaultRecord> for PyFaultRecord {
@@ -88,6 +160,7 @@ impl From<FaultRecord> for PyFaultRecord {
             iova: r.iova,
             fault_address: r.fault_address(),
             write: r.write,
+            index: r.index,
         }
     }
 }
@@ -133,6 +206,11 @@ pub struct PyInterrupt {
     address: u64,
     /// The message data.
     data: u32,
+    /// The requesting device's source-id for an interrupt request the unit remapped or let
+    /// through; None for the unit's own fault and completion events.
+    sid: Option<u16>,
+    /// The IRTE index of a remapped interrupt; None when none was used.
+    index: Option<u16>,
 }
 
 impl From<Msi> for PyInterrupt {
@@ -146,6 +224,8 @@ impl From<Msi> for PyInterrupt {
             redirection_hint: m.redirection_hint(),
             address: m.address,
             data: m.data,
+            sid: m.sid,
+            index: m.index,
         }
     }
 }
@@ -155,7 +235,8 @@ impl PyInterrupt {
     fn __repr__(&self) -> String {
         format!(
             "Interrupt(destination={:#x}, vector={:#x}, delivery_mode={}, trigger_mode={}, \
-             destination_mode={}, redirection_hint={}, address={:#x}, data={:#x})",
+             destination_mode={}, redirection_hint={}, address={:#x}, data={:#x}, sid={}, \
+             index={})",
             self.destination,
             self.vector,
             self.delivery_mode,
@@ -163,7 +244,9 @@ impl PyInterrupt {
             self.destination_mode,
             self.redirection_hint,
             self.address,
-            self.data
+            self.data,
+            self.sid.map_or("None".into(), |s| format!("{s:#06x}")),
+            self.index.map_or("None".into(), |i| i.to_string())
         )
     }
 }
@@ -177,8 +260,8 @@ impl PyInterrupt {
 ///   or not TE is set (no table latched: fault 0x08); `dma_read` / `dma_write` follow TE.
 /// * `cap` defaults to QEMU's aw48 CAP with NFR = 7 (8 fault recording registers);
 ///   `fault_records=None` takes the count from CAP.NFR, a given count sets CAP.NFR.
-/// * `interrupt(irq)` is called with every `Interrupt` the unit sends (fault events); without
-///   it they queue until `interrupts()` drains them.
+/// * `interrupt(irq)` is called with every `Interrupt` the unit sends (fault events, and the
+///   device interrupts `msi` delivers); without it they queue until `interrupts()` drains them.
 ///   `ecap` defaults to QEMU's TCG ECAP plus DT (0xF00F4E): pass-through (PT) and device-IOTLB
 ///   contexts (TT 1, and `translate(..., translation_request=True)`) are allowed. Honoured:
 ///   SAGAW, MGAW, SLLPS, PSI, MAMV, ND (DID width), NFR; ECAP PT, DT, SC.
@@ -190,7 +273,7 @@ impl PyInterrupt {
 ///   by one; `threads` (default: the CPUs, at most 8) only speeds up the read-only look-ahead.
 #[pyclass(name = "Remapper", module = "vtdwalk._core", frozen)]
 pub struct PyRemapper {
-    mem: SharedMem,
+    pub(crate) mem: SharedMem,
     unit: Mutex<hw::Remapper>,
     interrupt: Option<Py<PyAny>>,
 }
@@ -200,14 +283,14 @@ fn need<T>(what: &str, gran: &str, v: Option<T>) -> PyResult<T> {
 }
 
 impl PyRemapper {
-    fn unit(&self) -> MutexGuard<'_, hw::Remapper> {
+    pub(crate) fn unit(&self) -> MutexGuard<'_, hw::Remapper> {
         // Every mutation completes or changes nothing, so a poisoned lock still holds good data.
         self.unit.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Hand the messages the unit sent to the `interrupt` callback (none: they stay queued).
     /// The unit's lock is released first.
-    fn deliver(&self, py: Python<'_>) -> PyResult<()> {
+    pub(crate) fn deliver(&self, py: Python<'_>) -> PyResult<()> {
         let Some(cb) = &self.interrupt else {
             return Ok(());
         };
@@ -234,6 +317,15 @@ impl PyRemapper {
                     return e;
                 }
                 fault_exc(py, &record, transferred)
+            }
+            DmaError::Interrupt { error, transferred } => {
+                if let Err(e) = self.deliver(py) {
+                    return e;
+                }
+                match error {
+                    MsiError::Fault(f) => super::ir::interrupt_fault(py, &f, transferred),
+                    MsiError::Invalid(e) => e.into(),
+                }
             }
             DmaError::Memory { error, .. } | DmaError::Invalid(error) => error.into(),
         }
@@ -265,12 +357,12 @@ impl PyRemapper {
     #[allow(clippy::too_many_arguments)]
     fn new(
         mem: &PyPhysMem,
-        root_table: Option<U64>,
-        cap: U64,
-        ecap: U64,
-        iotlb_entries: U64,
-        fault_records: Option<U64>,
-        context_cache: Flag,
+        #[pyo3(from_py_with = opt_u64_root_table)] root_table: Option<U64>,
+        #[pyo3(from_py_with = u64_cap)] cap: U64,
+        #[pyo3(from_py_with = u64_ecap)] ecap: U64,
+        #[pyo3(from_py_with = u64_iotlb_entries)] iotlb_entries: U64,
+        #[pyo3(from_py_with = opt_u64_fault_records)] fault_records: Option<U64>,
+        #[pyo3(from_py_with = flag_context_cache)] context_cache: Flag,
         interrupt: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let rt = root_table.map(|r| check_rtaddr(r.0)).transpose()?;
@@ -296,14 +388,29 @@ impl PyRemapper {
     }
 
     /// Read a register: `size` 4 or 8 bytes at `offset` from the unit's base.
-    fn mmio_read(&self, offset: U64, size: U32) -> PyResult<u64> {
+    fn mmio_read(
+        &self,
+        #[pyo3(from_py_with = u64_offset)] offset: U64,
+        #[pyo3(from_py_with = u32_size)] size: U32,
+    ) -> PyResult<u64> {
         Ok(self.unit().mmio_read(offset.0, size.0)?)
     }
 
     /// Write a register: `size` 4 or 8 bytes of `value` at `offset` from the unit's base, with
     /// its side effects (commands, invalidations, fault events).
-    fn mmio_write(&self, py: Python<'_>, offset: U64, size: U32, value: U64) -> PyResult<()> {
-        self.unit().mmio_write(offset.0, size.0, value.0)?;
+    fn mmio_write(
+        &self,
+        py: Python<'_>,
+        #[pyo3(from_py_with = u64_offset)] offset: U64,
+        #[pyo3(from_py_with = u32_size)] size: U32,
+        #[pyo3(from_py_with = u64_value)] value: U64,
+    ) -> PyResult<()> {
+        {
+            // Lock order: the unit, then its memory (as dma_write).
+            let mut unit = self.unit();
+            let mut mem = self.mem.write();
+            unit.mmio_write(&mut *mem, offset.0, size.0, value.0)?;
+        }
         self.deliver(py)
     }
 
@@ -312,6 +419,16 @@ impl PyRemapper {
     #[getter]
     fn mmio_size(&self) -> u64 {
         self.unit().mmio_size()
+    }
+
+    /// The device-TLB invalidations the invalidation queue asked for since the last call,
+    /// oldest first; drains them.
+    fn device_tlb_invalidations(&self) -> Vec<super::qi::PyDeviceTlbInvalidation> {
+        self.unit()
+            .take_device_tlb_invalidations()
+            .into_iter()
+            .map(Into::into)
+            .collect()
     }
 
     /// The interrupts sent and not yet handed to a callback, oldest first; drains them.
@@ -323,14 +440,48 @@ impl PyRemapper {
             .collect()
     }
 
+    /// The interrupt request of device `sid`: `data` written to `address` (a DWORD write in
+    /// the interrupt window). With interrupt remapping on (GSTS.IRES) a remappable-format
+    /// message goes through its IRTE, a compatibility-format one passes only while GSTS.CFIS
+    /// is set; with it off the message passes as it is. The delivered `Interrupt` (with `sid`,
+    /// and `index` when remapped) is returned and also goes to the `interrupt` callback or the
+    /// `interrupts()` queue; a blocked one raises `InterruptFault` (recorded as the
+    /// architecture says: reasons 0x20-0x26, the index in the record, the IRTE's FPD).
+    fn msi(
+        &self,
+        py: Python<'_>,
+        sid: &Bound<'_, PyAny>,
+        address: U64,
+        data: U32,
+    ) -> PyResult<PyInterrupt> {
+        super::ir::msi(self, py, sid, address, data)
+    }
+
+    /// Many interrupt requests (`sids`, `addresses`, `datas`: arrays or sequences of one
+    /// length), in order, with every effect `msi` has on the unit (interrupt-entry cache,
+    /// fault recording, fault events) but the delivered messages returned rather than queued
+    /// or passed to the callback: (address uint64, data uint32, fault uint8) arrays, the
+    /// fault reason 0 where delivered (address and data are 0 where not; a request that is
+    /// no interrupt request at all, remapping off and outside the window, gets 0x20).
+    fn msi_batch<'py>(
+        &self,
+        py: Python<'py>,
+        sids: &Bound<'py, PyAny>,
+        addresses: &Bound<'py, PyAny>,
+        datas: &Bound<'py, PyAny>,
+    ) -> PyResult<super::ir::MsiArrays<'py>> {
+        super::ir::msi_batch(self, py, sids, addresses, datas)
+    }
+
     /// Device `sid` reads `length` bytes at `iova`: page by page, translated while TE is set.
-    /// A fault raises `DmaFault` with `transferred`, the bytes read before it.
+    /// A fault raises `DmaFault` with `transferred`, the bytes read before it. Reads of the
+    /// interrupt window 0xFEE00000-0xFEEFFFFF are unsupported requests (`MemoryAccessError`).
     fn dma_read<'py>(
         &self,
         py: Python<'py>,
         sid: &Bound<'py, PyAny>,
-        iova: U64,
-        length: U64,
+        #[pyo3(from_py_with = u64_iova)] iova: U64,
+        #[pyo3(from_py_with = u64_length)] length: U64,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let sid = device(sid, "sid")?;
         let n = usize::try_from(length.0)
@@ -353,12 +504,15 @@ impl PyRemapper {
     }
 
     /// Device `sid` writes `data` (bytes-like) at `iova`: page by page, translated while TE is
-    /// set. A fault raises `DmaFault` with `transferred`, the bytes written before it.
+    /// set. A fault raises `DmaFault` with `transferred`, the bytes written before it. A
+    /// 4-byte aligned write of 4 bytes into the interrupt window 0xFEE00000-0xFEEFFFFF is an
+    /// interrupt request, as `msi` (blocked: `InterruptFault`), never a memory write; any
+    /// other write there is an unsupported request (`MemoryAccessError`), nothing written.
     fn dma_write(
         &self,
         py: Python<'_>,
         sid: &Bound<'_, PyAny>,
-        iova: U64,
+        #[pyo3(from_py_with = u64_iova)] iova: U64,
         data: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let sid = device(sid, "sid")?;
@@ -381,7 +535,10 @@ impl PyRemapper {
     }
 
     #[setter]
-    fn set_root_table(&self, value: Option<U64>) -> PyResult<()> {
+    fn set_root_table(
+        &self,
+        #[pyo3(from_py_with = opt_u64_root_table)] value: Option<U64>,
+    ) -> PyResult<()> {
         let rt = value.map(|r| check_rtaddr(r.0)).transpose()?;
         self.unit().set_root_table(rt);
         Ok(())
@@ -426,9 +583,9 @@ impl PyRemapper {
         &self,
         py: Python<'_>,
         sid: &Bound<'_, PyAny>,
-        iova: U64,
-        write: Flag,
-        translation_request: Flag,
+        #[pyo3(from_py_with = u64_iova)] iova: U64,
+        #[pyo3(from_py_with = flag_write)] write: Flag,
+        #[pyo3(from_py_with = flag_translation_request)] translation_request: Flag,
     ) -> PyResult<PyTranslation> {
         let req = Request {
             sid: device(sid, "sid")?,
@@ -448,7 +605,7 @@ impl PyRemapper {
                 page_size: t.page_size,
                 read: t.read,
                 write: t.write,
-                domain_id: t.domain_id,
+                domain_id: Some(t.domain_id),
                 level: t.level,
             }),
             Err(f) => Err(fault_exc(py, &f, 0)),
@@ -471,7 +628,7 @@ impl PyRemapper {
         sids: &Bound<'py, PyAny>,
         iovas: &Bound<'py, PyAny>,
         writes: Option<&Bound<'py, PyAny>>,
-        threads: Option<U32>,
+        #[pyo3(from_py_with = opt_u32_threads)] threads: Option<U32>,
         out: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<(Bound<'py, PyArray1<u64>>, Bound<'py, PyArray1<u8>>)> {
         let sids = batch_array::<u16>(sids, "sids")?;
@@ -496,7 +653,7 @@ impl PyRemapper {
             None => None,
         };
         let threads = match threads {
-            Some(U32(0)) => return Err(Exc::InvalidArgument.msg("threads must be at least 1")),
+            Some(U32(0)) => return Err(Exc::InvalidArgument.msg("threads: must be at least 1")),
             Some(U32(t)) => t as usize,
             None => std::thread::available_parallelism()
                 .map_or(1, |p| p.get())
@@ -550,8 +707,8 @@ impl PyRemapper {
         &self,
         granularity: Str,
         did: Option<&Bound<'_, PyAny>>,
-        addr: Option<U64>,
-        am: U32,
+        #[pyo3(from_py_with = opt_u64_addr)] addr: Option<U64>,
+        #[pyo3(from_py_with = u32_am)] am: U32,
     ) -> PyResult<()> {
         let did = did.map(did_arg).transpose()?;
         let granularity = granularity.0.as_str();
@@ -584,7 +741,7 @@ impl PyRemapper {
         granularity: Str,
         did: Option<&Bound<'_, PyAny>>,
         sid: Option<&Bound<'_, PyAny>>,
-        fm: U32,
+        #[pyo3(from_py_with = u32_fm)] fm: U32,
     ) -> PyResult<()> {
         // Checked whatever the granularity (a device-selective invalidation carries one too).
         let did = did.map(did_arg).transpose()?;
@@ -666,7 +823,7 @@ impl PyRemapper {
 fn check_rtaddr(v: u64) -> PyResult<u64> {
     if v & 0xfff != 0 {
         return Err(Exc::InvalidArgument.msg(format!(
-            "root_table {v:#x}: must be 4 KiB aligned (scalable mode, RTADDR.SMT, is not modelled)"
+            "root_table: {v:#x} must be 4 KiB aligned (scalable mode, RTADDR.SMT, is not modelled)"
         )));
     }
     Ok(v)

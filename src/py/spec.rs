@@ -5,7 +5,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict};
 
-use super::args::{U32, U64};
+use super::args::*;
 use super::errors::Exc;
 use crate::spec::{self, Cap, ContextEntry, Ecap, FaultReason, Field, RootEntry};
 
@@ -43,6 +43,13 @@ fn with_fields(
         let f = find(&name)
             .ok_or_else(|| Exc::InvalidArgument.msg(format!("{name}: not a field of {what}")))?;
         let n: u64 = if v.is_instance_of::<PyBool>() {
+            // True/False name a flag (a 1-bit field), never a count or a width.
+            if f.width != 1 {
+                return Err(Exc::InvalidArgument.msg(format!(
+                    "{name}: expected an integer for the {}-bit field {what}.{name}, got a bool",
+                    f.width
+                )));
+            }
             u64::from(v.extract::<bool>()?)
         } else {
             v.extract::<u64>().map_err(|_| {
@@ -77,7 +84,7 @@ macro_rules! py_register {
         impl $py {
             #[new]
             #[pyo3(signature = (value=U64(0), **fields), text_signature = "(value=0, **fields)")]
-            fn new(value: U64, fields: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+            fn new(#[pyo3(from_py_with = u64_value)] value: U64, fields: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
                 with_fields($name, $reg::field, value.0, fields).map(|v| $py($reg(v)))
             }
             /// The default value of the model (QEMU's; vtd-hardware.md §1.3).
@@ -266,7 +273,7 @@ pub struct PyRootEntry(pub RootEntry);
 impl PyRootEntry {
     #[new]
     #[pyo3(signature = (lo=U64(0), hi=U64(0)), text_signature = "(lo=0, hi=0)")]
-    fn new(lo: U64, hi: U64) -> Self {
+    fn new(#[pyo3(from_py_with = u64_lo)] lo: U64, #[pyo3(from_py_with = u64_hi)] hi: U64) -> Self {
         PyRootEntry(RootEntry { lo: lo.0, hi: hi.0 })
     }
     /// The low 64-bit word.
@@ -291,7 +298,7 @@ impl PyRootEntry {
     }
     /// True when a reserved bit is set for a host address width of `haw` bits (fault 0x0A).
     #[pyo3(signature = (haw=U32(48)), text_signature = "($self, haw=48)")]
-    fn reserved(&self, haw: U32) -> bool {
+    fn reserved(&self, #[pyo3(from_py_with = u32_haw)] haw: U32) -> bool {
         self.0.reserved(haw.0)
     }
     fn __repr__(&self) -> String {
@@ -308,7 +315,7 @@ pub struct PyContextEntry(pub ContextEntry);
 impl PyContextEntry {
     #[new]
     #[pyo3(signature = (lo=U64(0), hi=U64(0)), text_signature = "(lo=0, hi=0)")]
-    fn new(lo: U64, hi: U64) -> Self {
+    fn new(#[pyo3(from_py_with = u64_lo)] lo: U64, #[pyo3(from_py_with = u64_hi)] hi: U64) -> Self {
         PyContextEntry(ContextEntry { lo: lo.0, hi: hi.0 })
     }
     /// The low 64-bit word.
@@ -358,7 +365,7 @@ impl PyContextEntry {
     }
     /// True when a reserved bit is set for a host address width of `haw` bits (fault 0x0B).
     #[pyo3(signature = (haw=U32(48)), text_signature = "($self, haw=48)")]
-    fn reserved(&self, haw: U32) -> bool {
+    fn reserved(&self, #[pyo3(from_py_with = u32_haw)] haw: U32) -> bool {
         self.0.reserved(haw.0)
     }
     fn __repr__(&self) -> String {
@@ -368,7 +375,7 @@ impl PyContextEntry {
 
 /// The spec's name of fault reason `code` (e.g. 0x05 -> "WRITE"), or None if no reason has it.
 #[pyfunction]
-fn fault_name(code: U64) -> Option<&'static str> {
+fn fault_name(#[pyo3(from_py_with = u64_code)] code: U64) -> Option<&'static str> {
     u8::try_from(code.0)
         .ok()
         .and_then(FaultReason::from_code)
@@ -394,19 +401,19 @@ fn levels_arg(levels: U32) -> PyResult<u32> {
 
 /// Input address width in bits of a `levels`-level table (3: 39, 4: 48, 5: 57).
 #[pyfunction]
-fn levels_to_width(levels: U32) -> PyResult<u32> {
+fn levels_to_width(#[pyo3(from_py_with = u32_levels)] levels: U32) -> PyResult<u32> {
     levels_arg(levels).map(spec::levels_to_width)
 }
 
 /// The context-entry AW field of a `levels`-level table (levels - 2).
 #[pyfunction]
-fn levels_to_aw(levels: U32) -> PyResult<u32> {
+fn levels_to_aw(#[pyo3(from_py_with = u32_levels)] levels: U32) -> PyResult<u32> {
     levels_arg(levels).map(spec::levels_to_aw)
 }
 
 /// Page-table levels of a context-entry AW field (AW + 2); AW 1..=3.
 #[pyfunction]
-fn aw_to_levels(aw: U32) -> PyResult<u32> {
+fn aw_to_levels(#[pyo3(from_py_with = u32_aw)] aw: U32) -> PyResult<u32> {
     if (1..=3).contains(&aw.0) {
         Ok(spec::aw_to_levels(aw.0))
     } else {

@@ -172,11 +172,40 @@ impl FaultReason {
                 | SmPreAbs
         )
     }
+
+    /// True for the interrupt-remapping reasons (0x20-0x26): their fault record holds the
+    /// interrupt index (FRCD bits 63:48) instead of a page address.
+    pub const fn interrupt_remapping(self) -> bool {
+        (self as u8) >= 0x20 && (self as u8) <= 0x26
+    }
+
+    /// True for the interrupt-remapping reasons the IRTE's FPD suppresses (0x22, 0x24, 0x26:
+    /// the ones found after the entry was read; §1.13).
+    pub const fn irte_qualified(self) -> bool {
+        use FaultReason::*;
+        matches!(self, IrEntryP | IrIrteRsvd | IrSidErr)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interrupt_remapping_reasons_and_irte_fpd() {
+        let ir: Vec<u8> = FaultReason::ALL
+            .iter()
+            .filter(|r| r.interrupt_remapping())
+            .map(|r| r.code())
+            .collect();
+        assert_eq!(ir, [0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26]);
+        let q: Vec<u8> = FaultReason::ALL
+            .iter()
+            .filter(|r| r.irte_qualified())
+            .map(|r| r.code())
+            .collect();
+        assert_eq!(q, [0x22, 0x24, 0x26]);
+    }
 
     #[test]
     fn codes_and_names_from_the_spec() {
@@ -199,12 +228,15 @@ mod tests {
             (0x20, "IR_REQ_RSVD"),
             (0x21, "IR_INDEX_OVER"),
             (0x26, "IR_SID_ERR"),
+            (0x5B, "PASID_TABLE_ENTRY_INV"),
         ] {
             let r = FaultReason::from_code(code).expect("a spec code");
             assert_eq!((r.code(), r.name()), (code, name));
         }
         assert_eq!(FaultReason::from_code(0x00), None);
         assert_eq!(FaultReason::from_code(0x0F), None);
+        assert_eq!(FaultReason::from_code(0xFF), None);
+        // Strictly ascending: every code once.
         assert!(FaultReason::ALL
             .windows(2)
             .all(|w| w[0].code() < w[1].code()));

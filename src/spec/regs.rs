@@ -179,6 +179,32 @@ pub mod frcd {
     pub const F: u64 = 1 << 63;
 }
 
+/// IQA / IQH / IQT fields (§1.12).
+pub mod iq {
+    /// IQH / IQT: the queue offset in bytes, bits 18:4.
+    pub const OFFSET_MASK: u64 = 0x7_FFF0;
+    /// IQT bit 4: must be 0 with 256-bit descriptors.
+    pub const TAIL_BIT4: u64 = 1 << 4;
+    /// IQA: 256-bit descriptors (DW), bit 11.
+    pub const DW: u64 = 1 << 11;
+    /// IQA: queue size QS, bits 2:0 (2^QS pages of 4 KiB).
+    pub const QS_MASK: u64 = 7;
+    /// IQA: base address, bits 63:12.
+    pub const ADDR_MASK: u64 = !0xfff;
+    /// Descriptors in a queue of 2^`qs` pages: 2^(qs+8) of 128 bits, 2^(qs+7) of 256.
+    pub const fn entries(qs: u32, wide: bool) -> u64 {
+        1 << (qs + if wide { 7 } else { 8 })
+    }
+    /// Shift from a descriptor index to its IQH/IQT value.
+    pub const fn shift(wide: bool) -> u32 {
+        if wide {
+            5
+        } else {
+            4
+        }
+    }
+}
+
 /// ICS bits: invalidation wait descriptor complete (W1C).
 pub mod ics {
     pub const IWC: u32 = 1 << 0;

@@ -9,6 +9,9 @@ coverage-guided) or replay a file with ``python tests/fuzz/run.py TARGET --repla
   batched) must equal the reference walker of tests/reference/hw_walk.py.
 * ``pagetable``: a byte-coded list of map/unmap/map_pages/unmap_pages operations on a small
   arena against a page-granular model; a call that runs out of memory changes nothing.
+* ``regs``: a byte-coded sequence of register reads and writes (any offset, size and value)
+  interleaved with translations and DMA, on a unit whose memory is the input's tail; the
+  register page keeps the architecture's rules (vtd-hardware.md §1.2, §1.4) throughout.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from reference.tables import CAP39, CAP48, CAP57  # noqa: E402
 from vtdwalk import (  # noqa: E402
     DmaFault,
     DmarError,
+    InvalidArgument,
     MemoryAccessError,
     OutOfMemory,
     PageTable,
@@ -229,5 +233,218 @@ def fuzz_pagetable(data: bytes) -> None:
     assert all(s["allocated_pages"] == 0 for s in mem.stats())
 
 
-TARGETS = {"dmar": fuzz_dmar, "walk": fuzz_walk, "pagetable": fuzz_pagetable}
-SEEDS = {"walk": walk_seeds}
+# --------------------------------------------------------------------------------------------
+# The register file
+
+# Facts of vtd-hardware.md §1.2 (offsets, widths, masks) for the two units fuzzed: the model's
+# default CAP (QEMU's aw48 with NFR 7: FRO 0x22, 8 fault recording registers, no AFL, no
+# PLMR/PHMR, RWBF clear) with ECAP QI+IR+PT+DT (IRO 0xF), or with neither QI nor IR.
+REG_CAP = 0x80D2_078C_222F_0606
+REG_ECAPS = [0x0000_0000_00F0_0F4E, 0x0000_0000_00F0_0F44]
+ECAP_QI, ECAP_IR = 1 << 1, 1 << 3
+FRO, NFR, IRO = 0x220, 8, 0xF0
+PAGE_BYTES = 0x1000
+M32, M64 = (1 << 32) - 1, (1 << 64) - 1
+#: Registers that never change whatever software writes: (offset, bytes, value).
+CONSTANT = [
+    (0x00, 4, 0x10),  # VER
+    (0x08, 8, REG_CAP),  # CAP
+    (0x44, 4, 0),  # FEUADDR: RsvdZ without ECAP.EIM
+    (0x58, 8, 0),  # AFLOG: no CAP.AFL
+    (0x64, 4, 0),  # PMEN and the protected memory ranges: no CAP.PLMR/PHMR
+    (0x68, 4, 0),
+    (0x6C, 4, 0),
+    (0x70, 8, 0),
+    (0x78, 8, 0),
+    (0xAC, 4, 0),  # IEUADDR: RsvdZ without ECAP.EIM
+    (0xC0, 8, 0),  # PQH, PQT, PQA, PRS, PECTL..PEUADDR: no ECAP.PRS
+    (0xC8, 8, 0),
+    (0xD0, 8, 0),
+    (0xDC, 4, 0),
+    (0xE0, 8, 0),
+    (0xE8, 8, 0),
+    (0x100, 8, 0),  # MTRRCAP / MTRRDEF: not implemented
+    (0x108, 8, 0),
+    (FRO + 16 * NFR, 8, 0),  # past the last fault recording register
+    (0xFF8, 8, 0),
+]
+#: Registers of QI and IR: read-only zero on a unit without them.
+QI_IR_REGS = [(0x80, 8), (0x88, 8), (0x90, 8), (0x9C, 4), (0xA0, 4), (0xA4, 4), (0xA8, 4)]
+IR_REGS = [(0xB8, 8)]
+#: Write-1-to-clear bits: (offset, bytes, mask).
+W1C = [(0x34, 4, 0x11), (0x9C, 4, 0x1)] + [(FRO + 16 * i + 8, 8, 1 << 63) for i in range(NFR)]
+#: Plain read/write registers: what is written reads back under the mask (§1.2).
+PLAIN_RW = [
+    (0x3C, 4, 0x0000_FFFF),  # FEDATA
+    (0x40, 4, 0xFFFF_FFFC),  # FEADDR
+    (0xA4, 4, 0xFFFF_FFFF),  # IEDATA (with QI)
+    (0xA8, 4, 0xFFFF_FFFC),  # IEADDR (with QI)
+    (0x20, 8, 0xFFFF_FFFF_FFFF_FC00),  # RTADDR: latched only by SRTP
+    (0xB8, 8, 0xFFFF_FFFF_FFFF_F80F),  # IRTA (with IR): latched only by SIRTP
+]
+#: GSTS bits a unit may show (§1.4): TES RTPS FLS AFLS WBFS QIES IRES IRTPS CFIS.
+GSTS_BITS = 0xFF80_0000
+GSTS_QI, GSTS_IR = 1 << 26, (1 << 25) | (1 << 24)
+GSTS_AFL, GSTS_WBF = 1 << 28, 1 << 27  # need CAP.AFL / CAP.RWBF, both clear here
+SIZES = (4, 8, 4, 8, 4, 8, 0, 1, 2, 3, 16)
+
+
+#: Registers whose write starts hardware work: GCMD, CCMD (either half), IOTLB, IQT.
+TRIGGERS = [(0x18, 4), (0x28, 8), (IRO + 8, 8), (0x88, 8)]
+
+
+def _overlap(offset: int, size: int, o: int, n: int) -> bool:
+    return offset < o + n and o < offset + size
+
+
+def _part(offset: int, size: int, value: int, o: int, n: int) -> int:
+    """The bits of an access (``value`` at ``offset``) that land in the register at ``o``."""
+    v = value >> (8 * (o - offset)) if offset <= o else value << (8 * (offset - o))
+    return v & ((1 << (8 * n)) - 1)
+
+
+def _bad_shape(offset: int, size: int, page: int) -> bool:
+    """An access the register interface refuses: 4 or 8 bytes, aligned, inside the page."""
+    return size not in (4, 8) or offset % size != 0 or offset + size > page
+
+
+def fuzz_regs(data: bytes) -> None:
+    """Each op is 12 bytes: kind, offset (2), size selector, value (8). The memory of the unit
+    is the last 4 pages' worth of input (a root table at 0 may be pointed at by RTADDR)."""
+    if len(data) < 2:
+        return
+    ecap = REG_ECAPS[data[0] % 2]
+    qi, ir = bool(ecap & ECAP_QI), bool(ecap & ECAP_IR)
+    nops = min(data[1], 64)
+    ops, image = data[2 : 2 + 12 * nops], data[2 + 12 * nops :][: 4 * 4096]
+    mem = PhysMem([(0, 4 * 4096)])
+    mem.write(0, image)
+    events: list[object] = []
+    r = Remapper(mem, cap=REG_CAP, ecap=ecap, iotlb_entries=8, interrupt=events.append)
+    page = r.mmio_size
+    assert page == PAGE_BYTES
+
+    def rd(off: int, size: int) -> int:
+        return r.mmio_read(off, size)
+
+    constant = [*CONSTANT, (0x10, 8, ecap)]
+    if not qi:
+        constant += [(o, n, 0) for o, n in QI_IR_REGS]
+    if not ir:
+        constant += [(o, n, 0) for o, n in IR_REGS]
+    allowed = GSTS_BITS & ~GSTS_AFL & ~GSTS_WBF
+    if not qi:
+        allowed &= ~GSTS_QI
+    if not ir:
+        allowed &= ~GSTS_IR
+    ppf = False
+    for off in range(0, len(ops) - 11, 12):
+        kind, offset = ops[off] % 8, int.from_bytes(ops[off + 1 : off + 3], "little")
+        size, value = (
+            SIZES[ops[off + 3] % len(SIZES)],
+            int.from_bytes(ops[off + 4 : off + 12], "little"),
+        )
+        if ops[off] & 0x80 == 0:
+            offset = offset % (page + 0x100)  # mostly inside the page
+        if ops[off] & 0x40 == 0:
+            offset &= ~(max(size, 4) - 1)  # mostly aligned
+        if size == 4:
+            value &= M32
+        gsts = rd(0x1C, 4)
+        if kind <= 3:  # a write
+            w1c_before = [rd(o, n) for o, n, _ in W1C]
+            try:
+                r.mmio_write(offset, size, value)
+            except InvalidArgument:
+                assert _bad_shape(offset, size, page), (offset, size)
+                continue
+            assert not _bad_shape(offset, size, page), (offset, size)
+            starts_work = any(_overlap(offset, size, o, n) for o, n in TRIGGERS)
+            for (o, n, mask), old in zip(W1C, w1c_before, strict=True):
+                now = rd(o, n) & mask
+                if _overlap(offset, size, o, n):
+                    # A 1 written to a W1C bit clears it.
+                    assert now & _part(offset, size, value, o, n) == 0, (hex(o), hex(value))
+                if not starts_work:
+                    # No write sets a W1C bit; only the hardware does (a fault, a queue error),
+                    # and only a write that starts work (GCMD, CCMD, IOTLB, IQT) can make it.
+                    assert now & ~old == 0, (hex(o), hex(old), hex(now))
+            for o, n, mask in PLAIN_RW:
+                present = (qi or o not in (0xA4, 0xA8)) and (ir or o != 0xB8)
+                if (o, n) == (offset, size) and present:
+                    assert rd(o, n) == value & mask, (hex(o), hex(value), hex(rd(o, n)))
+            if not _overlap(offset, size, 0x18, 4):
+                # GSTS reports what GCMD commanded: no other write moves it.
+                assert rd(0x1C, 4) == gsts, (hex(offset), hex(gsts), hex(rd(0x1C, 4)))
+        elif kind <= 5:  # a read
+            try:
+                got = r.mmio_read(offset, size)
+            except InvalidArgument:
+                assert _bad_shape(offset, size, page), (offset, size)
+                continue
+            assert not _bad_shape(offset, size, page), (offset, size)
+            assert 0 <= got < (1 << (8 * size))
+        elif kind == 6:
+            try:
+                t = r.translate(value & 0xFFFF, value >> 16, bool(ops[off + 3] & 1))
+            except DmaFault as e:
+                assert 1 <= int(e.reason) <= 0xFF
+            else:
+                assert t.page_size in (1 << 12, 1 << 21, 1 << 30)
+        else:
+            try:
+                if ops[off + 3] & 1:
+                    r.dma_write(value & 0xFFFF, offset << 4, bytes(ops[off + 4 : off + 12]))
+                else:
+                    assert len(r.dma_read(value & 0xFFFF, offset << 4, 1 + size)) == 1 + size
+            except (DmaFault, MemoryAccessError):
+                pass
+        # After every step: the constant registers, write-only bits, GSTS.
+        for o, n, v in constant:
+            assert rd(o, n) == v, (hex(o), hex(rd(o, n)), hex(v))
+        assert rd(0x18, 4) == 0  # GCMD is write-only
+        assert rd(0x28, 8) & 0x3_FFFF_0000 == 0  # CCMD.FM and SID are write-only
+        assert rd(IRO, 8) == 0  # IVA is write-only
+        g = rd(0x1C, 4)
+        assert g & ~allowed == 0, (hex(g), hex(allowed))
+        fsts = rd(0x34, 4)
+        pending = [i for i in range(NFR) if rd(FRO + 16 * i + 8, 8) >> 63]
+        # PPF is set exactly when a fault recording register holds a fault (F set); when it
+        # rises, FRI names the register the fault went to (§1.13 step 5).
+        assert bool(fsts & 2) == bool(pending), (hex(fsts), pending)
+        if pending and not ppf:
+            assert (fsts >> 8) & 0xFF in pending, (hex(fsts), pending)
+        ppf = bool(pending)
+    r.translate_batch(np.array([0x10, 0x18], np.uint16), np.array([0, 1 << 20], np.uint64))
+
+
+def regs_seeds() -> list[bytes]:
+    """A driver's start-up in register writes: RTADDR, SRTP, context and IOTLB global
+    invalidation, TE on, then a translation of 00:02.0 and a fault read back."""
+
+    def op(kind: int, offset: int, size: int, value: int) -> bytes:
+        sel = SIZES.index(size)
+        return bytes([kind, offset & 0xFF, offset >> 8, sel]) + value.to_bytes(8, "little")
+
+    ops = [
+        op(0, 0x20, 8, 0),  # RTADDR = 0
+        op(0, 0x18, 4, 1 << 30),  # SRTP
+        op(0, 0x28, 8, (1 << 63) | (1 << 61)),  # CCMD global
+        op(0, IRO + 8, 8, (1 << 63) | (1 << 60)),  # IOTLB global
+        op(0, 0x18, 4, 1 << 31),  # TE
+        op(0, 0x38, 4, 0),  # FECTL: unmask
+        op(6, 0, 4, 0x10),  # translate 00:02.0 at 0: a fault (empty root table)
+        op(4, FRO + 8, 8, 0),
+        op(0, FRO + 8, 8, 1 << 63),  # clear F
+        op(0, 0x34, 4, 0x11),  # clear PFO, IQE
+    ]
+    return [bytes([0, len(ops)]) + b"".join(ops), bytes([1, len(ops)]) + b"".join(ops)]
+
+
+TARGETS = {
+    "dmar": fuzz_dmar,
+    "walk": fuzz_walk,
+    "pagetable": fuzz_pagetable,
+    "regs": fuzz_regs,
+}
+SEEDS = {"walk": walk_seeds, "regs": regs_seeds}

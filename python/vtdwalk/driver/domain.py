@@ -45,7 +45,7 @@ from vtdwalk._args import plain_int, u64_array
 from vtdwalk.errors import InvalidArgument, PlatformError
 
 if TYPE_CHECKING:
-    from vtdwalk._core import PageTable, PhysMem
+    from vtdwalk._core import PageTable, PhysMem, Translation
     from vtdwalk.driver.flush import UnitPort
     from vtdwalk.driver.iommu import Iommu
     from vtdwalk.topology import Bdf
@@ -261,7 +261,7 @@ class Domain:
         return old
 
     @locked
-    def lookup(self, iova: int) -> tuple[int, int, bool, bool] | None:
+    def lookup(self, iova: int) -> Translation | None:
         """The page table's own view of ``iova`` (no hardware involved)."""
         if self.page_table is None:
             return None

@@ -21,7 +21,7 @@ def leaf_ranges(domain: Any) -> list[dict[str, Any]]:
             hit = pt.lookup(at)
             if hit is None:  # cannot happen for a merged mapping; stop rather than loop
                 break
-            host, psize, r, w = hit
+            host, psize, r, w = hit.hpa, hit.page_size, hit.read, hit.write
             host -= at & (psize - 1)
             step = psize - (at & (psize - 1))
             last = out[-1] if out else None

@@ -31,6 +31,7 @@ impl PageTable {
                         page_size: size,
                         read: pte & Pte::R != 0,
                         write: pte & Pte::W != 0,
+                        level: level as u8,
                     }));
                 }
                 Step::Next(c) => {

@@ -115,7 +115,7 @@ impl Perms {
     fn bits(self) -> Result<u64> {
         if !self.read && !self.write {
             return Err(Error::invalid(
-                "permissions",
+                "read/write",
                 "a mapping needs read or write (an entry without either is not present; use unmap)",
             ));
         }
@@ -132,6 +132,8 @@ pub struct Translation {
     pub page_size: u64,
     pub read: bool,
     pub write: bool,
+    /// Level of the leaf: 1 (4 KiB), 2 (2 MiB), 3 (1 GiB).
+    pub level: u8,
 }
 
 /// A run of contiguous leaves with equal permissions: what `mappings` returns.
@@ -786,6 +788,13 @@ mod tests {
             };
             assert_eq!(mid.page_size, want);
             assert_eq!(mid.maddr, 7 * G1 + 5 * K4);
+            // The leaf level goes with the page size: 1 for 4 KiB, 2 for 2 MiB, 3 for 1 GiB.
+            let level = match sp {
+                Superpages::Sp1G => 3,
+                Superpages::Sp2M => 2,
+                Superpages::None => 1,
+            };
+            assert_eq!(mid.level, level);
             let after = p.lookup(&m, Iova(2 * G1 + 8 * K4)).unwrap().unwrap();
             assert_eq!(
                 after.page_size,
