@@ -70,7 +70,7 @@ from vtdwalk.errors import (
     PlatformError,
     VtdError,
 )
-from vtdwalk.platform import AtsrUnit, Finding, Platform, RmrrUnit
+from vtdwalk.platform import AtsrUnit, Finding, Platform, RemapHandle, RmrrUnit
 from vtdwalk.topology import Bdf, Device, DeviceKind, Numa, NumaNode, Topology
 
 __all__ = [
@@ -105,6 +105,7 @@ __all__ = [
     "Platform",
     "PlatformError",
     "Regs",
+    "RemapHandle",
     "Remapper",
     "RmrrUnit",
     "RootEntry",
