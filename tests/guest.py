@@ -1,20 +1,23 @@
 """A guest's VT-d driver in a few lines, for tests: it programs one unit through its register
 page only (``mmio_read``/``mmio_write``) and its tables through memory writes.
 
-Written from vtd-hardware.md §1.2-§1.4, §1.11 and §1.13 and the bring-up of Linux's and Xen's
-drivers (xen-driver.md §3.4, §4.5): every offset, bit and field is a literal of that text, so
-the unit is checked against the architecture, not against its own vocabulary.
+Written from vtd-hardware.md §1.2-§1.4, §1.10-§1.13 and the bring-up of Linux's and Xen's
+drivers (xen-driver.md §3.4, §4.5, §6.1, §6.2): every offset, bit and field is a literal of that
+text, so the unit is checked against the architecture, not against its own vocabulary. The
+queued invalidation and interrupt remapping parts write descriptors and interrupt remapping
+table entries into memory as bytes composed here from those layouts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vtdwalk import Remapper
+from vtdwalk import PhysMem, Remapper
 
 # Register offsets (§1.2).
 VER, CAP, ECAP, GCMD, GSTS, RTADDR, CCMD = 0x00, 0x08, 0x10, 0x18, 0x1C, 0x20, 0x28
 FSTS, FECTL, FEDATA, FEADDR, FEUADDR = 0x34, 0x38, 0x3C, 0x40, 0x44
+IQH, IQT, IQA, ICS, IECTL, IEDATA, IEADDR, IEUADDR = 0x80, 0x88, 0x90, 0x9C, 0xA0, 0xA4, 0xA8, 0xAC
 IRTA = 0xB8
 
 # GCMD / GSTS bits (§1.4).
@@ -27,6 +30,8 @@ ONE_SHOT = SRTP | SFL | WBF | SIRTP
 
 # FSTS (§1.13).
 PFO, PPF, IQE = 1 << 0, 1 << 1, 1 << 4
+# ICS (§1.12): invalidation wait descriptor complete.
+IWC = 1 << 0
 # FECTL.
 IM, IP = 1 << 31, 1 << 30
 
@@ -34,6 +39,64 @@ IM, IP = 1 << 31, 1 << 30
 GLOBAL, DOMAIN, DEVICE, PAGE = 1, 2, 3, 3
 
 POLLS = 1000
+
+# ---- queued invalidation (§1.12, xen-driver.md §6.2): 128-bit descriptors as (lo, hi)
+QI_CONTEXT, QI_IOTLB, QI_DEVICE_TLB, QI_IEC, QI_WAIT = 1, 2, 3, 4, 5
+
+
+def qi_context(g: int, did: int = 0, sid: int = 0, fm: int = 0) -> tuple[int, int]:
+    """Context-cache invalidate: G 5:4, DID 31:16, SID 47:32, FM 49:48."""
+    return QI_CONTEXT | g << 4 | did << 16 | sid << 32 | fm << 48, 0
+
+
+def qi_iotlb(
+    g: int, did: int = 0, addr: int = 0, am: int = 0, ih: int = 0, dr: int = 0, dw: int = 0
+) -> tuple[int, int]:
+    """IOTLB invalidate: G 5:4, DW 6, DR 7, DID 31:16 / ADDR 63:12, IH 6, AM 5:0."""
+    return QI_IOTLB | g << 4 | dw << 6 | dr << 7 | did << 16, addr | ih << 6 | am
+
+
+def qi_iec(index: int | None = None, im: int = 0) -> tuple[int, int]:
+    """Interrupt-entry-cache invalidate: G 4 (0 global, 1 index), IM 31:27, IIDX 47:32."""
+    if index is None:
+        return QI_IEC, 0
+    return QI_IEC | 1 << 4 | im << 27 | index << 32, 0
+
+
+def qi_wait(
+    status: int = 0, data: int = 0, sw: bool = True, iflag: bool = False, fn: bool = False
+) -> tuple[int, int]:
+    """Invalidation wait: IF 4, SW 5, FN 6, status data 63:32 / status address."""
+    return QI_WAIT | iflag << 4 | sw << 5 | fn << 6 | data << 32, status
+
+
+# ---- interrupt remapping (§1.10, xen-driver.md §6.1)
+def irte(
+    vector: int,
+    dst: int,
+    sid: int = 0,
+    sq: int = 0,
+    svt: int = 0,
+    p: int = 1,
+    fpd: int = 0,
+    dm: int = 0,
+    rh: int = 0,
+    tm: int = 0,
+    dlm: int = 0,
+) -> bytes:
+    """A remapped-format IRTE's 16 bytes: P 0, FPD 1, DM 2, RH 3, TM 4, DLM 7:5, vector 23:16,
+    DST 63:32 / SID 79:64, SQ 81:80, SVT 83:82."""
+    lo = p | fpd << 1 | dm << 2 | rh << 3 | tm << 4 | dlm << 5 | vector << 16 | dst << 32
+    hi = sid | sq << 16 | svt << 18
+    return lo.to_bytes(8, "little") + hi.to_bytes(8, "little")
+
+
+def remappable_msi(handle: int, subhandle: int | None = None) -> tuple[int, int]:
+    """A remappable-format MSI (address, data): 0xFEE in 31:20, handle[14:0] in 19:5, format 4,
+    SHV 3, handle[15] in 2; data the sub-handle when SHV."""
+    shv = subhandle is not None
+    addr = 0xFEE << 20 | (handle & 0x7FFF) << 5 | 1 << 4 | shv << 3 | (handle >> 15) << 2
+    return addr, subhandle or 0
 
 
 class Timeout(AssertionError):
@@ -147,6 +210,51 @@ class Guest:
         assert self.flush_context(GLOBAL) == GLOBAL
         assert self.flush_iotlb(GLOBAL) == GLOBAL
         self.command(TE)
+
+    # ---- queued invalidation (§1.12): the queue in ``mem``, ``entries`` 128-bit descriptors
+    def enable_queue(self, mem: PhysMem, base: int, qs: int) -> None:
+        """IQA = base | QS (2^(QS+8) descriptors), IQT 0, QIE, wait for QIES."""
+        self.mem = mem
+        self.qbase = base
+        self.qentries = 1 << (qs + 8)
+        self.tail = 0
+        self.wr64(IQA, base | qs)
+        self.wr64(IQT, 0)
+        self.command(QIE)
+
+    def head(self) -> int:
+        return self.rd64(IQH) >> 4 & 0x7FFF
+
+    def post(self, desc: tuple[int, int]) -> int:
+        """Write one descriptor at the tail and move IQT past it; returns its slot."""
+        slot = self.tail
+        nxt = (slot + 1) % self.qentries
+        assert self.head() != nxt, "queue full"
+        lo, hi = desc
+        self.mem.write(self.qbase + 16 * slot, lo.to_bytes(8, "little") + hi.to_bytes(8, "little"))
+        self.tail = nxt
+        self.wr64(IQT, nxt << 4)
+        return slot
+
+    def qi(self, desc: tuple[int, int], status: int) -> None:
+        """One descriptor, then a wait descriptor writing 1 over 0 at ``status``, polled."""
+        self.mem.write(status, b"\0\0\0\0")
+        self.post(desc)
+        self.post(qi_wait(status, 1, fn=True))
+        for _ in range(POLLS):
+            if int.from_bytes(self.mem.read(status, 4), "little") == 1:
+                return
+            assert not self.rd32(FSTS) & IQE, "queue error"
+        raise Timeout("wait descriptor never completed")
+
+    # ---- interrupt remapping (§1.10)
+    def enable_ir(self, base: int, s: int, eime: bool, status: int) -> None:
+        """IRTA, SIRTP and wait, a global IEC invalidation, IRE and wait (Xen's order)."""
+        self.wr64(IRTA, base | int(eime) << 11 | s)
+        self.wr32(GCMD, (self.rd32(GSTS) & ~ONE_SHOT) | SIRTP)
+        self.poll(GSTS, SIRTP, SIRTP)
+        self.qi(qi_iec(), status)
+        self.command(IRE)
 
     # ---- faults (§1.13)
     def frcd(self, i: int) -> Frcd:

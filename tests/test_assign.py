@@ -78,7 +78,10 @@ def q35(policy: str = "seed", mem_pages: int | None = None) -> Platform:
     )
     numa = None
     if mem_pages is not None:
-        numa = vtdwalk.Numa([vtdwalk.NumaNode(0x100000, mem_pages * 4096, (0,))])
+        # ``mem_pages`` past bring-up's invalidation queue (4 pages), its wait status slot (1)
+        # and interrupt remapping table (256).
+        pages = mem_pages + 4 + 1 + 256
+        numa = vtdwalk.Numa([vtdwalk.NumaNode(0x100000, pages * 4096, (0,))])
     return Platform(table, topology=topo, numa=numa, policy=policy)  # type: ignore[arg-type]
 
 

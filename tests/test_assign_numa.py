@@ -32,9 +32,19 @@ def x10dai(policy: str) -> Platform:
 
 
 def unit_pages(p: Platform, u: Iommu) -> list[int]:
+    """Root and context tables walked in memory; the invalidation queue and the interrupt
+    remapping table from IQA (base 63:12, QS 2:0: 2^(QS+8) 16-byte descriptors) and IRTA
+    (base 63:12, S 3:0: 2^(S+1) 16-byte entries), read through the unit's registers."""
+    iqa = p.mmio_read(u.address + 0x90, 8)
+    irta = p.mmio_read(u.address + 0xB8, 8)
+    queue = [(iqa & ~0xFFF) + i * 4096 for i in range((16 << ((iqa & 7) + 8)) // 4096)]
+    irt = [(irta & ~0xFFF) + i * 4096 for i in range((16 << ((irta & 0xF) + 1)) // 4096)]
+    assert len(queue) == 4 and len(irt) == 256
     return [
         present_table(u.root_maddr),
         *ref.context_table_pages(p.mem, present_table(u.root_maddr)),
+        *queue,
+        *irt,
     ]
 
 

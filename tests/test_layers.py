@@ -124,8 +124,12 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
         GRAPH.update(saved)
 
 
-#: What only flush.py may do: the hardware model's invalidation calls, DMA and its handle.
+#: What only flush.py may do: the hardware model's invalidation calls, DMA, interrupts and its
+#: handle.
 _HARDWARE_ATTRS = {
+    "msi",
+    "device_tlb_invalidations",
+    "interrupts",
     "invalidate_iotlb",
     "invalidate_context",
     "translate",

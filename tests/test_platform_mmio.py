@@ -1,8 +1,9 @@
 """The platform as an emulator sees it: each unit's register page at its DRHD base
 (``Platform.mmio_read``/``mmio_write``), device DMA through the device's unit
 (``Platform.dma_read``/``dma_write``), and a driver side that reaches the units only through
-their registers: brought up as Xen does (RTADDR + SRTP, global context and IOTLB invalidation,
-TE) and flushing with register-based invalidations.
+their registers: brought up as Xen does (the invalidation queue and interrupt remapping where
+every unit has them, RTADDR + SRTP, global context and IOTLB invalidation, TE) and flushing
+with register-based invalidations where the units have no queue.
 
 Register offsets and fields are literals of vtd-hardware.md §1.2, §1.4 and §1.11.
 """
@@ -12,10 +13,12 @@ from __future__ import annotations
 import pytest
 
 from reference import present_table
-from vtdwalk import DmaFault, InvalidArgument, Platform, PlatformError, dmar
+from vtdwalk import DmaFault, Ecap, InvalidArgument, Platform, PlatformError, dmar
+from vtdwalk.driver.iommu import QEMU_ECAP
+from vtdwalk.platform import DEFAULT_CAP
 
-GSTS, RTADDR, CCMD, FEDATA = 0x1C, 0x20, 0x28, 0x3C
-TES, RTPS = 1 << 31, 1 << 30
+GSTS, RTADDR, CCMD, FEDATA, IQH, IQT = 0x1C, 0x20, 0x28, 0x3C, 0x80, 0x88
+TES, RTPS, QIES, IRES, IRTPS = 1 << 31, 1 << 30, 1 << 26, 1 << 25, 1 << 24
 IVA, IOTLB = 0xF0, 0xF8  # ECAP.IRO 0xF of the default unit
 NIC = "02:00.0"  # the X540 NIC on socket 0 of the default machine
 
@@ -25,18 +28,34 @@ def plat() -> Platform:
     return Platform.default()
 
 
-def test_every_unit_is_brought_up_through_its_registers(plat: Platform) -> None:
+def register_flushing() -> Platform:
+    """The default machine with one unit lacking ECAP.QI: Xen then uses no queue anywhere."""
+    no_qi = int(Ecap(QEMU_ECAP).replace(qi=False).value)
+    return Platform.default(unit_caps={0xF3FFD000: (DEFAULT_CAP, no_qi)})
+
+
+@pytest.mark.parametrize("queued", [True, False], ids=["queue", "registers"])
+def test_every_unit_is_brought_up_through_its_registers(queued: bool) -> None:
+    plat = Platform.default() if queued else register_flushing()
     assert len(plat.iommus) == 3  # the X10DAi's three DRHDs
     for u in plat.iommus:
         a = u.address
         assert plat.mmio_read(a + 0x00, 4) == 0x10  # VER 1.0
         assert plat.mmio_read(a + 0x08, 8) == u.cap
         assert plat.mmio_read(a + 0x10, 8) == u.ecap
-        assert plat.mmio_read(a + GSTS, 4) == TES | RTPS
         assert plat.mmio_read(a + RTADDR, 8) == u.root_maddr != 0
-        # The bring-up's last invalidations were global ones (CAIG / IAIG = 1).
-        assert plat.mmio_read(a + CCMD, 8) >> 59 & 3 == 1
-        assert plat.mmio_read(a + IOTLB, 8) >> 57 & 3 == 1
+        if queued:
+            assert plat.mmio_read(a + GSTS, 4) == TES | RTPS | QIES | IRES | IRTPS
+            # The global invalidations went through the queue, which the unit has consumed;
+            # the registers saw none.
+            assert plat.mmio_read(a + IQH, 8) == plat.mmio_read(a + IQT, 8) != 0
+            assert plat.mmio_read(a + CCMD, 8) == 0
+            assert u.port.descriptors["context_cache"] == u.port.descriptors["iotlb"] == 1
+        else:
+            assert plat.mmio_read(a + GSTS, 4) == TES | RTPS
+            # The bring-up's last invalidations were global ones (CAIG / IAIG = 1).
+            assert plat.mmio_read(a + CCMD, 8) >> 59 & 3 == 1
+            assert plat.mmio_read(a + IOTLB, 8) >> 57 & 3 == 1
 
 
 def test_registers_are_dispatched_by_drhd_base() -> None:
@@ -107,7 +126,7 @@ def test_dma_by_a_device_in_no_scope() -> None:
 
 
 def test_flushes_are_register_based_invalidations() -> None:
-    p = Platform.default()
+    p = register_flushing()
     unit = p.iommu_for_device(NIC)
     assert unit is not None
     dom = p.create_domain()

@@ -278,3 +278,52 @@ def test_every_subcommand_json_has_the_documented_keys(command: str) -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     for key in DOCUMENTED_KEYS[command]:
         assert key in readme, f"{command} --json key {key!r} is not documented in the README"
+
+
+def test_default_run_flushes_through_the_queue(default_report: dict[str, Any]) -> None:
+    for u in default_report["units"]:
+        assert u["queued_invalidation"] and u["interrupt_remapping"]
+        qd = u["queue_descriptors"]
+        # Bring-up queues one global IEC, context and IOTLB invalidation on every unit.
+        assert min(qd["iec"], qd["context_cache"], qd["iotlb"]) >= 1
+        # Every operation is followed by its wait descriptor (queue_invalidate_wait).
+        assert qd["wait"] == sum(v for k, v in qd.items() if k != "wait")
+    # The units with domains flushed their mappings through the queue.
+    busy = [u for u in default_report["units"] if u["domains"]]
+    assert busy and all(u["queue_descriptors"]["iotlb"] > 1 for u in busy)
+    # ATS devices (the NVMe drives, the NIC, the GPU) got device-TLB invalidations.
+    assert sum(u["queue_descriptors"].get("device_tlb", 0) for u in busy) > 0
+
+
+def test_default_run_remaps_interrupts_and_blocks_a_borrowed_handle(
+    default_report: dict[str, Any],
+) -> None:
+    irq = default_report["interrupts"]
+    n = len(default_report["devices"])
+    # Four MSIs from every assigned device, each delivered with its vector, plus one device
+    # sending another's message: the entry's source-id check refuses it (0x26).
+    assert irq["sent"] == 4 * n + 1
+    assert irq["delivered"] == 4 * n and irq["wrong_vector"] == 0
+    assert irq["blocked"] == [{"reason": 0x26, "name": vtdwalk.fault_name(0x26), "count": 1}]
+    sp = irq["spoof"]
+    assert sp["reason"] == 0x26 and sp["sender"] != sp["owner"]
+
+
+def test_queue_and_irt_placement_under_both_policies(default_report: dict[str, Any]) -> None:
+    # Both policies allocate the queue (4 pages) and the table (256 pages) after parsing, on
+    # the RHSA's node (pre-seed looked the RHSA up at the allocation); JSON keys are strings.
+    for pol in ("seed", "pre-seed"):
+        units = default_report["placement"][pol]["units"]
+        with_node = [u for u in units if u["expected_node"] is not None]
+        assert len(with_node) == 2
+        for u in with_node:
+            node = str(u["expected_node"])
+            assert u["queue"] == {node: 4} and u["ir_table"] == {node: 256}
+
+
+def test_text_report_shows_queue_and_interrupts() -> None:
+    out = cli("simulate", "--accesses", "20000", "--no-progress").stdout
+    assert "queued invalidation (descriptors by type):" in out
+    assert "interrupts (MSIs through interrupt remapping):" in out
+    assert "blocked 0x26" in out
+    assert "invalidation queue" in out and "IR table" in out

@@ -64,12 +64,13 @@ from vtdwalk.errors import (
     DmarError,
     InterruptFault,
     InvalidArgument,
+    InvalidationError,
     MemoryAccessError,
     OutOfMemory,
     PlatformError,
     VtdError,
 )
-from vtdwalk.platform import AtsrUnit, Finding, Platform, RmrrUnit
+from vtdwalk.platform import AtsrUnit, Finding, Platform, RemapHandle, RmrrUnit
 from vtdwalk.topology import Bdf, Device, DeviceKind, Numa, NumaNode, Topology
 
 __all__ = [
@@ -92,6 +93,7 @@ __all__ = [
     "Interrupt",
     "InterruptFault",
     "InvalidArgument",
+    "InvalidationError",
     "Iommu",
     "Irte",
     "MemoryAccessError",
@@ -103,6 +105,7 @@ __all__ = [
     "Platform",
     "PlatformError",
     "Regs",
+    "RemapHandle",
     "Remapper",
     "RmrrUnit",
     "RootEntry",

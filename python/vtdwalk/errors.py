@@ -13,6 +13,7 @@ __all__ = [
     "DmarError",
     "InterruptFault",
     "InvalidArgument",
+    "InvalidationError",
     "MemoryAccessError",
     "OutOfMemory",
     "PlatformError",
@@ -50,6 +51,21 @@ class DmarError(VtdError, ValueError):
 
 class PlatformError(VtdError):
     """A platform, topology or assignment request the model refuses."""
+
+
+class InvalidationError(PlatformError):
+    """The unit refused a descriptor of its invalidation queue (FSTS.IQE), or did not complete
+    one. ``unit`` names the unit; ``descriptor`` is the refused descriptor (a
+    :class:`vtdwalk.Descriptor`, None when the queue simply never completed); ``index`` its slot
+    in the queue."""
+
+    def __init__(
+        self, message: str, unit: str, descriptor: object = None, index: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.unit = unit
+        self.descriptor = descriptor
+        self.index = index
 
 
 class DmaFault(VtdError):

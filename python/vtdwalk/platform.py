@@ -40,6 +40,7 @@ from vtdwalk._core import PhysMem
 from vtdwalk.acpi import dmar as _dmar
 from vtdwalk.acpi.severity import Severity, severity_of
 from vtdwalk.driver.assign import Assignments
+from vtdwalk.driver.intremap import Interrupts, RemapHandle
 from vtdwalk.driver.iommu import MAX_IOMMUS, QEMU_CAP, QEMU_ECAP, Iommu, Scope
 from vtdwalk.driver.machine import AtsrUnit, Machine, RmrrUnit
 from vtdwalk.errors import InvalidArgument, PlatformError, VtdError
@@ -49,10 +50,10 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     from typing_extensions import Buffer
 
-    from vtdwalk._core import Remapper, Translation
+    from vtdwalk._core import Interrupt, Remapper, Translation
     from vtdwalk.driver.domain import Domain
 
-__all__ = ["AtsrUnit", "Finding", "Platform", "Policy", "RmrrUnit"]
+__all__ = ["AtsrUnit", "Finding", "Platform", "Policy", "RemapHandle", "RmrrUnit"]
 
 Policy = Literal["seed", "pre-seed"]
 
@@ -207,6 +208,9 @@ class Platform:
         # names, valid for one topology version and until a root table or assignment changes.
         self._dma_units: dict[object, tuple[Remapper, int]] = {}
         self._dma_version: object = None
+        # Platform.msi's device -> (unit's hardware, source-id, message of its first vector),
+        # for the same names, until the topology, an assignment or an MSI set-up changes.
+        self._msi_hits: dict[object, tuple[Remapper, int, int, int]] = {}
         self.rmrrs: list[RmrrUnit] = []
         self._rmrr_index: _dmar.RangeIndex[RmrrUnit] = _dmar.RangeIndex()
         self.atsrs: list[AtsrUnit] = []
@@ -233,6 +237,7 @@ class Platform:
                 unit_node=self._rhsa_node,
             )
         )
+        self._interrupts = Interrupts(self.topology, self.iommu_for_device, self._ioapic_unit)
 
     # ---- builders
     @classmethod
@@ -584,7 +589,8 @@ class Platform:
                 self._add("warning", "hpet-no-unit", f"HPET {hpet_id} is in no unit's scope")
 
     def _allocate(self) -> None:
-        """Give every unit its node and root table, in the order the policy dictates."""
+        """Give every unit its node and root table, in the order the policy dictates, then
+        bring the units up (:meth:`_bring_up`)."""
         try:
             if self.policy == "pre-seed":
                 for u in sorted(self.iommus, key=lambda u: u.index):
@@ -596,17 +602,71 @@ class Platform:
                 for u in self.iommus:
                     u.node = self._rhsa_node(u)
                     self._alloc_root(u)
+            self._bring_up()
         except VtdError:
             for u in self.iommus:
                 u.free()
             raise
+
+    def _alloc_node(self, u: Iommu) -> int | None:
+        """The node of the queue and interrupt remapping table: the unit's (seed), or, as
+        ``alloc_pgtable_maddr(drhd, n)`` did before the seed, the node of the RHSA looked up
+        at the call (which is after parsing)."""
+        if self.policy == "pre-seed":
+            return self._rhsa_node(u)
+        return u.node
+
+    @property
+    def queued_invalidation(self) -> bool:
+        """Xen's ``iommu_qinval`` after ``vtd_setup``: every unit has ECAP.QI."""
+        return bool(self.iommus) and all(u.queued_invalidation for u in self.iommus)
+
+    @property
+    def interrupt_remapping(self) -> bool:
+        """Xen's ``iommu_intremap`` after ``vtd_setup``: the queue is used, the DMAR flags
+        have INTR_REMAP, every unit has ECAP.IR, and every IOAPIC has a unit."""
+        return (
+            self.queued_invalidation
+            and self.dmar.intr_remap
+            and all(u.intr_remap for u in self.iommus)
+            and all(self.ioapic_to_iommu(a) is not None for a in self.topology.ioapics)
+        )
+
+    @property
+    def x2apic(self) -> bool:
+        """Extended interrupt mode (IRTA.EIME): interrupt remapping, every unit with ECAP.EIM,
+        and the DMAR's X2APIC_OPT_OUT clear (``intel_iommu_supports_eim``)."""
+        return (
+            self.interrupt_remapping
+            and not self.dmar.x2apic_opt_out
+            and all(u.ecap_fields.eim for u in self.iommus)
+        )
+
+    def _bring_up(self) -> None:
+        """Xen's ``init_vtd_hw`` and the translation enable of ``intel_iommu_hwdom_init``,
+        each step over every unit in list order: the queue (``enable_qinval``; register-based
+        flushes without one), interrupt remapping (``enable_intremap``), the root table
+        (``iommu_set_root_entry``), global invalidations (``iommu_flush_all``), then TE."""
+        if self.queued_invalidation:
+            for u in self.iommus:
+                u.enable_qinval(self._alloc_node(u))
+        if self.interrupt_remapping:
+            eim = self.x2apic
+            for u in self.iommus:
+                u.enable_intremap(self._alloc_node(u), eim)
+        for u in self.iommus:
+            u.set_root_table()
+        for u in self.iommus:
+            u.flush_all()
+        for u in self.iommus:
+            u.enable_translation()
 
     def _rhsa_node(self, u: Iommu) -> int | None:
         rhsa = self.drhd_to_rhsa(u.drhd)
         return None if rhsa is None else self.numa.pxm_to_node(rhsa.proximity_domain)
 
     def _alloc_root(self, u: Iommu) -> None:
-        """The one seam where a unit gets its root table (and, later, its Remapper)."""
+        """The one seam where a unit gets its root table."""
         self._forget_dma_units()
         u.alloc_root_table()
 
@@ -751,6 +811,11 @@ class Platform:
                     "node": u.node,
                     "root_table": u.root_maddr,
                     "root_table_node": node_of(u.root_maddr),
+                    "queue": None if u.queue is None else u.queue[0],
+                    "queue_node": None if u.queue is None else node_of(u.queue[0]),
+                    "ir_table": None if u.irt is None else u.irt.maddr,
+                    "ir_table_node": None if u.irt is None else node_of(u.irt.maddr),
+                    "x2apic": u.eim,
                 }
                 for u in self.iommus
             ],
@@ -789,6 +854,14 @@ class Platform:
                 f"  #{u.index} {u.address:#x} seg {u.segment:#x} {what}, {u.levels}-level, "
                 f"{u.ndoms} DIDs, node {u.node}, root table {where}"
             )
+            if u.queue is not None:
+                q = u.queue[0]
+                line = f"      invalidation queue {q:#x} (node {self.mem.node_of(q)})"
+                if u.irt is not None:
+                    t = u.irt.maddr
+                    mode = "x2APIC" if u.eim else "xAPIC"
+                    line += f", IR table {t:#x} (node {self.mem.node_of(t)}, {mode})"
+                out.append(line)
         for r in self.rmrrs:
             devs = ", ".join(map(str, r.devices))
             out.append(f"rmrr [{r.base:#x}, {r.end:#x}] seg {r.segment:#x}: {devs}")
@@ -817,7 +890,11 @@ class Platform:
         return {f.code for f in self.report}
 
     def free(self) -> None:
-        """Free every table page the units (and the domains, if any) hold."""
+        """Free every table page the units (and the domains, if any) hold, and every interrupt
+        remapping entry."""
+        with self.lock:
+            self._msi_hits.clear()
+            self._interrupts.free()
         self._assignments.free()
         for u in self.iommus:
             u.free()
@@ -862,7 +939,10 @@ class Platform:
         """Remove the device from its domain (its context entries cleared and flushed, its RMRR
         references dropped); returns the domain it left."""
         self._forget_dma_units()
-        return self.assignments.deassign_device(bdf)
+        with self.lock:
+            d = self.assignments.deassign_device(bdf)
+            self._interrupts.teardown_msi(Bdf.coerce(bdf))
+        return d
 
     def reassign_device(
         self, bdf: BdfLike | int, domain: Domain | int, relaxed: bool = False
@@ -882,7 +962,7 @@ class Platform:
         device's unit is looked up once per name (a string, integer or Bdf) and remembered
         until the topology, a root table or an assignment changes."""
         if self._dma_version is not self.topology.version:
-            self._dma_units.clear()
+            self._forget_dma_units()
             self._dma_version = self.topology.version
         if type(bdf) in _CACHED_NAMES:
             hit = self._dma_units.get(bdf)
@@ -895,6 +975,7 @@ class Platform:
 
     def _forget_dma_units(self) -> None:
         self._dma_units.clear()
+        self._msi_hits.clear()
 
     def translate_batch(
         self,
@@ -932,6 +1013,125 @@ class Platform:
         present, and the context entry at its devfn (present bit not checked) has domain id
         ``did`` and translation type 1."""
         return self.assignments.device_in_domain(iommu, bdf, did)
+
+    # ---- interrupts (vtdwalk.driver.intremap)
+    def _ioapic_unit(self, apic_id: int) -> tuple[Iommu, Bdf] | None:
+        u = self.ioapic_to_iommu(apic_id)
+        return None if u is None else (u, next(b for i, b in u.ioapics if i == apic_id))
+
+    def setup_msi(
+        self,
+        bdf: BdfLike | int,
+        vector: int,
+        destination: int,
+        count: int = 1,
+        delivery_mode: int = 0,
+        trigger_mode: int = 0,
+        destination_mode: int = 0,
+        redirection_hint: int = 0,
+    ) -> RemapHandle:
+        """Program the device's MSI through interrupt remapping, as Xen's
+        ``msi_msg_to_remap_entry`` does: ``count`` entries (1, 2, 4... 32 vectors from
+        ``vector``) in its unit's table, with ``destination`` (an APIC id: 0-255, or 32 bits in
+        x2APIC mode), the delivery mode (0 fixed, 1 lowest priority...), trigger mode (0 edge,
+        1 level), destination mode (0 physical, 1 logical) and redirection hint, and the
+        source-id check of the device (its own BDF, its bridge's, or SVT 2 below a PCIe-to-PCI
+        bridge). Calling it again re-programs the device (its entries reused). Returns the
+        :class:`RemapHandle` (unit, first entry, the check, the message the device sends).
+        Raises PlatformError when the device's unit does not remap interrupts."""
+        with self.lock:
+            self._msi_hits.clear()
+            return self._interrupts.setup_msi(
+                self._device(bdf) or Device(Bdf.coerce(bdf, "bdf")),
+                vector,
+                destination,
+                count,
+                delivery_mode,
+                trigger_mode,
+                destination_mode,
+                redirection_hint,
+            )
+
+    def teardown_msi(self, bdf: BdfLike | int) -> bool:
+        """Free the device's interrupt remapping entries (``deassign_device`` does it too);
+        whether it had any."""
+        with self.lock:
+            self._msi_hits.clear()
+            return self._interrupts.teardown_msi(Bdf.coerce(bdf, "bdf"))
+
+    def msi_handle(self, bdf: BdfLike | int) -> RemapHandle | None:
+        """The device's interrupt remapping entries, or None."""
+        with self.lock:
+            return self._interrupts.msis.get(Bdf.coerce(bdf, "bdf"))
+
+    def msi(
+        self, bdf: BdfLike | int, entry: int = 0, message: tuple[int, int] | None = None
+    ) -> Interrupt:
+        """The device raises its ``entry``-th MSI vector: its programmed remappable message
+        (or ``message``, an (address, data) pair: another device's, say) goes to its unit's
+        interrupt remapping with the device's own source-id. Returns the delivered
+        :class:`Interrupt`; a blocked one raises :class:`InterruptFault`. As for
+        :meth:`translate`, the device's unit and first vector's message are looked up once per
+        name and remembered until the topology, an assignment or an MSI set-up changes."""
+        cacheable = message is None and entry == 0 and type(bdf) in _CACHED_NAMES
+        if cacheable:
+            if self._dma_version is not self.topology.version:
+                self._forget_dma_units()
+                self._dma_version = self.topology.version
+            hit = self._msi_hits.get(bdf)
+            if hit is not None:
+                return hit[0].msi(hit[1], hit[2], hit[3])
+        b = Bdf.coerce(bdf, "bdf")
+        with self.lock:
+            if message is None:
+                address, data = self._interrupts.message(b, entry)
+            else:
+                address, data = (plain_int(v) for v in message)
+            hw, sid = dma.hardware_of(self.iommu_for_device, b)
+            if cacheable:
+                self._msi_hits[bdf] = (hw, sid, address, data)
+        return hw.msi(sid, address, data)
+
+    def setup_ioapic_pin(
+        self,
+        apic_id: int,
+        pin: int,
+        vector: int,
+        destination: int,
+        delivery_mode: int = 0,
+        trigger_mode: int = 0,
+        destination_mode: int = 0,
+        redirection_hint: int = 0,
+    ) -> RemapHandle:
+        """Program an IOAPIC pin through interrupt remapping (Xen's
+        ``ioapic_rte_to_remap_entry``): one entry in the IOAPIC's unit, checked against the
+        IOAPIC's BDF from the DMAR scope."""
+        with self.lock:
+            return self._interrupts.setup_ioapic_pin(
+                apic_id,
+                pin,
+                vector,
+                destination,
+                delivery_mode,
+                trigger_mode,
+                destination_mode,
+                redirection_hint,
+            )
+
+    def teardown_ioapic_pin(self, apic_id: int, pin: int) -> bool:
+        """Free the pin's entry; whether it had one."""
+        with self.lock:
+            return self._interrupts.teardown_ioapic_pin(apic_id, pin)
+
+    def ioapic_interrupt(self, apic_id: int, pin: int) -> Interrupt:
+        """The IOAPIC raises ``pin``: its remappable message, with the IOAPIC's source-id,
+        through its unit. Returns the Interrupt; a blocked one raises InterruptFault."""
+        with self.lock:
+            h = self._interrupts.pins.get((int_arg(apic_id, "apic_id"), int_arg(pin, "pin")))
+            if h is None:
+                raise PlatformError(f"IOAPIC {apic_id} pin {pin} is not set up")
+            hw = next(u for u in self.iommus if u.index == h.unit).remapper
+        return hw.msi(h.sid, h.address, h.data)
 
     def numa_report(self) -> dict[str, Any]:
         """Table pages per node for each unit and domain, with the misplaced ones counted."""

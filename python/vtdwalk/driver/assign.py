@@ -657,13 +657,14 @@ class Assignments:
                 self._flush_context(unit, d, bus << 8 | devfn, link.did)
 
     # ---- ATS
-    def _dev_iotlb(self, unit: Iommu, did: int) -> int:
-        """Device-TLB invalidations a flush sends: one per ATS device of the unit that
-        ``device_in_domain`` finds in the DID's domain (Xen's ``dev_invalidate_iotlb``)."""
+    def _dev_iotlb(self, unit: Iommu, did: int) -> list[int]:
+        """The source-ids a flush sends device-TLB invalidations to: each ATS device of the
+        unit that ``device_in_domain`` finds in the DID's domain (Xen's
+        ``dev_invalidate_iotlb``), in BDF order."""
         devices = self.ats_devices.get(unit.index)
         if not devices or not unit.root_maddr:
-            return 0
-        return sum(1 for b in devices if self._in_domain(unit, b, did))
+            return []
+        return [b.sid for b in sorted(devices) if self._in_domain(unit, b, did)]
 
     @locked
     def device_in_domain(self, iommu: object, bdf: BdfLike, did: int) -> bool:
@@ -688,7 +689,9 @@ class Assignments:
     def numa_report(self) -> dict[str, Any]:
         """Table pages per node, per unit and per domain, and how many are off the node of the
         devices they serve (a unit serves its own socket: its RHSA's node; a domain serves the
-        nodes of its devices' units). ``misplaced`` counts only where the right node is known."""
+        nodes of its devices' units). ``misplaced`` counts only where the right node is known.
+        A unit's ``pages`` are all of its tables (root, context, invalidation queue, interrupt
+        remapping table); ``queue`` and ``ir_table`` show the last two apart."""
         units = []
         total = 0
         for u in self.machine.iommus:
@@ -703,6 +706,8 @@ class Assignments:
                     "node": u.node,
                     "expected_node": want,
                     "pages": pages,
+                    "queue": dict(sorted(u.queue_pages.items())),
+                    "ir_table": dict(sorted(u.irt_pages.items())),
                     "misplaced": bad,
                 }
             )

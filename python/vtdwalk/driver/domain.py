@@ -17,7 +17,9 @@ in this order:
   flush has ``non_present = 0`` and uses the domain's DID;
 * a page-selective flush falls back to domain-selective (keeping its DID) when the unit has no
   CAP.PSI or the address mask exceeds CAP.MAMV;
-* plus a device-TLB invalidation for each ATS device of the domain behind the unit.
+* plus a device-TLB invalidation for each ATS device of the domain behind the unit (through
+  the unit's queue: register-based invalidation has none), everything for a domain-selective
+  flush, the PCIe ATS size encoding of the range for a page-selective one.
 
 A batch (``map_pages``/``unmap_pages``) is flushed as the one range ``[min, max + 4K)`` of its
 addresses: that may cover more than what changed, never less.
@@ -161,7 +163,7 @@ class Domain:
         # Set by the assignment layer: where table pages go (pre-seed policy), which ATS devices
         # want device-TLB invalidations, and what to do when a skipped-level table moves.
         self.alloc_node_hook: Callable[[], int | None] | None = None
-        self.dev_iotlb_hook: Callable[[Iommu, int], int] | None = None
+        self.dev_iotlb_hook: Callable[[Iommu, int], list[int]] | None = None
         self.reanchor_hook: Callable[[Domain, UnitLink, int], None] | None = None
 
     # ---- node
@@ -344,14 +346,19 @@ class Domain:
                 rec = Flush(i, "none", link.did, non_present=True, wbf=unit.rwbf)
             else:
                 did = 0 if non_present else link.did
-                dev = 0 if self.dev_iotlb_hook is None else self.dev_iotlb_hook(unit, link.did)
+                sids = [] if self.dev_iotlb_hook is None else self.dev_iotlb_hook(unit, link.did)
+                dev = len(sids)
                 if order is None or not unit.psi or order > unit.mamv:
                     port.flush_iotlb_domain(did)
                     rec = Flush(i, "domain", did, non_present=non_present, dev_iotlb=dev)
+                    ats = _ATS_ALL, True
                 else:
                     addr = iova & ~((PAGE_SIZE << order) - 1)
                     port.flush_iotlb_page(did, addr, order)
                     rec = Flush(i, "page", did, addr, order, non_present, dev_iotlb=dev)
+                    ats = _ats_range(addr, order)
+                for sid in sids:
+                    port.flush_device_tlb(sid, ats[0], ats[1])
             self._record(rec)
 
     def _record(self, rec: Flush) -> None:
@@ -419,6 +426,20 @@ class Domain:
             f"Domain(id={self.id}, {kind}, node={self.node}, devices={len(self.devices)}, "
             f"units={sorted(self.links)})"
         )
+
+
+#: Xen's device-TLB invalidation of everything: S set, address bits 62:12 all ones.
+_ATS_ALL = 0x7FFF_FFFF_FFFF_F000
+
+
+def _ats_range(addr: int, order: int) -> tuple[int, bool]:
+    """The PCIe ATS encoding of ``2^order`` pages from ``addr`` (Xen's PSI case of
+    ``dev_invalidate_iotlb``): one page with S clear; else S set, bit ``12 + order - 1``
+    clear and the bits below it down to 12 set."""
+    if order == 0:
+        return addr, False
+    base = addr & ~((PAGE_SIZE << order) - 1)
+    return base | (((1 << (order - 1)) - 1) * PAGE_SIZE), True
 
 
 def _pages(size: int) -> int | None:

@@ -3,7 +3,8 @@
 A unit keeps its DRHD as a field (seed patch 1: no reverse search), its CAP and ECAP registers
 (QEMU's, with device-TLB, unless given), the page-table levels its SAGAW allows, a domain-id
 allocator sized by CAP.ND (DID 0 reserved under caching mode), its NUMA ``node`` (None until
-its RHSA is applied, as NUMA_NO_NODE) and its root table. See xen-driver.md §3.
+its RHSA is applied, as NUMA_NO_NODE), its root table, and, once brought up, its invalidation
+queue and interrupt remapping table. See xen-driver.md §3, §6.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vtdwalk._core import Cap, Ecap, RootTable, levels_to_aw
-from vtdwalk.driver.flush import UnitPort
+from vtdwalk.driver.flush import QUEUE_PAGES, UnitPort
+from vtdwalk.driver.irt import IRT_PAGES, IRT_SIZE, RemapTable
 from vtdwalk.errors import PlatformError, VtdError
 from vtdwalk.topology import Bdf
 
@@ -175,7 +177,9 @@ class Iommu:
         # The hardware first (Xen maps the registers, then reads CAP and ECAP from them); it
         # reports NFR = fault_records - 1. Its root table is latched once allocated.
         try:
-            port = UnitPort.connect(mem, cap, ecap, iotlb_entries, fault_records)
+            port = UnitPort.connect(
+                mem, cap, ecap, iotlb_entries, fault_records, f"unit {index} ({drhd.address:#x})"
+            )
         except VtdError as e:
             raise PlatformError(f"{where}: {e}") from e
         capf, ecapf = port.cap, port.ecap
@@ -215,6 +219,14 @@ class Iommu:
         #: The driver's interface to the unit's registers (bring-up and flushes).
         self.port: UnitPort = port
         self._pages: list[tuple[int, int]] = []  # (maddr, npages) allocated for this unit
+        #: The invalidation queue's pages (base, npages) once enabled, and the wait status slot
+        #: (Xen's per-CPU poll slot: not a table page, not counted in table_pages).
+        self.queue: tuple[int, int] | None = None
+        self._status: int | None = None
+        #: The interrupt remapping table once enabled (Xen's ``ir_ctrl``).
+        self.irt: RemapTable | None = None
+        #: Whether the table was enabled in x2APIC mode (IRTA.EIME).
+        self.eim = False
 
     @property
     def remapper(self) -> Remapper:
@@ -345,7 +357,11 @@ class Iommu:
     def alloc_pages(self, npages: int = 1) -> int:
         """Xen's ``alloc_pgtable_maddr(npages, iommu->node)``: zeroed pages on the unit's node
         (context tables, the invalidation queue, the interrupt remapping table)."""
-        maddr: int = self.mem.alloc_pages(npages, self.node)  # never 0: PhysMem reserves it
+        return self._alloc(npages, self.node)
+
+    def _alloc(self, npages: int, node: int | None) -> int:
+        """Zeroed pages for this unit on ``node`` (the policy's choice), kept with its pages."""
+        maddr: int = self.mem.alloc_pages(npages, node)  # never 0: PhysMem reserves it
         self._pages.append((maddr, npages))
         return maddr
 
@@ -360,19 +376,80 @@ class Iommu:
         self.mem.free_pages(maddr, npages)
 
     def alloc_root_table(self) -> int:
-        """Allocate the root table on the unit's current node and bring the unit up through
-        its registers as Xen does: RTADDR + SRTP (``iommu_set_root_entry``), global context
-        and IOTLB invalidation (``iommu_flush_all``), then TE. The one place it happens."""
+        """Allocate the root table on the unit's current node (the hardware learns of it at
+        :meth:`set_root_table`). The one place it happens."""
         if self.root_maddr:
             raise PlatformError(f"unit {self.index} already has a root table")
         self.root_table.node = self._node
-        maddr = int(self.root_table.alloc())
-        self.port.bring_up(maddr)
-        return maddr
+        return int(self.root_table.alloc())
+
+    def enable_qinval(self, node: int | None) -> int:
+        """Xen's ``enable_qinval``: the queue's pages (QINVAL_PAGE_ORDER 2: four) allocated on
+        ``node``, IQA, IQT 0, QIE, wait for QIES. Returns the queue's address."""
+        if self.queue is not None:
+            raise PlatformError(f"unit {self.index} already has an invalidation queue")
+        base = self._alloc(QUEUE_PAGES, node)
+        status = int(self.mem.alloc_pages(1, node))
+        try:
+            self.port.enable_qinval(base, QUEUE_PAGES, status)
+        except VtdError:
+            self.mem.free_pages(status, 1)
+            self.free_pages(base, QUEUE_PAGES)
+            raise
+        self.queue = (base, QUEUE_PAGES)
+        self._status = status
+        return base
+
+    def enable_intremap(self, node: int | None, eim: bool) -> int:
+        """Xen's ``enable_intremap``: the interrupt remapping table (IREMAP_PAGE_ORDER 8: 256
+        pages, 65536 entries) allocated on ``node``, IRTA (with EIME when ``eim``), SIRTP and
+        wait, a global interrupt-entry-cache invalidation, IRE and wait. Returns the table's
+        address."""
+        if self.irt is not None:
+            raise PlatformError(f"unit {self.index} already has an interrupt remapping table")
+        base = self._alloc(IRT_PAGES, node)
+        try:
+            self.port.enable_intremap(base, IRT_SIZE, eim)
+        except VtdError:
+            self.free_pages(base, IRT_PAGES)
+            raise
+        self.irt = RemapTable(self.mem, base, self.port)
+        self.eim = eim
+        return base
+
+    def set_root_table(self) -> None:
+        """Xen's ``iommu_set_root_entry``: RTADDR, SRTP, wait for RTPS."""
+        if not self.root_maddr:
+            raise PlatformError(f"unit {self.index} has no root table")
+        self.port.set_root_table(self.root_maddr)
+
+    def flush_all(self) -> None:
+        """Xen's ``iommu_flush_all`` for this unit: global context-cache, then global IOTLB
+        invalidation (through the queue once it is enabled)."""
+        self.port.flush_context_global()
+        self.port.flush_iotlb_global()
+
+    def enable_translation(self) -> None:
+        """Xen's ``iommu_enable_translation``: TE, wait for TES."""
+        self.port.enable_translation()
+
+    def _pages_per_node(self, maddr: int, npages: int) -> dict[int, int]:
+        return {int(self.mem.node_of(maddr)): npages}
+
+    @property
+    def queue_pages(self) -> dict[int, int]:
+        """The invalidation queue's pages per node ({} without a queue)."""
+        return {} if self.queue is None else self._pages_per_node(*self.queue)
+
+    @property
+    def irt_pages(self) -> dict[int, int]:
+        """The interrupt remapping table's pages per node ({} without one)."""
+        return {} if self.irt is None else self._pages_per_node(self.irt.maddr, IRT_PAGES)
 
     @property
     def table_pages(self) -> dict[int, int]:
-        """Pages allocated for this unit (root, context tables and others), per node."""
+        """Pages allocated for this unit (root, context tables, the invalidation queue, the
+        interrupt remapping table), per node."""
         out: dict[int, int] = {int(k): int(v) for k, v in self.root_table.table_pages().items()}
         for maddr, n in self._pages:
             node = int(self.mem.node_of(maddr))
@@ -380,9 +457,15 @@ class Iommu:
         return out
 
     def free(self) -> None:
-        """Free every page allocated for this unit (root and context tables included)."""
+        """Shut the unit down and free every page allocated for it (root and context tables,
+        queue, interrupt remapping table)."""
         self.port.shut_down()
         self.root_table.free()
+        self.queue = None
+        self.irt = None
+        if self._status is not None:
+            self.mem.free_pages(self._status, 1)
+            self._status = None
         while self._pages:
             maddr, n = self._pages.pop()
             self.mem.free_pages(maddr, n)

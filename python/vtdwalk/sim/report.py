@@ -21,7 +21,7 @@ from vtdwalk.sim.scenario import (
     device_count,
     plan_scenario,
 )
-from vtdwalk.sim.workload import chunks, drive
+from vtdwalk.sim.workload import InterruptResult, chunks, drive, interrupts
 
 __all__ = ["FAULT_NAMES", "TOPOLOGY_CODES", "finding_dict", "render_table", "render_text", "run"]
 
@@ -70,6 +70,9 @@ def _unit_stats(p: Platform) -> list[dict[str, Any]]:
                 "iotlb_evictions": s["evictions"],
                 "walks": s["walks"],
                 "iotlb_hit_rate": (s["hits"] / look) if look else None,
+                "queued_invalidation": u.queue is not None,
+                "interrupt_remapping": u.irt is not None,
+                "queue_descriptors": dict(sorted(u.port.descriptors.items())),
             }
         )
     return out
@@ -103,6 +106,9 @@ def run(cfg: SimConfig, phases: Phases | None = None) -> dict[str, Any]:
     build_s = time.perf_counter() - t_build
     with ph.phase("translate", cfg.accesses) as adv:
         res = drive(p, chunks(sc, rng, cfg.accesses, cfg.batch), adv)
+    with ph.phase("interrupts", max(1, len(sc.msis))) as adv:
+        irq = interrupts(p, sc)
+        adv(max(1, len(sc.msis)))
     stray = _stray_device(p, sc)
     units = _unit_stats(p)
     hr = _hit_rate(p)
@@ -153,6 +159,7 @@ def run(cfg: SimConfig, phases: Phases | None = None) -> dict[str, Any]:
             if stray["reason"] is not None
             else f"{stray['bdf']}: {stray['message']}",
         },
+        "interrupts": _interrupts(irq),
         "fault_reasons": reasons,
         # Until the next release: {"0xNN NAME": count}.
         "faults": {f"{r['reason']:#04x} {r['name']}": r["count"] for r in reasons},
@@ -167,6 +174,19 @@ def run(cfg: SimConfig, phases: Phases | None = None) -> dict[str, Any]:
         p2.free()
     p.free()
     return report
+
+
+def _interrupts(r: InterruptResult) -> dict[str, Any]:
+    return {
+        "sent": r.sent,
+        "delivered": r.delivered,
+        "wrong_vector": r.wrong_vector,
+        "blocked": [
+            {"reason": k, "name": r.blocked_names[k], "count": v}
+            for k, v in sorted(r.blocked.items())
+        ],
+        "spoof": r.spoof,
+    }
 
 
 def _nn(node: int) -> int | None:
@@ -277,6 +297,24 @@ def render_text(r: dict[str, Any], width: int = 100) -> str:
         )
     )
     lines.append("")
+    lines.append("queued invalidation (descriptors by type):")
+    kinds = sorted({k for u in r["units"] for k in u.get("queue_descriptors", {})})
+    qrows = []
+    for u in r["units"]:
+        qd = u.get("queue_descriptors", {})
+        if not u.get("queued_invalidation"):
+            qrows.append([f"{u['address']:#x}", "register-based", *("" for _ in kinds)])
+        else:
+            qrows.append([f"{u['address']:#x}", "queue", *(f"{qd.get(k, 0):,}" for k in kinds)])
+    lines.extend(
+        render_table(
+            ["unit", "flushes", *kinds],
+            qrows,
+            right=tuple(range(2, 2 + len(kinds))),
+            width=width - 2,
+        )
+    )
+    lines.append("")
     lines.append("devices:")
     rows = [[d["bdf"], d["domain"], _node(d["node"]), ""] for d in r["devices"]]
     rows += [[d["bdf"], "-", "-", f"refused: {d['reason']}"] for d in r["refused"]]
@@ -305,6 +343,30 @@ def render_text(r: dict[str, Any], width: int = 100) -> str:
             else stray["message"]
         )
         lines.append(f"  a device in no domain ({stray['bdf']}): {what}")
+    irq = r.get("interrupts")
+    if irq is not None:
+        lines.append("")
+        lines.append("interrupts (MSIs through interrupt remapping):")
+        lines.append(
+            f"  {irq['sent']:,} sent, {irq['delivered']:,} delivered"
+            f" ({irq['wrong_vector']} with a wrong vector), "
+            + (
+                ", ".join(
+                    f"{b['count']} blocked {b['reason']:#04x} {b['name']}" for b in irq["blocked"]
+                )
+                or "none blocked"
+            )
+        )
+        sp = irq.get("spoof")
+        if sp:
+            what = (
+                f"blocked {sp['reason']:#04x} {sp['name']}"
+                if sp.get("reason") is not None
+                else "delivered (not blocked!)"
+            )
+            lines.append(
+                f"  {sp['sender']} sending {sp['owner']}'s handle (entry {sp['index']}): {what}"
+            )
     lines.append("")
     lines.append("faults by reason:")
     lines.extend(
@@ -337,6 +399,14 @@ def render_placement(placement: dict[str, dict[str, Any]], width: int = 100) -> 
             bad = f" [{uu['misplaced']} off-node]" if uu["misplaced"] else ""
             cells.append(_pages_str(uu["pages"]) + bad)
         rows.append([label, *cells])
+        for key, what in (("queue", "invalidation queue"), ("ir_table", "IR table")):
+            if any(placement[pol]["units"][i].get(key) for pol in policies):
+                rows.append(
+                    [
+                        f"  {what}",
+                        *(_pages_str(placement[pol]["units"][i].get(key, {})) for pol in policies),
+                    ]
+                )
     for i, d in enumerate(first.get("domains", [])):
         devs = ", ".join(x.split(":", 1)[1] for x in d["devices"])
         label = f"domain {d['id']} ({devs})"

@@ -98,6 +98,8 @@ class Scenario:
     streams: list[Stream] = field(default_factory=list)
     map_seconds: float = 0.0
     mapped_pages: int = 0
+    #: Devices whose MSI was programmed through interrupt remapping: (bdf, vector).
+    msis: list[tuple[str, int]] = field(default_factory=list)
 
 
 def build_platform(cfg: SimConfig, policy: str | None = None) -> Platform:
@@ -235,10 +237,25 @@ def plan_scenario(
         for d in assigned:
             sc.streams.append(_map_device(p, dom, d, cfg, rng, sc))
             sc.devices.append((str(d.bdf), dom.id, _node_key(_unit_node(p, d))))
+            _setup_msi(p, d, sc)
             if advance is not None:
                 advance(1)
         sc.map_seconds += time.perf_counter() - t0
     return sc
+
+
+#: The first MSI vector handed to a device (each next device gets the next one).
+FIRST_VECTOR = 0x30
+
+
+def _setup_msi(p: Platform, d: Device, sc: Scenario) -> None:
+    """Program the device's MSI through its unit's interrupt remapping (when the platform
+    remaps interrupts): one vector, to APIC id 0."""
+    if not p.interrupt_remapping:
+        return
+    vector = FIRST_VECTOR + len(sc.msis)
+    p.setup_msi(d.bdf, vector, 0)
+    sc.msis.append((str(d.bdf), vector))
 
 
 def device_count(p: Platform) -> int:
