@@ -122,6 +122,9 @@ def test_ctrl_c_exits_quietly_with_130() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A run started in the background inherits SIGINT ignored, and Python then installs no
+        # handler for it: give the child the default disposition, as a terminal would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     time.sleep(6)
     assert p.poll() is None, p.communicate()
