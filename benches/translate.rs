@@ -6,7 +6,8 @@
 //! number of mapped pages and the same random IOVAs, and each case prints its ratio to it: on
 //! a machine shared with other work the ratios are what to compare, not the nanoseconds.
 //!
-//! Cases (1M random IOVAs each; ns per translation, median of 5):
+//! Cases (1M random IOVAs each; ns per translation, medians of [`REPS`] runs, the floor and
+//! the case alternating):
 //! * 1M and 16M mapped 4 KiB pages, IOTLB off (every translation walks), 1 and 2 threads;
 //! * IOTLB hits over a 64K-page working set, at 1M and 16M pages;
 //! * 16M pages, a 1M-page working set (misses mixed in), 1 and 2 threads;
@@ -20,6 +21,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use vtdwalk::hw::{Remapper, Request, DEFAULT_CAP, DEFAULT_ECAP};
+use vtdwalk::mem::NodeSpec;
 use vtdwalk::spec::Pte;
 use vtdwalk::{Maddr, PhysMem};
 
@@ -27,6 +29,17 @@ const GIB: u64 = 1 << 30;
 const N: usize = 1 << 20;
 const SID: u16 = 0x0308;
 const DATA: u64 = 32 * GIB;
+/// Passes over the requests per timed run (the kernel's CPU-time clock may tick at a few
+/// milliseconds: a run must be long beside that).
+const INNER: usize = 4;
+/// Runs of each case (and of the floor, alternating with it).
+const REPS: usize = 7;
+
+fn median(xs: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = xs.collect();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
 
 /// Time spent on a CPU by this thread so far (ns), from /proc/thread-self/schedstat.
 fn thread_cpu_ns() -> Option<u64> {
@@ -44,11 +57,14 @@ fn median_ns_per_op(ops: usize, reps: usize, threads: usize, mut f: impl FnMut()
         .map(|_| {
             let c = if cpu { thread_cpu_ns() } else { None };
             let t = Instant::now();
-            f();
+            for _ in 0..INNER {
+                f();
+            }
             let wall = t.elapsed().as_nanos() as f64;
+            let ops = (ops * INNER) as f64;
             match (c, thread_cpu_ns()) {
-                (Some(a), Some(b)) => b.saturating_sub(a) as f64 / ops as f64,
-                _ => wall / ops as f64,
+                (Some(a), Some(b)) => b.saturating_sub(a) as f64 / ops,
+                _ => wall / ops,
             }
         })
         .collect();
@@ -101,8 +117,13 @@ impl Flat {
 }
 
 /// The same tables in the crate's memory: root -> context (SID) -> 4 levels, `pages` pages.
-fn build(pages: u64) -> vtdwalk::Result<(PhysMem, u64)> {
-    let mut m = PhysMem::new(&[(0, 64 * GIB)])?;
+/// `huge`: the arena asks the host for transparent huge pages (fewer host TLB misses).
+fn build(pages: u64, huge: bool) -> vtdwalk::Result<(PhysMem, u64)> {
+    let node = NodeSpec::Sparse {
+        base: 0,
+        size: 64 * GIB,
+    };
+    let mut m = PhysMem::with_nodes(vec![node], huge)?;
     let root = m.alloc_pages(1, None)?.get();
     let ctx = m.alloc_pages(1, None)?.get();
     let l4 = m.alloc_pages(1, None)?.get();
@@ -175,23 +196,29 @@ struct Case {
     set: u64,
     iotlb: usize,
     mode: Mode,
+    /// Tables on transparent huge pages.
+    huge: bool,
 }
 
 fn main() {
     let only = std::env::var("VTDWALK_BENCH").unwrap_or_default();
     let size = std::env::var("VTDWALK_BENCH_PAGES").unwrap_or_default();
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-    println!("ns per translation, median of 5; ratio = case / flat-array walk timed just before");
-    println!("{:<48}{:>9}{:>9}{:>8}", "case", "vtdwalk", "flat", "ratio");
+    println!(
+        "ns per translation, medians of {REPS} runs; ratio = median of case / flat-array walk \
+         over runs that alternate them"
+    );
+    println!("{:<56}{:>9}{:>9}{:>8}", "case", "vtdwalk", "flat", "ratio");
     for (name, pages) in [("1M", 1u64 << 20), ("16M", 1 << 24)] {
         if !size.is_empty() && size != name {
             continue;
         }
         let flat = Flat::new(pages);
-        let (m, root) = match build(pages) {
+        let (m4k, root) = match build(pages, false) {
             Ok(x) => x,
             Err(e) => return eprintln!("{e}"),
         };
+        let mut m2m: Option<PhysMem> = None;
         let all = iovas(&mut rng, pages, pages);
         let floor = |reps: usize| {
             median_ns_per_op(N, reps, 1, || {
@@ -208,24 +235,28 @@ fn main() {
                 set: 0,
                 iotlb: 0,
                 mode: Mode::Batch(1),
+                huge: false,
             },
             Case {
                 label: "IOTLB off, 2 threads",
                 set: 0,
                 iotlb: 0,
                 mode: Mode::Batch(2),
+                huge: false,
             },
             Case {
                 label: "IOTLB hits, 64K working set",
                 set: 1 << 16,
                 iotlb: 1 << 20,
                 mode: Mode::Batch(1),
+                huge: false,
             },
             Case {
                 label: "IOTLB hits, 64K working set, 2 threads",
                 set: 1 << 16,
                 iotlb: 1 << 20,
                 mode: Mode::Batch(2),
+                huge: false,
             },
         ];
         if pages > 1 << 20 {
@@ -234,12 +265,14 @@ fn main() {
                 set: 1 << 20,
                 iotlb: 1 << 20,
                 mode: Mode::Batch(1),
+                huge: false,
             });
             cases.push(Case {
                 label: "1M working set (misses mixed in), 2 threads",
                 set: 1 << 20,
                 iotlb: 1 << 20,
                 mode: Mode::Batch(2),
+                huge: false,
             });
         } else {
             cases.extend([
@@ -248,31 +281,60 @@ fn main() {
                     set: 4096,
                     iotlb: 0,
                     mode: Mode::Batch(1),
+                    huge: false,
                 },
                 Case {
                     label: "4096-page set, IOTLB hits",
                     set: 4096,
                     iotlb: 4096,
                     mode: Mode::Batch(1),
+                    huge: false,
                 },
                 Case {
                     label: "single translate(), IOTLB off",
                     set: 0,
                     iotlb: 0,
                     mode: Mode::Single,
+                    huge: false,
                 },
                 Case {
                     label: "single translate(), IOTLB hits 64K set",
                     set: 1 << 16,
                     iotlb: 1 << 20,
                     mode: Mode::Single,
+                    huge: false,
                 },
             ]);
+        }
+        for th in [1, 2] {
+            cases.push(Case {
+                label: if th == 1 {
+                    "IOTLB off, 1 thread, huge pages"
+                } else {
+                    "IOTLB off, 2 threads, huge pages"
+                },
+                set: 0,
+                iotlb: 0,
+                mode: Mode::Batch(th),
+                huge: true,
+            });
         }
         for c in cases {
             if !c.label.contains(only.as_str()) {
                 continue;
             }
+            if c.huge && m2m.is_none() {
+                // Same allocation order: the same tables at the same addresses.
+                match build(pages, true) {
+                    Ok((m, r)) if r == root => m2m = Some(m),
+                    Ok(_) => return eprintln!("huge-page build differs"),
+                    Err(e) => return eprintln!("{e}"),
+                }
+            }
+            let m = match (&m2m, c.huge) {
+                (Some(m), true) => m,
+                _ => &m4k,
+            };
             let rs = if c.set == 0 {
                 reqs(&all)
             } else if c.set == 4096 {
@@ -288,20 +350,31 @@ fn main() {
             let mut hpa = vec![0u64; N];
             let mut fault = vec![0u8; N];
             // Warm (fills the IOTLB).
-            r.translate_batch(&m, &rs, 1, &mut hpa, &mut fault);
-            let base = floor(5);
-            let t = match c.mode {
-                Mode::Batch(th) => median_ns_per_op(N, 5, th, || {
-                    r.translate_batch(&m, &rs, th, &mut hpa, &mut fault)
-                }),
-                Mode::Single => median_ns_per_op(N, 5, 1, || {
-                    let mut acc = 0u64;
-                    for q in &rs {
-                        acc ^= r.translate(&m, q).map_or(0, |t| t.hpa);
-                    }
-                    black_box(acc);
-                }),
-            };
+            r.translate_batch(m, &rs, 1, &mut hpa, &mut fault);
+            // Floor and case alternate, so both see the same moments of a shared machine;
+            // each figure is a median, and the ratio the median of the pairs' ratios.
+            let mut pairs: Vec<(f64, f64)> = (0..REPS)
+                .map(|_| {
+                    let base = floor(1);
+                    let t = match c.mode {
+                        Mode::Batch(th) => median_ns_per_op(N, 1, th, || {
+                            r.translate_batch(m, &rs, th, &mut hpa, &mut fault)
+                        }),
+                        Mode::Single => median_ns_per_op(N, 1, 1, || {
+                            let mut acc = 0u64;
+                            for q in &rs {
+                                acc ^= r.translate(m, q).map_or(0, |t| t.hpa);
+                            }
+                            black_box(acc);
+                        }),
+                    };
+                    (t, base)
+                })
+                .collect();
+            let t = median(pairs.iter().map(|p| p.0));
+            let base = median(pairs.iter().map(|p| p.1));
+            pairs.sort_by(|a, b| (a.0 / a.1).total_cmp(&(b.0 / b.1)));
+            let ratio = pairs.get(pairs.len() / 2).map_or(0.0, |p| p.0 / p.1);
             let ok = fault.iter().all(|&f| f == 0)
                 && rs.iter().zip(&hpa).all(|(q, &h)| h == flat.walk(q.iova));
             let label = format!(
@@ -309,7 +382,7 @@ fn main() {
                 c.label,
                 if ok { "" } else { " (WRONG)" }
             );
-            println!("{label:<48}{t:>9.1}{base:>9.1}{:>7.2}x", t / base);
+            println!("{label:<56}{t:>9.1}{base:>9.1}{ratio:>7.2}x");
         }
     }
 }

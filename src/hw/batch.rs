@@ -1,27 +1,38 @@
 //! The batch engine of a unit: the requests are translated in order, each through the same
-//! step as a single translation, and nothing is done ahead that could need undoing.
+//! step as a single translation, and nothing is done ahead that could need undoing. Memory is
+//! read through a [`Fast`] view: nothing changes what backs it during a batch.
 //!
 //! * One thread: [`AHEAD`] requests before a request is translated, the processor is asked
-//!   (a prefetch, which does not wait) for the IOTLB set it will probe and, unless the IOTLB
-//!   as it stands holds its translation, its leaf entry; the entries above the leaf are read
-//!   then (few, and in cache). By the time the request is translated its misses are under way
-//!   or done.
-//! * More threads: the batch goes in windows; the walks of each window's requests that miss
-//!   the IOTLB as it stands are done on the threads at once, interleaved (a walk reads only
-//!   memory, which no one changes during a batch); the in-order pass then takes a walk done
-//!   ahead only when it is the very walk it needs (same table, address and access).
+//!   (a prefetch, which does not wait) for the IOTLB set it will probe; half as many before,
+//!   unless the IOTLB as it then stands holds its translation, for its leaf entry, the entries
+//!   above the leaf read then (few, and in cache). By the time the request is translated its
+//!   misses are under way or done.
+//! * More threads, spawned once per batch: the batch is cut into windows of [`WINDOW`]
+//!   requests. Any thread, this one included, takes the next window not yet taken (at most
+//!   [`RING_PER_THREAD`] windows per thread ahead of the in-order pass) and does its walks:
+//!   each request's context read from memory (not from the context cache, which only the
+//!   in-order pass touches) and its second-level walk, interleaved. A walk reads only memory,
+//!   which no one changes during a batch. This thread translates the windows in order through
+//!   the same step as a single translation, taking a walk done ahead only when it is the very
+//!   walk that step needs (same table, address, depth and access): a stale context cache or
+//!   IOTLB is honoured exactly as in a call by itself. The caches, counters and fault records
+//!   are touched by this thread alone, in request order, so nothing needs merging.
 //!
 //! Threads and look-ahead change the speed, never the outcome: results, faults, counters and
 //! cache content are those of the same calls one by one.
 
-use super::context::Context;
-use super::remapper::{Remapper, Request};
-use super::walk::{walk_interleaved, WalkJob, WalkOut};
-use crate::mem::Memory;
-use crate::spec::{address_level_offset, Pte, TranslationType, ADDR_HI_MASK};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
-/// Walks done ahead for one part of a window: the walks, the index in the part of the
-/// request each is for, and their results.
+use super::config::UnitConfig;
+use super::context::{fetch_context, Context};
+use super::iotlb::IotlbEntry;
+use super::remapper::{Remapper, Request, INTERRUPT_RANGE};
+use super::walk::{beyond_width, walk, walk_interleaved, WalkJob, WalkOut, PERM_R, PERM_W};
+use crate::mem::{Fast, Memory};
+use crate::spec::{address_level_offset, level_size, Pte, TranslationType, ADDR_HI_MASK};
+
+/// Walks done ahead for one window: the walks, the index in the window of the request each
+/// is for, and their results.
 #[derive(Default)]
 struct Scratch {
     jobs: Vec<WalkJob>,
@@ -29,12 +40,165 @@ struct Scratch {
     outs: Vec<WalkOut>,
 }
 
-/// Requests per thread per window of a threaded batch.
-pub(super) const WINDOW: usize = 1 << 13;
+/// Requests per window of a threaded batch.
+pub(super) const WINDOW: usize = 1 << 12;
 /// Fewest requests per thread worth a thread of its own.
-const MIN_PER_THREAD: usize = 1 << 12;
+const MIN_PER_THREAD: usize = WINDOW;
+/// Windows walked ahead of the in-order pass, per thread.
+const RING_PER_THREAD: usize = 4;
 /// How many requests ahead a one-thread batch asks for the memory a request will read.
 const AHEAD: usize = 32;
+
+/// Where the windows of a threaded batch stand.
+struct Progress {
+    /// Windows taken by a thread for walking (the next to take).
+    taken: usize,
+    /// Windows translated by the in-order pass.
+    done: usize,
+    /// Per ring slot: its window's walks are ready.
+    ready: Vec<bool>,
+    /// The in-order pass has ended (normally or not): threads stop.
+    stop: bool,
+}
+
+/// What the threads of one batch share.
+struct Shared<'a, M: ?Sized> {
+    mem: &'a M,
+    cfg: &'a UnitConfig,
+    rtaddr: Option<u64>,
+    reqs: &'a [Request],
+    windows: usize,
+    ring: Vec<Mutex<Scratch>>,
+    progress: Mutex<Progress>,
+    changed: Condvar,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<M: Memory + Sync + ?Sized> Shared<'_, M> {
+    /// The next window to walk, if one may be taken now (taken by the caller).
+    fn take(&self, p: &mut Progress) -> Option<usize> {
+        let w = p.taken;
+        (w < self.windows && w < p.done + self.ring.len()).then(|| {
+            p.taken += 1;
+            w
+        })
+    }
+
+    /// Do window `w`'s walks into its ring slot, then say so.
+    fn walk_window(&self, w: usize) {
+        let slot = w % self.ring.len();
+        if let Some(m) = self.ring.get(slot) {
+            let reqs = self.reqs.chunks(WINDOW).nth(w).unwrap_or_default();
+            walk_from_memory(self.mem, self.cfg, self.rtaddr, reqs, &mut lock(m));
+        }
+        let mut p = lock(&self.progress);
+        if let Some(r) = p.ready.get_mut(slot) {
+            *r = true;
+        }
+        self.changed.notify_all();
+    }
+
+    /// A thread other than the in-order one: walk windows until there are none left.
+    fn work(&self) {
+        loop {
+            let w = {
+                let mut p = lock(&self.progress);
+                loop {
+                    if p.stop || p.taken >= self.windows {
+                        return;
+                    }
+                    if let Some(w) = self.take(&mut p) {
+                        break w;
+                    }
+                    p = self.changed.wait(p).unwrap_or_else(PoisonError::into_inner);
+                }
+            };
+            self.walk_window(w);
+        }
+    }
+
+    /// Until window `w`'s walks are ready, walk windows that may be taken, else wait.
+    fn wait_ready(&self, w: usize) {
+        let slot = w % self.ring.len();
+        loop {
+            let next = {
+                let mut p = lock(&self.progress);
+                loop {
+                    if p.ready.get(slot).copied().unwrap_or(true) {
+                        return;
+                    }
+                    if let Some(n) = self.take(&mut p) {
+                        break n;
+                    }
+                    p = self.changed.wait(p).unwrap_or_else(PoisonError::into_inner);
+                }
+            };
+            self.walk_window(next);
+        }
+    }
+
+    /// Window `w` is translated: its slot may be reused.
+    fn release(&self, w: usize) {
+        let mut p = lock(&self.progress);
+        if let Some(r) = p.ready.get_mut(w % self.ring.len()) {
+            *r = false;
+        }
+        p.done = w + 1;
+        self.changed.notify_all();
+    }
+}
+
+/// Stops the other threads of a batch when the in-order pass ends, however it ends.
+struct StopOnDrop<'s, 'a, M: ?Sized>(&'s Shared<'a, M>);
+
+impl<M: ?Sized> Drop for StopOnDrop<'_, '_, M> {
+    fn drop(&mut self) {
+        lock(&self.0.progress).stop = true;
+        self.0.changed.notify_all();
+    }
+}
+
+/// The walks of `reqs` as memory says now (contexts read from the tables, the last one
+/// remembered), interleaved, into `sc`. Requests that need no walk (pass-through, translation
+/// requests, a context that faults) get none.
+fn walk_from_memory<M: Memory + ?Sized>(
+    mem: &M,
+    cfg: &UnitConfig,
+    rtaddr: Option<u64>,
+    reqs: &[Request],
+    sc: &mut Scratch,
+) {
+    sc.jobs.clear();
+    sc.who.clear();
+    let mut last: Option<(u16, Option<Context>)> = None;
+    for (k, r) in reqs.iter().enumerate() {
+        let c = match last {
+            Some((sid, c)) if sid == r.sid => c,
+            _ => {
+                let c = fetch_context(mem, cfg, rtaddr, r.sid).ok();
+                last = Some((r.sid, c));
+                c
+            }
+        };
+        let Some(c) = c else { continue };
+        if c.tt == TranslationType::PassThrough || r.translation_request {
+            continue;
+        }
+        sc.jobs.push(WalkJob {
+            root: c.slptptr,
+            iova: r.iova,
+            levels: c.levels,
+            write: r.write,
+        });
+        sc.who.push(k as u32);
+    }
+    sc.outs.clear();
+    sc.outs.resize(sc.jobs.len(), WalkOut::default());
+    walk_interleaved(mem, cfg, &sc.jobs, &mut sc.outs);
+}
 
 impl Remapper {
     /// The context `r` would use, as cached now (`None`: not cached, or no walk needed).
@@ -44,44 +208,125 @@ impl Remapper {
         (c.tt != TranslationType::PassThrough && !r.translation_request).then_some(c)
     }
 
-    /// The walks of the requests of `reqs` that miss the IOTLB as it stands, interleaved, into
-    /// `sc` (read-only: run on several threads at once).
-    fn walk_ahead<M: Memory + Sync + ?Sized>(&self, mem: &M, reqs: &[Request], sc: &mut Scratch) {
-        sc.jobs.clear();
-        sc.who.clear();
-        let iotlb = !self.iotlb.is_empty();
-        for (k, r) in reqs.iter().enumerate() {
-            let Some(c) = self.cached_walk_context(r) else {
-                continue;
-            };
-            if iotlb && self.iotlb.probe(c.did, r.iova).is_some() {
-                continue;
-            }
-            sc.jobs.push(WalkJob {
-                root: c.slptptr,
-                iova: r.iova,
-                levels: c.levels,
-                write: r.write,
-            });
-            sc.who.push(k as u32);
+    /// The common case of [`Remapper::commit`], decided without changing anything: the
+    /// context cached and translating (not pass-through, not a translation request), the
+    /// address inside the width, an IOTLB hit or a walk to a leaf, the access allowed, the
+    /// result outside the interrupt range. Then its side effects are applied (the counters,
+    /// the hit's referenced bit or the walk's insert) exactly as `commit` applies them, and
+    /// the host address returned. `None`: nothing was changed; `commit` decides.
+    #[inline(always)]
+    fn try_fast<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        r: &Request,
+        ahead: Option<(&WalkJob, &WalkOut)>,
+    ) -> Option<u64> {
+        let c = self.cached_walk_context(r)?;
+        if beyond_width(&self.cfg, c.levels as u32, r.iova) {
+            return None;
         }
-        sc.outs.clear();
-        sc.outs.resize(sc.jobs.len(), WalkOut::default());
-        walk_interleaved(mem, &self.cfg, &sc.jobs, &mut sc.outs);
+        let need = if r.write { PERM_W } else { PERM_R };
+        let iotlb = self.iotlb.capacity() > 0;
+        let hit = if iotlb {
+            self.iotlb.probe(c.did, r.iova)
+        } else {
+            None
+        };
+        let (hpa, insert) = match hit {
+            Some((slot, e)) => {
+                if e.perm & need == 0 {
+                    return None;
+                }
+                let size = level_size(e.level as u32);
+                (e.hpa_base | (r.iova & (size - 1)), Err(slot))
+            }
+            None => {
+                let job = WalkJob {
+                    root: c.slptptr,
+                    iova: r.iova,
+                    levels: c.levels,
+                    write: r.write,
+                };
+                let w = match ahead {
+                    Some((j, w)) if *j == job => *w,
+                    _ => walk(mem, &self.cfg, &job),
+                };
+                if w.fault != 0 {
+                    return None;
+                }
+                let size = level_size(w.level as u32);
+                let e = IotlbEntry {
+                    did: c.did,
+                    level: w.level,
+                    perm: w.perm,
+                    iova_base: r.iova & !(size - 1),
+                    hpa_base: w.hpa_base,
+                };
+                (w.hpa_base | (r.iova & (size - 1)), Ok(e))
+            }
+        };
+        if (INTERRUPT_RANGE.0..INTERRUPT_RANGE.1).contains(&hpa) {
+            return None;
+        }
+        self.stats.context_hits += 1;
+        match insert {
+            Err(slot) => {
+                self.stats.hits += 1;
+                self.iotlb.touch(slot);
+            }
+            Ok(e) => {
+                self.stats.misses += 1;
+                self.stats.walks += 1;
+                if iotlb {
+                    self.iotlb.insert(e);
+                }
+            }
+        }
+        Some(hpa)
+    }
+
+    /// One request of a batch: [`Remapper::try_fast`], else the full step.
+    #[inline(always)]
+    fn step<M: Memory + Sync + ?Sized>(
+        &mut self,
+        mem: &M,
+        r: &Request,
+        ahead: Option<(&WalkJob, &WalkOut)>,
+    ) -> (u64, u8) {
+        if let Some(hpa) = self.try_fast(mem, r, ahead) {
+            return (hpa, 0);
+        }
+        let a = ahead.map(|(j, o)| (*j, *o));
+        match self.commit(mem, r, a.as_ref()) {
+            Ok(t) => (t.hpa, 0),
+            Err(rec) => (0, rec.reason.code()),
+        }
     }
 
     /// Translate `reqs` in order with the walks `walked` done ahead for them, writing the
-    /// results to the slots given (`None`: dropped).
-    fn run_in_order<'o, M: Memory + Sync + ?Sized>(
+    /// results to the outputs (shorter outputs: the rest dropped).
+    fn run_in_order<M: Memory + Sync + ?Sized>(
         &mut self,
         mem: &M,
         reqs: &[Request],
         walked: &Scratch,
-        mut outs: impl Iterator<Item = (Option<&'o mut u64>, Option<&'o mut u8>)>,
+        out_hpa: &mut [u64],
+        out_fault: &mut [u8],
     ) {
-        // A part's walks are in request order: the next one is for request `who[n]`.
+        let iotlb = self.iotlb.capacity() > 0;
+        // The walks are in request order: the next one is for request `who[n]`.
         let mut n = 0usize;
         for (i, r) in reqs.iter().enumerate() {
+            if iotlb {
+                if let Some(c) = reqs
+                    .get(i + AHEAD)
+                    .and_then(|a| self.cached_walk_context(a))
+                {
+                    if let Some(a) = reqs.get(i + AHEAD) {
+                        self.iotlb.prefetch(c.did, a.iova);
+                    }
+                }
+            }
             let ahead = match walked.who.get(n) {
                 Some(&w) if w as usize == i => {
                     n += 1;
@@ -89,32 +334,74 @@ impl Remapper {
                 }
                 _ => None,
             };
-            let a = ahead.map(|(j, o)| (*j, *o));
-            let (hpa, fault) = match self.commit(mem, r, a.as_ref()) {
-                Ok(t) => (t.hpa, 0),
-                Err(rec) => (0, rec.reason.code()),
-            };
-            if let Some((h, f)) = outs.next() {
-                if let Some(h) = h {
-                    *h = hpa;
-                }
-                if let Some(f) = f {
-                    *f = fault;
-                }
+            let (hpa, fault) = self.step(mem, r, ahead);
+            if let Some(h) = out_hpa.get_mut(i) {
+                *h = hpa;
+            }
+            if let Some(f) = out_fault.get_mut(i) {
+                *f = fault;
             }
         }
     }
 
-    /// Start bringing into cache what request `r` will read: its IOTLB set and, unless the
-    /// IOTLB holds its translation, its leaf entry (the entries above are read now: few and
-    /// hot).
+    /// The batch on `threads` threads (see the module's text).
+    fn run_threaded<M: Memory + Sync + ?Sized>(
+        &mut self,
+        mem: &M,
+        reqs: &[Request],
+        threads: usize,
+        out_hpa: &mut [u64],
+        out_fault: &mut [u8],
+    ) {
+        let windows = reqs.len().div_ceil(WINDOW);
+        let ring = (RING_PER_THREAD * threads).min(windows).max(1);
+        let cfg = self.cfg.clone();
+        let shared = Shared {
+            mem,
+            cfg: &cfg,
+            rtaddr: self.rtaddr,
+            reqs,
+            windows,
+            ring: (0..ring).map(|_| Mutex::new(Scratch::default())).collect(),
+            progress: Mutex::new(Progress {
+                taken: 0,
+                done: 0,
+                ready: vec![false; ring],
+                stop: false,
+            }),
+            changed: Condvar::new(),
+        };
+        std::thread::scope(|s| {
+            let sh = &shared;
+            for _ in 1..threads {
+                s.spawn(move || sh.work());
+            }
+            let _stop = StopOnDrop(sh);
+            let mut hpa_parts = out_hpa.chunks_mut(WINDOW);
+            let mut fault_parts = out_fault.chunks_mut(WINDOW);
+            for (w, rs) in reqs.chunks(WINDOW).enumerate() {
+                sh.wait_ready(w);
+                if let Some(m) = sh.ring.get(w % ring) {
+                    let walked = lock(m);
+                    let hs = hpa_parts.next().unwrap_or_default();
+                    let fs = fault_parts.next().unwrap_or_default();
+                    self.run_in_order(mem, rs, &walked, hs, fs);
+                }
+                sh.release(w);
+            }
+        });
+    }
+
+    /// Start bringing request `r`'s leaf entry into cache (the entries above are read now: few
+    /// and hot), unless the IOTLB as it stands holds its translation (its set was asked for
+    /// earlier, so the probe reads cache).
     #[inline(always)]
-    fn prefetch_request<M: Memory + ?Sized>(&self, mem: &M, r: &Request, iotlb: bool) {
+    fn prefetch_leaf<M: Memory + ?Sized>(&self, mem: &M, r: &Request, iotlb: bool) {
         let Some(c) = self.cached_walk_context(r) else {
             return;
         };
-        if iotlb {
-            self.iotlb.prefetch(c.did, r.iova);
+        if iotlb && self.iotlb.probe(c.did, r.iova).is_some() {
+            return;
         }
         let mut table = c.slptptr & ADDR_HI_MASK;
         let mut level = c.levels as u32;
@@ -133,33 +420,49 @@ impl Remapper {
         mem.prefetch(table.wrapping_add(address_level_offset(r.iova, 1) * 8));
     }
 
-    /// Translate `reqs` in order on this thread, each request's IOTLB set and leaf entry
-    /// asked for [`AHEAD`] requests before it is translated.
-    fn run_prefetching<'o, M: Memory + Sync + ?Sized>(
+    /// Start bringing the IOTLB set request `r` will probe into cache.
+    #[inline(always)]
+    fn prefetch_set(&self, r: &Request) {
+        if let Some(c) = self.cached_walk_context(r) {
+            self.iotlb.prefetch(c.did, r.iova);
+        }
+    }
+
+    /// Translate `reqs` in order on this thread: [`AHEAD`] requests before a request is
+    /// translated its IOTLB set is asked for, and half as many before, its leaf entry unless
+    /// the IOTLB then holds its translation (without an IOTLB: the leaf, `AHEAD` before).
+    fn run_prefetching<M: Memory + Sync + ?Sized>(
         &mut self,
         mem: &M,
         reqs: &[Request],
-        mut outs: impl Iterator<Item = (Option<&'o mut u64>, Option<&'o mut u8>)>,
+        out_hpa: &mut [u64],
+        out_fault: &mut [u8],
     ) {
         let iotlb = self.iotlb.capacity() > 0;
-        for r in reqs.iter().take(AHEAD) {
-            self.prefetch_request(mem, r, iotlb);
+        let leaf_ahead = if iotlb { AHEAD / 2 } else { AHEAD };
+        if iotlb {
+            for r in reqs.iter().take(AHEAD) {
+                self.prefetch_set(r);
+            }
+        }
+        for r in reqs.iter().take(leaf_ahead) {
+            self.prefetch_leaf(mem, r, iotlb);
         }
         for (i, r) in reqs.iter().enumerate() {
-            if let Some(a) = reqs.get(i + AHEAD) {
-                self.prefetch_request(mem, a, iotlb);
+            if iotlb {
+                if let Some(a) = reqs.get(i + AHEAD) {
+                    self.prefetch_set(a);
+                }
             }
-            let (hpa, fault) = match self.commit(mem, r, None) {
-                Ok(t) => (t.hpa, 0),
-                Err(rec) => (0, rec.reason.code()),
-            };
-            if let Some((h, f)) = outs.next() {
-                if let Some(h) = h {
-                    *h = hpa;
-                }
-                if let Some(f) = f {
-                    *f = fault;
-                }
+            if let Some(a) = reqs.get(i + leaf_ahead) {
+                self.prefetch_leaf(mem, a, iotlb);
+            }
+            let (hpa, fault) = self.step(mem, r, None);
+            if let Some(h) = out_hpa.get_mut(i) {
+                *h = hpa;
+            }
+            if let Some(f) = out_fault.get_mut(i) {
+                *f = fault;
             }
         }
     }
@@ -177,50 +480,12 @@ impl Remapper {
         out_fault: &mut [u8],
     ) {
         let threads = threads.clamp(1, 64).min(reqs.len() / MIN_PER_THREAD).max(1);
+        // Nothing changes what backs memory during the batch: read it through a view.
+        let mem = &Fast::new(mem);
         if threads == 1 {
-            let outs = slots(Some(out_hpa)).zip(slots(Some(out_fault)));
-            self.run_prefetching(mem, reqs, outs);
+            self.run_prefetching(mem, reqs, out_hpa, out_fault);
             return;
         }
-        let window = WINDOW * threads;
-        let mut scratch: Vec<Scratch> = (0..threads).map(|_| Scratch::default()).collect();
-        let mut base = 0usize;
-        for win in reqs.chunks(window) {
-            let t = threads.min(win.len() / MIN_PER_THREAD).max(1);
-            let per = win.len().div_ceil(t).max(1);
-            {
-                let this = &*self;
-                std::thread::scope(|s| {
-                    let mut parts = win.chunks(per).zip(scratch.iter_mut());
-                    // The first part on this thread, the others on their own.
-                    let first = parts.next();
-                    for (rs, sc) in parts {
-                        s.spawn(move || this.walk_ahead(mem, rs, sc));
-                    }
-                    if let Some((rs, sc)) = first {
-                        this.walk_ahead(mem, rs, sc);
-                    }
-                });
-            }
-            let hpa_out = out_hpa.get_mut(base..).unwrap_or_default();
-            let fault_out = out_fault.get_mut(base..).unwrap_or_default();
-            let hpa_parts = hpa_out.chunks_mut(per).map(Some);
-            let hpa_parts = hpa_parts.chain(std::iter::repeat_with(|| None));
-            let fault_parts = fault_out.chunks_mut(per).map(Some);
-            let fault_parts = fault_parts.chain(std::iter::repeat_with(|| None));
-            let outs = hpa_parts.zip(fault_parts);
-            for ((rs, sc), (hs, fs)) in win.chunks(per).zip(&scratch).zip(outs) {
-                self.run_in_order(mem, rs, sc, slots(hs).zip(slots(fs)));
-            }
-            base += win.len();
-        }
+        self.run_threaded(mem, reqs, threads, out_hpa, out_fault);
     }
-}
-
-/// The elements of an optional slice as `Some(&mut x)`, then `None` for ever.
-fn slots<T>(s: Option<&mut [T]>) -> impl Iterator<Item = Option<&mut T>> {
-    s.into_iter()
-        .flat_map(|s| s.iter_mut())
-        .map(Some)
-        .chain(std::iter::repeat_with(|| None))
 }

@@ -175,7 +175,7 @@ impl Iotlb {
         self.len == 0
     }
 
-    #[inline]
+    #[inline(always)]
     fn set_of(&self, key: u64) -> usize {
         let gfn = key & GFN_MASK;
         let tag = (key >> 46).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20;
@@ -241,7 +241,7 @@ impl Iotlb {
     }
 
     /// A hit on `slot`: mark it referenced (a write only when it was not already).
-    #[inline]
+    #[inline(always)]
     pub fn touch(&mut self, slot: u32) {
         let slot = slot as usize;
         if let Some(v) = self
@@ -274,7 +274,7 @@ impl Iotlb {
     }
 
     /// Look up and mark referenced.
-    #[inline]
+    #[inline(always)]
     pub fn lookup(&mut self, did: u16, iova: u64) -> Option<IotlbEntry> {
         let (slot, e) = self.probe(did, iova)?;
         self.touch(slot);

@@ -297,8 +297,10 @@ impl Remapper {
                     Some((j, w)) if *j == job => *w,
                     _ => walk(mem, &self.cfg, &job),
                 };
-                if let Some(r) = FaultReason::from_code(w.fault) {
-                    return Err(self.fault(req, r, ctx.fpd));
+                if w.fault != 0 {
+                    if let Some(r) = FaultReason::from_code(w.fault) {
+                        return Err(self.fault(req, r, ctx.fpd));
+                    }
                 }
                 let size = crate::spec::level_size(w.level as u32);
                 let e = IotlbEntry {
@@ -308,7 +310,9 @@ impl Remapper {
                     iova_base: req.iova & !(size - 1),
                     hpa_base: w.hpa_base,
                 };
-                self.iotlb.insert(e);
+                if self.iotlb.capacity() > 0 {
+                    self.iotlb.insert(e);
+                }
                 e
             }
         };

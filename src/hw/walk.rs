@@ -133,6 +133,7 @@ fn start(cfg: &UnitConfig, job: &WalkJob) -> Result<Cursor, WalkOut> {
 
 /// One walk, start to end (at most `levels` table reads), the depth a compile-time
 /// parameter of the loop (so it unrolls and each level's masks are constants).
+#[inline(always)]
 pub fn walk<M: Memory + ?Sized>(mem: &M, cfg: &UnitConfig, job: &WalkJob) -> WalkOut {
     let c = match start(cfg, job) {
         Ok(c) => c,

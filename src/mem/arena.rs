@@ -48,6 +48,9 @@ const MAX_ORDER: usize = 40;
 pub const MAX_MADDR_BITS: u32 = 52;
 /// Most nodes a `PhysMem` accepts (each costs about 100 bytes of host memory before use).
 pub const MAX_NODES: usize = 1 << 24;
+/// Nodes [`PhysMem::runs`] looks at (a view of memory with more nodes answers the others
+/// through the look-up).
+pub const RUN_SCAN_NODES: usize = 64;
 /// Above this many nodes the address -> node look-up is a binary search.
 const LINEAR_NODES: usize = 8;
 
@@ -96,6 +99,8 @@ struct Node {
     base_pfn: u64,
     npages: u64,
     store: Store,
+    /// Indices of the reservations made so far, in the order they were made.
+    made: Vec<u32>,
     /// (order, start pfn) of every free block; None while the node is as built (one run of free
     /// pages from the first unreserved page to the end), so untouched nodes allocate nothing.
     free: Option<BTreeSet<(u8, u64)>>,
@@ -152,6 +157,7 @@ impl Node {
             base_pfn,
             npages,
             store: Store::Owned(chunks.into_boxed_slice()),
+            made: Vec::new(),
             free: None,
             orders: 0,
             free_pages: npages - reserved,
@@ -167,6 +173,7 @@ impl Node {
             base_pfn,
             npages,
             store: Store::Buffer(memory),
+            made: Vec::new(),
             free: Some(BTreeSet::new()),
             orders: 0,
             free_pages: 0,
@@ -243,6 +250,7 @@ impl Node {
                 let data = Reservation::new(pages << PAGE_SHIFT, huge)?;
                 let bits = Reservation::new(pages.div_ceil(8).next_multiple_of(PAGE_SIZE), false)?;
                 *slot = Some(Chunk { data, bits });
+                self.made.push(ci as u32);
             }
             if let Some(c) = slot {
                 let bits = c.bits.words();
@@ -679,6 +687,35 @@ impl PhysMem {
             self.backed += 1;
         }
         Ok(f)
+    }
+
+    /// Up to `out.len()` contiguous runs of memory as words (first machine address, words):
+    /// each reservation made so far (in the order made) and each buffer node, from the first
+    /// [`RUN_SCAN_NODES`] nodes (a view answers the rest through `load_u64`). The number
+    /// written.
+    pub fn runs<'s>(&'s self, out: &mut [(u64, &'s [u64])]) -> usize {
+        let mut n = 0;
+        for &(base_pfn, _, i) in self.sorted.iter().take(RUN_SCAN_NODES) {
+            let Some(node) = self.nodes.get(i as usize) else {
+                continue;
+            };
+            let base = base_pfn << PAGE_SHIFT;
+            let runs: &mut dyn Iterator<Item = (u64, &'s [u64])> = match &node.store {
+                Store::Owned(chunks) => &mut node.made.iter().filter_map(move |&k| {
+                    let c = chunks.get(k as usize)?.as_ref()?;
+                    Some((base + (u64::from(k) << CHUNK_SHIFT), c.data.words()))
+                }),
+                Store::Buffer(b) => &mut std::iter::once((base, b.words())),
+            };
+            for run in runs {
+                let Some(slot) = out.get_mut(n) else {
+                    return n;
+                };
+                *slot = run;
+                n += 1;
+            }
+        }
+        n
     }
 
     /// The frame holding `pfn`: `Some(None)` when it is inside a node but its memory was never

@@ -5,6 +5,8 @@
 //!   guest RAM) slots in without touching a walk; each use is monomorphised.
 //! * [`arena`]: `PhysMem`, the sparse NUMA arena with its page allocator, the backing used today.
 //!
+//! * [`view`]: [`Fast`], the read view the hot paths use: a memory's contiguous runs asked for
+//!   once per call, then a read is one bounds check and one load.
 //! * [`raw`]: the crate's only `unsafe` code, fenced, with its soundness argument and the
 //!   concurrency model: the host's sparse anonymous memory and memory the embedding program
 //!   owns, both seen as `u64` slices.
@@ -14,9 +16,11 @@
 pub mod arena;
 #[allow(unsafe_code)]
 pub mod raw;
+pub mod view;
 
 pub use arena::{Frame, NodeSpec, NodeStats, PhysMem, CHUNK_BYTES, MAX_MADDR_BITS, MAX_NODES};
 pub use raw::External;
+pub use view::{Fast, Run, MAX_RUNS};
 
 /// Read access to machine memory, what the hardware walks are generic over.
 pub trait Memory {
@@ -34,6 +38,14 @@ pub trait Memory {
                 raw::prefetch(w);
             }
         }
+    }
+    /// Up to `out.len()` contiguous runs of this memory as words (first machine address,
+    /// words), for [`Fast`] to read without asking again; the number written. A run must read
+    /// exactly as `load_u64` does for every address in it. Default: none.
+    #[inline]
+    fn runs<'s>(&'s self, out: &mut [Run<'s>]) -> usize {
+        let _ = out;
+        0
     }
 }
 
@@ -64,5 +76,9 @@ impl Memory for PhysMem {
     #[inline(always)]
     fn frame(&self, pfn: u64) -> Option<Option<&Frame>> {
         PhysMem::frame(self, pfn)
+    }
+    #[inline]
+    fn runs<'s>(&'s self, out: &mut [Run<'s>]) -> usize {
+        PhysMem::runs(self, out)
     }
 }
