@@ -465,6 +465,60 @@ def test_batch_equals_single_calls(iotlb: int) -> None:
         assert single.stats()["evictions"] > 0
 
 
+def test_threaded_batches_honour_stale_caches_like_single_calls() -> None:
+    """Tables change between batches without (or with only partial) invalidation: a stale
+    context-cache entry or IOTLB entry must decide the result in a batch on several threads
+    exactly as in the same calls one by one (the threads walk what memory says; the in-order
+    pass takes a walk only when it is the one the cached state asks for)."""
+    rnd = random.Random(7)
+    s, sids, pages = _batch_world(7)
+    n = 3 * 4096 + 77
+
+    def requests() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        sid = np.array([rnd.choice(sids) for _ in range(n)], dtype=np.uint16)
+        iova = np.array(
+            [rnd.choice(pages) + rnd.randrange(4096) for _ in range(n)], dtype=np.uint64
+        )
+        w = np.array([rnd.random() < 0.3 for _ in range(n)], dtype=np.bool_)
+        return sid, iova, w
+
+    top3 = s.t.page()  # a second table for SID's domain, with other host pages
+    for i, p in enumerate(pages):
+        s.t.map(top3, 4, p, 0x300_0000 + i * 0x1000)
+    changes: list[Callable[[], None]] = [
+        lambda: None,
+        # The context entry now points at the other table: stale in the context cache.
+        lambda: s.t.context(SID, top3, 4, DID),
+        # Leaves change under cached translations: stale in the IOTLB.
+        lambda: [s.t.map(top3, 4, p, 0x400_0000 + i * 0x1000) for i, p in enumerate(pages[:150])],
+        lambda: s.t.context(0x0309, top3, 4, DID),
+    ]
+    units = {th: s.unit(iotlb_entries=256) for th in (1, 2, 3)}
+    single = s.unit(iotlb_entries=256)
+    for k, change in enumerate(changes):
+        change()
+        if k == 3:
+            # Only SID's context is invalidated: 0x0309's and the IOTLB stay stale.
+            for u in [single, *units.values()]:
+                u.invalidate_context("device", sid=SID, fm=0)
+        sid, iova, w = requests()
+        exp_h = np.zeros(n, np.uint64)
+        exp_f = np.zeros(n, np.uint8)
+        for i in range(n):
+            try:
+                exp_h[i] = single.translate(int(sid[i]), int(iova[i]), bool(w[i])).hpa
+            except DmaFault as e:
+                exp_f[i] = e.reason
+        for th, u in units.items():
+            h, f = u.translate_batch(sid, iova, w, threads=th)
+            assert np.array_equal(h, exp_h) and np.array_equal(f, exp_f), (k, th)
+            assert u.stats() == single.stats(), (k, th)
+            assert u.fault_counts() == single.fault_counts(), (k, th)
+    # The stale state did decide: some results still come from the first table's pages.
+    assert (exp_h >= 0x100_0000).any() and (exp_h < 0x200_0000).any()
+    assert ((exp_h >= 0x300_0000) & (exp_h < 0x500_0000)).any()
+
+
 def test_batch_default_writes_and_empty() -> None:
     s = Setup(4)
     r = s.unit()
