@@ -4,9 +4,10 @@
 //!
 //! * One thread: [`AHEAD`] requests before a request is translated, the processor is asked
 //!   (a prefetch, which does not wait) for the IOTLB set it will probe; half as many before,
-//!   unless the IOTLB as it then stands holds its translation, for its leaf entry, the entries
-//!   above the leaf read then (few, and in cache). By the time the request is translated its
-//!   misses are under way or done.
+//!   unless the IOTLB as it then stands holds its translation, for its leaf entry: the levels
+//!   above the leaf are walked then (few entries, and in cache) and kept for the request's
+//!   turn, which reads only the leaf when it still needs that very walk. By the time the
+//!   request is translated its misses are under way or done.
 //! * More threads, spawned once per batch: the batch is cut into windows of [`WINDOW`]
 //!   requests. Any thread, this one included, takes the next window not yet taken (at most
 //!   [`RING_PER_THREAD`] windows per thread ahead of the in-order pass) and does its walks:
@@ -27,9 +28,12 @@ use super::config::UnitConfig;
 use super::context::{fetch_context, Context};
 use super::iotlb::IotlbEntry;
 use super::remapper::{Remapper, Request, INTERRUPT_RANGE};
-use super::walk::{beyond_width, walk, walk_interleaved, WalkJob, WalkOut, PERM_R, PERM_W};
+use super::walk::{
+    beyond_width, walk, walk_interleaved, walk_leaf, walk_upper, Upper, WalkJob, WalkOut, PERM_R,
+    PERM_W,
+};
 use crate::mem::{Fast, Memory};
-use crate::spec::{address_level_offset, level_size, Pte, TranslationType, ADDR_HI_MASK};
+use crate::spec::{level_size, TranslationType};
 
 /// Walks done ahead for one window: the walks, the index in the window of the request each
 /// is for, and their results.
@@ -48,6 +52,16 @@ const MIN_PER_THREAD: usize = WINDOW;
 const RING_PER_THREAD: usize = 4;
 /// How many requests ahead a one-thread batch asks for the memory a request will read.
 const AHEAD: usize = 32;
+/// Walks above the leaf kept for the next requests of a one-thread batch (more than AHEAD).
+const UPPER_RING: usize = 64;
+
+/// What was walked ahead for a request: a whole walk (threaded batches) or the levels above
+/// its leaf (one thread). Used only when it is the very walk the request's turn needs.
+#[derive(Clone, Copy)]
+enum Walked<'a> {
+    Full(Option<(&'a WalkJob, &'a WalkOut)>),
+    Upper(Option<&'a Upper>),
+}
 
 /// Where the windows of a threaded batch stand.
 struct Progress {
@@ -219,7 +233,7 @@ impl Remapper {
         &mut self,
         mem: &M,
         r: &Request,
-        ahead: Option<(&WalkJob, &WalkOut)>,
+        ahead: Walked<'_>,
     ) -> Option<u64> {
         let c = self.cached_walk_context(r)?;
         if beyond_width(&self.cfg, c.levels as u32, r.iova) {
@@ -248,7 +262,8 @@ impl Remapper {
                     write: r.write,
                 };
                 let w = match ahead {
-                    Some((j, w)) if *j == job => *w,
+                    Walked::Full(Some((j, w))) if *j == job => *w,
+                    Walked::Upper(Some(u)) if u.job == job => walk_leaf(mem, &self.cfg, u),
                     _ => walk(mem, &self.cfg, &job),
                 };
                 if w.fault != 0 {
@@ -291,12 +306,15 @@ impl Remapper {
         &mut self,
         mem: &M,
         r: &Request,
-        ahead: Option<(&WalkJob, &WalkOut)>,
+        ahead: Walked<'_>,
     ) -> (u64, u8) {
         if let Some(hpa) = self.try_fast(mem, r, ahead) {
             return (hpa, 0);
         }
-        let a = ahead.map(|(j, o)| (*j, *o));
+        let a = match ahead {
+            Walked::Full(a) => a.map(|(j, o)| (*j, *o)),
+            Walked::Upper(_) => None,
+        };
         match self.commit(mem, r, a.as_ref()) {
             Ok(t) => (t.hpa, 0),
             Err(rec) => (0, rec.reason.code()),
@@ -334,7 +352,7 @@ impl Remapper {
                 }
                 _ => None,
             };
-            let (hpa, fault) = self.step(mem, r, ahead);
+            let (hpa, fault) = self.step(mem, r, Walked::Full(ahead));
             if let Some(h) = out_hpa.get_mut(i) {
                 *h = hpa;
             }
@@ -392,32 +410,29 @@ impl Remapper {
         });
     }
 
-    /// Start bringing request `r`'s leaf entry into cache (the entries above are read now: few
-    /// and hot), unless the IOTLB as it stands holds its translation (its set was asked for
-    /// earlier, so the probe reads cache).
+    /// Walk request `r`'s levels above its leaf and start bringing its leaf entry into cache,
+    /// unless the IOTLB as it stands holds its translation (its set was asked for earlier, so
+    /// the probe reads cache). The walk so far, for the request's turn.
     #[inline(always)]
-    fn prefetch_leaf<M: Memory + ?Sized>(&self, mem: &M, r: &Request, iotlb: bool) {
-        let Some(c) = self.cached_walk_context(r) else {
-            return;
-        };
+    fn prefetch_leaf<M: Memory + ?Sized>(
+        &self,
+        mem: &M,
+        r: &Request,
+        iotlb: bool,
+    ) -> Option<Upper> {
+        let c = self.cached_walk_context(r)?;
         if iotlb && self.iotlb.probe(c.did, r.iova).is_some() {
-            return;
+            return None;
         }
-        let mut table = c.slptptr & ADDR_HI_MASK;
-        let mut level = c.levels as u32;
-        while level > 1 {
-            let at = table.wrapping_add(address_level_offset(r.iova, level) * 8);
-            let Some(raw) = mem.load_u64(at) else {
-                return;
-            };
-            let pte = Pte(raw);
-            if raw & 3 == 0 || pte.superpage() {
-                return;
-            }
-            table = pte.addr();
-            level -= 1;
-        }
-        mem.prefetch(table.wrapping_add(address_level_offset(r.iova, 1) * 8));
+        let job = WalkJob {
+            root: c.slptptr,
+            iova: r.iova,
+            levels: c.levels,
+            write: r.write,
+        };
+        let u = walk_upper(mem, &self.cfg, &job)?;
+        mem.prefetch(u.leaf_entry());
+        Some(u)
     }
 
     /// Start bringing the IOTLB set request `r` will probe into cache.
@@ -445,8 +460,10 @@ impl Remapper {
                 self.prefetch_set(r);
             }
         }
-        for r in reqs.iter().take(leaf_ahead) {
-            self.prefetch_leaf(mem, r, iotlb);
+        // The walks so far of the next requests, by request index modulo its length.
+        let mut upper = [None::<Upper>; UPPER_RING];
+        for (k, r) in reqs.iter().enumerate().take(leaf_ahead) {
+            upper[k % UPPER_RING] = self.prefetch_leaf(mem, r, iotlb);
         }
         for (i, r) in reqs.iter().enumerate() {
             if iotlb {
@@ -454,10 +471,11 @@ impl Remapper {
                     self.prefetch_set(a);
                 }
             }
+            let u = upper[i % UPPER_RING].take();
             if let Some(a) = reqs.get(i + leaf_ahead) {
-                self.prefetch_leaf(mem, a, iotlb);
+                upper[(i + leaf_ahead) % UPPER_RING] = self.prefetch_leaf(mem, a, iotlb);
             }
-            let (hpa, fault) = self.step(mem, r, None);
+            let (hpa, fault) = self.step(mem, r, Walked::Upper(u.as_ref()));
             if let Some(h) = out_hpa.get_mut(i) {
                 *h = hpa;
             }

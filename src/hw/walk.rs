@@ -163,6 +163,57 @@ fn walk_depth<M: Memory + ?Sized, const L: u32>(
     fault_out(FaultReason::PagingEntryInv)
 }
 
+/// A walk stopped above its last level: every level above level 1 read, checked and
+/// descended (no fault, no superpage), the level-1 table and the permissions so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Upper {
+    pub job: WalkJob,
+    table: u64,
+    perm: u8,
+}
+
+impl Upper {
+    /// The address of the leaf entry the walk reads last.
+    #[inline(always)]
+    pub fn leaf_entry(&self) -> u64 {
+        self.table
+            .wrapping_add(address_level_offset(self.job.iova, 1) * 8)
+    }
+}
+
+/// The levels of `job` above level 1, when each descends (`None`: a level faults or is a
+/// superpage leaf, or the job fails its start checks: [`walk`] decides those).
+#[inline(always)]
+pub fn walk_upper<M: Memory + ?Sized>(mem: &M, cfg: &UnitConfig, job: &WalkJob) -> Option<Upper> {
+    let mut c = start(cfg, job).ok()?;
+    while c.level > 1 {
+        if let Step::Done(_) = step(mem, &cfg.masks, job, &mut c) {
+            return None;
+        }
+    }
+    Some(Upper {
+        job: *job,
+        table: c.table,
+        perm: c.perm,
+    })
+}
+
+/// The rest of the walk `u` stopped at: its level-1 entry read and checked. Together with
+/// [`walk_upper`], the same result as [`walk`] of the same job over the same memory.
+#[inline(always)]
+pub fn walk_leaf<M: Memory + ?Sized>(mem: &M, cfg: &UnitConfig, u: &Upper) -> WalkOut {
+    let mut c = Cursor {
+        table: u.table,
+        level: 1,
+        perm: u.perm,
+    };
+    match step(mem, &cfg.masks, &u.job, &mut c) {
+        Step::Done(o) => o,
+        // Not reached: level 1 always ends a walk.
+        Step::Descend => fault_out(FaultReason::PagingEntryInv),
+    }
+}
+
 /// Walks in flight at once in [`walk_interleaved`].
 pub const WALK_WAYS: usize = 16;
 
