@@ -12,7 +12,7 @@
 //!   requests. Any thread, this one included, takes the next window not yet taken (at most
 //!   [`RING_PER_THREAD`] windows per thread ahead of the in-order pass) and does its walks:
 //!   each request's context read from memory (not from the context cache, which only the
-//!   in-order pass touches) and its second-level walk, interleaved. A walk reads only memory,
+//!   in-order pass touches) and its second-level walk, the leaves prefetched ahead. A walk reads only memory,
 //!   which no one changes during a batch. This thread translates the windows in order through
 //!   the same step as a single translation, taking a walk done ahead only when it is the very
 //!   walk that step needs (same table, address, depth and access): a stale context cache or
@@ -29,7 +29,7 @@ use super::context::{fetch_context, Context};
 use super::iotlb::IotlbEntry;
 use super::remapper::{Remapper, Request, INTERRUPT_RANGE};
 use super::walk::{
-    beyond_width, walk, walk_interleaved, walk_leaf, walk_upper, Upper, WalkJob, WalkOut, PERM_R,
+    beyond_width, walk, walk_leaf, walk_prefetching, walk_upper, Upper, WalkJob, WalkOut, PERM_R,
     PERM_W,
 };
 use crate::mem::{Fast, Memory};
@@ -176,7 +176,7 @@ impl<M: ?Sized> Drop for StopOnDrop<'_, '_, M> {
 }
 
 /// The walks of `reqs` as memory says now (contexts read from the tables, the last one
-/// remembered), interleaved, into `sc`. Requests that need no walk (pass-through, translation
+/// remembered), into `sc`. Requests that need no walk (pass-through, translation
 /// requests, a context that faults) get none.
 fn walk_from_memory<M: Memory + ?Sized>(
     mem: &M,
@@ -211,7 +211,7 @@ fn walk_from_memory<M: Memory + ?Sized>(
     }
     sc.outs.clear();
     sc.outs.resize(sc.jobs.len(), WalkOut::default());
-    walk_interleaved(mem, cfg, &sc.jobs, &mut sc.outs);
+    walk_prefetching(mem, cfg, &sc.jobs, &mut sc.outs);
 }
 
 impl Remapper {

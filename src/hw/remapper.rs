@@ -338,7 +338,8 @@ mod tests {
     use crate::addr::Maddr;
     use crate::hw::batch::WINDOW;
     use crate::hw::config::{DEFAULT_CAP, DEFAULT_ECAP};
-    use crate::hw::walk::walk_interleaved;
+    use crate::hw::walk::{walk_interleaved, walk_prefetching};
+    use crate::mem::Fast;
     use crate::mem::PhysMem;
     use crate::spec::cap::sllps;
     use crate::spec::{address_level_offset, levels_to_width, Cap, ContextEntry, Ecap, Pte};
@@ -881,9 +882,12 @@ mod tests {
             .collect();
         let mut out = vec![WalkOut::default(); jobs.len()];
         walk_interleaved(&m, &cfg, &jobs, &mut out);
+        let mut pre = vec![WalkOut::default(); jobs.len()];
+        walk_prefetching(&Fast::new(&m), &cfg, &jobs, &mut pre);
         let mut ok = 0;
-        for (j, o) in jobs.iter().zip(&out) {
+        for ((j, o), p) in jobs.iter().zip(&out).zip(&pre) {
             assert_eq!(walk(&m, &cfg, j), *o);
+            assert_eq!(*o, *p);
             ok += (o.fault == 0) as u32;
         }
         assert!(ok > 0);
