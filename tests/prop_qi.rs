@@ -9,7 +9,8 @@
 //!   invalid (or one it cannot read, or a tail outside the ring), and IQH stays there;
 //!   otherwise IQH = IQT after the write; IQH is always aligned and inside the ring;
 //! * a wait descriptor with SW writes its data at its address, with IF sets ICS.IWC and sends
-//!   one completion message while IWC was clear;
+//!   one completion message while IWC was clear (held in IECTL.IP while IECTL.IM is set);
+//! * a queue error raises one fault event unless PPF, PFO or IQE was already set;
 //! * device-TLB descriptors ask for the ATS-encoded ranges;
 //! * a translation gives the value in memory or one a cache may still hold: after a covering
 //!   IOTLB or context-cache invalidation, only the value in memory.
@@ -61,6 +62,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::ClearIqe),
         1 => Just(Op::ClearIwc),
         1 => any::<bool>().prop_map(Op::Qie),
+        1 => any::<bool>().prop_map(Op::Iectl),
         1 => (any::<u8>(), any::<u64>()).prop_map(|(s, raw)| Op::Iqa(iqa_value(s, raw))),
         2 => (0usize..2, 0usize..PAGES, prop::option::of(any::<u64>()))
             .prop_map(|(table, page, frame)| Op::Remap { table, page, frame }),

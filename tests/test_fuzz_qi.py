@@ -50,6 +50,13 @@ def test_a_valid_queue_runs_to_its_tail(seed: int) -> None:
     assert m.leaf[0][3] == [1 << 32 | 0x7_7000]
 
 
+def test_the_256_bit_seed_runs_to_its_tail() -> None:
+    m = targets.qi_session(targets.qi_seeds()[12])
+    assert m is not None and m.wide
+    assert (m.iqe, m.head, m.iqt) == (False, 4, 4 << 5)
+    assert m.status == {targets.QI_STATUS: 1} and m.iwc
+
+
 def test_a_256_bit_queue_needs_smts_and_bit_4_of_the_tail_clear() -> None:
     body = bytes([0x80, 0]) + Descriptor.iotlb("global").to_bytes(32)
     smts = 3 << 2  # ECAP with SMTS

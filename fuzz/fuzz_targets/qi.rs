@@ -90,6 +90,7 @@ fuzz_target!(|data: &[u8]| {
                 9,
             ),
             13 => (Op::Switch, 0),
+            15 if b8 & 0x80 != 0 => (Op::Iectl(b8 & 1 != 0), 9),
             _ => (
                 Op::Translate {
                     page: usize::from(b8),

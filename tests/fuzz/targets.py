@@ -463,6 +463,7 @@ QI_TABLES = (0x2000, 0x6000)
 QI_DIDS = (0x0105, 0x0206)  # distinct in their low 4 bits; bits above 8 ignored with ND 2
 QI_SID, QI_PAGES = 0x0008, 8
 QI_IEADDR, QI_IEDATA = 0xFEE0_1000, 0x55
+QI_FEADDR, QI_FEDATA = 0xFEE0_2000, 0x41
 IQH, IQT, IQA, ICS, IECTL = 0x80, 0x88, 0x90, 0x9C, 0xA0
 TE, SRTP, QIE, IQE = 1 << 31, 1 << 30, 1 << 26, 1 << 4
 QI_CAPS = (  # the model's default (ND 6, PSI, MAMV 18); without PSI; ND 2 with MAMV 9
@@ -523,6 +524,7 @@ class QiModel:
         self.pds, self.smts = bool(ecap >> 42 & 1), bool(ecap >> 43 & 1)
         self.iqa = self.iqt = self.head = self.base = self.entries = 0
         self.qie = self.wide = self.iqe = self.iwc = self.ran = False
+        self.ie_masked = self.ie_pending = False  # IECTL.IM, IECTL.IP
         self.status: dict[int, int] = {}
         self.dtlb: list[tuple[int, int, int, int, int]] = []
         self.completions = 0
@@ -636,9 +638,14 @@ class QiModel:
             if e[1] is not None:
                 a, d = e[1]
                 self.status[a] = d
+            # IF: IWC, and the completion event unless IWC was already set; held in IECTL.IP
+            # while IECTL.IM is set.
             if e[2] and not self.iwc:
                 self.iwc = True
-                self.completions += 1
+                if self.ie_masked:
+                    self.ie_pending = True
+                else:
+                    self.completions += 1
 
     def run(self, mem: PhysMem) -> None:
         """From the head to the tail, stopping (IQE) at the first descriptor that is invalid
@@ -703,10 +710,14 @@ def _qi_setup(cap: int, ecap: int, qs: int, wide: bool) -> tuple[PhysMem, Remapp
     r.mmio_write(0xA4, 4, QI_IEDATA)
     r.mmio_write(0xA8, 4, QI_IEADDR)
     r.mmio_write(IECTL, 4, 0)
+    r.mmio_write(0x3C, 4, QI_FEDATA)
+    r.mmio_write(0x40, 4, QI_FEADDR)
+    r.mmio_write(0x38, 4, 0)
     model.iqa = QI_QUEUE | int(wide) << 11 | (qs & 3)
     r.mmio_write(IQA, 8, model.iqa)
     r.mmio_write(0x18, 4, TE | QIE)
     model.enable(mem)
+    r.interrupts()  # a queue latched with DW but no SMTS has already failed and signalled it
     return mem, r, model
 
 
@@ -734,6 +745,8 @@ def qi_session(data: bytes) -> QiModel | None:
     while rest and steps < 64:
         steps += 1
         kind, body = rest[0], rest[1:]
+        # PPF, PFO or IQE already set suppress the fault event of a queue error (§1.13).
+        iqe_before, quiet = m.iqe, bool(r.mmio_read(0x34, 4) & 0x13)
         dlen = 32 if kind & 0x80 else 16
         v = int.from_bytes(body[:8].ljust(8, b"\0"), "little")
         b8 = body[8] if len(body) > 8 else 0
@@ -772,7 +785,15 @@ def qi_session(data: bytes) -> QiModel | None:
             m.iqe, used = False, 0
         elif op == 9:
             r.mmio_write(ICS, 4, 1)
-            m.iwc, used = False, 0
+            m.iwc = m.ie_pending = False  # IP goes with IWC
+            used = 0
+        elif op == 15 and b8 & 0x80:
+            masked = bool(b8 & 1)
+            r.mmio_write(IECTL, 4, masked << 31)
+            m.ie_masked = masked
+            if not masked and m.ie_pending:
+                m.ie_pending = False  # unmasking sends what was held
+                m.completions += 1
         elif op == 10:
             on = bool(b8 & 1)
             r.mmio_write(0x18, 4, TE | (QIE if on else 0))
@@ -807,6 +828,13 @@ def qi_session(data: bytes) -> QiModel | None:
             allowed = [m.leaf[c][p] for c in range(2) if m.ctx_allowed[c]]
             assert any(got in a for a in allowed), (p, got, allowed)
         rest = body[used:]
+        msgs = r.interrupts()
+        done = [i.data for i in msgs if i.address == QI_IEADDR]
+        assert done == [QI_IEDATA] * m.completions, (done, m.completions)
+        m.completions = 0
+        if op != 14 and not (op == 15 and not b8 & 0x80):  # a translation may fault
+            events = sum(i.address == QI_FEADDR for i in msgs)
+            assert events == (m.iqe and not iqe_before and not quiet), (events, quiet)
         _qi_compare(mem, r, m)
     return m
 
@@ -823,9 +851,7 @@ def _qi_compare(mem: PhysMem, r: Remapper, m: QiModel) -> None:
     assert bool(r.mmio_read(ICS, 4) & 1) == m.iwc
     for a, d in m.status.items():
         assert mem.read_u64(a & ~7) >> (8 * (a & 4)) & M32 == d, (hex(a), hex(d))
-    msgs = [i for i in r.interrupts() if i.address == QI_IEADDR]
-    assert len(msgs) == m.completions and all(i.data == QI_IEDATA for i in msgs), len(msgs)
-    m.completions = 0
+    assert r.mmio_read(IECTL, 4) == m.ie_masked << 31 | m.ie_pending << 30
     got = [(d.sid, d.address, d.size, d.qdep, d.pfsid) for d in r.device_tlb_invalidations()]
     assert got == m.dtlb, (got, m.dtlb)
     m.dtlb.clear()
@@ -833,8 +859,9 @@ def _qi_compare(mem: PhysMem, r: Remapper, m: QiModel) -> None:
 
 def qi_seeds() -> list[bytes]:
     """A valid queue, built with ``Descriptor``: context-cache global, IOTLB global, domain and
-    page, device-TLB, IEC, a wait with a status write and one with IF, with translations and
-    a page-table change between; on each unit, at QS 0, and a 256-bit queue with SMTS."""
+    page, device-TLB, IEC, a wait with a status write and one with IF (IECTL masked, then
+    unmasked), with translations and page-table changes between, a context switch; on each
+    unit, at QS 0; and four descriptors in a 256-bit queue on the unit with SMTS."""
 
     def step(kind: int, value: int, sel: int) -> bytes:
         return bytes([kind]) + value.to_bytes(8, "little") + bytes([sel])
@@ -859,14 +886,26 @@ def qi_seeds() -> list[bytes]:
             submit(Descriptor.device_tlb(0x0310, 0x12_3000, size=True, qdep=4)),
             submit(Descriptor.iec(index=0x12, im=1)),
             submit(Descriptor.wait(status_addr=QI_STATUS + 8, status_data=0xCAFE)),
+            step(15, 0, 0x81),  # IECTL masked: the completion is held in IP
             submit(Descriptor.wait(interrupt=True)),
+            step(15, 0, 0x80),  # unmasked: sent
             bytes([9]),  # clear IWC
             bytes([13]),  # switch context, then invalidate the context cache
             submit(Descriptor.context_cache("global")),
             step(14, 0, 4),
         ]
     )
-    return [bytes([c | e << 2, 0]) + body for c in range(3) for e in range(4)]
+    wide = bytes([0x80, 3]) + b"".join(
+        d.to_bytes(32)
+        for d in (
+            Descriptor.iotlb("global"),
+            Descriptor.context_cache("domain", did=did),
+            Descriptor.iec(),
+            Descriptor.wait(status_addr=QI_STATUS, status_data=1, interrupt=True),
+        )
+    )
+    seeds = [bytes([c | e << 2, 0]) + body for c in range(3) for e in range(4)]
+    return [*seeds, bytes([3 << 2, 4]) + wide]
 
 
 TARGETS = {

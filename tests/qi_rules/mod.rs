@@ -34,9 +34,12 @@ pub const SID: u16 = 0x0008;
 pub const PAGES: usize = 8;
 pub const IEADDR: u64 = 0xFEE0_1000;
 pub const IEDATA: u32 = 0x55;
+pub const FEADDR: u64 = 0xFEE0_2000;
+pub const FEDATA: u32 = 0x41;
 
 pub const GCMD: u64 = 0x18;
 pub const FSTS: u64 = 0x34;
+pub const FECTL: u64 = 0x38;
 pub const IQH: u64 = 0x80;
 pub const IQT: u64 = 0x88;
 pub const IQA: u64 = 0x90;
@@ -82,6 +85,8 @@ pub enum Op {
     ClearIwc,
     /// GCMD with TE and with or without QIE.
     Qie(bool),
+    /// IECTL with IM set (masked) or clear.
+    Iectl(bool),
     /// An IQA write.
     Iqa(u64),
     /// A leaf of table `table` changed (None: not present).
@@ -186,7 +191,7 @@ pub mod desc {
 }
 
 /// A unit set up for the sequence: translation on through the root table at 0, IECTL
-/// unmasked towards IEADDR/IEDATA, and a queue of 2^(QS+8) descriptors at QUEUE (DW when
+/// unmasked towards IEADDR/IEDATA, FECTL unmasked towards FEADDR/FEDATA, and a queue of 2^(QS+8) descriptors at QUEUE (DW when
 /// `wide`), enabled.
 pub fn setup(cap: u64, ecap: u64, qs: u8, wide: bool) -> (Remapper, PhysMem, Model) {
     let mut mem = PhysMem::new(&[(0, MEM)]).expect("memory");
@@ -217,11 +222,16 @@ pub fn setup(cap: u64, ecap: u64, qs: u8, wide: bool) -> (Remapper, PhysMem, Mod
     wr(&mut r, &mut mem, 0xA4, 4, u64::from(IEDATA));
     wr(&mut r, &mut mem, 0xA8, 4, IEADDR);
     wr(&mut r, &mut mem, IECTL, 4, 0);
+    wr(&mut r, &mut mem, 0x3C, 4, u64::from(FEDATA));
+    wr(&mut r, &mut mem, 0x40, 4, FEADDR);
+    wr(&mut r, &mut mem, FECTL, 4, 0);
     let iqa = QUEUE | u64::from(wide) << 11 | u64::from(qs & 3);
     wr(&mut r, &mut mem, IQA, 8, iqa);
     model.iqa = iqa;
     wr(&mut r, &mut mem, GCMD, 4, TE | QIE);
     model.enable(&mem);
+    // A queue latched with DW but no SMTS has already failed (and signalled it).
+    r.take_interrupts();
     (r, mem, model)
 }
 
@@ -256,6 +266,9 @@ pub struct Model {
     iqt: u64,
     iqe: bool,
     iwc: bool,
+    /// IECTL.IM and IECTL.IP.
+    ie_masked: bool,
+    ie_pending: bool,
     /// Status writes the unit must have made: (address, data), the latest per address last.
     status: Vec<(u64, u32)>,
     /// Device-TLB invalidations the unit must have asked for, not yet taken.
@@ -298,6 +311,8 @@ impl Model {
             iqt: 0,
             iqe: false,
             iwc: false,
+            ie_masked: false,
+            ie_pending: false,
             status: Vec::new(),
             dtlb: Vec::new(),
             completions: 0,
@@ -466,9 +481,15 @@ impl Model {
                     self.status.retain(|&(x, _)| x != a);
                     self.status.push((a, d));
                 }
+                // IF: IWC; the completion event unless IWC was already set; held in IECTL.IP
+                // while IECTL.IM is set.
                 if irq && !self.iwc {
                     self.iwc = true;
-                    self.completions += 1;
+                    if self.ie_masked {
+                        self.ie_pending = true;
+                    } else {
+                        self.completions += 1;
+                    }
                 }
             }
         }
@@ -518,6 +539,9 @@ impl Model {
     /// Run `op` on the unit and on the model, then compare them; the first rule broken,
     /// described.
     pub fn step(&mut self, r: &mut Remapper, mem: &mut PhysMem, op: &Op) -> Result<(), String> {
+        // PPF, PFO or IQE already set suppress the fault event of a queue error (§1.13).
+        let fsts = r.mmio_read(FSTS, 4).map_err(|e| e.to_string())?;
+        let (iqe_before, quiet) = (self.iqe, fsts & 0x13 != 0);
         let wr = |r: &mut Remapper, mem: &mut PhysMem, off, size, v| {
             r.mmio_write(mem, off, size, v)
                 .map_err(|e| format!("write {off:#x}: {e}"))
@@ -564,6 +588,15 @@ impl Model {
             Op::ClearIwc => {
                 wr(r, mem, ICS, 4, 1)?;
                 self.iwc = false;
+                self.ie_pending = false; // IP goes with IWC
+            }
+            &Op::Iectl(masked) => {
+                wr(r, mem, IECTL, 4, if masked { 1 << 31 } else { 0 })?;
+                self.ie_masked = masked;
+                if !masked && self.ie_pending {
+                    self.ie_pending = false; // unmasking sends what was held
+                    self.completions += 1;
+                }
             }
             &Op::Qie(on) => {
                 wr(r, mem, GCMD, 4, TE | if on { QIE } else { 0 })?;
@@ -622,6 +655,26 @@ impl Model {
                 }
             }
         }
+        let msgs = r.take_interrupts();
+        let events = msgs.iter().filter(|m| m.address == FEADDR).count();
+        let done: Vec<u32> = msgs
+            .iter()
+            .filter(|m| m.address == IEADDR)
+            .map(|m| m.data)
+            .collect();
+        if done.len() != self.completions || done.iter().any(|&d| d != IEDATA) {
+            return Err(format!(
+                "completion messages {done:x?}, {} expected",
+                self.completions
+            ));
+        }
+        self.completions = 0;
+        if !matches!(op, Op::Translate { .. }) {
+            let want = usize::from(self.iqe && !iqe_before && !quiet);
+            if events != want {
+                return Err(format!("{events} fault events, {want} expected"));
+            }
+        }
         self.compare(r, mem)
     }
 
@@ -677,20 +730,12 @@ impl Model {
                 format!("status at {a:#x}: {got:#x}, expected {d:#x}"),
             )?;
         }
-        let msgs: Vec<_> = r
-            .take_interrupts()
-            .into_iter()
-            .filter(|m| m.address == IEADDR)
-            .collect();
+        let iectl = rd(IECTL, 4)?;
+        let want = u64::from(self.ie_masked) << 31 | u64::from(self.ie_pending) << 30;
         ensure(
-            msgs.len() == self.completions && msgs.iter().all(|m| m.data == IEDATA),
-            format!(
-                "{} completion messages, {} expected",
-                msgs.len(),
-                self.completions
-            ),
+            iectl == want,
+            format!("IECTL {iectl:#x}, expected {want:#x}"),
         )?;
-        self.completions = 0;
         let got: Vec<_> = r
             .take_device_tlb_invalidations()
             .into_iter()
