@@ -501,14 +501,15 @@ def _steer(w: list[int]) -> list[int]:
 
 
 def _iqa_value(sel: int, raw: int) -> int:
-    """The queue memory at QS 0..3 with or without DW, another page of memory holding no valid
-    status-writing descriptor (tables, zeros), or a base with no memory."""
-    qs, dw = sel & 3, (sel >> 2 & 1) << 11
+    """The queue memory at QS 0..7 (from QS 5 on the ring runs past the end of memory) with or
+    without DW, a base elsewhere in memory holding no valid descriptor that writes status
+    outside the status page (tables, zeros, the queue memory at an offset), or no memory."""
+    qs, dw = sel & 3 | (sel >> 5 & 1) << 2, (sel >> 2 & 1) << 11
     where = sel >> 3 & 3
     if where <= 1:
         return QI_QUEUE | dw | qs
     if where == 2:
-        page = raw % 16
+        page = raw % (QI_MEM // 4096)
         return (0xB if page == 0xA else page) << 12 | dw | qs
     return (raw & 0x7FFF_FFFF_F000) | 1 << 40 | dw | qs
 
@@ -692,17 +693,31 @@ def _qi_layout_ok(lo: int, hi: int) -> bool:
     return not (lo & rlo or hi & rhi) and (ty > 2 or lo >> 4 & 3 != 0)
 
 
+def _qi_image() -> bytes:
+    """Root, context and page tables (the pages below the status page), built once."""
+    img = bytearray(QI_STATUS)
+
+    def put(addr: int, value: int) -> None:
+        img[addr : addr + 8] = value.to_bytes(8, "little")
+
+    put(0, QI_CTX | 1)
+    for t, base in enumerate(QI_TABLES):
+        for lvl in range(3):
+            put(base + lvl * 0x1000, (base + (lvl + 1) * 0x1000) | 3)
+        for p in range(QI_PAGES):
+            put(base + 0x3000 + 8 * p, _frame0(t, p) | 3)
+    put(QI_CTX + 16 * (QI_SID & 0xFF), QI_TABLES[0] | 1)
+    put(QI_CTX + 16 * (QI_SID & 0xFF) + 8, 2 | QI_DIDS[0] << 8)
+    return bytes(img)
+
+
+QI_IMAGE = _qi_image()
+
+
 def _qi_setup(cap: int, ecap: int, qs: int, wide: bool) -> tuple[PhysMem, Remapper, QiModel]:
     mem = PhysMem([(0, QI_MEM)])
     model = QiModel(cap, ecap)
-    mem.write_u64(0, QI_CTX | 1)
-    for t, base in enumerate(QI_TABLES):
-        for lvl in range(3):
-            mem.write_u64(base + lvl * 0x1000, (base + (lvl + 1) * 0x1000) | 3)
-        for p in range(QI_PAGES):
-            mem.write_u64(base + 0x3000 + 8 * p, _frame0(t, p) | 3)
-    mem.write_u64(QI_CTX + 16 * (QI_SID & 0xFF), QI_TABLES[0] | 1)
-    mem.write_u64(QI_CTX + 16 * (QI_SID & 0xFF) + 8, 2 | QI_DIDS[0] << 8)
+    mem.write(0, QI_IMAGE)
     r = Remapper(mem, cap=cap, ecap=ecap, iotlb_entries=16, fault_records=8)
     r.mmio_write(0x20, 8, 0)
     r.mmio_write(0x18, 4, SRTP)

@@ -102,17 +102,17 @@ pub enum Op {
     },
 }
 
-/// IQA values worth drawing: the queue memory at sizes QS 0..=3, with and without DW, a base
-/// inside memory but elsewhere, and a base with no memory behind it.
+/// IQA values worth drawing: the queue memory at sizes QS 0..=7 (from QS 5 on the ring runs
+/// past the end of memory), with and without DW, a base elsewhere in memory (tables, zero
+/// pages, the queue memory at an offset: nothing there is a valid descriptor that writes
+/// status outside the status page), and a base with no memory behind it.
 pub fn iqa_value(sel: u8, raw: u64) -> u64 {
-    let qs = u64::from(sel & 3);
+    let qs = u64::from(sel & 3 | (sel >> 5 & 1) << 2);
     let dw = u64::from(sel & 4 != 0) << 11;
     match sel >> 3 & 3 {
         0 | 1 => QUEUE | dw | qs,
-        // Pages that hold no valid descriptor with a status write: the root, context and
-        // page tables, and zero pages (not the status page or the queue).
         2 => {
-            let page = match raw % 16 {
+            let page = match raw % (MEM / 4096) {
                 0xA => 0xB,
                 p => p,
             };
