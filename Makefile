@@ -75,11 +75,11 @@ fuzz-prop:
 	$(PY) -m pytest -q -p no:cacheprovider tests/test_prop_dmar.py tests/test_prop_pagetable.py \
 		tests/test_prop_remapper.py tests/test_prop_platform.py --hypothesis-profile=long \
 		--hypothesis-show-statistics
-	PROPTEST_CASES=$$(( $(FUZZ_SECONDS) * 50 )) cargo test --quiet --test prop_walk --test prop_regs
+	PROPTEST_CASES=$$(( $(FUZZ_SECONDS) * 50 )) cargo test --quiet --test prop_walk --test prop_regs --test prop_qi
 
 fuzz-rust:
 	@if cargo +nightly fuzz --version >/dev/null 2>&1; then \
-		for t in walk pagetable regs; do \
+		for t in walk pagetable regs qi; do \
 			cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 				2>&1 | grep -E "^#[0-9]+ +DONE|stat::number_of_executed_units|ERROR|panicked" || exit 1; \
 		done; \

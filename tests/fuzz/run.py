@@ -23,7 +23,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-NAMES = ["dmar", "walk", "pagetable", "regs"]
+NAMES = ["dmar", "walk", "pagetable", "regs", "qi"]
 STATS = re.compile(r"#(\d+)\s+(?:DONE|pulse|NEW|REDUCE|INITED)\s+cov: (\d+) ft: (\d+)")
 
 
