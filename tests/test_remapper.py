@@ -485,7 +485,7 @@ def test_threaded_batches_honour_stale_caches_like_single_calls() -> None:
     top3 = s.t.page()  # a second table for SID's domain, with other host pages
     for i, p in enumerate(pages):
         s.t.map(top3, 4, p, 0x300_0000 + i * 0x1000)
-    changes: list[Callable[[], None]] = [
+    changes: list[Callable[[], object]] = [
         lambda: None,
         # The context entry now points at the other table: stale in the context cache.
         lambda: s.t.context(SID, top3, 4, DID),
