@@ -8,6 +8,7 @@
 //! the address mask and removes every entry of the domain that overlaps the range (so also a
 //! superpage covering it); domain-selective context invalidation is domain-selective.
 
+use crate::mem::huge::HugeTable;
 use crate::spec::{level_size, level_to_offset_bits};
 
 /// Largest leaf level the IOTLB holds (1 GiB pages).
@@ -64,8 +65,8 @@ pub const WAYS: usize = 4;
 /// One set in one cache line: key, value, key, value... A value is the host page address |
 /// referenced (bit 2, CLOCK's bit) | perm (bits 1:0). One line per set keeps a hit to one
 /// cache miss, and the referenced bit there costs a hit no other line (and no write once set).
-#[derive(Clone, Copy, Debug)]
-#[repr(align(64))]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C, align(64))]
 struct SetLine {
     kv: [u64; 2 * WAYS],
 }
@@ -119,12 +120,13 @@ const EMPTY_SET: SetLine = SetLine {
 /// frame number, mixed with the level and DID, as hardware TLBs do, so neighbouring pages
 /// spread over neighbouring sets), with CLOCK (second chance) replacement inside a set: an
 /// approximation of LRU.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Iotlb {
     capacity: usize,
     ways: usize,
     sets: usize,
-    lines: Vec<SetLine>,
+    /// The sets, on huge pages where the host gives them (probes land at random).
+    lines: HugeTable<SetLine>,
     /// Per set: the clock hand.
     hands: Vec<u8>,
     len: usize,
@@ -153,7 +155,7 @@ impl Iotlb {
             capacity: sets * ways,
             ways,
             sets,
-            lines: vec![EMPTY_SET; sets],
+            lines: HugeTable::new(sets, EMPTY_SET)?,
             hands: vec![0; sets],
             len: 0,
             per_level: [0; 4],

@@ -68,7 +68,7 @@ pub struct Stats {
 }
 
 /// One remapping unit: configuration, root table pointer, caches, fault registers, counters.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Remapper {
     pub(super) cfg: UnitConfig,
     pub(super) rtaddr: Option<u64>,

@@ -14,6 +14,7 @@
 //! Addresses are machine addresses; ranges are half-open `[start, end)`.
 
 pub mod arena;
+pub mod huge;
 #[allow(unsafe_code)]
 pub mod raw;
 pub mod view;
