@@ -35,6 +35,26 @@ const INNER: usize = 4;
 /// Runs of each case (and of the floor, alternating with it).
 const REPS: usize = 7;
 
+/// `VTDWALK_BENCH_QUICK=1`: one run of one pass per case (to count instructions under a
+/// simulator such as cachegrind, not to time).
+fn quick() -> bool {
+    std::env::var("VTDWALK_BENCH_QUICK").is_ok_and(|v| v == "1")
+}
+fn reps() -> usize {
+    if quick() {
+        1
+    } else {
+        REPS
+    }
+}
+fn inner() -> usize {
+    if quick() {
+        1
+    } else {
+        INNER
+    }
+}
+
 fn median(xs: impl Iterator<Item = f64>) -> f64 {
     let mut v: Vec<f64> = xs.collect();
     v.sort_by(f64::total_cmp);
@@ -57,11 +77,11 @@ fn median_ns_per_op(ops: usize, reps: usize, threads: usize, mut f: impl FnMut()
         .map(|_| {
             let c = if cpu { thread_cpu_ns() } else { None };
             let t = Instant::now();
-            for _ in 0..INNER {
+            for _ in 0..inner() {
                 f();
             }
             let wall = t.elapsed().as_nanos() as f64;
-            let ops = (ops * INNER) as f64;
+            let ops = (ops * inner()) as f64;
             match (c, thread_cpu_ns()) {
                 (Some(a), Some(b)) => b.saturating_sub(a) as f64 / ops,
                 _ => wall / ops,
@@ -121,7 +141,7 @@ impl Flat {
 fn build(pages: u64, huge: bool) -> vtdwalk::Result<(PhysMem, u64)> {
     let node = NodeSpec::Sparse {
         base: 0,
-        size: 64 * GIB,
+        size: 2 * GIB,
     };
     let mut m = PhysMem::with_nodes(vec![node], huge)?;
     let root = m.alloc_pages(1, None)?.get();
@@ -205,8 +225,9 @@ fn main() {
     let size = std::env::var("VTDWALK_BENCH_PAGES").unwrap_or_default();
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     println!(
-        "ns per translation, medians of {REPS} runs; ratio = median of case / flat-array walk \
-         over runs that alternate them"
+        "ns per translation, medians of {} runs; ratio = median of case / flat-array walk \
+         over runs that alternate them",
+        reps()
     );
     println!("{:<56}{:>9}{:>9}{:>8}", "case", "vtdwalk", "flat", "ratio");
     for (name, pages) in [("1M", 1u64 << 20), ("16M", 1 << 24)] {
@@ -353,7 +374,7 @@ fn main() {
             r.translate_batch(m, &rs, 1, &mut hpa, &mut fault);
             // Floor and case alternate, so both see the same moments of a shared machine;
             // each figure is a median, and the ratio the median of the pairs' ratios.
-            let mut pairs: Vec<(f64, f64)> = (0..REPS)
+            let mut pairs: Vec<(f64, f64)> = (0..reps())
                 .map(|_| {
                     let base = floor(1);
                     let t = match c.mode {

@@ -185,17 +185,34 @@ impl Upper {
 /// superpage leaf, or the job fails its start checks: [`walk`] decides those).
 #[inline(always)]
 pub fn walk_upper<M: Memory + ?Sized>(mem: &M, cfg: &UnitConfig, job: &WalkJob) -> Option<Upper> {
-    let mut c = start(cfg, job).ok()?;
-    while c.level > 1 {
-        if let Step::Done(_) = step(mem, &cfg.masks, job, &mut c) {
-            return None;
-        }
-    }
+    let c = start(cfg, job).ok()?;
+    let c = match job.levels {
+        3 => upper_depth::<M, 3>(mem, &cfg.masks, job, c),
+        4 => upper_depth::<M, 4>(mem, &cfg.masks, job, c),
+        _ => upper_depth::<M, 5>(mem, &cfg.masks, job, c),
+    }?;
     Some(Upper {
         job: *job,
         table: c.table,
         perm: c.perm,
     })
+}
+
+/// The `L - 1` levels above the leaf of a walk started by [`start`] (`job.levels == L`),
+/// unrolled: the cursor at level 1, or `None` when a level ends the walk.
+#[inline(always)]
+fn upper_depth<M: Memory + ?Sized, const L: u32>(
+    mem: &M,
+    masks: &PteReservedMasks,
+    job: &WalkJob,
+    mut c: Cursor,
+) -> Option<Cursor> {
+    for _ in 1..L {
+        if let Step::Done(_) = step(mem, masks, job, &mut c) {
+            return None;
+        }
+    }
+    Some(c)
 }
 
 /// The rest of the walk `u` stopped at: its level-1 entry read and checked. Together with
