@@ -1,6 +1,6 @@
 //! `cargo bench --bench translate`: the hardware walk against an honest floor.
 //!
-//! The floor is a plain 4-level walk over one flat `Vec<u64>` of tables, the shape of the
+//! The floor is a plain 4-level walk over one flat array of tables, the shape of the
 //! simplest C walk (an entry is a table index, a load is one bounds check and one read), and
 //! it shares no code with the crate. It is timed right before every case, over the same
 //! number of mapped pages and the same random IOVAs, and each case prints its ratio to it: on
@@ -12,7 +12,9 @@
 //! * IOTLB hits over a 64K-page working set, at 1M and 16M pages;
 //! * 16M pages, a 1M-page working set (misses mixed in), 1 and 2 threads;
 //! * a 4096-page set (tables and IOTLB in cache), IOTLB off and hits;
-//! * single `translate()` calls, IOTLB off and hits.
+//! * single `translate()` calls, IOTLB off and hits;
+//! * IOTLB off, 1 and 2 threads, with the tables on transparent huge pages (`PhysMem` built
+//!   with `huge_pages`), beside a floor whose array is on huge pages too.
 //!
 //! `VTDWALK_BENCH=<substring>` runs only the matching cases; `VTDWALK_BENCH_PAGES=1M` (or
 //! `16M`) only that size. `VTDWALK_BENCH_CLOCK=cpu` times one-thread cases by CPU time.
@@ -92,21 +94,29 @@ fn median_ns_per_op(ops: usize, reps: usize, threads: usize, mut f: impl FnMut()
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// The floor: tables in one flat vector, table `k` at words `512 k ..`; an entry holds the
+/// The floor: tables in one flat array, table `k` at words `512 k ..`; an entry holds the
 /// byte offset of the next table (or the host page) | R | W, as a real PTE holds an address.
+/// The array is an anonymous mapping of its own, asked for transparent huge pages when the
+/// case's tables are (so each case meets a floor on the same host pages).
 struct Flat {
-    t: Vec<u64>,
+    map: memmap2::MmapMut,
 }
 
 const FLAT_ADDR: u64 = 0x000f_ffff_ffff_f000;
 
 impl Flat {
     /// Table 0 is the L4; then the L3, the L2s, the L1s; `pages` leaves mapped 1:1 from DATA.
-    fn new(pages: u64) -> Flat {
+    fn new(pages: u64, huge: bool) -> std::io::Result<Flat> {
         let l1s = pages / 512;
         let l2s = l1s.div_ceil(512);
         let tables = 2 + l2s + l1s;
-        let mut t = vec![0u64; (tables * 512) as usize];
+        let mut map = memmap2::MmapOptions::new()
+            .len((tables * 4096) as usize)
+            .map_anon()?;
+        if huge {
+            map.advise(memmap2::Advice::HugePage)?;
+        }
+        let t: &mut [u64] = bytemuck::cast_slice_mut(&mut map[..]);
         let at = |k: u64| k << 12;
         t[0] = at(1) | 3;
         for g in 0..l2s {
@@ -120,16 +130,17 @@ impl Flat {
                 t[base + i as usize] = (DATA + ((k * 512 + i) << 12)) | 3;
             }
         }
-        Flat { t }
+        Ok(Flat { map })
     }
 
     #[inline(always)]
     fn walk(&self, iova: u64) -> u64 {
+        let t: &[u64] = bytemuck::cast_slice(&self.map[..]);
         let mut a = 0u64;
         let mut shift = 39;
         while shift >= 12 {
             let i = (a >> 3) + ((iova >> shift) & 511);
-            a = self.t.get(i as usize).copied().unwrap_or(0) & FLAT_ADDR;
+            a = t.get(i as usize).copied().unwrap_or(0) & FLAT_ADDR;
             shift -= 9;
         }
         a | (iova & 0xfff)
@@ -234,14 +245,16 @@ fn main() {
         if !size.is_empty() && size != name {
             continue;
         }
-        let flat = Flat::new(pages);
+        let (Ok(flat4k), Ok(flat2m)) = (Flat::new(pages, false), Flat::new(pages, true)) else {
+            return eprintln!("no memory for the floor's tables");
+        };
         let (m4k, root) = match build(pages, false) {
             Ok(x) => x,
             Err(e) => return eprintln!("{e}"),
         };
         let mut m2m: Option<PhysMem> = None;
         let all = iovas(&mut rng, pages, pages);
-        let floor = |reps: usize| {
+        let floor = |reps: usize, flat: &Flat| {
             median_ns_per_op(N, reps, 1, || {
                 let mut acc = 0u64;
                 for &a in &all {
@@ -352,9 +365,9 @@ fn main() {
                     Err(e) => return eprintln!("{e}"),
                 }
             }
-            let m = match (&m2m, c.huge) {
-                (Some(m), true) => m,
-                _ => &m4k,
+            let (m, flat) = match (&m2m, c.huge) {
+                (Some(m), true) => (m, &flat2m),
+                _ => (&m4k, &flat4k),
             };
             let rs = if c.set == 0 {
                 reqs(&all)
@@ -376,7 +389,7 @@ fn main() {
             // each figure is a median, and the ratio the median of the pairs' ratios.
             let mut pairs: Vec<(f64, f64)> = (0..reps())
                 .map(|_| {
-                    let base = floor(1);
+                    let base = floor(1, flat);
                     let t = match c.mode {
                         Mode::Batch(th) => median_ns_per_op(N, 1, th, || {
                             r.translate_batch(m, &rs, th, &mut hpa, &mut fault)
