@@ -6,7 +6,8 @@
   (1M IOTLB hits of one device), and the latter with ``out=`` arrays.
 
 Run (release build first: maturin develop --release):  python benches/bench_paths.py
-Medians of 7 runs; on a machine shared with other work compare the ratios.
+Medians of 9 rounds in which the cases alternate; on a machine shared with other work
+compare the ratios.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ DEV = "82:00.0"
 N_SINGLE = 20_000
 N_BATCH = 1 << 20
 PAGES = 1 << 14
+ROUNDS = 9
 
 
 def median_ns(n: int, f: Callable[[], object], reps: int = 7) -> float:
@@ -57,18 +59,39 @@ def main() -> None:
     hw.translate_batch(sids, iovas)  # warm: every page in the IOTLB
     out = (np.empty(N_BATCH, np.uint64), np.empty(N_BATCH, np.uint8))
 
-    u1 = median_ns(N_SINGLE, unit_single)
-    p1 = median_ns(N_SINGLE, platform_single)
-    ub = median_ns(N_BATCH, lambda: hw.translate_batch(sids, iovas, threads=1))
-    uo = median_ns(N_BATCH, lambda: hw.translate_batch(sids, iovas, threads=1, out=out))
-    pb = median_ns(N_BATCH, lambda: p.translate_batch(devs, iovas, threads=1))
-    ps = median_ns(N_BATCH, lambda: p.translate_batch(sids, iovas, threads=1))
+    # The cases alternate within each round, so each ratio compares runs taken moments apart
+    # (the machine's speed drifts); figures are medians over the rounds, ratios the medians
+    # of the rounds' ratios.
+    cases: dict[str, tuple[int, Callable[[], object]]] = {
+        "u1": (N_SINGLE, unit_single),
+        "p1": (N_SINGLE, platform_single),
+        "ub": (N_BATCH, lambda: hw.translate_batch(sids, iovas, threads=1)),
+        "uo": (N_BATCH, lambda: hw.translate_batch(sids, iovas, threads=1, out=out)),
+        "pb": (N_BATCH, lambda: p.translate_batch(devs, iovas, threads=1)),
+        "ps": (N_BATCH, lambda: p.translate_batch(sids, iovas, threads=1)),
+    }
+    rounds = [{k: median_ns(n, f, reps=1) for k, (n, f) in cases.items()} for _ in range(ROUNDS)]
+
+    def fig(k: str) -> float:
+        return float(np.median([r[k] for r in rounds]))
+
+    def ratio(a: str, b: str) -> float:
+        return float(np.median([r[a] / r[b] for r in rounds]))
+
+    u1, p1, ub, uo, pb, ps = (fig(k) for k in ("u1", "p1", "ub", "uo", "pb", "ps"))
     print(f"Remapper.translate, IOTLB hit           {u1:8.1f} ns")
-    print(f"Platform.translate, string BDF          {p1:8.1f} ns  {p1 / u1:5.2f}x the unit's")
+    r = ratio("p1", "u1")
+    print(f"Platform.translate, string BDF          {p1:8.1f} ns  {r:5.2f}x the unit's")
     print(f"Remapper.translate_batch, 1M hits       {ub:8.1f} ns/request")
-    print(f"  with out= arrays                      {uo:8.1f} ns/request  {uo / ub:5.2f}x")
-    print(f"Platform.translate_batch, BDF strings   {pb:8.1f} ns/request  {pb / ub:5.2f}x")
-    print(f"Platform.translate_batch, uint16 sids   {ps:8.1f} ns/request  {ps / ub:5.2f}x")
+    print(
+        f"  with out= arrays                      {uo:8.1f} ns/request  {ratio('uo', 'ub'):5.2f}x"
+    )
+    print(
+        f"Platform.translate_batch, BDF strings   {pb:8.1f} ns/request  {ratio('pb', 'ub'):5.2f}x"
+    )
+    print(
+        f"Platform.translate_batch, uint16 sids   {ps:8.1f} ns/request  {ratio('ps', 'ub'):5.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -106,20 +106,34 @@ def translate_batch(
     writes: npt.ArrayLike | None = None,
     threads: int | None = None,
 ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint8]]:
-    keys = _device_keys(bdfs_or_sids)
+    given = bdfs_or_sids
+    if isinstance(given, np.ndarray) and given.ndim == 1 and given.dtype == np.uint16:
+        # Source-ids of segment 0 as they are: no keys to build unless devices differ.
+        sids16: npt.NDArray[np.uint16] | None = np.ascontiguousarray(given)
+        n_dev = len(given)
+    else:
+        sids16 = None
+        keys = _device_keys(given)
+        n_dev = len(keys)
     iv = u64_array(iovas, "iovas")
-    if len(iv) != len(keys):
-        raise InvalidArgument(f"iovas has {len(iv)} entries, devices {len(keys)}")
+    if len(iv) != n_dev:
+        raise InvalidArgument(f"iovas has {len(iv)} entries, devices {n_dev}")
     wr: npt.NDArray[np.bool_] | None = None
     if writes is not None:
         wr = bool_array(writes, "writes")
         if wr.shape != iv.shape:
             raise InvalidArgument(f"writes has {len(wr)} entries, iovas {len(iv)}")
-    n = len(keys)
+    n = n_dev
     if n == 0:
         return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.uint8)
-    sids = (keys & 0xFFFF).astype(np.uint16)
-    lo, hi = int(keys.min()), int(keys.max())
+    if sids16 is not None:
+        sids = sids16
+        lo, hi = int(sids.min()), int(sids.max())
+        if lo != hi:
+            keys = sids.astype(np.int64)
+    else:
+        sids = (keys & 0xFFFF).astype(np.uint16)
+        lo, hi = int(keys.min()), int(keys.max())
     if lo == hi:
         # One device (the common case): its unit walks the arrays as they are.
         return _hardware(_unit_of_key(unit_for, lo)).translate_batch(sids, iv, wr, threads=threads)
