@@ -1,6 +1,7 @@
 """The Python paths an emulator uses, each timed beside the call it wraps in the same run:
 
-* ``Remapper.translate`` of an IOTLB hit (ns per call);
+* ``Remapper.translate`` of an IOTLB hit (ns per call), beside a call of a Python function
+  with the same arguments that does nothing;
 * ``Platform.translate`` with a string BDF (ns per call, and its ratio to the former);
 * ``Platform.translate_batch`` over ``Remapper.translate_batch`` for the same requests
   (1M IOTLB hits of one device), and the latter with ``out=`` arrays.
@@ -62,7 +63,15 @@ def main() -> None:
     # The cases alternate within each round, so each ratio compares runs taken moments apart
     # (the machine's speed drifts); figures are medians over the rounds, ratios the medians
     # of the rounds' ratios.
+    def noop(sid: int, iova: int) -> None:
+        pass
+
+    def python_single() -> None:
+        for _ in range(N_SINGLE):
+            noop(sid, 0x10)
+
     cases: dict[str, tuple[int, Callable[[], object]]] = {
+        "py": (N_SINGLE, python_single),
         "u1": (N_SINGLE, unit_single),
         "p1": (N_SINGLE, platform_single),
         "ub": (N_BATCH, lambda: hw.translate_batch(sids, iovas, threads=1)),
@@ -79,7 +88,8 @@ def main() -> None:
         return float(np.median([r[a] / r[b] for r in rounds]))
 
     u1, p1, ub, uo, pb, ps = (fig(k) for k in ("u1", "p1", "ub", "uo", "pb", "ps"))
-    print(f"Remapper.translate, IOTLB hit           {u1:8.1f} ns")
+    print(f"a Python function call (the floor)      {fig('py'):8.1f} ns")
+    print(f"Remapper.translate, IOTLB hit           {u1:8.1f} ns  {ratio('u1', 'py'):5.2f}x it")
     r = ratio("p1", "u1")
     print(f"Platform.translate, string BDF          {p1:8.1f} ns  {r:5.2f}x the unit's")
     print(f"Remapper.translate_batch, 1M hits       {ub:8.1f} ns/request")

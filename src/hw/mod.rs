@@ -4,7 +4,7 @@
 //!
 //! * [`config`]: CAP/ECAP decoded once into what the checks use.
 //! * [`context`]: root entry -> context entry (steps 1-2 of the order of checks).
-//! * [`walk`]: the second-level walk, single and interleaved.
+//! * [`walk`]: the second-level walk, one at a time or many with their leaves prefetched.
 //! * [`iotlb`], [`context_cache`]: the caches.
 //! * [`fault`]: fault recording registers and counters.
 //! * [`iec`]: the interrupt-entry cache (IRTEs by index); [`ir`]: interrupt remapping.
@@ -12,7 +12,7 @@
 //!   [`qi`]: the invalidation queue behind IQA/IQH/IQT;
 //!   [`interrupt`]: the messages the unit sends.
 //! * [`remapper`]: one unit, the order of checks, translation of one request and the batch
-//!   engine (speculative look-ahead, in-order commit).
+//!   engine (prefetching look-ahead, threads walking ahead of one in-order pass).
 
 pub mod batch;
 pub mod config;

@@ -1,10 +1,10 @@
 //! The second-level walk (steps 5 and 7 of the order of checks in [`super::remapper`]): one
-//! walk at a time ([`walk`]) or many interleaved ([`walk_interleaved`]), generic over the
+//! walk at a time ([`walk`], or split at the leaf: [`walk_upper`], [`walk_leaf`]) or many in
+//! order with their leaves prefetched ahead ([`walk_prefetching`]), generic over the
 //! [`Memory`] they read and monomorphised for each backing.
 
 use super::config::UnitConfig;
-use crate::addr::PAGE_SHIFT;
-use crate::mem::{Frame, Memory};
+use crate::mem::Memory;
 use crate::spec::{
     address_level_offset, level_size, levels_to_width, FaultReason, Pte, PteReservedMasks,
     ADDR_HI_MASK,
@@ -263,65 +263,5 @@ pub fn walk_prefetching<M: Memory + ?Sized>(
             Some(u) => walk_leaf(mem, cfg, &u),
             None => walk(mem, cfg, job),
         };
-    }
-}
-
-/// Walks in flight at once in [`walk_interleaved`].
-pub const WALK_WAYS: usize = 16;
-
-/// Many independent walks, in groups of `WALK_WAYS` advanced in lockstep one level at a time.
-/// Each level is done in two passes over the group: first every walk's table frame is looked
-/// up in the arena's directory, then every entry is read and checked, so the cache misses of
-/// the group's walks overlap instead of queueing one behind another. Same results as [`walk`].
-pub fn walk_interleaved<M: Memory + ?Sized>(
-    mem: &M,
-    cfg: &UnitConfig,
-    jobs: &[WalkJob],
-    out: &mut [WalkOut],
-) {
-    for (jg, og) in jobs.chunks(WALK_WAYS).zip(out.chunks_mut(WALK_WAYS)) {
-        let mut cur = [Cursor::default(); WALK_WAYS];
-        let mut live = [false; WALK_WAYS];
-        let mut n_live = 0;
-        for (k, (job, o)) in jg.iter().zip(og.iter_mut()).enumerate() {
-            match start(cfg, job) {
-                Ok(c) => {
-                    cur[k] = c;
-                    live[k] = true;
-                    n_live += 1;
-                }
-                Err(f) => *o = f,
-            }
-        }
-        while n_live > 0 {
-            let mut frames: [Option<Option<&Frame>>; WALK_WAYS] = [None; WALK_WAYS];
-            for k in 0..jg.len().min(WALK_WAYS) {
-                if live[k] {
-                    frames[k] = mem.frame(cur[k].table >> PAGE_SHIFT);
-                }
-            }
-            // Then every entry, with no branch on loaded data between the loads.
-            let mut raws: [Option<u64>; WALK_WAYS] = [None; WALK_WAYS];
-            for (k, job) in jg.iter().enumerate().take(WALK_WAYS) {
-                let c = &cur[k];
-                if !live[k] {
-                    continue;
-                }
-                let i = address_level_offset(job.iova, c.level) as usize;
-                raws[k] = frames[k].map(|f| f.map_or(0, |f| f.get(i & 511).copied().unwrap_or(0)));
-            }
-            for (k, (job, o)) in jg.iter().zip(og.iter_mut()).enumerate() {
-                if !live[k] {
-                    continue;
-                }
-                let c = &mut cur[k];
-                let raw = raws[k];
-                if let Step::Done(r) = check(&cfg.masks, job, c, raw) {
-                    *o = r;
-                    live[k] = false;
-                    n_live -= 1;
-                }
-            }
-        }
     }
 }
