@@ -1,18 +1,22 @@
 //! [`HugeTable`]: a large table of plain data in an anonymous mapping of its own, asked for
 //! transparent huge pages, for the caches the hot path probes at random (an IOTLB of a million
 //! entries spans 16 MiB: on 4 KiB host pages nearly every probe would also miss the host's
-//! TLB). Safe code over `memmap2` and `bytemuck`.
+//! TLB). Small tables stay on the heap. Safe code over `memmap2` and `bytemuck`.
 
 use bytemuck::Pod;
 use memmap2::{Advice, MmapMut, MmapOptions};
 
 use crate::error::{Error, Result};
 
-/// `len` values of `T` in their own mapping (none for an empty table).
+/// Tables smaller than this stay on the heap (a huge page would not hold more of them, and a
+/// process has a bounded number of mappings).
+pub const MIN_MAPPED_BYTES: usize = 2 << 20;
+
+/// `len` values of `T`: in their own mapping from [`MIN_MAPPED_BYTES`] on, else on the heap.
 pub struct HugeTable<T: Pod> {
     map: Option<MmapMut>,
+    heap: Vec<T>,
     len: usize,
-    _t: core::marker::PhantomData<T>,
 }
 
 impl<T: Pod> HugeTable<T> {
@@ -24,9 +28,20 @@ impl<T: Pod> HugeTable<T> {
                 bytes: u64::MAX,
                 why: "table larger than the address space",
             })?;
-        let map = if bytes == 0 {
-            None
-        } else {
+        if bytes < MIN_MAPPED_BYTES {
+            let mut heap = Vec::new();
+            heap.try_reserve_exact(len).map_err(|_| Error::HostMemory {
+                bytes: bytes as u64,
+                why: "no host memory for the table",
+            })?;
+            heap.resize(len, fill);
+            return Ok(HugeTable {
+                map: None,
+                heap,
+                len,
+            });
+        }
+        let map = {
             let refuse = |why| Error::HostMemory {
                 bytes: bytes as u64,
                 why,
@@ -44,8 +59,8 @@ impl<T: Pod> HugeTable<T> {
         };
         let mut t = HugeTable {
             map,
+            heap: Vec::new(),
             len,
-            _t: core::marker::PhantomData,
         };
         t.as_mut_slice().fill(fill);
         Ok(t)
@@ -56,7 +71,7 @@ impl<T: Pod> HugeTable<T> {
         let bytes = self.len * core::mem::size_of::<T>();
         match &self.map {
             Some(m) => m.get(..bytes).map_or(&[], bytemuck::cast_slice),
-            None => &[],
+            None => &self.heap,
         }
     }
 
@@ -65,7 +80,7 @@ impl<T: Pod> HugeTable<T> {
         let bytes = self.len * core::mem::size_of::<T>();
         match &mut self.map {
             Some(m) => m.get_mut(..bytes).map_or(&mut [], bytemuck::cast_slice_mut),
-            None => &mut [],
+            None => &mut self.heap,
         }
     }
 }
@@ -104,6 +119,14 @@ mod tests {
         assert_eq!(
             (t.as_slice()[0], t.as_slice()[1], t.as_slice()[2999]),
             (1, 7, 9)
+        );
+        assert!(t.map.is_none(), "small tables stay on the heap");
+        let mut big = HugeTable::new(MIN_MAPPED_BYTES / 8 + 1, 3u64).unwrap();
+        assert!(big.map.is_some());
+        big.as_mut_slice()[MIN_MAPPED_BYTES / 8] = 4;
+        assert_eq!(
+            big.as_slice().iter().map(|&v| v as usize).sum::<usize>(),
+            3 * (MIN_MAPPED_BYTES / 8) + 4
         );
         let e = HugeTable::new(0, 0u8).unwrap();
         assert!(e.as_slice().is_empty());
