@@ -101,18 +101,17 @@ impl<M: Memory + Sync + ?Sized> Shared<'_, M> {
         })
     }
 
-    /// Do window `w`'s walks into its ring slot, then say so.
+    /// Do window `w`'s walks into its ring slot, then say so (also when the walk panicked:
+    /// then the slot holds no walk, and the in-order pass walks for itself).
     fn walk_window(&self, w: usize) {
         let slot = w % self.ring.len();
+        let _ready = ReadyOnDrop { shared: self, slot };
         if let Some(m) = self.ring.get(slot) {
-            let reqs = self.reqs.chunks(WINDOW).nth(w).unwrap_or_default();
+            let start = w.saturating_mul(WINDOW).min(self.reqs.len());
+            let end = start.saturating_add(WINDOW).min(self.reqs.len());
+            let reqs = self.reqs.get(start..end).unwrap_or_default();
             walk_from_memory(self.mem, self.cfg, self.rtaddr, reqs, &mut lock(m));
         }
-        let mut p = lock(&self.progress);
-        if let Some(r) = p.ready.get_mut(slot) {
-            *r = true;
-        }
-        self.changed.notify_all();
     }
 
     /// A thread other than the in-order one: walk windows until there are none left.
@@ -162,6 +161,31 @@ impl<M: Memory + Sync + ?Sized> Shared<'_, M> {
         }
         p.done = w + 1;
         self.changed.notify_all();
+    }
+}
+
+/// Marks a ring slot's walks ready when its walk ends, however it ends; a walk that panicked
+/// leaves no walk behind (none half done).
+struct ReadyOnDrop<'s, 'a, M: ?Sized> {
+    shared: &'s Shared<'a, M>,
+    slot: usize,
+}
+
+impl<M: ?Sized> Drop for ReadyOnDrop<'_, '_, M> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(m) = self.shared.ring.get(self.slot) {
+                let mut sc = lock(m);
+                sc.jobs.clear();
+                sc.who.clear();
+                sc.outs.clear();
+            }
+        }
+        let mut p = lock(&self.shared.progress);
+        if let Some(r) = p.ready.get_mut(self.slot) {
+            *r = true;
+        }
+        self.shared.changed.notify_all();
     }
 }
 
@@ -391,10 +415,14 @@ impl Remapper {
         };
         std::thread::scope(|s| {
             let sh = &shared;
-            for _ in 1..threads {
-                s.spawn(move || sh.work());
-            }
             let _stop = StopOnDrop(sh);
+            for _ in 1..threads {
+                // A thread the host will not give is one helper fewer: this thread walks too.
+                let spawned = std::thread::Builder::new().spawn_scoped(s, move || sh.work());
+                if spawned.is_err() {
+                    break;
+                }
+            }
             let mut hpa_parts = out_hpa.chunks_mut(WINDOW);
             let mut fault_parts = out_fault.chunks_mut(WINDOW);
             for (w, rs) in reqs.chunks(WINDOW).enumerate() {
@@ -505,5 +533,210 @@ impl Remapper {
             return;
         }
         self.run_threaded(mem, reqs, threads, out_hpa, out_fault);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::addr::Maddr;
+    use crate::hw::config::{DEFAULT_CAP, DEFAULT_ECAP};
+    use crate::hw::remapper::{Remapper, Request};
+    use crate::mem::PhysMem;
+    use crate::spec::{address_level_offset, Pte};
+
+    const ROOT: u64 = 0x1000;
+    const CTX: u64 = 0x2000;
+    const T: [u64; 5] = [0x10_0000, 0x10_1000, 0x10_2000, 0x10_3000, 0x10_4000];
+    const IOVA: u64 = 0x0080_8060_4000;
+    /// Default CAP with SAGAW for 3, 4 and 5 levels and MGAW 57.
+    const CAP345: u64 = DEFAULT_CAP | (0xe << 8) | (56u64 << 16);
+
+    fn w(m: &mut PhysMem, a: u64, v: u64) {
+        m.write_u64(Maddr(a), v).unwrap();
+    }
+    fn ctx(m: &mut PhysMem, devfn: u64, lo: u64, hi: u64) {
+        w(m, CTX + devfn * 16, lo);
+        w(m, CTX + devfn * 16 + 8, hi);
+    }
+
+    /// Root -> bus 3 contexts of every kind (4-, 3-, 5-level, pass-through, device-TLB type,
+    /// FPD, not present) over shared tables with 4 KiB leaves (some read-only, some absent,
+    /// some in the interrupt range), a 2 MiB and a 1 GiB superpage.
+    fn build() -> PhysMem {
+        let mut m = PhysMem::new(&[(0, 64 << 20), (0xC000_0000, 0x4000_0000)]).unwrap();
+        w(&mut m, ROOT + 3 * 16, CTX | 1);
+        for l in (2..=5u32).rev() {
+            w(
+                &mut m,
+                T[(5 - l) as usize] + address_level_offset(IOVA, l) * 8,
+                T[(5 - l + 1) as usize] | 3,
+            );
+        }
+        let l1 = address_level_offset(IOVA, 1);
+        for i in 0..300u64 {
+            let v = match i {
+                _ if i % 11 == 3 => 0,
+                _ if i % 13 == 0 => 0xFEE0_0000 | 3, // interrupt range leaf
+                _ if i % 5 == 0 => (0x80_0000 + (i << 12)) | 1,
+                _ => (0x80_0000 + (i << 12)) | 3,
+            };
+            w(&mut m, T[4] + ((l1 + i) % 512) * 8, v);
+        }
+        // 1 GiB superpage at L3 over 3-4 GiB (interrupt range inside) at a neighbour slot.
+        let sp = (IOVA & !((1 << 39) - 1)) + (3u64 << 30);
+        w(
+            &mut m,
+            T[2] + address_level_offset(sp, 3) * 8,
+            0xC000_0000 | 3 | Pte::PS,
+        );
+        // 2 MiB superpage
+        let sp2 = (IOVA & !((1 << 30) - 1)) + (5u64 << 21);
+        w(
+            &mut m,
+            T[3] + address_level_offset(sp2, 2) * 8,
+            0x20_0000 | 3 | Pte::PS,
+        );
+        // contexts, bus 3
+        ctx(&mut m, 8, T[1] | 1, 2 | (42 << 8)); // 4-level
+        ctx(&mut m, 9, 1 | (2 << 2), 2 | (43 << 8)); // pass-through
+        ctx(&mut m, 10, T[1] | 1 | (1 << 2), 2 | (42 << 8)); // TT1 dev-iotlb
+        ctx(&mut m, 11, T[1] | 1 | 2, 2 | (44 << 8)); // FPD
+        ctx(&mut m, 12, T[2] | 1, 1 | (45 << 8)); // 3-level
+        ctx(&mut m, 13, 2, 0); // not present, FPD
+        ctx(&mut m, 14, T[0] | 1, 3 | (46 << 8)); // 5-level
+        m
+    }
+
+    fn gen(x: &mut u64, n: usize) -> Vec<Request> {
+        let l1 = address_level_offset(IOVA, 1);
+        let sp = (IOVA & !((1 << 39) - 1)) + (3u64 << 30);
+        let sp2 = (IOVA & !((1 << 30) - 1)) + (5u64 << 21);
+        (0..n)
+            .map(|_| {
+                *x ^= *x << 13;
+                *x ^= *x >> 7;
+                *x ^= *x << 17;
+                let r = *x;
+                let iova = match r % 8 {
+                    0 => sp + (r >> 20) % (1 << 30),
+                    1 => sp + 0x3EE0_0000 + (r >> 20) % (1 << 20),
+                    2 => sp2 + (r >> 20) % (1 << 21),
+                    3 => (r >> 3) & ((1 << 58) - 1),
+                    _ => {
+                        (IOVA & !0x1f_ffff)
+                            + (((l1 + (r >> 8) % 320) % 512) << 12)
+                            + (r >> 40) % 4096
+                    }
+                };
+                Request {
+                    sid: 0x0308 + ((r >> 50) % 8) as u16,
+                    iova,
+                    write: (r >> 30) % 3 == 0,
+                    translation_request: (r >> 33) % 17 == 0,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    /// Batches on 1-4 threads, with outputs shorter than the requests and sizes off the
+    /// window, equal the same calls one by one: results, counters, IOTLB and context-cache
+    /// content, fault records and interrupts, while tables change under the caches between
+    /// batches (stale contexts and leaves) and partial invalidations are sent.
+    fn batches_equal_single_calls_across_contexts_caches_and_stale_tables() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let sizes = [
+            2 * 4096 + 3,
+            7,
+            3 * 4096,
+            4096 * 4 + 4095,
+            100,
+            5 * 4096 + 1,
+        ];
+        for &entries in &[0usize, 1, 5, 1024] {
+            for ccache in [true, false] {
+                for threads in 1..=3 {
+                    for fr in [1usize, 8] {
+                        let mut m = build();
+                        let mk = || {
+                            Remapper::new(CAP345, DEFAULT_ECAP, Some(ROOT), entries, fr, ccache)
+                                .unwrap()
+                        };
+                        let (mut one, mut many) = (mk(), mk());
+                        for (b, &n) in sizes.iter().enumerate() {
+                            let reqs = gen(&mut x, n);
+                            let short = if b % 2 == 1 { n / 2 } else { n };
+                            let mut hpa = vec![1u64; short];
+                            let mut fault = vec![0xffu8; short];
+                            many.translate_batch(&m, &reqs, threads, &mut hpa, &mut fault);
+                            for (k, q) in reqs.iter().enumerate() {
+                                let (h, f) = match one.translate(&m, q) {
+                                    Ok(t) => (t.hpa, 0),
+                                    Err(r) => (0, r.reason.code()),
+                                };
+                                if k < short {
+                                    assert_eq!(
+                                        (hpa[k], fault[k]),
+                                        (h, f),
+                                        "e{entries} c{ccache} t{threads} b{b} k{k} {q:?}"
+                                    );
+                                }
+                            }
+                            let tag = format!("e{entries} c{ccache} t{threads} b{b}");
+                            assert_eq!(one.stats(), many.stats(), "{tag}");
+                            assert_eq!(one.iotlb().entries(), many.iotlb().entries(), "{tag}");
+                            assert_eq!(one.iotlb().evictions, many.iotlb().evictions, "{tag}");
+                            assert_eq!(
+                                one.context_cache().len(),
+                                many.context_cache().len(),
+                                "{tag}"
+                            );
+                            assert_eq!(one.irqs, many.irqs, "{tag}");
+                            assert_eq!(
+                                (
+                                    one.fault_recorder().pending(),
+                                    one.fault_recorder().overflow(),
+                                    one.fault_recorder().fri(),
+                                    one.fault_recorder().len()
+                                ),
+                                (
+                                    many.fault_recorder().pending(),
+                                    many.fault_recorder().overflow(),
+                                    many.fault_recorder().fri(),
+                                    many.fault_recorder().len()
+                                ),
+                                "{tag}"
+                            );
+                            if b % 3 == 2 {
+                                assert_eq!(one.drain_faults(), many.drain_faults(), "{tag}");
+                            }
+                            // Change the tables under the caches: stale contexts and IOTLB.
+                            match b % 3 {
+                                0 => {
+                                    ctx(&mut m, 8, T[2] | 1, 1 | (42 << 8)); // now 3-level, same DID
+                                    ctx(&mut m, 9, T[1] | 1, 2 | (43 << 8)); // no longer PT
+                                }
+                                1 => {
+                                    let l1 = address_level_offset(IOVA, 1);
+                                    for i in 0..40u64 {
+                                        w(
+                                            &mut m,
+                                            T[4] + ((l1 + i) % 512) * 8,
+                                            (0x90_0000 + (i << 12)) | 1,
+                                        );
+                                    }
+                                    one.invalidate_context_device(0x0308, 3).unwrap();
+                                    many.invalidate_context_device(0x0308, 3).unwrap();
+                                }
+                                _ => {
+                                    one.invalidate_iotlb_domain(42);
+                                    many.invalidate_iotlb_domain(42);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -70,7 +70,11 @@ impl<M: Memory + ?Sized> Memory for Fast<'_, M> {
 
     #[inline(always)]
     fn frame(&self, pfn: u64) -> Option<Option<&Frame>> {
-        let first = pfn.wrapping_shl(12);
+        if pfn >> 52 != 0 {
+            // Beyond every machine address: no run holds it (a shift would wrap into one).
+            return self.inner.frame(pfn);
+        }
+        let first = pfn << 12;
         for &(base, words) in self.held() {
             let i = first.wrapping_sub(base) >> 3;
             if i < words.len() as u64 {
@@ -136,6 +140,10 @@ mod tests {
             (1 << 40) + (1 << 20),
             !7,
         ];
+        // A frame number beyond 52 bits must not wrap into a run.
+        for pfn in [1u64 << 52, (1 << 52) | 1, u64::MAX] {
+            assert_eq!(f.frame(pfn).is_some(), m.frame(pfn).is_some(), "{pfn:#x}");
+        }
         for a in probes {
             assert_eq!(f.load_u64(a), m.load_u64(a), "{a:#x}");
             let same = match (f.frame(a >> 12), m.frame(a >> 12)) {
