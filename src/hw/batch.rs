@@ -26,7 +26,6 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use super::config::UnitConfig;
 use super::context::{fetch_context, Context};
-use super::iotlb::IotlbEntry;
 use super::remapper::{Remapper, Request, INTERRUPT_RANGE};
 use super::walk::{
     beyond_width, walk, walk_leaf, walk_prefetching, walk_upper, Upper, WalkJob, WalkOut, PERM_R,
@@ -225,12 +224,7 @@ fn walk_from_memory<M: Memory + ?Sized>(
         if c.tt == TranslationType::PassThrough || r.translation_request {
             continue;
         }
-        sc.jobs.push(WalkJob {
-            root: c.slptptr,
-            iova: r.iova,
-            levels: c.levels,
-            write: r.write,
-        });
+        sc.jobs.push(c.walk_job(r.iova, r.write));
         sc.who.push(k as u32);
     }
     sc.outs.clear();
@@ -279,12 +273,7 @@ impl Remapper {
                 (e.hpa_base | (r.iova & (size - 1)), Err(slot))
             }
             None => {
-                let job = WalkJob {
-                    root: c.slptptr,
-                    iova: r.iova,
-                    levels: c.levels,
-                    write: r.write,
-                };
+                let job = c.walk_job(r.iova, r.write);
                 let w = match ahead {
                     Walked::Full(Some((j, w))) if *j == job => *w,
                     Walked::Upper(Some(u)) if u.job == job => walk_leaf(mem, &self.cfg, u),
@@ -294,14 +283,10 @@ impl Remapper {
                     return None;
                 }
                 let size = level_size(w.level as u32);
-                let e = IotlbEntry {
-                    did: c.did,
-                    level: w.level,
-                    perm: w.perm,
-                    iova_base: r.iova & !(size - 1),
-                    hpa_base: w.hpa_base,
-                };
-                (w.hpa_base | (r.iova & (size - 1)), Ok(e))
+                (
+                    w.hpa_base | (r.iova & (size - 1)),
+                    Ok(c.iotlb_entry(r.iova, &w)),
+                )
             }
         };
         if (INTERRUPT_RANGE.0..INTERRUPT_RANGE.1).contains(&hpa) {
@@ -452,13 +437,7 @@ impl Remapper {
         if iotlb && self.iotlb.probe(c.did, r.iova).is_some() {
             return None;
         }
-        let job = WalkJob {
-            root: c.slptptr,
-            iova: r.iova,
-            levels: c.levels,
-            write: r.write,
-        };
-        let u = walk_upper(mem, &self.cfg, &job)?;
+        let u = walk_upper(mem, &self.cfg, &c.walk_job(r.iova, r.write))?;
         mem.prefetch(u.leaf_entry());
         Some(u)
     }

@@ -2,6 +2,8 @@
 //! [`super::remapper`]): what the context cache holds, or the fault and the FPD that applies.
 
 use super::config::UnitConfig;
+use super::iotlb::IotlbEntry;
+use super::walk::{WalkJob, WalkOut};
 use crate::mem::Memory;
 use crate::spec::{
     aw_to_levels, ContextEntry, FaultReason, RootEntry, TranslationType, CONTEXT_ENTRY_SIZE,
@@ -20,6 +22,32 @@ pub struct Context {
     pub slptptr: u64,
     /// Fault processing disable.
     pub fpd: bool,
+}
+
+impl Context {
+    /// The second-level walk a request for `iova` (a write or not) makes under this context.
+    #[inline(always)]
+    pub fn walk_job(&self, iova: u64, write: bool) -> WalkJob {
+        WalkJob {
+            root: self.slptptr,
+            iova,
+            levels: self.levels,
+            write,
+        }
+    }
+
+    /// The IOTLB entry for the leaf that walk `w` (no fault) reached for `iova`.
+    #[inline(always)]
+    pub fn iotlb_entry(&self, iova: u64, w: &WalkOut) -> IotlbEntry {
+        let size = crate::spec::level_size(w.level as u32);
+        IotlbEntry {
+            did: self.did,
+            level: w.level,
+            perm: w.perm,
+            iova_base: iova & !(size - 1),
+            hpa_base: w.hpa_base,
+        }
+    }
 }
 
 /// A context fetch that faulted: the reason and the FPD that applies.

@@ -26,7 +26,7 @@ use super::context::fetch_context;
 use super::context_cache::ContextCache;
 use super::fault::{FaultRecord, FaultRecorder, Outcome};
 use super::interrupt::Msi;
-use super::iotlb::{Iotlb, IotlbEntry};
+use super::iotlb::Iotlb;
 use super::mmio::RegFile;
 use super::walk::{beyond_width, walk, WalkJob, WalkOut, PERM_R, PERM_W};
 use crate::mem::Memory;
@@ -287,12 +287,7 @@ impl Remapper {
             }
             None => {
                 self.stats.walks += 1;
-                let job = WalkJob {
-                    root: ctx.slptptr,
-                    iova: req.iova,
-                    levels: ctx.levels,
-                    write: req.write,
-                };
+                let job = ctx.walk_job(req.iova, req.write);
                 let w = match ahead {
                     Some((j, w)) if *j == job => *w,
                     _ => walk(mem, &self.cfg, &job),
@@ -302,14 +297,7 @@ impl Remapper {
                         return Err(self.fault(req, r, ctx.fpd));
                     }
                 }
-                let size = crate::spec::level_size(w.level as u32);
-                let e = IotlbEntry {
-                    did: ctx.did,
-                    level: w.level,
-                    perm: w.perm,
-                    iova_base: req.iova & !(size - 1),
-                    hpa_base: w.hpa_base,
-                };
+                let e = ctx.iotlb_entry(req.iova, &w);
                 if self.iotlb.capacity() > 0 {
                     self.iotlb.insert(e);
                 }
