@@ -4,10 +4,13 @@
 //!
 //! * One thread: [`AHEAD`] requests before a request is translated, the processor is asked
 //!   (a prefetch, which does not wait) for the IOTLB set it will probe; half as many before,
-//!   unless the IOTLB as it then stands holds its translation, for its leaf entry: the levels
-//!   above the leaf are walked then (few entries, and in cache) and kept for the request's
-//!   turn, which reads only the leaf when it still needs that very walk. By the time the
-//!   request is translated its misses are under way or done.
+//!   unless the IOTLB as it then stands holds its translation, for its leaf entry: its
+//!   context is looked up, the levels above the leaf are walked then (few entries, and in
+//!   cache) and kept, a few bytes, for the request's turn, which reads only the leaf when
+//!   the IOTLB still misses. A context the cache held at the look-ahead is still the one it
+//!   holds at the turn (during a batch the context cache only gains the source-ids it did not
+//!   hold), so the turn neither looks it up again nor compares walks. By the time the request
+//!   is translated its misses are under way or done.
 //! * More threads, spawned once per batch: the batch is cut into windows of [`WINDOW`]
 //!   requests. Any thread, this one included, takes the next window not yet taken (at most
 //!   [`RING_PER_THREAD`] windows per thread ahead of the in-order pass) and does its walks:
@@ -26,6 +29,7 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use super::config::UnitConfig;
 use super::context::{fetch_context, Context};
+use super::iotlb::IotlbEntry;
 use super::remapper::{Remapper, Request, INTERRUPT_RANGE};
 use super::walk::{
     beyond_width, walk, walk_leaf, walk_prefetching, walk_upper, Upper, WalkJob, WalkOut, PERM_R,
@@ -54,12 +58,28 @@ const AHEAD: usize = 32;
 /// Walks above the leaf kept for the next requests of a one-thread batch (more than AHEAD).
 const UPPER_RING: usize = 64;
 
-/// What was walked ahead for a request: a whole walk (threaded batches) or the levels above
-/// its leaf (one thread). Used only when it is the very walk the request's turn needs.
-#[derive(Clone, Copy)]
-enum Walked<'a> {
-    Full(Option<(&'a WalkJob, &'a WalkOut)>),
-    Upper(Option<&'a Upper>),
+/// What the look-ahead of a one-thread batch found for a request (see
+/// [`Remapper::look_ahead`]): small, as a ring of them is moved through every request.
+#[derive(Clone, Copy, Default)]
+struct Ahead {
+    /// The walk above the leaf, when `kind` is [`Found::Walked`].
+    upper: Upper,
+    /// The domain of the request's cached context (not [`Found::Slow`]).
+    did: u16,
+    kind: Found,
+}
+
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum Found {
+    /// No cached context that translates the request inside its width: its turn decides
+    /// everything.
+    #[default]
+    Slow,
+    /// A cached context, no walk done ahead (the IOTLB held the translation then, or the
+    /// walk does not simply descend to a 4 KiB leaf).
+    Context,
+    /// A cached context and the walk above the leaf, the leaf entry asked for.
+    Walked,
 }
 
 /// Where the windows of a threaded batch stand.
@@ -245,22 +265,42 @@ impl Remapper {
     /// address inside the width, an IOTLB hit or a walk to a leaf, the access allowed, the
     /// result outside the interrupt range. Then its side effects are applied (the counters,
     /// the hit's referenced bit or the walk's insert) exactly as `commit` applies them, and
-    /// the host address returned. `None`: nothing was changed; `commit` decides.
+    /// the host address returned. `None`: nothing was changed; `commit` decides. A walk done
+    /// ahead (`ahead`) is taken only when it is the very walk the context asks for.
     #[inline(always)]
     fn try_fast<M: Memory + ?Sized>(
         &mut self,
         mem: &M,
         r: &Request,
-        ahead: Walked<'_>,
+        ahead: Option<(&WalkJob, &WalkOut)>,
     ) -> Option<u64> {
         let c = self.cached_walk_context(r)?;
         if beyond_width(&self.cfg, c.levels as u32, r.iova) {
             return None;
         }
+        self.try_fast_with(r, c.did, |s| {
+            let job = c.walk_job(r.iova, r.write);
+            Some(match ahead {
+                Some((j, w)) if *j == job => *w,
+                _ => walk(mem, &s.cfg, &job),
+            })
+        })
+    }
+
+    /// [`Remapper::try_fast`] once the request is known to have a cached context of domain
+    /// `did` that translates it inside its width: `walk` gives the context's walk for the
+    /// request when the IOTLB does not hold it (`None`: leave the request to `commit`).
+    #[inline(always)]
+    fn try_fast_with(
+        &mut self,
+        r: &Request,
+        did: u16,
+        walk: impl FnOnce(&Self) -> Option<WalkOut>,
+    ) -> Option<u64> {
         let need = if r.write { PERM_W } else { PERM_R };
         let iotlb = self.iotlb.capacity() > 0;
         let hit = if iotlb {
-            self.iotlb.probe(c.did, r.iova)
+            self.iotlb.probe(did, r.iova)
         } else {
             None
         };
@@ -273,20 +313,12 @@ impl Remapper {
                 (e.hpa_base | (r.iova & (size - 1)), Err(slot))
             }
             None => {
-                let job = c.walk_job(r.iova, r.write);
-                let w = match ahead {
-                    Walked::Full(Some((j, w))) if *j == job => *w,
-                    Walked::Upper(Some(u)) if u.job == job => walk_leaf(mem, &self.cfg, u),
-                    _ => walk(mem, &self.cfg, &job),
-                };
+                let w = walk(self)?;
                 if w.fault != 0 {
                     return None;
                 }
                 let size = level_size(w.level as u32);
-                (
-                    w.hpa_base | (r.iova & (size - 1)),
-                    Ok(c.iotlb_entry(r.iova, &w)),
-                )
+                (w.hpa_base | (r.iova & (size - 1)), Ok(w))
             }
         };
         if (INTERRUPT_RANGE.0..INTERRUPT_RANGE.1).contains(&hpa) {
@@ -298,11 +330,11 @@ impl Remapper {
                 self.stats.hits += 1;
                 self.iotlb.touch(slot);
             }
-            Ok(e) => {
+            Ok(w) => {
                 self.stats.misses += 1;
                 self.stats.walks += 1;
                 if iotlb {
-                    self.iotlb.insert(e);
+                    self.iotlb.insert(IotlbEntry::of_walk(did, r.iova, &w));
                 }
             }
         }
@@ -315,19 +347,13 @@ impl Remapper {
         &mut self,
         mem: &M,
         r: &Request,
-        ahead: Walked<'_>,
+        ahead: Option<(&WalkJob, &WalkOut)>,
     ) -> (u64, u8) {
         if let Some(hpa) = self.try_fast(mem, r, ahead) {
             return (hpa, 0);
         }
-        let a = match ahead {
-            Walked::Full(a) => a.map(|(j, o)| (*j, *o)),
-            Walked::Upper(_) => None,
-        };
-        match self.commit(mem, r, a.as_ref()) {
-            Ok(t) => (t.hpa, 0),
-            Err(rec) => (0, rec.reason.code()),
-        }
+        let a = ahead.map(|(j, o)| (*j, *o));
+        self.slow_step(mem, r, a.as_ref())
     }
 
     /// Translate `reqs` in order with the walks `walked` done ahead for them, writing the
@@ -361,7 +387,7 @@ impl Remapper {
                 }
                 _ => None,
             };
-            let (hpa, fault) = self.step(mem, r, Walked::Full(ahead));
+            let (hpa, fault) = self.step(mem, r, ahead);
             if let Some(h) = out_hpa.get_mut(i) {
                 *h = hpa;
             }
@@ -423,36 +449,76 @@ impl Remapper {
         });
     }
 
-    /// Walk request `r`'s levels above its leaf and start bringing its leaf entry into cache,
-    /// unless the IOTLB as it stands holds its translation (its set was asked for earlier, so
-    /// the probe reads cache). The walk so far, for the request's turn.
+    /// What the look-ahead finds for request `r`: whether a cached context translates it
+    /// inside its width, and unless the IOTLB as it stands holds the translation (its set was
+    /// asked for earlier, so the probe reads cache), the walk above the leaf, with the leaf
+    /// entry asked for.
+    /// Written into its ring slot `a` in place (a ring entry is moved through every request).
     #[inline(always)]
-    fn prefetch_leaf<M: Memory + ?Sized>(
-        &self,
-        mem: &M,
-        r: &Request,
-        iotlb: bool,
-    ) -> Option<Upper> {
-        let c = self.cached_walk_context(r)?;
-        if iotlb && self.iotlb.probe(c.did, r.iova).is_some() {
-            return None;
+    fn look_ahead<M: Memory + ?Sized>(&self, mem: &M, r: &Request, iotlb: bool, a: &mut Ahead) {
+        a.kind = Found::Slow;
+        let Some(c) = self.cached_walk_context(r) else {
+            return;
+        };
+        if beyond_width(&self.cfg, c.levels as u32, r.iova) {
+            return;
         }
-        let u = walk_upper(mem, &self.cfg, &c.walk_job(r.iova, r.write))?;
-        mem.prefetch(u.leaf_entry());
-        Some(u)
+        a.did = c.did;
+        a.kind = Found::Context;
+        if iotlb && self.iotlb.probe(c.did, r.iova).is_some() {
+            return;
+        }
+        if let Some(u) = walk_upper(mem, &self.cfg, &c.walk_job(r.iova, r.write)) {
+            mem.prefetch(u.leaf_entry());
+            a.upper = u;
+            a.kind = Found::Walked;
+        }
     }
 
-    /// Start bringing the IOTLB set request `r` will probe into cache.
+    /// Request `r`'s turn after look-ahead `a`: [`Remapper::try_fast_with`] with the walk
+    /// found ahead, else the full step.
+    ///
+    /// A context the cache held at the look-ahead is the one it holds now: during a batch
+    /// the context cache changes only when [`Remapper::commit`] fills the slot of a
+    /// source-id it did not hold. The IOTLB is probed again (an insert since may have
+    /// evicted the translation, or brought it).
     #[inline(always)]
-    fn prefetch_set(&self, r: &Request) {
-        if let Some(c) = self.cached_walk_context(r) {
-            self.iotlb.prefetch(c.did, r.iova);
+    fn turn<M: Memory + Sync + ?Sized>(&mut self, mem: &M, r: &Request, a: &Ahead) -> (u64, u8) {
+        let fast = match a.kind {
+            Found::Slow => None,
+            Found::Context => self.try_fast_with(r, a.did, |s| {
+                let c = s.cached_walk_context(r)?;
+                Some(walk(mem, &s.cfg, &c.walk_job(r.iova, r.write)))
+            }),
+            Found::Walked => {
+                self.try_fast_with(r, a.did, |s| Some(walk_leaf(mem, &s.cfg, &a.upper)))
+            }
+        };
+        if let Some(hpa) = fast {
+            return (hpa, 0);
+        }
+        self.slow_step(mem, r, None)
+    }
+
+    /// The full step of a request the common case did not decide, out of the batch loops'
+    /// line (rare there: keeping it apart leaves the loops their registers).
+    #[inline(always)]
+    fn slow_step<M: Memory + Sync + ?Sized>(
+        &mut self,
+        mem: &M,
+        r: &Request,
+        ahead: Option<&(WalkJob, WalkOut)>,
+    ) -> (u64, u8) {
+        match self.commit(mem, r, ahead) {
+            Ok(t) => (t.hpa, 0),
+            Err(rec) => (0, rec.reason.code()),
         }
     }
 
     /// Translate `reqs` in order on this thread: [`AHEAD`] requests before a request is
-    /// translated its IOTLB set is asked for, and half as many before, its leaf entry unless
-    /// the IOTLB then holds its translation (without an IOTLB: the leaf, `AHEAD` before).
+    /// translated its IOTLB set is asked for, and half as many before, its context looked up
+    /// and its leaf entry asked for unless the IOTLB then holds its translation (without an
+    /// IOTLB: the leaf, `AHEAD` before).
     fn run_prefetching<M: Memory + Sync + ?Sized>(
         &mut self,
         mem: &M,
@@ -467,10 +533,10 @@ impl Remapper {
                 self.prefetch_set(r);
             }
         }
-        // The walks so far of the next requests, by request index modulo its length.
-        let mut upper = [None::<Upper>; UPPER_RING];
+        // What the look-ahead found for the next requests, by request index modulo its length.
+        let mut ring = [Ahead::default(); UPPER_RING];
         for (k, r) in reqs.iter().enumerate().take(leaf_ahead) {
-            upper[k % UPPER_RING] = self.prefetch_leaf(mem, r, iotlb);
+            self.look_ahead(mem, r, iotlb, &mut ring[k % UPPER_RING]);
         }
         for (i, r) in reqs.iter().enumerate() {
             if iotlb {
@@ -478,17 +544,24 @@ impl Remapper {
                     self.prefetch_set(a);
                 }
             }
-            let u = upper[i % UPPER_RING].take();
-            if let Some(a) = reqs.get(i + leaf_ahead) {
-                upper[(i + leaf_ahead) % UPPER_RING] = self.prefetch_leaf(mem, a, iotlb);
+            if let Some(n) = reqs.get(i + leaf_ahead) {
+                self.look_ahead(mem, n, iotlb, &mut ring[(i + leaf_ahead) % UPPER_RING]);
             }
-            let (hpa, fault) = self.step(mem, r, Walked::Upper(u.as_ref()));
+            let (hpa, fault) = self.turn(mem, r, &ring[i % UPPER_RING]);
             if let Some(h) = out_hpa.get_mut(i) {
                 *h = hpa;
             }
             if let Some(f) = out_fault.get_mut(i) {
                 *f = fault;
             }
+        }
+    }
+
+    /// Start bringing the IOTLB set request `r` will probe into cache.
+    #[inline(always)]
+    fn prefetch_set(&self, r: &Request) {
+        if let Some(c) = self.cached_walk_context(r) {
+            self.iotlb.prefetch(c.did, r.iova);
         }
     }
 

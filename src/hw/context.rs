@@ -39,14 +39,7 @@ impl Context {
     /// The IOTLB entry for the leaf that walk `w` (no fault) reached for `iova`.
     #[inline(always)]
     pub fn iotlb_entry(&self, iova: u64, w: &WalkOut) -> IotlbEntry {
-        let size = crate::spec::level_size(w.level as u32);
-        IotlbEntry {
-            did: self.did,
-            level: w.level,
-            perm: w.perm,
-            iova_base: iova & !(size - 1),
-            hpa_base: w.hpa_base,
-        }
+        IotlbEntry::of_walk(self.did, iova, w)
     }
 }
 

@@ -8,6 +8,7 @@
 //! the address mask and removes every entry of the domain that overlaps the range (so also a
 //! superpage covering it); domain-selective context invalidation is domain-selective.
 
+use super::walk::WalkOut;
 use crate::mem::huge::HugeTable;
 use crate::spec::{level_size, level_to_offset_bits};
 
@@ -43,6 +44,19 @@ pub struct IotlbEntry {
 }
 
 impl IotlbEntry {
+    /// The entry for the leaf that walk `w` (no fault) reached for `iova` in domain `did`.
+    #[inline(always)]
+    pub fn of_walk(did: u16, iova: u64, w: &WalkOut) -> Self {
+        let size = level_size(w.level as u32);
+        IotlbEntry {
+            did,
+            level: w.level,
+            perm: w.perm,
+            iova_base: iova & !(size - 1),
+            hpa_base: w.hpa_base,
+        }
+    }
+
     #[inline]
     fn from_slot(key: u64, val: u64) -> Self {
         let level = ((key >> 46) & 3) as u32;

@@ -75,15 +75,22 @@ fn step<M: Memory + ?Sized>(
     let addr = c
         .table
         .wrapping_add(address_level_offset(job.iova, c.level) * 8);
-    check(masks, job, c, mem.load_u64(addr))
+    let top = c.level == job.levels as u32;
+    check(masks, job.write, top, c, mem.load_u64(addr))
 }
 
-/// The checks of one level on the PTE read (`None`: the read fell outside memory).
+/// The checks of one level on the PTE read (`None`: the read fell outside memory) for a
+/// write or a read; `top`: the level the context entry points at.
 #[inline(always)]
-fn check(masks: &PteReservedMasks, job: &WalkJob, c: &mut Cursor, raw: Option<u64>) -> Step {
+fn check(
+    masks: &PteReservedMasks,
+    write: bool,
+    top: bool,
+    c: &mut Cursor,
+    raw: Option<u64>,
+) -> Step {
     let level = c.level;
     let Some(raw) = raw else {
-        let top = level == job.levels as u32;
         return Step::Done(fault_out(if top {
             FaultReason::ContextEntryInv
         } else {
@@ -91,7 +98,7 @@ fn check(masks: &PteReservedMasks, job: &WalkJob, c: &mut Cursor, raw: Option<u6
         }));
     };
     let pte = Pte(raw);
-    if job.write {
+    if write {
         if !pte.write() {
             return Step::Done(fault_out(FaultReason::Write));
         }
@@ -164,20 +171,20 @@ fn walk_depth<M: Memory + ?Sized, const L: u32>(
 }
 
 /// A walk stopped above its last level: every level above level 1 read, checked and
-/// descended (no fault, no superpage), the level-1 table and the permissions so far.
+/// descended (no fault, no superpage); the level-1 entry it reads last, the permissions so
+/// far and the access.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Upper {
-    pub job: WalkJob,
-    table: u64,
+    leaf: u64,
     perm: u8,
+    write: bool,
 }
 
 impl Upper {
     /// The address of the leaf entry the walk reads last.
     #[inline(always)]
     pub fn leaf_entry(&self) -> u64 {
-        self.table
-            .wrapping_add(address_level_offset(self.job.iova, 1) * 8)
+        self.leaf
     }
 }
 
@@ -192,39 +199,86 @@ pub fn walk_upper<M: Memory + ?Sized>(mem: &M, cfg: &UnitConfig, job: &WalkJob) 
         _ => upper_depth::<M, 5>(mem, &cfg.masks, job, c),
     }?;
     Some(Upper {
-        job: *job,
-        table: c.table,
+        leaf: c.table.wrapping_add(address_level_offset(job.iova, 1) * 8),
         perm: c.perm,
+        write: job.write,
     })
 }
 
 /// The `L - 1` levels above the leaf of a walk started by [`start`] (`job.levels == L`),
 /// unrolled: the cursor at level 1, or `None` when a level ends the walk.
+///
+/// A level descends exactly when [`check`] would: the entry is backed, has the access's
+/// permission bit, and none of [`PteReservedMasks::descend_mask`] (its reserved bits as a
+/// table pointer, and PS). Both conditions are tested at once, without deciding which fault
+/// it would be: a walk that does not descend is left to [`walk`].
 #[inline(always)]
 fn upper_depth<M: Memory + ?Sized, const L: u32>(
     mem: &M,
     masks: &PteReservedMasks,
     job: &WalkJob,
-    mut c: Cursor,
+    c: Cursor,
 ) -> Option<Cursor> {
-    for _ in 1..L {
-        if let Step::Done(_) = step(mem, masks, job, &mut c) {
-            return None;
-        }
+    let need = if job.write { PERM_W } else { PERM_R } as u64;
+    let mut c = c;
+    // Each level a constant: its index bits and its mask are known at compile time.
+    if L >= 5 {
+        descend(mem, masks, need, job.iova, 5, &mut c)?;
     }
+    if L >= 4 {
+        descend(mem, masks, need, job.iova, 4, &mut c)?;
+    }
+    descend(mem, masks, need, job.iova, 3, &mut c)?;
+    descend(mem, masks, need, job.iova, 2, &mut c)?;
     Some(c)
+}
+
+/// One level above the leaf of [`upper_depth`]: the entry for `iova` at `level` in the
+/// cursor's table read, and descended through when it simply points at the next table.
+#[inline(always)]
+fn descend<M: Memory + ?Sized>(
+    mem: &M,
+    masks: &PteReservedMasks,
+    need: u64,
+    iova: u64,
+    level: u32,
+    c: &mut Cursor,
+) -> Option<()> {
+    let raw = mem.load_u64(c.table.wrapping_add(address_level_offset(iova, level) * 8))?;
+    if raw & need == 0 || raw & masks.descend_mask(level) != 0 {
+        return None;
+    }
+    c.perm &= (raw & 3) as u8;
+    c.table = raw & Pte::ADDR_MASK;
+    c.level = level - 1;
+    Some(())
 }
 
 /// The rest of the walk `u` stopped at: its level-1 entry read and checked. Together with
 /// [`walk_upper`], the same result as [`walk`] of the same job over the same memory.
 #[inline(always)]
 pub fn walk_leaf<M: Memory + ?Sized>(mem: &M, cfg: &UnitConfig, u: &Upper) -> WalkOut {
+    let raw = mem.load_u64(u.leaf);
+    // The common case first: a backed entry with the access's permission and no reserved
+    // bit is a 4 KiB leaf (PS is ignored at level 1); anything else is checked in full.
+    if let Some(raw) = raw {
+        let need = if u.write { PERM_W } else { PERM_R } as u64;
+        if raw & need != 0 && raw & cfg.masks.leaf_mask() == 0 {
+            return WalkOut {
+                hpa_base: raw & Pte::ADDR_MASK,
+                level: 1,
+                perm: u.perm & (raw & 3) as u8,
+                fault: 0,
+            };
+        }
+    }
     let mut c = Cursor {
-        table: u.table,
+        table: 0,
         level: 1,
         perm: u.perm,
     };
-    match step(mem, &cfg.masks, &u.job, &mut c) {
+    // Level 1 is never the top: a context's tables have 3 levels at least.
+    match check(&cfg.masks, u.write, false, &mut c, raw) {
         Step::Done(o) => o,
         // Not reached: level 1 always ends a walk.
         Step::Descend => fault_out(FaultReason::PagingEntryInv),

@@ -46,10 +46,22 @@ impl<'a, M: Memory + ?Sized> Fast<'a, M> {
         self.runs.get(..self.n).unwrap_or(&[])
     }
 
-    /// The word at `maddr` (8-byte aligned) when a run holds it.
+    /// The word at `maddr` (8-byte aligned) when a run holds it. The first run is tried
+    /// inline (tables usually live in one node); the others out of line.
     #[inline(always)]
     fn word(&self, maddr: u64) -> Option<&'a u64> {
-        for &(base, words) in self.held() {
+        let (base, words) = self.runs[0];
+        let i = maddr.wrapping_sub(base) >> 3;
+        if i < words.len() as u64 {
+            return words.get(i as usize);
+        }
+        self.word_after_first(maddr)
+    }
+
+    /// [`Fast::word`] in the runs after the first.
+    #[inline(never)]
+    fn word_after_first(&self, maddr: u64) -> Option<&'a u64> {
+        for &(base, words) in self.held().get(1..).unwrap_or(&[]) {
             let i = maddr.wrapping_sub(base) >> 3;
             if i < words.len() as u64 {
                 return words.get(i as usize);

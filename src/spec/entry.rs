@@ -270,6 +270,25 @@ impl PteReservedMasks {
         }
     }
 
+    /// The bits of an entry at `level` (above 1) that keep a walk from simply descending
+    /// through it: its reserved bits as a table pointer, and PS (a superpage leaf, or
+    /// reserved where no superpage exists). An entry with the access's permission and none
+    /// of these is a table pointer that passes every check.
+    #[inline(always)]
+    pub fn descend_mask(&self, level: u32) -> u64 {
+        self.non_leaf
+            .get(level as usize)
+            .copied()
+            .unwrap_or(u64::MAX)
+            | Pte::PS
+    }
+
+    /// The reserved bits of a level-1 entry (a 4 KiB leaf: PS is ignored there).
+    #[inline(always)]
+    pub fn leaf_mask(&self) -> u64 {
+        self.non_leaf[1]
+    }
+
     /// True when `pte` at `level` has a reserved bit set (fault 0x0C).
     #[inline]
     pub fn reserved(&self, level: u32, pte: Pte) -> bool {
