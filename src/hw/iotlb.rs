@@ -139,6 +139,8 @@ pub struct Iotlb {
     capacity: usize,
     ways: usize,
     sets: usize,
+    /// `sets - 1` when `sets` is a power of two (a set is then found by a mask), else 0.
+    set_mask: u64,
     /// The sets, on huge pages where the host gives them (probes land at random).
     lines: HugeTable<SetLine>,
     /// Per set: the clock hand.
@@ -169,6 +171,11 @@ impl Iotlb {
             capacity: sets * ways,
             ways,
             sets,
+            set_mask: if sets.is_power_of_two() {
+                sets as u64 - 1
+            } else {
+                0
+            },
             lines: HugeTable::new(sets, EMPTY_SET)?,
             hands: vec![0; sets],
             len: 0,
@@ -197,8 +204,8 @@ impl Iotlb {
         let tag = (key >> 46).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20;
         let h = gfn ^ tag;
         // A mask when the number of sets is a power of two (the usual case), else a division.
-        if self.sets.is_power_of_two() {
-            (h & (self.sets as u64 - 1)) as usize
+        if self.set_mask != 0 {
+            (h & self.set_mask) as usize
         } else {
             (h % self.sets.max(1) as u64) as usize
         }

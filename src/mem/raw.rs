@@ -10,6 +10,9 @@
 //! * [`prefetch`]: a cache hint for the batch engine.
 //! * [`External`]: memory the embedding program owns (with feature `python`, any object with
 //!   the buffer protocol), used in place.
+//! * [`Table`]: a fixed-length table of plain data (`bytemuck::Pod`) on the heap or in an
+//!   anonymous mapping asked for huge pages, whose slice costs no check to make (the hot
+//!   caches' sets are reached through it several times per translation).
 //!
 //! # Soundness
 //!
@@ -37,6 +40,16 @@
 //! is made; the mutable slice is handed out only when the export is writable (numpy's
 //! `WRITEABLE` flag, which follows the buffer's read-only flag). Slices are made afresh for each
 //! borrow of `self` and never stored, so writes the program makes between two calls are seen.
+//!
+//! `Table`: the pointer and length are taken once, when the table is made, from memory `self`
+//! owns and never frees or moves before it drops: a boxed slice (its heap memory stays put
+//! when the box moves) or a `memmap2` mapping (the mapping stays at its address until
+//! unmapped on drop). The mapping's start is page aligned, and the table is made in a mapping
+//! only when `T`'s alignment divides a page; its length in bytes is at least `len` values.
+//! Every value is initialised before any slice is made (`T: Pod`: any bit pattern is valid,
+//! and the mapping is filled with `fill`). Slices are made per borrow of `self`, shared from
+//! `&self`, unique from `&mut self`, so Rust's borrow rules carry over. `T: Pod` is `Send` and
+//! `Sync`, and so is the table.
 //!
 //! # Concurrency model
 //!
@@ -236,5 +249,92 @@ impl External {
 
     pub fn writable(&self) -> bool {
         self.writable
+    }
+}
+
+/// `len` values of `T`, either on the heap or in an anonymous mapping of their own asked for
+/// transparent huge pages; a slice of them costs no check (see the soundness argument).
+pub struct Table<T: bytemuck::Pod> {
+    ptr: core::ptr::NonNull<T>,
+    len: usize,
+    _owner: TableOwner<T>,
+}
+
+enum TableOwner<T> {
+    Heap(#[allow(dead_code)] Box<[T]>),
+    Map(#[allow(dead_code)] MmapMut),
+}
+
+// SAFETY: `T: Pod` values are plain data; the table is reached only through borrows of `self`.
+unsafe impl<T: bytemuck::Pod + Send> Send for Table<T> {}
+unsafe impl<T: bytemuck::Pod + Sync> Sync for Table<T> {}
+
+impl<T: bytemuck::Pod> Table<T> {
+    /// `len` copies of `fill` on the heap. Host refusal is `Error::HostMemory`.
+    pub fn heap(len: usize, fill: T) -> Result<Self> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(len).map_err(|_| Error::HostMemory {
+            bytes: len.saturating_mul(core::mem::size_of::<T>()) as u64,
+            why: "no host memory for the table",
+        })?;
+        v.resize(len, fill);
+        let mut b = v.into_boxed_slice();
+        let ptr = core::ptr::NonNull::new(b.as_mut_ptr()).unwrap_or(core::ptr::NonNull::dangling());
+        Ok(Table {
+            ptr,
+            len,
+            _owner: TableOwner::Heap(b),
+        })
+    }
+
+    /// `len` copies of `fill` in an anonymous mapping of their own, asked for transparent huge
+    /// pages (a hint). Host refusal is `Error::HostMemory`.
+    pub fn mapped(len: usize, fill: T) -> Result<Self> {
+        let bytes = len.checked_mul(core::mem::size_of::<T>());
+        let refuse = |why| Error::HostMemory {
+            bytes: bytes.unwrap_or(usize::MAX) as u64,
+            why,
+        };
+        let n = bytes
+            .and_then(|b| b.checked_next_multiple_of(4096))
+            .ok_or(refuse("table larger than the address space"))?;
+        if n == 0 || 4096 % core::mem::align_of::<T>() != 0 {
+            return Self::heap(len, fill);
+        }
+        let mut map = MmapOptions::new()
+            .len(n)
+            .map_anon()
+            .map_err(|_| refuse("the host refused the table's memory (mmap)"))?;
+        // Only a hint: a kernel without transparent huge pages keeps 4 KiB pages.
+        let _ = map.advise(Advice::HugePage);
+        let typed: &mut [T] =
+            bytemuck::cast_slice_mut(&mut map[..n - n % core::mem::size_of::<T>()]);
+        let typed = typed
+            .get_mut(..len)
+            .ok_or(refuse("mapping shorter than asked"))?;
+        typed.fill(fill);
+        let ptr = core::ptr::NonNull::from(typed).cast::<T>();
+        Ok(Table {
+            ptr,
+            len,
+            _owner: TableOwner::Map(map),
+        })
+    }
+
+    /// True when the table lives in a mapping of its own.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self._owner, TableOwner::Map(_))
+    }
+
+    #[inline(always)]
+    pub fn as_slice(&self) -> &[T] {
+        // SAFETY: see the module's soundness argument (`Table`).
+        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    #[inline(always)]
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        // SAFETY: see the module's soundness argument (`Table`); `&mut self` is unique.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 }
