@@ -338,3 +338,35 @@ impl<T: bytemuck::Pod> Table<T> {
         unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A table reads what was written, on the heap and in a mapping, for a value size that does
+    /// not divide a page, after the table itself was moved.
+    #[test]
+    fn tables_keep_their_values_when_moved() {
+        for mapped in [false, true] {
+            let len = 100_003usize;
+            let mk = |fill| {
+                if mapped {
+                    Table::mapped(len, fill)
+                } else {
+                    Table::heap(len, fill)
+                }
+            };
+            let mut t: Table<[u64; 3]> = mk([1, 2, 3]).unwrap();
+            assert_eq!(t.is_mapped(), mapped);
+            t.as_mut_slice()[len - 1] = [7, 8, 9];
+            let moved = vec![t];
+            let t = &moved[0];
+            assert_eq!(t.as_slice().len(), len);
+            assert_eq!(t.as_slice()[0], [1, 2, 3]);
+            assert_eq!(t.as_slice()[len - 1], [7, 8, 9]);
+            assert_eq!(t.as_slice()[len / 2], [1, 2, 3]);
+        }
+        let empty: Table<u64> = Table::mapped(0, 5).unwrap();
+        assert!(empty.as_slice().is_empty());
+    }
+}
