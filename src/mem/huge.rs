@@ -63,7 +63,9 @@ impl<T: Pod> core::ops::DerefMut for HugeTable<T> {
 
 impl<T: Pod + core::fmt::Debug> core::fmt::Debug for HugeTable<T> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("HugeTable").field("len", &self.as_slice().len()).finish()
+        f.debug_struct("HugeTable")
+            .field("len", &self.as_slice().len())
+            .finish()
     }
 }
 

@@ -359,8 +359,8 @@ mod tests {
             let mut t: Table<[u64; 3]> = mk([1, 2, 3]).unwrap();
             assert_eq!(t.is_mapped(), mapped);
             t.as_mut_slice()[len - 1] = [7, 8, 9];
-            let moved = vec![t];
-            let t = &moved[0];
+            let moved = Box::new(t);
+            let t = &*moved;
             assert_eq!(t.as_slice().len(), len);
             assert_eq!(t.as_slice()[0], [1, 2, 3]);
             assert_eq!(t.as_slice()[len - 1], [7, 8, 9]);
