@@ -30,7 +30,7 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use super::config::UnitConfig;
 use super::context::{fetch_context, Context};
 use super::iotlb::IotlbEntry;
-use super::remapper::{Remapper, Request, INTERRUPT_RANGE};
+use super::remapper::{Remapper, Request, Translation, INTERRUPT_RANGE};
 use super::walk::{
     beyond_width, walk, walk_leaf, walk_prefetching, walk_upper, Upper, WalkJob, WalkOut, PERM_R,
     PERM_W,
@@ -268,12 +268,12 @@ impl Remapper {
     /// the host address returned. `None`: nothing was changed; `commit` decides. A walk done
     /// ahead (`ahead`) is taken only when it is the very walk the context asks for.
     #[inline(always)]
-    fn try_fast<M: Memory + ?Sized>(
+    pub(super) fn try_fast<M: Memory + ?Sized>(
         &mut self,
         mem: &M,
         r: &Request,
         ahead: Option<(&WalkJob, &WalkOut)>,
-    ) -> Option<u64> {
+    ) -> Option<Translation> {
         let c = self.cached_walk_context(r)?;
         if beyond_width(&self.cfg, c.levels as u32, r.iova) {
             return None;
@@ -296,7 +296,7 @@ impl Remapper {
         r: &Request,
         did: u16,
         walk: impl FnOnce(&Self) -> Option<WalkOut>,
-    ) -> Option<u64> {
+    ) -> Option<Translation> {
         let need = if r.write { PERM_W } else { PERM_R };
         let iotlb = self.iotlb.capacity() > 0;
         let hit = if iotlb {
@@ -304,23 +304,23 @@ impl Remapper {
         } else {
             None
         };
-        let (hpa, insert) = match hit {
+        let (base, level, perm, insert) = match hit {
             Some((slot, e)) => {
                 if e.perm & need == 0 {
                     return None;
                 }
-                let size = level_size(e.level as u32);
-                (e.hpa_base | (r.iova & (size - 1)), Err(slot))
+                (e.hpa_base, e.level, e.perm, Err(slot))
             }
             None => {
                 let w = walk(self)?;
                 if w.fault != 0 {
                     return None;
                 }
-                let size = level_size(w.level as u32);
-                (w.hpa_base | (r.iova & (size - 1)), Ok(w))
+                (w.hpa_base, w.level, w.perm, Ok(w))
             }
         };
+        let size = level_size(level as u32);
+        let hpa = base | (r.iova & (size - 1));
         if (INTERRUPT_RANGE.0..INTERRUPT_RANGE.1).contains(&hpa) {
             return None;
         }
@@ -338,7 +338,14 @@ impl Remapper {
                 }
             }
         }
-        Some(hpa)
+        Some(Translation {
+            hpa,
+            page_size: size,
+            read: perm & PERM_R != 0,
+            write: perm & PERM_W != 0,
+            domain_id: did,
+            level,
+        })
     }
 
     /// One request of a batch: [`Remapper::try_fast`], else the full step.
@@ -349,8 +356,8 @@ impl Remapper {
         r: &Request,
         ahead: Option<(&WalkJob, &WalkOut)>,
     ) -> (u64, u8) {
-        if let Some(hpa) = self.try_fast(mem, r, ahead) {
-            return (hpa, 0);
+        if let Some(t) = self.try_fast(mem, r, ahead) {
+            return (t.hpa, 0);
         }
         let a = ahead.map(|(j, o)| (*j, *o));
         self.slow_step(mem, r, a.as_ref())
@@ -494,8 +501,8 @@ impl Remapper {
                 self.try_fast_with(r, a.did, |s| Some(walk_leaf(mem, &s.cfg, &a.upper)))
             }
         };
-        if let Some(hpa) = fast {
-            return (hpa, 0);
+        if let Some(t) = fast {
+            return (t.hpa, 0);
         }
         self.slow_step(mem, r, None)
     }
@@ -714,15 +721,21 @@ mod tests {
                             Remapper::new(CAP345, DEFAULT_ECAP, Some(ROOT), entries, fr, ccache)
                                 .unwrap()
                         };
-                        let (mut one, mut many) = (mk(), mk());
+                        let (mut one, mut many, mut single) = (mk(), mk(), mk());
                         for (b, &n) in sizes.iter().enumerate() {
                             let reqs = gen(&mut x, n);
                             let short = if b % 2 == 1 { n / 2 } else { n };
                             let mut hpa = vec![1u64; short];
                             let mut fault = vec![0xffu8; short];
                             many.translate_batch(&m, &reqs, threads, &mut hpa, &mut fault);
+                            // Against the full step alone (no common-case shortcut), one by one.
                             for (k, q) in reqs.iter().enumerate() {
-                                let (h, f) = match one.translate(&m, q) {
+                                let full = one.commit(&m, q, None);
+                                // `translate` (its common case first) gives the same.
+                                let t = single.translate(&m, q);
+                                assert_eq!(t.as_ref().ok(), full.as_ref().ok(), "{q:?} e{entries} c{ccache} t{threads} b{b} k{k} batch {:?} full {:?}", hpa.get(k), full.as_ref().err().map(|r| r.reason));
+                                assert_eq!(t.err().map(|r| r.reason), full.err().map(|r| r.reason));
+                                let (h, f) = match full {
                                     Ok(t) => (t.hpa, 0),
                                     Err(r) => (0, r.reason.code()),
                                 };
@@ -736,6 +749,8 @@ mod tests {
                             }
                             let tag = format!("e{entries} c{ccache} t{threads} b{b}");
                             assert_eq!(one.stats(), many.stats(), "{tag}");
+                            assert_eq!(one.stats(), single.stats(), "{tag}");
+                            assert_eq!(one.iotlb().entries(), single.iotlb().entries(), "{tag}");
                             assert_eq!(one.iotlb().entries(), many.iotlb().entries(), "{tag}");
                             assert_eq!(one.iotlb().evictions, many.iotlb().evictions, "{tag}");
                             assert_eq!(
@@ -779,10 +794,12 @@ mod tests {
                                     }
                                     one.invalidate_context_device(0x0308, 3).unwrap();
                                     many.invalidate_context_device(0x0308, 3).unwrap();
+                                    single.invalidate_context_device(0x0308, 3).unwrap();
                                 }
                                 _ => {
                                     one.invalidate_iotlb_domain(42);
                                     many.invalidate_iotlb_domain(42);
+                                    single.invalidate_iotlb_domain(42);
                                 }
                             }
                         }

@@ -202,12 +202,17 @@ impl Remapper {
     }
 
     /// Translate one request: the architectural result, with every side effect (caches,
-    /// counters, fault recording).
+    /// counters, fault recording). The common case (a cached context, an IOTLB hit or a
+    /// walk to a leaf, the access allowed) is decided first without changing anything, then
+    /// applied as the full step would; anything else takes the full step.
     pub fn translate<M: Memory + Sync + ?Sized>(
         &mut self,
         mem: &M,
         req: &Request,
     ) -> Result<Translation, FaultRecord> {
+        if let Some(t) = self.try_fast(mem, req, None) {
+            return Ok(t);
+        }
         self.commit(mem, req, None)
     }
 
