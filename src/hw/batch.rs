@@ -22,6 +22,14 @@
 //!   IOTLB is honoured exactly as in a call by itself. The caches, counters and fault records
 //!   are touched by this thread alone, in request order, so nothing needs merging.
 //!
+//! * More threads and no IOTLB (capacity 0): the batch is cut into one run per thread, and
+//!   each thread decides at once the longest prefix of its run that the common-case step
+//!   decides on its own (a cached context, a walk to a leaf, the access allowed), changing
+//!   nothing. Then this thread, in order, adds each run's counters and translates the rest of
+//!   the run as one thread does. With no IOTLB nothing a request decided this way does is seen
+//!   by another, and an earlier run's full steps cannot undo a later run's decisions (see
+//!   [`Remapper::run_split`]).
+//!
 //! Threads and look-ahead change the speed, never the outcome: results, faults, counters and
 //! cache content are those of the same calls one by one.
 
@@ -57,6 +65,15 @@ const RING_PER_THREAD: usize = 4;
 const AHEAD: usize = 32;
 /// Walks above the leaf kept for the next requests of a one-thread batch (more than AHEAD).
 const UPPER_RING: usize = 64;
+
+/// What a translation decided by the common-case step does to the IOTLB.
+#[derive(Clone, Copy)]
+enum Effect {
+    /// A hit on this slot (its referenced bit is set).
+    Hit(u32),
+    /// A walk to this leaf (inserted, when there is an IOTLB).
+    Walk(WalkOut),
+}
 
 /// What the look-ahead of a one-thread batch found for a request (see
 /// [`Remapper::look_ahead`]): small, as a ring of them is moved through every request.
@@ -297,26 +314,39 @@ impl Remapper {
         did: u16,
         walk: impl FnOnce(&Self) -> Option<WalkOut>,
     ) -> Option<Translation> {
+        let (t, effect) = self.decide(r, did, walk)?;
+        self.apply(r, did, effect);
+        Some(t)
+    }
+
+    /// The decision of [`Remapper::try_fast_with`], changing nothing: the translation and
+    /// what it does to the IOTLB (a hit on a slot, or a walk to insert).
+    #[inline(always)]
+    fn decide(
+        &self,
+        r: &Request,
+        did: u16,
+        walk: impl FnOnce(&Self) -> Option<WalkOut>,
+    ) -> Option<(Translation, Effect)> {
         let need = if r.write { PERM_W } else { PERM_R };
-        let iotlb = self.iotlb.capacity() > 0;
-        let hit = if iotlb {
+        let hit = if self.iotlb.capacity() > 0 {
             self.iotlb.probe(did, r.iova)
         } else {
             None
         };
-        let (base, level, perm, insert) = match hit {
+        let (base, level, perm, effect) = match hit {
             Some((slot, e)) => {
                 if e.perm & need == 0 {
                     return None;
                 }
-                (e.hpa_base, e.level, e.perm, Err(slot))
+                (e.hpa_base, e.level, e.perm, Effect::Hit(slot))
             }
             None => {
                 let w = walk(self)?;
                 if w.fault != 0 {
                     return None;
                 }
-                (w.hpa_base, w.level, w.perm, Ok(w))
+                (w.hpa_base, w.level, w.perm, Effect::Walk(w))
             }
         };
         let size = level_size(level as u32);
@@ -324,28 +354,35 @@ impl Remapper {
         if (INTERRUPT_RANGE.0..INTERRUPT_RANGE.1).contains(&hpa) {
             return None;
         }
-        self.stats.context_hits += 1;
-        match insert {
-            Err(slot) => {
-                self.stats.hits += 1;
-                self.iotlb.touch(slot);
-            }
-            Ok(w) => {
-                self.stats.misses += 1;
-                self.stats.walks += 1;
-                if iotlb {
-                    self.iotlb.insert(IotlbEntry::of_walk(did, r.iova, &w));
-                }
-            }
-        }
-        Some(Translation {
+        let t = Translation {
             hpa,
             page_size: size,
             read: perm & PERM_R != 0,
             write: perm & PERM_W != 0,
             domain_id: did,
             level,
-        })
+        };
+        Some((t, effect))
+    }
+
+    /// Apply a decision of [`Remapper::decide`] as the full step would: the counters, and the
+    /// hit's referenced bit or the walk's insert.
+    #[inline(always)]
+    fn apply(&mut self, r: &Request, did: u16, effect: Effect) {
+        self.stats.context_hits += 1;
+        match effect {
+            Effect::Hit(slot) => {
+                self.stats.hits += 1;
+                self.iotlb.touch(slot);
+            }
+            Effect::Walk(w) => {
+                self.stats.misses += 1;
+                self.stats.walks += 1;
+                if self.iotlb.capacity() > 0 {
+                    self.iotlb.insert(IotlbEntry::of_walk(did, r.iova, &w));
+                }
+            }
+        }
     }
 
     /// One request of a batch: [`Remapper::try_fast`], else the full step.
@@ -572,6 +609,108 @@ impl Remapper {
         }
     }
 
+    /// The longest prefix of `reqs` the common-case step decides on its own, with no IOTLB
+    /// (so deciding one request changes nothing another depends on), its results written:
+    /// the prefix's length. Changes nothing; reads the context cache as it stands.
+    fn decided_prefix<M: Memory + ?Sized>(
+        &self,
+        mem: &M,
+        reqs: &[Request],
+        out_hpa: &mut [u64],
+        out_fault: &mut [u8],
+    ) -> usize {
+        let mut ring = [Ahead::default(); UPPER_RING];
+        for (k, r) in reqs.iter().enumerate().take(AHEAD) {
+            self.look_ahead(mem, r, false, &mut ring[k % UPPER_RING]);
+        }
+        for (i, r) in reqs.iter().enumerate() {
+            if let Some(n) = reqs.get(i + AHEAD) {
+                self.look_ahead(mem, n, false, &mut ring[(i + AHEAD) % UPPER_RING]);
+            }
+            let a = &ring[i % UPPER_RING];
+            let decided = match a.kind {
+                Found::Slow => None,
+                Found::Context => self.decide(r, a.did, |s| {
+                    let c = s.cached_walk_context(r)?;
+                    Some(walk(mem, &s.cfg, &c.walk_job(r.iova, r.write)))
+                }),
+                Found::Walked => self.decide(r, a.did, |s| Some(walk_leaf(mem, &s.cfg, &a.upper))),
+            };
+            let Some((t, _)) = decided else {
+                return i;
+            };
+            if let Some(h) = out_hpa.get_mut(i) {
+                *h = t.hpa;
+            }
+            if let Some(f) = out_fault.get_mut(i) {
+                *f = 0;
+            }
+        }
+        reqs.len()
+    }
+
+    /// The batch on `threads` threads without an IOTLB: the requests cut into one run per
+    /// thread, each run's longest prefix the common-case step decides on its own decided
+    /// at once, in parallel; then, in order, each run's counters applied and the rest of
+    /// the run translated by the one-thread batch.
+    ///
+    /// The same as the calls one by one: with no IOTLB a decided request changes only
+    /// counters (which add up the same in any order), and what an earlier run's full steps
+    /// may change cannot undo a later run's decisions: the context cache only gains
+    /// source-ids it did not hold (a prefix used only contexts it held), and a prefix has no
+    /// fault to record, so faults stay in request order.
+    fn run_split<M: Memory + Sync + ?Sized>(
+        &mut self,
+        mem: &M,
+        reqs: &[Request],
+        threads: usize,
+        out_hpa: &mut [u64],
+        out_fault: &mut [u8],
+    ) {
+        let part = reqs.len().div_ceil(threads).max(1);
+        let runs: Vec<&[Request]> = reqs.chunks(part).collect();
+        let mut hpas: Vec<&mut [u64]> = out_hpa.chunks_mut(part).collect();
+        let mut faults: Vec<&mut [u8]> = out_fault.chunks_mut(part).collect();
+        hpas.resize_with(runs.len(), Default::default);
+        faults.resize_with(runs.len(), Default::default);
+        let decided: Vec<usize> = {
+            let this = &*self;
+            std::thread::scope(|s| {
+                let mut jobs = runs.iter().zip(hpas.iter_mut().zip(faults.iter_mut()));
+                let first = jobs.next();
+                // A run whose thread the host refuses is decided on this thread after all.
+                let spawned: Vec<_> = jobs
+                    .map(|(rs, (h, f))| {
+                        let run = || this.decided_prefix(mem, rs, h, f);
+                        std::thread::Builder::new()
+                            .spawn_scoped(s, run)
+                            .map_err(|_| ())
+                    })
+                    .collect();
+                let mut done = Vec::with_capacity(runs.len());
+                if let Some((rs, (h, f))) = first {
+                    done.push(this.decided_prefix(mem, rs, h, f));
+                }
+                for j in spawned {
+                    // A refused or failed thread decided nothing: its run takes the full path.
+                    done.push(j.ok().and_then(|j| j.join().ok()).unwrap_or(0));
+                }
+                done
+            })
+        };
+        for (((rs, h), f), k) in runs.iter().zip(hpas).zip(faults).zip(decided) {
+            let k = k.min(rs.len());
+            let n = k as u64;
+            self.stats.context_hits += n;
+            self.stats.misses += n;
+            self.stats.walks += n;
+            let rest = rs.get(k..).unwrap_or_default();
+            let h = h.get_mut(k.min(h.len())..).unwrap_or_default();
+            let f = f.get_mut(k.min(f.len())..).unwrap_or_default();
+            self.run_prefetching(mem, rest, h, f);
+        }
+    }
+
     /// Translate many requests: exactly the results, side effects and counters of the same
     /// calls to [`Remapper::translate`] one by one, in order (see the module's text for how
     /// look-ahead and `threads` make it faster without changing that). Outputs shorter than
@@ -589,6 +728,10 @@ impl Remapper {
         let mem = &Fast::new(mem);
         if threads == 1 {
             self.run_prefetching(mem, reqs, out_hpa, out_fault);
+            return;
+        }
+        if self.iotlb.capacity() == 0 {
+            self.run_split(mem, reqs, threads, out_hpa, out_fault);
             return;
         }
         self.run_threaded(mem, reqs, threads, out_hpa, out_fault);
