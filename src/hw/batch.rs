@@ -11,17 +11,20 @@
 //!   holds at the turn (during a batch the context cache only gains the source-ids it did not
 //!   hold), so the turn neither looks it up again nor compares walks. By the time the request
 //!   is translated its misses are under way or done.
-//! * More threads, spawned once per batch: the batch is cut into windows of [`WINDOW`]
+//! * More threads with an IOTLB: the first window of [`WINDOW`] requests runs on this thread,
+//!   and the rest too when fewer than one in [`FEW_MISSES`] of it missed (helper threads walk
+//!   every request ahead, hits included, so they pay only when walks are frequent). Else
+//!   threads are spawned once per batch: the rest is cut into windows of [`WINDOW`]
 //!   requests. Any thread, this one included, takes the next window not yet taken (at most
 //!   [`RING_PER_THREAD`] windows per thread ahead of the in-order pass) and does its walks:
 //!   each request's context read from memory (not from the context cache, which only the
-//!   in-order pass touches) and its second-level walk, the leaves prefetched ahead. A walk reads only memory,
-//!   which no one changes during a batch. This thread translates the windows in order through
-//!   the same step as a single translation, taking a walk done ahead only when it is the very
-//!   walk that step needs (same table, address, depth and access): a stale context cache or
-//!   IOTLB is honoured exactly as in a call by itself. The caches, counters and fault records
-//!   are touched by this thread alone, in request order, so nothing needs merging.
-//!
+//!   in-order pass touches) and its second-level walk, the leaves prefetched ahead. A walk
+//!   reads only memory, which no one changes during a batch. This thread translates the
+//!   windows in order through the same step as a single translation, taking a walk done ahead
+//!   only when it is the very walk that step needs (same table, address, depth and access): a
+//!   stale context cache or IOTLB is honoured exactly as in a call by itself. The caches,
+//!   counters and fault records are touched by this thread alone, in request order, so
+//!   nothing needs merging.
 //! * More threads and no IOTLB (capacity 0): the batch is cut into one run per thread, and
 //!   each thread decides at once the longest prefix of its run that the common-case step
 //!   decides on its own (a cached context, a walk to a leaf, the access allowed), changing
@@ -59,6 +62,9 @@ struct Scratch {
 pub(super) const WINDOW: usize = 1 << 12;
 /// Fewest requests per thread worth a thread of its own.
 const MIN_PER_THREAD: usize = WINDOW;
+/// With an IOTLB, a batch stays on one thread when fewer than one request in this many
+/// of its first window missed (helper threads would walk the hits for nothing).
+const FEW_MISSES: u64 = 16;
 /// Windows walked ahead of the in-order pass, per thread.
 const RING_PER_THREAD: usize = 4;
 /// How many requests ahead a one-thread batch asks for the memory a request will read.
@@ -734,7 +740,22 @@ impl Remapper {
             self.run_split(mem, reqs, threads, out_hpa, out_fault);
             return;
         }
-        self.run_threaded(mem, reqs, threads, out_hpa, out_fault);
+        // With an IOTLB, helper threads pay only when walks are frequent: they walk every
+        // request ahead, hits included. The first window runs on this thread, and the rest
+        // stays here too when under [`FEW_MISSES`] of it missed.
+        let head = WINDOW.min(reqs.len());
+        let (first, rest) = reqs.split_at(head);
+        let (h0, h1) = out_hpa.split_at_mut(head.min(out_hpa.len()));
+        let (f0, f1) = out_fault.split_at_mut(head.min(out_fault.len()));
+        let before = self.stats.misses;
+        self.run_prefetching(mem, first, h0, f0);
+        let missed = self.stats.misses.saturating_sub(before);
+        let threads = threads.min(rest.len() / MIN_PER_THREAD).max(1);
+        if threads == 1 || missed.saturating_mul(FEW_MISSES) < head as u64 {
+            self.run_prefetching(mem, rest, h1, f1);
+        } else {
+            self.run_threaded(mem, rest, threads, h1, f1);
+        }
     }
 }
 
@@ -847,13 +868,16 @@ mod tests {
     /// batches (stale contexts and leaves) and partial invalidations are sent.
     fn batches_equal_single_calls_across_contexts_caches_and_stale_tables() {
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        // Batches 1 and 4 run with stale contexts cached (changed in memory after batches 0
+        // and 3, invalidated after 1 and 4): large enough for helper threads.
         let sizes = [
             2 * 4096 + 3,
-            7,
+            5 * 4096 + 1,
             3 * 4096,
             4096 * 4 + 4095,
+            4 * 4096 + 7,
             100,
-            5 * 4096 + 1,
+            7,
         ];
         for &entries in &[0usize, 1, 5, 1024] {
             for ccache in [true, false] {
