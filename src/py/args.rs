@@ -21,6 +21,12 @@ macro_rules! uint_arg {
 
         impl<'py> FromPyObject<'py> for $name {
             fn extract_bound(ob: &Bound<'py, PyAny>) -> PyResult<Self> {
+                // The common form first: an exact int (never a bool) takes one type check.
+                if let Ok(i) = ob.cast_exact::<PyInt>() {
+                    if let Ok(v) = i.extract::<$t>() {
+                        return Ok($name(v));
+                    }
+                }
                 // True and False are ints to Python, never an address, a size or a count.
                 let ok = if ob.is_instance_of::<PyBool>() {
                     None

@@ -598,7 +598,9 @@ impl PyRemapper {
             let mem = self.mem.read();
             unit.translate(&*mem, &req)
         };
-        self.deliver(py)?;
+        if self.interrupt.is_some() {
+            self.deliver(py)?;
+        }
         match r {
             Ok(t) => Ok(PyTranslation {
                 hpa: t.hpa,
