@@ -2,7 +2,7 @@
 PY ?= python3
 
 .PHONY: help dev build dist test test-rust test-py test-slow lint fmt typecheck bench bench-rust clean \
-	fuzz fuzz-py fuzz-prop fuzz-rust
+	fuzz fuzz-py fuzz-prop fuzz-rust miri
 
 help:
 	@echo "make dev        install the package (release build) with test and dev tools"
@@ -14,6 +14,7 @@ help:
 	@echo "make dist       sdist and abi3 wheel (CPython 3.10+) in dist/"
 	@echo "make fuzz       every fuzzer FUZZ_SECONDS (default 60) s, the long property profile,"
 	@echo "                the Rust fuzz targets when a nightly toolchain and cargo-fuzz exist"
+	@echo "make miri       the unsafe module's tests under Miri (nightly with the miri component)"
 
 dev:
 	$(PY) -m pip install -e ".[dev]"
@@ -84,3 +85,9 @@ fuzz-rust:
 				2>&1 | grep -E "^#[0-9]+ +DONE|stat::number_of_executed_units|ERROR|panicked" || exit 1; \
 		done; \
 	else echo "fuzz-rust: no nightly toolchain with cargo-fuzz; skipped"; fi
+
+# The unsafe module's tests under Miri's aliasing model (needs a nightly toolchain with the
+# miri component: rustup +nightly component add miri rust-src). Mapped tables are skipped
+# there (Miri has no madvise).
+miri:
+	cargo +nightly miri test --lib mem::raw

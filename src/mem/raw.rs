@@ -28,8 +28,10 @@
 //! function (SSE, which every x86_64 processor has); a prefetch is a hint that never faults
 //! and changes no memory, and it is given the address of a live `&u64`.
 //!
-//! `External` from owned words: the pointer is the boxed slice's, whose heap memory does not
-//! move when the box does and lives in `_owner` as long as `self`.
+//! `External` from owned words: the words are kept as a `Vec` in `_owner` as long as `self`,
+//! and the pointer is the `Vec`'s own (`as_mut_ptr`, valid for the whole buffer). The heap
+//! memory does not move when the `Vec` does, and moving a `Vec` (unlike a `Box`, which the
+//! aliasing model treats as a unique reference) leaves pointers into its buffer valid.
 //!
 //! `External` from a buffer: the pointer and length come from a numpy array made here, by `numpy.frombuffer`,
 //! from the caller's object. That array holds a buffer export of the object for as long as it
@@ -42,9 +44,11 @@
 //! borrow of `self` and never stored, so writes the program makes between two calls are seen.
 //!
 //! `Table`: the pointer and length are taken once, when the table is made, from memory `self`
-//! owns and never frees or moves before it drops: a boxed slice (its heap memory stays put
-//! when the box moves) or a `memmap2` mapping (the mapping stays at its address until
-//! unmapped on drop). The mapping's start is page aligned, and the table is made in a mapping
+//! owns and never frees or moves before it drops: a `Vec` (its heap memory stays put when the
+//! `Vec` moves, and the pointer is its `as_mut_ptr`, which a move of the `Vec` leaves valid;
+//! a `Box` would not do, as its move asserts unique access) or a `memmap2` mapping (the
+//! mapping stays at its address until unmapped on drop, and the pointer was derived from it
+//! before the mapping was moved in, which copies a raw pointer). The mapping's start is page aligned, and the table is made in a mapping
 //! only when `T`'s alignment divides a page; its length in bytes is at least `len` values.
 //! Every value is initialised before any slice is made (`T: Pod`: any bit pattern is valid,
 //! and the mapping is filled with `fill`). Slices are made per borrow of `self`, shared from
@@ -163,7 +167,7 @@ unsafe impl Sync for External {}
 impl External {
     /// Memory owned here (a program's RAM image built in Rust, and the tests' stand-in for a
     /// buffer): moving the box does not move its heap words, which live as long as `self`.
-    pub fn from_words(mut words: Box<[u64]>, writable: bool) -> Result<Self> {
+    pub fn from_words(words: Box<[u64]>, writable: bool) -> Result<Self> {
         let n = words.len();
         if n == 0 || n % 512 != 0 {
             return Err(Error::invalid(
@@ -171,7 +175,13 @@ impl External {
                 "a node needs a positive multiple of 4 KiB",
             ));
         }
-        let ptr = core::ptr::NonNull::from(&mut words[0]);
+        // Owned as a `Vec`, the pointer from `as_mut_ptr` (valid for the whole buffer): moving
+        // a `Vec` does not invalidate pointers into its buffer, as moving a `Box` would.
+        let mut words = words.into_vec();
+        let ptr = core::ptr::NonNull::new(words.as_mut_ptr()).ok_or(Error::invalid(
+            "nodes",
+            "a node needs a positive multiple of 4 KiB",
+        ))?;
         Ok(External {
             ptr,
             words: n,
@@ -261,7 +271,7 @@ pub struct Table<T: bytemuck::Pod> {
 }
 
 enum TableOwner<T> {
-    Heap(#[allow(dead_code)] Box<[T]>),
+    Heap(#[allow(dead_code)] Vec<T>),
     Map(#[allow(dead_code)] MmapMut),
 }
 
@@ -278,12 +288,13 @@ impl<T: bytemuck::Pod> Table<T> {
             why: "no host memory for the table",
         })?;
         v.resize(len, fill);
-        let mut b = v.into_boxed_slice();
-        let ptr = core::ptr::NonNull::new(b.as_mut_ptr()).unwrap_or(core::ptr::NonNull::dangling());
+        // The pointer from `as_mut_ptr` is valid for the whole buffer, and stays valid when
+        // the `Vec` moves (it is never turned into a `Box`, whose move would invalidate it).
+        let ptr = core::ptr::NonNull::new(v.as_mut_ptr()).unwrap_or(core::ptr::NonNull::dangling());
         Ok(Table {
             ptr,
             len,
-            _owner: TableOwner::Heap(b),
+            _owner: TableOwner::Heap(v),
         })
     }
 
@@ -343,29 +354,56 @@ impl<T: bytemuck::Pod> Table<T> {
 mod tests {
     use super::*;
 
-    /// A table reads what was written, on the heap and in a mapping, for a value size that does
-    /// not divide a page, after the table itself was moved.
-    #[test]
-    fn tables_keep_their_values_when_moved() {
-        for mapped in [false, true] {
-            let len = 100_003usize;
-            let mk = |fill| {
-                if mapped {
-                    Table::mapped(len, fill)
-                } else {
-                    Table::heap(len, fill)
-                }
-            };
-            let mut t: Table<[u64; 3]> = mk([1, 2, 3]).unwrap();
-            assert_eq!(t.is_mapped(), mapped);
-            t.as_mut_slice()[len - 1] = [7, 8, 9];
-            let moved = Box::new(t);
-            let t = &*moved;
-            assert_eq!(t.as_slice().len(), len);
-            assert_eq!(t.as_slice()[0], [1, 2, 3]);
-            assert_eq!(t.as_slice()[len - 1], [7, 8, 9]);
-            assert_eq!(t.as_slice()[len / 2], [1, 2, 3]);
+    /// A table reads what was written, for a value size that does not divide a page, after
+    /// the table itself was moved (on the heap: a test Miri can run, `cargo +nightly miri
+    /// test --lib heap_table`).
+    fn check_moved(mapped: bool) {
+        let len = if cfg!(miri) { 1003 } else { 100_003usize };
+        let mut t: Table<[u64; 3]> = if mapped {
+            Table::mapped(len, [1, 2, 3])
+        } else {
+            Table::heap(len, [1, 2, 3])
         }
+        .unwrap();
+        assert_eq!(t.is_mapped(), mapped);
+        t.as_mut_slice()[len - 1] = [7, 8, 9];
+        let moved = Box::new(t);
+        let t = &*moved;
+        assert_eq!(t.as_slice().len(), len);
+        assert_eq!(t.as_slice()[0], [1, 2, 3]);
+        assert_eq!(t.as_slice()[len - 1], [7, 8, 9]);
+        assert_eq!(t.as_slice()[len / 2], [1, 2, 3]);
+    }
+
+    #[test]
+    fn heap_table_keeps_its_values_when_moved() {
+        check_moved(false);
+        let empty: Table<u64> = Table::heap(0, 5).unwrap();
+        assert!(empty.as_slice().is_empty());
+    }
+
+    /// Owned words used in place read and write through the node after it moved (Miri runs
+    /// this one too).
+    #[test]
+    fn owned_words_survive_a_move() {
+        let mut w = vec![0u64; 1024].into_boxed_slice();
+        w[1023] = 9;
+        let e = External::from_words(w, true).unwrap();
+        let mut moved = Box::new(e);
+        assert_eq!(moved.words()[1023], 9);
+        if let Some(ws) = moved.words_mut() {
+            ws[0] = 5;
+        }
+        let back = *moved;
+        assert_eq!((back.words()[0], back.words().len()), (5, 1024));
+        let ro = External::from_words(vec![1u64; 512].into_boxed_slice(), false).unwrap();
+        assert!(!ro.writable());
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)] // Miri has no madvise.
+    fn mapped_table_keeps_its_values_when_moved() {
+        check_moved(true);
         let empty: Table<u64> = Table::mapped(0, 5).unwrap();
         assert!(empty.as_slice().is_empty());
     }
