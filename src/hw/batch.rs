@@ -69,7 +69,7 @@ const FEW_MISSES: u64 = 16;
 const RING_PER_THREAD: usize = 4;
 /// How many requests ahead a one-thread batch asks for the memory a request will read.
 const AHEAD: usize = 32;
-/// Walks above the leaf kept for the next requests of a one-thread batch (more than AHEAD).
+/// Look-ahead records kept for the next requests of a one-thread batch (more than AHEAD).
 const UPPER_RING: usize = 64;
 
 /// What a translation decided by the common-case step does to the IOTLB.
@@ -275,6 +275,17 @@ fn walk_from_memory<M: Memory + ?Sized>(
     walk_prefetching(mem, cfg, &sc.jobs, &mut sc.outs);
 }
 
+/// Request `i`'s result into the outputs (shorter outputs: dropped).
+#[inline(always)]
+fn put(out_hpa: &mut [u64], out_fault: &mut [u8], i: usize, (hpa, fault): (u64, u8)) {
+    if let Some(h) = out_hpa.get_mut(i) {
+        *h = hpa;
+    }
+    if let Some(f) = out_fault.get_mut(i) {
+        *f = fault;
+    }
+}
+
 impl Remapper {
     /// The context `r` would use, as cached now (`None`: not cached, or no walk needed).
     #[inline(always)]
@@ -437,13 +448,7 @@ impl Remapper {
                 }
                 _ => None,
             };
-            let (hpa, fault) = self.step(mem, r, ahead);
-            if let Some(h) = out_hpa.get_mut(i) {
-                *h = hpa;
-            }
-            if let Some(f) = out_fault.get_mut(i) {
-                *f = fault;
-            }
+            put(out_hpa, out_fault, i, self.step(mem, r, ahead));
         }
     }
 
@@ -525,8 +530,8 @@ impl Remapper {
         }
     }
 
-    /// Request `r`'s turn after look-ahead `a`: [`Remapper::try_fast_with`] with the walk
-    /// found ahead, else the full step.
+    /// Request `r`'s turn after look-ahead `a`: the common case decided with the walk found
+    /// ahead ([`Remapper::decide_ahead`]) and applied, else the full step.
     ///
     /// A context the cache held at the look-ahead is the one it holds now: during a batch
     /// the context cache changes only when [`Remapper::commit`] fills the slot of a
@@ -534,24 +539,34 @@ impl Remapper {
     /// evicted the translation, or brought it).
     #[inline(always)]
     fn turn<M: Memory + Sync + ?Sized>(&mut self, mem: &M, r: &Request, a: &Ahead) -> (u64, u8) {
-        let fast = match a.kind {
-            Found::Slow => None,
-            Found::Context => self.try_fast_with(r, a.did, |s| {
-                let c = s.cached_walk_context(r)?;
-                Some(walk(mem, &s.cfg, &c.walk_job(r.iova, r.write)))
-            }),
-            Found::Walked => {
-                self.try_fast_with(r, a.did, |s| Some(walk_leaf(mem, &s.cfg, &a.upper)))
-            }
-        };
-        if let Some(t) = fast {
+        if let Some((t, effect)) = self.decide_ahead(mem, r, a) {
+            self.apply(r, a.did, effect);
             return (t.hpa, 0);
         }
         self.slow_step(mem, r, None)
     }
 
-    /// The full step of a request the common case did not decide, out of the batch loops'
-    /// line (rare there: keeping it apart leaves the loops their registers).
+    /// [`Remapper::decide`] for request `r` with what look-ahead `a` found (the walk above
+    /// the leaf, or only the context), changing nothing.
+    #[inline(always)]
+    fn decide_ahead<M: Memory + ?Sized>(
+        &self,
+        mem: &M,
+        r: &Request,
+        a: &Ahead,
+    ) -> Option<(Translation, Effect)> {
+        match a.kind {
+            Found::Slow => None,
+            Found::Context => self.decide(r, a.did, |s| {
+                let c = s.cached_walk_context(r)?;
+                Some(walk(mem, &s.cfg, &c.walk_job(r.iova, r.write)))
+            }),
+            Found::Walked => self.decide(r, a.did, |s| Some(walk_leaf(mem, &s.cfg, &a.upper))),
+        }
+    }
+
+    /// The full step of a request the common case did not decide, as (host address, fault
+    /// code).
     #[inline(always)]
     fn slow_step<M: Memory + Sync + ?Sized>(
         &mut self,
@@ -597,13 +612,12 @@ impl Remapper {
             if let Some(n) = reqs.get(i + leaf_ahead) {
                 self.look_ahead(mem, n, iotlb, &mut ring[(i + leaf_ahead) % UPPER_RING]);
             }
-            let (hpa, fault) = self.turn(mem, r, &ring[i % UPPER_RING]);
-            if let Some(h) = out_hpa.get_mut(i) {
-                *h = hpa;
-            }
-            if let Some(f) = out_fault.get_mut(i) {
-                *f = fault;
-            }
+            put(
+                out_hpa,
+                out_fault,
+                i,
+                self.turn(mem, r, &ring[i % UPPER_RING]),
+            );
         }
     }
 
@@ -633,24 +647,10 @@ impl Remapper {
             if let Some(n) = reqs.get(i + AHEAD) {
                 self.look_ahead(mem, n, false, &mut ring[(i + AHEAD) % UPPER_RING]);
             }
-            let a = &ring[i % UPPER_RING];
-            let decided = match a.kind {
-                Found::Slow => None,
-                Found::Context => self.decide(r, a.did, |s| {
-                    let c = s.cached_walk_context(r)?;
-                    Some(walk(mem, &s.cfg, &c.walk_job(r.iova, r.write)))
-                }),
-                Found::Walked => self.decide(r, a.did, |s| Some(walk_leaf(mem, &s.cfg, &a.upper))),
-            };
-            let Some((t, _)) = decided else {
+            let Some((t, _)) = self.decide_ahead(mem, r, &ring[i % UPPER_RING]) else {
                 return i;
             };
-            if let Some(h) = out_hpa.get_mut(i) {
-                *h = t.hpa;
-            }
-            if let Some(f) = out_fault.get_mut(i) {
-                *f = 0;
-            }
+            put(out_hpa, out_fault, i, (t.hpa, 0));
         }
         reqs.len()
     }
