@@ -2,15 +2,24 @@
 //! step as a single translation, and nothing is done ahead that could need undoing. Memory is
 //! read through a [`Fast`] view: nothing changes what backs it during a batch.
 //!
-//! * One thread: [`AHEAD`] requests before a request is translated, the processor is asked
-//!   (a prefetch, which does not wait) for the IOTLB set it will probe; half as many before,
-//!   unless the IOTLB as it then stands holds its translation, for its leaf entry: its
-//!   context is looked up, the levels above the leaf are walked then (few entries, and in
-//!   cache) and kept, a few bytes, for the request's turn, which reads only the leaf when
-//!   the IOTLB still misses. A context the cache held at the look-ahead is still the one it
-//!   holds at the turn (during a batch the context cache only gains the source-ids it did not
-//!   hold), so the turn neither looks it up again nor compares walks. By the time the request
-//!   is translated its misses are under way or done.
+//! * One thread: a request is looked at twice before its turn, and what was found is kept,
+//!   a few bytes, for the turn.
+//!   - Without an IOTLB, [`AHEAD`] requests before: its context is looked up and the levels
+//!     above the leaf are walked then (few entries, and in cache), and the leaf entry asked
+//!     for (a prefetch, which does not wait). The turn reads only the leaf.
+//!   - With an IOTLB, [`AHEAD`] requests before: its context is looked up and the IOTLB set
+//!     its look-up will probe asked for. Half as many before, that set (in cache by then) is
+//!     probed: a way that holds its 4 KiB translation is kept, else the levels above the
+//!     leaf are walked and the leaf asked for. At the turn a kept way that still holds the
+//!     translation is what a probe would find (a key is in one way at most, and the 4 KiB
+//!     look-up comes first), so the turn compares one key; anything else probes again (an
+//!     insert since may have evicted the translation, or brought it).
+//!
+//!   The context a look-up found is kept too, with its source-id, for the next requests of
+//!   that source-id. A context the cache held at a look-ahead is still the one it holds at
+//!   the turn (during a batch the context cache only gains the source-ids it did not hold),
+//!   so neither the turn nor a later look-ahead looks it up again, and no walk is compared.
+//!   By the time the request is translated its misses are under way or done.
 //! * More threads with an IOTLB: the first window of [`WINDOW`] requests runs on this thread,
 //!   and the rest too when fewer than one in [`FEW_MISSES`] of it missed (helper threads walk
 //!   every request ahead, hits included, so they pay only when walks are frequent). Else
@@ -40,14 +49,14 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use super::config::UnitConfig;
 use super::context::{fetch_context, Context};
-use super::iotlb::IotlbEntry;
+use super::iotlb::{DomainTag, Iotlb, IotlbEntry};
 use super::remapper::{Remapper, Request, Translation, INTERRUPT_RANGE};
 use super::walk::{
     beyond_width, walk, walk_leaf, walk_prefetching, walk_upper, Upper, WalkJob, WalkOut, PERM_R,
     PERM_W,
 };
 use crate::mem::{Fast, Memory};
-use crate::spec::{level_size, TranslationType};
+use crate::spec::{level_size, levels_to_width, TranslationType};
 
 /// Walks done ahead for one window: the walks, the index in the window of the request each
 /// is for, and their results.
@@ -69,6 +78,9 @@ const FEW_MISSES: u64 = 16;
 const RING_PER_THREAD: usize = 4;
 /// How many requests ahead a one-thread batch asks for the memory a request will read.
 const AHEAD: usize = 32;
+/// With an IOTLB, how many requests ahead a one-thread batch probes the IOTLB set it asked
+/// for [`AHEAD`] requests ahead (and on a miss, walks above the leaf and asks for it).
+const LEAF_AHEAD: usize = AHEAD / 2;
 /// Look-ahead records kept for the next requests of a one-thread batch (more than AHEAD).
 const UPPER_RING: usize = 64;
 
@@ -87,6 +99,12 @@ enum Effect {
 struct Ahead {
     /// The walk above the leaf, when `kind` is [`Found::Walked`].
     upper: Upper,
+    /// With an IOTLB: the key of its 4 KiB translation and the set a look-up of it probes
+    /// ([`Iotlb::key_set_4k`]).
+    key: u64,
+    set: u32,
+    /// For [`Found::Hit`]: the way of the set that held the translation.
+    way: u8,
     /// The domain of the request's cached context (not [`Found::Slow`]).
     did: u16,
     kind: Found,
@@ -103,6 +121,22 @@ enum Found {
     Context,
     /// A cached context and the walk above the leaf, the leaf entry asked for.
     Walked,
+    /// A cached context, and the IOTLB held the 4 KiB translation (in way `way` of `set`).
+    Hit,
+}
+
+/// The context a look-ahead last found cached and walking, with its source-id, the address
+/// bits beyond its width and its domain's IOTLB tag. During a batch a context the cache
+/// holds stays the one it holds (see the module's text), so it answers every later request
+/// of that source-id without a look-up.
+#[derive(Clone, Copy, Default)]
+struct Memo {
+    /// `None`: nothing found yet.
+    ctx: Option<Context>,
+    sid: u16,
+    /// Address bits a translation through `ctx` must not have (beyond its width).
+    beyond: u64,
+    tag: DomainTag,
 }
 
 /// Where the windows of a threaded batch stand.
@@ -275,6 +309,16 @@ fn walk_from_memory<M: Memory + ?Sized>(
     walk_prefetching(mem, cfg, &sc.jobs, &mut sc.outs);
 }
 
+/// The host address of a 4 KiB translation to `base` with permissions `perm` for request
+/// `r`, when the access is allowed and the result is outside the interrupt range (else the
+/// full step decides).
+#[inline(always)]
+fn allowed_4k(r: &Request, base: u64, perm: u8) -> Option<u64> {
+    let need = if r.write { PERM_W } else { PERM_R };
+    let hpa = base | (r.iova & 0xfff);
+    (perm & need != 0 && !(INTERRUPT_RANGE.0..INTERRUPT_RANGE.1).contains(&hpa)).then_some(hpa)
+}
+
 /// Request `i`'s result into the outputs (shorter outputs: dropped).
 #[inline(always)]
 fn put(out_hpa: &mut [u64], out_fault: &mut [u8], i: usize, (hpa, fault): (u64, u8)) {
@@ -292,6 +336,30 @@ impl Remapper {
     fn cached_walk_context(&self, r: &Request) -> Option<Context> {
         let c = self.ctx_cache.get(r.sid)?;
         (c.tt != TranslationType::PassThrough && !r.translation_request).then_some(c)
+    }
+
+    /// The cached context request `r` walks through, when it has one (see
+    /// [`Remapper::cached_walk_context`]): then `memo` holds it, the bits beyond its width
+    /// and its domain's tag.
+    #[inline(always)]
+    fn remember(&self, memo: &mut Memo, r: &Request) -> Option<Context> {
+        if r.translation_request {
+            return None;
+        }
+        if let Some(c) = memo.ctx {
+            if memo.sid == r.sid {
+                return Some(c);
+            }
+        }
+        let c = self.cached_walk_context(r)?;
+        let w = levels_to_width(c.levels as u32).min(self.cfg.aw_bits);
+        *memo = Memo {
+            ctx: Some(c),
+            sid: r.sid,
+            beyond: if w < 64 { u64::MAX << w } else { 0 },
+            tag: DomainTag::of(c.did),
+        };
+        Some(c)
     }
 
     /// The common case of [`Remapper::commit`], decided without changing anything: the
@@ -345,12 +413,24 @@ impl Remapper {
         did: u16,
         walk: impl FnOnce(&Self) -> Option<WalkOut>,
     ) -> Option<(Translation, Effect)> {
-        let need = if r.write { PERM_W } else { PERM_R };
         let hit = if self.iotlb.capacity() > 0 {
             self.iotlb.probe(did, r.iova)
         } else {
             None
         };
+        self.decide_with(r, did, hit, walk)
+    }
+
+    /// [`Remapper::decide`] given what the IOTLB's probe returns now (`hit`).
+    #[inline(always)]
+    fn decide_with(
+        &self,
+        r: &Request,
+        did: u16,
+        hit: Option<(u32, IotlbEntry)>,
+        walk: impl FnOnce(&Self) -> Option<WalkOut>,
+    ) -> Option<(Translation, Effect)> {
+        let need = if r.write { PERM_W } else { PERM_R };
         let (base, level, perm, effect) = match hit {
             Some((slot, e)) => {
                 if e.perm & need == 0 {
@@ -504,25 +584,71 @@ impl Remapper {
         });
     }
 
-    /// What the look-ahead finds for request `r`: whether a cached context translates it
-    /// inside its width, and unless the IOTLB as it stands holds the translation (its set was
-    /// asked for earlier, so the probe reads cache), the walk above the leaf, with the leaf
-    /// entry asked for.
-    /// Written into its ring slot `a` in place (a ring entry is moved through every request).
+    /// What the look-ahead finds for request `r` with no IOTLB: whether a cached context
+    /// translates it inside its width, and the walk above the leaf, with the leaf entry asked
+    /// for. Written into its ring slot `a` in place (a ring entry is moved through every
+    /// request).
     #[inline(always)]
-    fn look_ahead<M: Memory + ?Sized>(&self, mem: &M, r: &Request, iotlb: bool, a: &mut Ahead) {
+    fn look_ahead<M: Memory + ?Sized>(&self, mem: &M, r: &Request, memo: &mut Memo, a: &mut Ahead) {
         a.kind = Found::Slow;
-        let Some(c) = self.cached_walk_context(r) else {
+        let Some(c) = self.remember(memo, r) else {
             return;
         };
-        if beyond_width(&self.cfg, c.levels as u32, r.iova) {
+        if r.iova & memo.beyond != 0 {
             return;
         }
         a.did = c.did;
         a.kind = Found::Context;
-        if iotlb && self.iotlb.probe(c.did, r.iova).is_some() {
+        if let Some(u) = walk_upper(mem, &self.cfg, &c.walk_job(r.iova, r.write)) {
+            mem.prefetch(u.leaf_entry());
+            a.upper = u;
+            a.kind = Found::Walked;
+        }
+    }
+
+    /// The first look ahead at request `r` with an IOTLB: whether a cached context translates
+    /// it inside its width, and the IOTLB set its look-up will probe, asked for.
+    #[inline(always)]
+    fn first_look(&self, r: &Request, memo: &mut Memo, a: &mut Ahead) {
+        a.kind = Found::Slow;
+        let Some(c) = self.remember(memo, r) else {
+            return;
+        };
+        if r.iova & memo.beyond != 0 {
             return;
         }
+        a.did = c.did;
+        a.kind = Found::Context;
+        (a.key, a.set) = self.iotlb.key_set_4k(memo.tag, r.iova);
+        self.iotlb.prefetch_set(a.set);
+    }
+
+    /// The second look ahead at request `r` with an IOTLB (after [`Remapper::first_look`],
+    /// its set asked for then, so the probe reads cache): the slot of its 4 KiB translation
+    /// when the IOTLB as it stands holds one, else the walk above the leaf, with the leaf
+    /// entry asked for.
+    #[inline(always)]
+    fn second_look<M: Memory + ?Sized>(
+        &self,
+        mem: &M,
+        r: &Request,
+        memo: &mut Memo,
+        a: &mut Ahead,
+    ) {
+        if a.kind != Found::Context {
+            return;
+        }
+        if let Some(w) = self.iotlb.way_4k(a.set, a.key) {
+            a.way = w;
+            a.kind = Found::Hit;
+            return;
+        }
+        if self.iotlb.holds_large() && self.iotlb.probe(a.did, r.iova).is_some() {
+            return;
+        }
+        let Some(c) = self.remember(memo, r) else {
+            return;
+        };
         if let Some(u) = walk_upper(mem, &self.cfg, &c.walk_job(r.iova, r.write)) {
             mem.prefetch(u.leaf_entry());
             a.upper = u;
@@ -539,11 +665,29 @@ impl Remapper {
     /// evicted the translation, or brought it).
     #[inline(always)]
     fn turn<M: Memory + Sync + ?Sized>(&mut self, mem: &M, r: &Request, a: &Ahead) -> (u64, u8) {
+        if a.kind == Found::Hit {
+            if let Some(hpa) = self.hit_turn(r, a) {
+                return (hpa, 0);
+            }
+        }
         if let Some((t, effect)) = self.decide_ahead(mem, r, a) {
             self.apply(r, a.did, effect);
             return (t.hpa, 0);
         }
         self.slow_step(mem, r, None)
+    }
+
+    /// The turn of request `r` whose 4 KiB translation look-ahead `a` found in the IOTLB
+    /// ([`Found::Hit`]): when that way still holds it (then it is what a probe returns), the
+    /// access allowed and the result outside the interrupt range, the hit applied as
+    /// [`Remapper::apply`] applies it: the host address. `None`: nothing was changed.
+    /// [`Remapper::decide_with`]'s hit, without building its entry.
+    #[inline(always)]
+    fn hit_turn(&mut self, r: &Request, a: &Ahead) -> Option<u64> {
+        let (slot, base, perm) = self.iotlb.hit_4k(a.set, a.way, a.key)?;
+        let hpa = allowed_4k(r, base, perm)?;
+        self.apply(r, a.did, Effect::Hit(slot));
+        Some(hpa)
     }
 
     /// [`Remapper::decide`] for request `r` with what look-ahead `a` found (the walk above
@@ -555,14 +699,19 @@ impl Remapper {
         r: &Request,
         a: &Ahead,
     ) -> Option<(Translation, Effect)> {
-        match a.kind {
-            Found::Slow => None,
-            Found::Context => self.decide(r, a.did, |s| {
-                let c = s.cached_walk_context(r)?;
-                Some(walk(mem, &s.cfg, &c.walk_job(r.iova, r.write)))
-            }),
-            Found::Walked => self.decide(r, a.did, |s| Some(walk_leaf(mem, &s.cfg, &a.upper))),
+        let iotlb: &Iotlb = &self.iotlb;
+        let hit = match a.kind {
+            Found::Slow => return None,
+            _ if iotlb.capacity() > 0 => iotlb.probe_in(a.set, a.did, r.iova),
+            _ => None,
+        };
+        if a.kind == Found::Walked {
+            return self.decide_with(r, a.did, hit, |s| Some(walk_leaf(mem, &s.cfg, &a.upper)));
         }
+        self.decide_with(r, a.did, hit, |s| {
+            let c = s.cached_walk_context(r)?;
+            Some(walk(mem, &s.cfg, &c.walk_job(r.iova, r.write)))
+        })
     }
 
     /// The full step of a request the common case did not decide, as (host address, fault
@@ -591,41 +740,39 @@ impl Remapper {
         out_hpa: &mut [u64],
         out_fault: &mut [u8],
     ) {
-        let iotlb = self.iotlb.capacity() > 0;
-        let leaf_ahead = if iotlb { AHEAD / 2 } else { AHEAD };
-        if iotlb {
-            for r in reqs.iter().take(AHEAD) {
-                self.prefetch_set(r);
-            }
-        }
         // What the look-ahead found for the next requests, by request index modulo its length.
         let mut ring = [Ahead::default(); UPPER_RING];
-        for (k, r) in reqs.iter().enumerate().take(leaf_ahead) {
-            self.look_ahead(mem, r, iotlb, &mut ring[k % UPPER_RING]);
+        let (mut first, mut second) = (Memo::default(), Memo::default());
+        if self.iotlb.capacity() == 0 {
+            for (k, r) in reqs.iter().enumerate().take(AHEAD) {
+                self.look_ahead(mem, r, &mut first, &mut ring[k % UPPER_RING]);
+            }
+            for (i, r) in reqs.iter().enumerate() {
+                if let Some(n) = reqs.get(i + AHEAD) {
+                    let a = &mut ring[(i + AHEAD) % UPPER_RING];
+                    self.look_ahead(mem, n, &mut first, a);
+                }
+                let t = self.turn(mem, r, &ring[i % UPPER_RING]);
+                put(out_hpa, out_fault, i, t);
+            }
+            return;
+        }
+        for (k, r) in reqs.iter().enumerate().take(AHEAD) {
+            self.first_look(r, &mut first, &mut ring[k % UPPER_RING]);
+        }
+        for (k, r) in reqs.iter().enumerate().take(LEAF_AHEAD) {
+            self.second_look(mem, r, &mut second, &mut ring[k % UPPER_RING]);
         }
         for (i, r) in reqs.iter().enumerate() {
-            if iotlb {
-                if let Some(a) = reqs.get(i + AHEAD) {
-                    self.prefetch_set(a);
-                }
+            if let Some(n) = reqs.get(i + AHEAD) {
+                self.first_look(n, &mut first, &mut ring[(i + AHEAD) % UPPER_RING]);
             }
-            if let Some(n) = reqs.get(i + leaf_ahead) {
-                self.look_ahead(mem, n, iotlb, &mut ring[(i + leaf_ahead) % UPPER_RING]);
+            if let Some(n) = reqs.get(i + LEAF_AHEAD) {
+                let a = &mut ring[(i + LEAF_AHEAD) % UPPER_RING];
+                self.second_look(mem, n, &mut second, a);
             }
-            put(
-                out_hpa,
-                out_fault,
-                i,
-                self.turn(mem, r, &ring[i % UPPER_RING]),
-            );
-        }
-    }
-
-    /// Start bringing the IOTLB set request `r` will probe into cache.
-    #[inline(always)]
-    fn prefetch_set(&self, r: &Request) {
-        if let Some(c) = self.cached_walk_context(r) {
-            self.iotlb.prefetch(c.did, r.iova);
+            let t = self.turn(mem, r, &ring[i % UPPER_RING]);
+            put(out_hpa, out_fault, i, t);
         }
     }
 
@@ -640,12 +787,14 @@ impl Remapper {
         out_fault: &mut [u8],
     ) -> usize {
         let mut ring = [Ahead::default(); UPPER_RING];
+        let mut memo = Memo::default();
         for (k, r) in reqs.iter().enumerate().take(AHEAD) {
-            self.look_ahead(mem, r, false, &mut ring[k % UPPER_RING]);
+            self.look_ahead(mem, r, &mut memo, &mut ring[k % UPPER_RING]);
         }
         for (i, r) in reqs.iter().enumerate() {
             if let Some(n) = reqs.get(i + AHEAD) {
-                self.look_ahead(mem, n, false, &mut ring[(i + AHEAD) % UPPER_RING]);
+                let a = &mut ring[(i + AHEAD) % UPPER_RING];
+                self.look_ahead(mem, n, &mut memo, a);
             }
             let Some((t, _)) = self.decide_ahead(mem, r, &ring[i % UPPER_RING]) else {
                 return i;

@@ -25,6 +25,33 @@ pub fn iotlb_key(did: u16, level: u32, iova: u64) -> u64 {
 }
 
 const GFN_MASK: u64 = (1 << 46) - 1;
+
+/// What a key's level and DID (`key >> 46`) mix into its frame number to pick its set.
+#[inline(always)]
+fn mix_of(level_did: u64) -> u64 {
+    level_did.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20
+}
+
+/// What the 4 KiB look-ups of one domain derive from its DID alone (the key's upper bits
+/// and the set's mix), for a batch that looks up many addresses of one domain: see
+/// [`Iotlb::key_set_4k`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DomainTag {
+    key_hi: u64,
+    mix: u64,
+}
+
+impl DomainTag {
+    /// The tag of domain `did`.
+    #[inline(always)]
+    pub fn of(did: u16) -> Self {
+        let key_hi = iotlb_key(did, 1, 0);
+        DomainTag {
+            key_hi,
+            mix: mix_of(key_hi >> 46),
+        }
+    }
+}
 /// No valid key has all of bits 0-45 set (that would be an IOVA at or above 2^57).
 const EMPTY: u64 = u64::MAX;
 
@@ -200,9 +227,12 @@ impl Iotlb {
 
     #[inline(always)]
     fn set_of(&self, key: u64) -> usize {
-        let gfn = key & GFN_MASK;
-        let tag = (key >> 46).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20;
-        let h = gfn ^ tag;
+        self.set_of_mixed((key & GFN_MASK) ^ mix_of(key >> 46))
+    }
+
+    /// The set of a key whose frame number is already mixed with its level and DID.
+    #[inline(always)]
+    fn set_of_mixed(&self, h: u64) -> usize {
         // A mask when the number of sets is a power of two (the usual case), else a division.
         if self.set_mask != 0 {
             (h & self.set_mask) as usize
@@ -233,34 +263,111 @@ impl Iotlb {
     /// the slot and entry found.
     #[inline(always)]
     pub fn probe(&self, did: u16, iova: u64) -> Option<(u32, IotlbEntry)> {
-        if self.len == 0 {
-            return None;
-        }
-        for level in 1..=MAX_LEAF_LEVEL {
-            if self.per_level.get(level as usize).is_none_or(|&n| n == 0) {
-                continue;
-            }
-            let key = iotlb_key(did, level, iova);
-            let set = self.set_of(key);
-            if let Some(line) = self.lines.get(set) {
-                if let Some(w) = line.find_key(key) {
-                    return Some((
-                        (set * WAYS + w) as u32,
-                        IotlbEntry::from_slot(key, line.val(w)),
-                    ));
-                }
-            }
-        }
-        None
+        self.probe_in(self.set_4k(did, iova), did, iova)
     }
 
     /// Start bringing the set a 4 KiB look-up of `iova` in `did` probes first into the
     /// processor's caches (a hint).
     #[inline(always)]
     pub fn prefetch(&self, did: u16, iova: u64) {
-        if let Some(l) = self.lines.get(self.set_of(iotlb_key(did, 1, iova))) {
+        self.prefetch_set(self.set_4k(did, iova));
+    }
+
+    /// The set a 4 KiB look-up of `iova` in `did` probes (the first a [`Iotlb::probe`] reads).
+    #[inline(always)]
+    pub fn set_4k(&self, did: u16, iova: u64) -> u32 {
+        self.key_set_4k(DomainTag::of(did), iova).1
+    }
+
+    /// The key of the 4 KiB translation of `iova` in the domain of `tag`, and the set a
+    /// look-up of it probes (the first a [`Iotlb::probe`] reads): for
+    /// [`Iotlb::prefetch_set`], [`Iotlb::way_4k`] and [`Iotlb::hit_4k`], so a batch derives
+    /// them once per request.
+    #[inline(always)]
+    pub fn key_set_4k(&self, tag: DomainTag, iova: u64) -> (u64, u32) {
+        let gfn = (iova >> 12) & GFN_MASK;
+        (gfn | tag.key_hi, self.set_of_mixed(gfn ^ tag.mix) as u32)
+    }
+
+    /// Start bringing set `set` into the processor's caches (a hint).
+    #[inline(always)]
+    pub fn prefetch_set(&self, set: u32) {
+        if let Some(l) = self.lines.get(set as usize) {
             l.prefetch();
         }
+    }
+
+    /// [`Iotlb::probe`] given the set of its 4 KiB look-up (`set_4k(did, iova)`).
+    #[inline(always)]
+    pub fn probe_in(&self, set: u32, did: u16, iova: u64) -> Option<(u32, IotlbEntry)> {
+        if self.len == 0 {
+            return None;
+        }
+        if self.per_level[1] != 0 {
+            let key = iotlb_key(did, 1, iova);
+            if let Some(line) = self.lines.get(set as usize) {
+                if let Some(w) = line.find_key(key) {
+                    return Some((
+                        set * WAYS as u32 + w as u32,
+                        IotlbEntry::from_slot(key, line.val(w)),
+                    ));
+                }
+            }
+        }
+        if self.per_level[2] == 0 && self.per_level[3] == 0 {
+            return None;
+        }
+        self.probe_large(did, iova)
+    }
+
+    /// The 2 MiB and 1 GiB look-ups of [`Iotlb::probe`].
+    #[inline(never)]
+    fn probe_large(&self, did: u16, iova: u64) -> Option<(u32, IotlbEntry)> {
+        for level in 2..=MAX_LEAF_LEVEL {
+            if self.per_level.get(level as usize).is_none_or(|&n| n == 0) {
+                continue;
+            }
+            let key = iotlb_key(did, level, iova);
+            if let Some(w) = self.find(key) {
+                let line = self.lines.get(w / WAYS)?;
+                return Some((w as u32, IotlbEntry::from_slot(key, line.val(w % WAYS))));
+            }
+        }
+        None
+    }
+
+    /// The way of set `set` that holds 4 KiB key `key` (both from [`Iotlb::key_set_4k`]),
+    /// if one does: the first thing [`Iotlb::probe`] looks for.
+    #[inline(always)]
+    pub fn way_4k(&self, set: u32, key: u64) -> Option<u8> {
+        if self.per_level[1] == 0 {
+            return None;
+        }
+        let line = self.lines.get(set as usize)?;
+        line.find_key(key).map(|w| w as u8)
+    }
+
+    /// Whether it holds any 2 MiB or 1 GiB entry (else a probe looks only for 4 KiB ones).
+    #[inline(always)]
+    pub fn holds_large(&self) -> bool {
+        self.per_level[2] != 0 || self.per_level[3] != 0
+    }
+
+    /// When way `way` of set `set` holds 4 KiB key `key` (see [`Iotlb::way_4k`]), what
+    /// [`Iotlb::probe`] returns then, as a key is in one slot at most: the slot, the host
+    /// page and the permissions. `None`: the way holds something else now.
+    #[inline(always)]
+    pub fn hit_4k(&self, set: u32, way: u8, key: u64) -> Option<(u32, u64, u8)> {
+        let line = self.lines.get(set as usize)?;
+        let w = way as usize;
+        (line.key(w) == key).then(|| {
+            let val = line.val(w);
+            (
+                set * WAYS as u32 + way as u32,
+                val & !0xfff,
+                (val & 3) as u8,
+            )
+        })
     }
 
     /// A hit on `slot`: mark it referenced (a write only when it was not already).
@@ -540,6 +647,57 @@ mod tests {
         assert_eq!(x.hpa_base, 0x1000);
         t.touch(slot);
         assert_eq!(t.entries(), vec![e(1, 1, 0, 0x1000)]);
+    }
+
+    /// The batch's look-up in steps (a domain's tag, the 4 KiB key and set, the way, the hit
+    /// at a way) finds what a scan of every entry finds: for set counts a power of two and
+    /// not, domains and addresses at random, entries of every size mixed in.
+    #[test]
+    fn stepwise_4k_lookup_agrees_with_a_scan() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for cap in [1usize, 4, 12, 64, 1000] {
+            let mut t = Iotlb::new(cap).unwrap();
+            for _ in 0..400 {
+                let did = (rnd() % 3) as u16;
+                // Few pages, so queries often find one; now and then a large page.
+                let iova = ((rnd() % 64) << 12) | ((rnd() % 4) << 30);
+                let level = if rnd() % 8 == 0 { 2 } else { 1 };
+                let hpa = (rnd() % 1024) << 21;
+                let mut n = e(did, level, iova, hpa);
+                n.perm = (rnd() % 4) as u8;
+                t.insert(n);
+                let (qd, qa) = (
+                    (rnd() % 3) as u16,
+                    ((rnd() % 64) << 12) | ((rnd() % 4) << 30),
+                );
+                let qa = qa | (rnd() % 4096);
+                let (key, set) = t.key_set_4k(DomainTag::of(qd), qa);
+                assert_eq!(key, iotlb_key(qd, 1, qa));
+                assert_eq!(set as usize, t.set_of(key), "cap {cap}");
+                assert_eq!(set, t.set_4k(qd, qa));
+                let scan = t
+                    .entries()
+                    .into_iter()
+                    .find(|x| x.did == qd && x.level == 1 && x.iova_base == qa & !0xfff);
+                let way = t.way_4k(set, key);
+                assert_eq!(way.is_some(), scan.is_some(), "cap {cap} did {qd} {qa:#x}");
+                if let (Some(w), Some(s)) = (way, scan) {
+                    let (slot, base, perm) = t.hit_4k(set, w, key).unwrap();
+                    assert_eq!((base, perm), (s.hpa_base, s.perm));
+                    assert_eq!(t.probe(qd, qa).map(|p| p.0), Some(slot));
+                    // Another way of the set holds another key (or none).
+                    for o in (0..WAYS as u8).filter(|&o| o != w) {
+                        assert!(t.hit_4k(set, o, key).is_none());
+                    }
+                }
+            }
+        }
     }
 
     /// Only the page sizes held are probed; the size counters follow inserts, evictions and
