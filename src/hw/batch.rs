@@ -52,8 +52,8 @@ use super::context::{fetch_context, Context};
 use super::iotlb::{DomainTag, Iotlb, IotlbEntry};
 use super::remapper::{Remapper, Request, Translation, INTERRUPT_RANGE};
 use super::walk::{
-    beyond_width, walk, walk_leaf, walk_prefetching, walk_upper, Upper, WalkJob, WalkOut, PERM_R,
-    PERM_W,
+    beyond_width, leaf_4k, walk, walk_leaf, walk_prefetching, walk_upper, Upper, WalkJob, WalkOut,
+    PERM_R, PERM_W,
 };
 use crate::mem::{Fast, Memory};
 use crate::spec::{level_size, levels_to_width, TranslationType};
@@ -665,10 +665,18 @@ impl Remapper {
     /// evicted the translation, or brought it).
     #[inline(always)]
     fn turn<M: Memory + Sync + ?Sized>(&mut self, mem: &M, r: &Request, a: &Ahead) -> (u64, u8) {
-        if a.kind == Found::Hit {
-            if let Some(hpa) = self.hit_turn(r, a) {
-                return (hpa, 0);
+        match a.kind {
+            Found::Hit => {
+                if let Some(hpa) = self.hit_turn(r, a) {
+                    return (hpa, 0);
+                }
             }
+            Found::Walked => {
+                if let Some(hpa) = self.walked_turn(mem, r, a) {
+                    return (hpa, 0);
+                }
+            }
+            _ => {}
         }
         if let Some((t, effect)) = self.decide_ahead(mem, r, a) {
             self.apply(r, a.did, effect);
@@ -688,6 +696,44 @@ impl Remapper {
         let hpa = allowed_4k(r, base, perm)?;
         self.apply(r, a.did, Effect::Hit(slot));
         Some(hpa)
+    }
+
+    /// The turn of request `r` whose walk above the leaf look-ahead `a` did
+    /// ([`Found::Walked`]): when the IOTLB still holds no translation of it (else a probe
+    /// decides), its leaf is a 4 KiB leaf ([`leaf_4k`]), the access allowed and the result
+    /// outside the interrupt range, the walk applied as [`Remapper::apply`] applies it: the
+    /// host address. `None`: nothing was changed. [`Remapper::decide_with`]'s walk, without
+    /// its general cases.
+    #[inline(always)]
+    fn walked_turn<M: Memory + ?Sized>(&mut self, mem: &M, r: &Request, a: &Ahead) -> Option<u64> {
+        let (hpa, w) = self.decide_walked(mem, r, a)?;
+        self.apply(r, a.did, Effect::Walk(w));
+        Some(hpa)
+    }
+
+    /// The decision of [`Remapper::walked_turn`], changing nothing: the host address and
+    /// the walk.
+    #[inline(always)]
+    fn decide_walked<M: Memory + ?Sized>(
+        &self,
+        mem: &M,
+        r: &Request,
+        a: &Ahead,
+    ) -> Option<(u64, WalkOut)> {
+        if self.iotlb.capacity() > 0
+            && (self.iotlb.way_4k(a.set, a.key).is_some() || self.iotlb.holds_large())
+        {
+            return None;
+        }
+        let (hpa_base, perm) = leaf_4k(mem, &self.cfg, &a.upper)?;
+        let hpa = allowed_4k(r, hpa_base, perm)?;
+        let w = WalkOut {
+            hpa_base,
+            level: 1,
+            perm,
+            fault: 0,
+        };
+        Some((hpa, w))
     }
 
     /// [`Remapper::decide`] for request `r` with what look-ahead `a` found (the walk above
@@ -796,10 +842,16 @@ impl Remapper {
                 let a = &mut ring[(i + AHEAD) % UPPER_RING];
                 self.look_ahead(mem, n, &mut memo, a);
             }
-            let Some((t, _)) = self.decide_ahead(mem, r, &ring[i % UPPER_RING]) else {
+            let a = &ring[i % UPPER_RING];
+            let walked = match a.kind {
+                Found::Walked => self.decide_walked(mem, r, a).map(|(hpa, _)| hpa),
+                _ => None,
+            };
+            let Some(hpa) = walked.or_else(|| self.decide_ahead(mem, r, a).map(|(t, _)| t.hpa))
+            else {
                 return i;
             };
-            put(out_hpa, out_fault, i, (t.hpa, 0));
+            put(out_hpa, out_fault, i, (hpa, 0));
         }
         reqs.len()
     }

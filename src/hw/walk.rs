@@ -258,20 +258,16 @@ fn descend<M: Memory + ?Sized>(
 /// [`walk_upper`], the same result as [`walk`] of the same job over the same memory.
 #[inline(always)]
 pub fn walk_leaf<M: Memory + ?Sized>(mem: &M, cfg: &UnitConfig, u: &Upper) -> WalkOut {
-    let raw = mem.load_u64(u.leaf);
-    // The common case first: a backed entry with the access's permission and no reserved
-    // bit is a 4 KiB leaf (PS is ignored at level 1); anything else is checked in full.
-    if let Some(raw) = raw {
-        let need = if u.write { PERM_W } else { PERM_R } as u64;
-        if raw & need != 0 && raw & cfg.masks.leaf_mask() == 0 {
-            return WalkOut {
-                hpa_base: raw & Pte::ADDR_MASK,
-                level: 1,
-                perm: u.perm & (raw & 3) as u8,
-                fault: 0,
-            };
-        }
+    // The common case first; anything else is checked in full.
+    if let Some((hpa_base, perm)) = leaf_4k(mem, cfg, u) {
+        return WalkOut {
+            hpa_base,
+            level: 1,
+            perm,
+            fault: 0,
+        };
     }
+    let raw = mem.load_u64(u.leaf);
     let mut c = Cursor {
         table: 0,
         level: 1,
@@ -283,6 +279,17 @@ pub fn walk_leaf<M: Memory + ?Sized>(mem: &M, cfg: &UnitConfig, u: &Upper) -> Wa
         // Not reached: level 1 always ends a walk.
         Step::Descend => fault_out(FaultReason::PagingEntryInv),
     }
+}
+
+/// The common case of [`walk_leaf`]: a backed level-1 entry with the access's permission
+/// and no reserved bit is a 4 KiB leaf (PS is ignored at level 1): its host page and the
+/// walk's permissions. `None`: [`walk_leaf`] decides.
+#[inline(always)]
+pub fn leaf_4k<M: Memory + ?Sized>(mem: &M, cfg: &UnitConfig, u: &Upper) -> Option<(u64, u8)> {
+    let raw = mem.load_u64(u.leaf)?;
+    let need = if u.write { PERM_W } else { PERM_R } as u64;
+    (raw & need != 0 && raw & cfg.masks.leaf_mask() == 0)
+        .then_some((raw & Pte::ADDR_MASK, u.perm & (raw & 3) as u8))
 }
 
 /// How many walks ahead [`walk_prefetching`] starts a walk's leaf read.
