@@ -28,7 +28,7 @@
 
 use std::collections::BTreeSet;
 
-use super::raw::{External, Reservation};
+use super::raw::{External, Reservation, HUGE_PAGE};
 use crate::addr::{Maddr, ENTRIES_PER_PAGE, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE};
 use crate::error::{Error, Result};
 
@@ -83,10 +83,48 @@ pub enum NodeSpec {
     Buffer { base: u64, memory: External },
 }
 
-/// One reservation and its "backed" bitmap (one bit per page, set on the first write).
+/// One reservation and its "backed" bitmap (one bit per page, set on the first write),
+/// followed in the same reservation by the "collapsed" bitmap (one bit per 2 MiB region, see
+/// [`Chunk::written`]).
 struct Chunk {
     data: Reservation,
     bits: Reservation,
+}
+
+/// Pages per 2 MiB region (a host huge page).
+const REGION_PAGES: u64 = (HUGE_PAGE as u64) >> PAGE_SHIFT;
+
+impl Chunk {
+    /// Page `i` of the chunk was just written for the first time: when that completes its
+    /// 2 MiB region (every page written), ask the host, once per region, to back the region
+    /// with one huge page. Dense memory, such as the page tables the allocator hands out one
+    /// after another, then costs one TLB entry per 512 pages; the memory used stays the same,
+    /// as every page of the region is backed already. A page given back later splits the
+    /// huge page again, and the region is not collapsed a second time (so a table freed and
+    /// made again and again costs no copying).
+    fn written(&mut self, i: u64) {
+        let pages = (self.data.words().len() / ENTRIES_PER_PAGE) as u64;
+        let region = i / REGION_PAGES;
+        // The collapsed bit of the region, after the page bits.
+        let w = pages.div_ceil(64) as usize + (region >> 6) as usize;
+        let bit = 1u64 << (region & 63);
+        let words = (REGION_PAGES / 64) as usize;
+        let first = region as usize * words;
+        let bits = self.bits.words_mut();
+        if bits.get(w).is_none_or(|d| d & bit != 0) {
+            return;
+        }
+        let full = bits
+            .get(first..first + words)
+            .is_some_and(|ws| ws.iter().all(|&x| x == u64::MAX));
+        if full {
+            if let Some(d) = bits.get_mut(w) {
+                *d |= bit;
+            }
+            self.data
+                .collapse(region << (PAGE_SHIFT + REGION_PAGES.trailing_zeros()));
+        }
+    }
 }
 
 enum Store {
@@ -248,7 +286,9 @@ impl Node {
                 let pages =
                     (self.npages - ((ci as u64) << CHUNK_PAGE_SHIFT)).min(1 << CHUNK_PAGE_SHIFT);
                 let data = Reservation::new(pages << PAGE_SHIFT, huge)?;
-                let bits = Reservation::new(pages.div_ceil(8).next_multiple_of(PAGE_SIZE), false)?;
+                // The page bits, then the collapsed bits (see [`Chunk`]).
+                let bytes = 8 * (pages.div_ceil(64) + pages.div_ceil(REGION_PAGES * 64));
+                let bits = Reservation::new(bytes.next_multiple_of(PAGE_SIZE), false)?;
                 *slot = Some(Chunk { data, bits });
                 self.made.push(ci as u32);
             }
@@ -278,7 +318,9 @@ impl Node {
 
     /// The frame of `pfn` for writing; `prepare` must have succeeded for it. Returns the frame
     /// and whether it just became backed.
-    fn frame_mut(&mut self, pfn: u64) -> Result<(&mut Frame, bool)> {
+    /// `collapse`: the reservations are on 4 KiB host pages, and a 2 MiB region whose every
+    /// page is written is asked to become one huge page ([`Chunk::written`]).
+    fn frame_mut(&mut self, pfn: u64, collapse: bool) -> Result<(&mut Frame, bool)> {
         let rel = pfn - self.base_pfn;
         let gone = Error::MemoryAccess {
             addr: pfn << PAGE_SHIFT,
@@ -295,6 +337,9 @@ impl Node {
                 let w = &mut bits[(i >> 6) as usize];
                 let new = *w & (1 << (i & 63)) == 0;
                 *w |= 1 << (i & 63);
+                if new && collapse {
+                    c.written(i);
+                }
                 (c.data.words_mut(), i as usize * ENTRIES_PER_PAGE, new)
             }
             Store::Buffer(b) => match b.words_mut() {
@@ -501,7 +546,9 @@ impl PhysMem {
 
     /// Build from node descriptions, in node order; `huge_pages`: ask the host for transparent
     /// huge pages on the reservations (fewer TLB misses where tables are dense; a freed 4 KiB
-    /// page inside one splits it).
+    /// page inside one splits it). Without it the reservations stay on 4 KiB host pages, and a
+    /// 2 MiB region every page of which has been written is collapsed into one huge page,
+    /// once (see `Chunk::written`).
     pub fn with_nodes(specs: Vec<NodeSpec>, huge_pages: bool) -> Result<Self> {
         if specs.is_empty() {
             return Err(Error::invalid(
@@ -682,7 +729,7 @@ impl PhysMem {
 
     /// Frame `pfn` of node `i` for writing, after `prepare_write` covered it.
     fn frame_mut(&mut self, i: usize, pfn: u64) -> Result<&mut Frame> {
-        let (f, new) = self.nodes[i].frame_mut(pfn)?;
+        let (f, new) = self.nodes[i].frame_mut(pfn, !self.huge_pages)?;
         if new {
             self.backed += 1;
         }
@@ -1457,5 +1504,70 @@ mod tests {
             assert_eq!(m.read_u64(a).unwrap(), k);
         }
         assert_eq!(m.stats()[0].backed_pages, 99);
+    }
+
+    /// Regions of node `i` marked collapsed (asked to become one huge page).
+    fn collapsed_regions(m: &PhysMem, i: usize) -> u64 {
+        let Store::Owned(chunks) = &m.nodes[i].store else {
+            return 0;
+        };
+        chunks
+            .iter()
+            .flatten()
+            .map(|c| {
+                let pages = (c.data.words().len() / ENTRIES_PER_PAGE) as u64;
+                let from = pages.div_ceil(64) as usize;
+                let to = from + pages.div_ceil(REGION_PAGES * 64) as usize;
+                c.bits.words()[from..to]
+                    .iter()
+                    .map(|w| u64::from(w.count_ones()))
+                    .sum::<u64>()
+            })
+            .sum()
+    }
+
+    /// A 2 MiB region becomes a candidate for one huge page when its last page is first
+    /// written, not before, once only, and never when the reservations asked for huge pages
+    /// already; what the pages hold and the backing counted do not change.
+    #[test]
+    fn a_fully_written_region_is_collapsed_once_keeping_its_contents() {
+        for huge in [false, true] {
+            let specs = vec![NodeSpec::Sparse {
+                base: 1 << 30,
+                size: 8 << 20,
+            }];
+            let mut m = PhysMem::with_nodes(specs, huge).unwrap();
+            let base = 1u64 << 30;
+            let page = |k: u64| Maddr(base + (k << PAGE_SHIFT));
+            // Region 1 (pages 512..1024) written page by page, region 0 half only.
+            for k in 0..256u64 {
+                m.write_u64(page(k), k + 1).unwrap();
+            }
+            for k in 512..1023u64 {
+                m.write_u64(page(k), k + 1).unwrap();
+                m.write_u64(Maddr(page(k).0 + 4088), !k).unwrap();
+            }
+            assert_eq!(
+                collapsed_regions(&m, 0),
+                0,
+                "one page of region 1 unwritten"
+            );
+            m.write_u64(page(1023), 1024).unwrap();
+            assert_eq!(collapsed_regions(&m, 0), u64::from(!huge));
+            for k in (0..256u64).chain(512..1024) {
+                assert_eq!(m.read_u64(page(k)).unwrap(), k + 1, "page {k}");
+            }
+            for k in 512..1023u64 {
+                assert_eq!(m.read_u64(Maddr(page(k).0 + 4088)).unwrap(), !k);
+            }
+            assert_eq!(m.stats()[0].backed_pages, 256 + 512);
+            // A page given back and written again: still one region marked, contents kept.
+            m.nodes[0].discard(page(700).0 >> PAGE_SHIFT, 1);
+            assert_eq!(m.read_u64(page(700)).unwrap(), 0);
+            m.write_u64(page(700), 7).unwrap();
+            assert_eq!(collapsed_regions(&m, 0), u64::from(!huge));
+            assert_eq!(m.read_u64(page(701)).unwrap(), 702);
+            assert_eq!(m.stats()[0].backed_pages, 256 + 512);
+        }
     }
 }
