@@ -52,8 +52,8 @@ use super::context::{fetch_context, Context};
 use super::iotlb::{DomainTag, Iotlb, IotlbEntry};
 use super::remapper::{Remapper, Request, Translation, INTERRUPT_RANGE};
 use super::walk::{
-    beyond_width, leaf_4k, walk, walk_leaf, walk_prefetching, walk_upper, Upper, WalkJob, WalkOut,
-    PERM_R, PERM_W,
+    beyond_width, leaf_4k, walk, walk_leaf, walk_prefetching, walk_upper_checked, Upper, WalkJob,
+    WalkOut, PERM_R, PERM_W,
 };
 use crate::mem::{Fast, Memory};
 use crate::spec::{level_size, levels_to_width, TranslationType};
@@ -353,6 +353,10 @@ impl Remapper {
         }
         let c = self.cached_walk_context(r)?;
         let w = levels_to_width(c.levels as u32).min(self.cfg.aw_bits);
+        // A depth no walk takes (the walk faults at its start): left to the full step.
+        if !(3..=5).contains(&c.levels) {
+            return None;
+        }
         *memo = Memo {
             ctx: Some(c),
             sid: r.sid,
@@ -599,7 +603,7 @@ impl Remapper {
         }
         a.did = c.did;
         a.kind = Found::Context;
-        if let Some(u) = walk_upper(mem, &self.cfg, &c.walk_job(r.iova, r.write)) {
+        if let Some(u) = walk_upper_checked(mem, &self.cfg, &c.walk_job(r.iova, r.write)) {
             mem.prefetch(u.leaf_entry());
             a.upper = u;
             a.kind = Found::Walked;
@@ -649,7 +653,7 @@ impl Remapper {
         let Some(c) = self.remember(memo, r) else {
             return;
         };
-        if let Some(u) = walk_upper(mem, &self.cfg, &c.walk_job(r.iova, r.write)) {
+        if let Some(u) = walk_upper_checked(mem, &self.cfg, &c.walk_job(r.iova, r.write)) {
             mem.prefetch(u.leaf_entry());
             a.upper = u;
             a.kind = Found::Walked;

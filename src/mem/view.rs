@@ -59,6 +59,7 @@ impl<'a, M: Memory + ?Sized> Fast<'a, M> {
     }
 
     /// [`Fast::word`] in the runs after the first.
+    #[cold]
     #[inline(never)]
     fn word_after_first(&self, maddr: u64) -> Option<&'a u64> {
         for &(base, words) in self.held().get(1..).unwrap_or(&[]) {
