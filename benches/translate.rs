@@ -11,6 +11,7 @@
 //! * 1M and 16M mapped 4 KiB pages, IOTLB off (every translation walks), 1 and 2 threads;
 //! * IOTLB hits over a 64K-page working set, at 1M and 16M pages;
 //! * 16M pages, a 1M-page working set (misses mixed in), 1 and 2 threads;
+//! * 16M pages, every page, an IOTLB of 1M entries (mostly misses), 1 and 2 threads;
 //! * a 4096-page set (tables and IOTLB in cache), IOTLB off and hits;
 //! * single `translate()` calls, IOTLB off and hits;
 //! * IOTLB off, 1 and 2 threads, with the tables on transparent huge pages (`PhysMem` built
@@ -308,6 +309,19 @@ fn main() {
                 mode: Mode::Batch(2),
                 huge: false,
             });
+            for th in [1, 2] {
+                cases.push(Case {
+                    label: if th == 1 {
+                        "every page, IOTLB of 1M (mostly misses), 1 thread"
+                    } else {
+                        "every page, IOTLB of 1M (mostly misses), 2 threads"
+                    },
+                    set: 0,
+                    iotlb: 1 << 20,
+                    mode: Mode::Batch(th),
+                    huge: false,
+                });
+            }
         } else {
             cases.extend([
                 Case {

@@ -95,6 +95,9 @@ enum Effect {
     Hit(u32),
     /// A walk to this leaf (inserted, when there is an IOTLB).
     Walk(WalkOut),
+    /// A walk to this 4 KiB leaf, whose IOTLB key and set the look-ahead derived
+    /// ([`Iotlb::key_set_4k`]): inserted there, when there is an IOTLB.
+    Walk4k(WalkOut, u64, u32),
 }
 
 /// What the look-ahead of a one-thread batch found for a request (see
@@ -487,6 +490,13 @@ impl Remapper {
                     self.iotlb.insert(IotlbEntry::of_walk(did, r.iova, &w));
                 }
             }
+            Effect::Walk4k(w, key, set) => {
+                self.stats.misses += 1;
+                self.stats.walks += 1;
+                if self.iotlb.capacity() > 0 {
+                    self.iotlb.insert_4k(set, key, w.hpa_base, w.perm);
+                }
+            }
         }
     }
 
@@ -542,8 +552,9 @@ impl Remapper {
                 _ => None,
             };
             let a = &ring[i % UPPER_RING];
-            let hit = match a.kind {
-                Found::Hit => self.hit_turn(r, a),
+            let hit = match (a.kind, ahead) {
+                (Found::Hit, _) => self.hit_turn(r, a),
+                (Found::Context, Some((job, out))) => self.helper_turn(r, a, job, out),
                 _ => None,
             };
             let res = match hit {
@@ -737,7 +748,32 @@ impl Remapper {
     #[inline(always)]
     fn walked_turn<M: Memory + ?Sized>(&mut self, mem: &M, r: &Request, a: &Ahead) -> Option<u64> {
         let (hpa, w) = self.decide_walked(mem, r, a)?;
-        self.apply(r, a.did, Effect::Walk(w));
+        let effect = if self.iotlb.capacity() > 0 {
+            Effect::Walk4k(w, a.key, a.set)
+        } else {
+            Effect::Walk(w)
+        };
+        self.apply(r, a.did, effect);
+        Some(hpa)
+    }
+
+    /// The turn of request `r` in a threaded batch, for which a helper thread walked `job` to
+    /// `out` and the look-ahead found a cached context but no 4 KiB translation in the IOTLB
+    /// ([`Found::Context`]): when `job` is the very walk the cached context asks for, it
+    /// reached a 4 KiB leaf, the IOTLB still holds no translation of `r`, the access is
+    /// allowed and the result outside the interrupt range, the walk applied as
+    /// [`Remapper::apply`] applies it: the host address. `None`: nothing was changed.
+    #[inline(always)]
+    fn helper_turn(&mut self, r: &Request, a: &Ahead, job: &WalkJob, out: &WalkOut) -> Option<u64> {
+        let c = self.cached_walk_context(r)?;
+        if c.walk_job(r.iova, r.write) != *job || out.fault != 0 || out.level != 1 {
+            return None;
+        }
+        if self.iotlb.way_4k(a.set, a.key).is_some() || self.iotlb.holds_large() {
+            return None;
+        }
+        let hpa = allowed_4k(r, out.hpa_base, out.perm)?;
+        self.apply(r, a.did, Effect::Walk4k(*out, a.key, a.set));
         Some(hpa)
     }
 

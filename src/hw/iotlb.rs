@@ -385,24 +385,6 @@ impl Iotlb {
         }
     }
 
-    #[inline]
-    fn clear_ref(&mut self, slot: usize) {
-        if let Some(v) = self
-            .lines
-            .get_mut(slot / WAYS)
-            .and_then(|l| l.kv.get_mut(2 * (slot % WAYS) + 1))
-        {
-            *v &= !REF;
-        }
-    }
-
-    #[inline]
-    fn referenced(&self, slot: usize) -> bool {
-        self.lines
-            .get(slot / WAYS)
-            .is_some_and(|l| l.val(slot % WAYS) & REF != 0)
-    }
-
     /// Look up and mark referenced.
     #[inline(always)]
     pub fn lookup(&mut self, did: u16, iova: u64) -> Option<IotlbEntry> {
@@ -419,41 +401,63 @@ impl Iotlb {
         }
         let key = iotlb_key(e.did, e.level as u32, e.iova_base);
         let val = (e.hpa_base & !0xfff) | (e.perm as u64 & 3);
-        let set = self.set_of(key);
-        let ways = self.ways;
-        let Some(line) = self.lines.get(set) else {
+        self.insert_in(self.set_of(key), key, val)
+    }
+
+    /// [`Iotlb::insert`] of a 4 KiB translation whose key and set a batch derived already
+    /// ([`Iotlb::key_set_4k`]): host page `hpa_base`, permissions `perm`.
+    #[inline]
+    pub fn insert_4k(&mut self, set: u32, key: u64, hpa_base: u64, perm: u8) -> bool {
+        if self.capacity == 0 {
+            return false;
+        }
+        self.insert_in(set as usize, key, (hpa_base & !0xfff) | (perm as u64 & 3))
+    }
+
+    /// Put `key` (a valid key, in its set `set`) with value `val`: in the way that holds it,
+    /// else in an unused way, else in the way CLOCK picks (referenced ways skipped, their bit
+    /// cleared). Whether it evicted.
+    #[inline]
+    fn insert_in(&mut self, set: usize, key: u64, val: u64) -> bool {
+        let ways = self.ways.max(1);
+        let hand = self.hands.get(set).map_or(0, |&h| h as usize) % ways;
+        let Some(line) = self.lines.get_mut(set) else {
             return false;
         };
-        let base = set * WAYS;
-        let (way, evicted) = if let Some(w) = line.way_of(ways, key) {
-            (w, false)
+        // A valid key is never EMPTY, which the ways beyond `ways` hold: found only in use.
+        let (way, old) = if let Some(w) = line.find_key(key) {
+            (w, None)
         } else if let Some(w) = line.way_of(ways, EMPTY) {
-            self.len += 1;
-            self.count_level(key, true);
-            (w, false)
+            (w, Some(EMPTY))
         } else {
-            // CLOCK inside the set: skip (and clear) referenced ways, take the first other.
-            let mut hand = self.hands.get(set).map_or(0, |&h| h as usize) % ways;
+            let mut hand = hand;
             for _ in 0..=ways {
-                if !self.referenced(base + hand) {
-                    break;
+                match line.kv.get_mut(2 * hand + 1) {
+                    Some(v) if *v & REF != 0 => *v &= !REF,
+                    _ => break,
                 }
-                self.clear_ref(base + hand);
                 hand = (hand + 1) % ways;
             }
-            if let Some(h) = self.hands.get_mut(set) {
-                *h = ((hand + 1) % ways) as u8;
-            }
-            self.evictions += 1;
-            let old = self.lines.get(set).map_or(EMPTY, |l| l.key(hand));
-            self.count_level(old, false);
-            self.count_level(key, true);
-            (hand, true)
+            (hand, Some(line.key(hand)))
         };
-        if let Some(l) = self.lines.get_mut(set) {
-            l.set(way, key, val);
+        line.set(way, key, val);
+        match old {
+            None => false,
+            Some(EMPTY) => {
+                self.len += 1;
+                self.count_level(key, true);
+                false
+            }
+            Some(k) => {
+                if let Some(h) = self.hands.get_mut(set) {
+                    *h = ((way + 1) % ways) as u8;
+                }
+                self.evictions += 1;
+                self.count_level(k, false);
+                self.count_level(key, true);
+                true
+            }
         }
-        evicted
     }
 
     /// Count an entry of `key`'s level in (`add`) or out.
@@ -663,6 +667,8 @@ mod tests {
         };
         for cap in [1usize, 4, 12, 64, 1000] {
             let mut t = Iotlb::new(cap).unwrap();
+            // Fed the same entries, the 4 KiB ones through `insert_4k`.
+            let mut twin = Iotlb::new(cap).unwrap();
             for _ in 0..400 {
                 let did = (rnd() % 3) as u16;
                 // Few pages, so queries often find one; now and then a large page.
@@ -671,7 +677,14 @@ mod tests {
                 let hpa = (rnd() % 1024) << 21;
                 let mut n = e(did, level, iova, hpa);
                 n.perm = (rnd() % 4) as u8;
-                t.insert(n);
+                let evicted = t.insert(n);
+                let twin_evicted = if level == 1 {
+                    let (key, set) = twin.key_set_4k(DomainTag::of(did), n.iova_base);
+                    twin.insert_4k(set, key, n.hpa_base, n.perm)
+                } else {
+                    twin.insert(n)
+                };
+                assert_eq!(evicted, twin_evicted);
                 let (qd, qa) = (
                     (rnd() % 3) as u16,
                     ((rnd() % 64) << 12) | ((rnd() % 4) << 30),
@@ -696,7 +709,14 @@ mod tests {
                         assert!(t.hit_4k(set, o, key).is_none());
                     }
                 }
+                // Hits mark entries referenced alike, so CLOCK picks alike.
+                if let Some((slot, _)) = t.probe(qd, qa) {
+                    t.touch(slot);
+                    twin.touch(slot);
+                }
             }
+            assert_eq!(t.entries(), twin.entries(), "cap {cap}");
+            assert_eq!((t.len(), t.evictions), (twin.len(), twin.evictions));
         }
     }
 
