@@ -1037,6 +1037,8 @@ mod tests {
     const ROOT: u64 = 0x1000;
     const CTX: u64 = 0x2000;
     const T: [u64; 5] = [0x10_0000, 0x10_1000, 0x10_2000, 0x10_3000, 0x10_4000];
+    /// Another 4-level table (L4 to L1), a context is moved to between batches.
+    const U: [u64; 4] = [0x30_0000, 0x30_1000, 0x30_2000, 0x30_3000];
     const IOVA: u64 = 0x0080_8060_4000;
     /// Default CAP with SAGAW for 3, 4 and 5 levels and MGAW 57.
     const CAP345: u64 = DEFAULT_CAP | (0xe << 8) | (56u64 << 16);
@@ -1216,6 +1218,19 @@ mod tests {
                                 0 => {
                                     ctx(&mut m, 8, T[2] | 1, 1 | (42 << 8)); // now 3-level, same DID
                                     ctx(&mut m, 9, T[1] | 1, 2 | (43 << 8)); // no longer PT
+                                                                             // FPD's context now at other 4-level tables, whose walks
+                                                                             // succeed to other pages: a cached context asks for the
+                                                                             // old walk, helper threads read the new one.
+                                    for l in (2..=4u32).rev() {
+                                        let (at, next) = (U[(4 - l) as usize], U[(5 - l) as usize]);
+                                        w(&mut m, at + address_level_offset(IOVA, l) * 8, next | 3);
+                                    }
+                                    for i in 0..300u64 {
+                                        let a =
+                                            U[3] + ((address_level_offset(IOVA, 1) + i) % 512) * 8;
+                                        w(&mut m, a, (0xA0_0000 + (i << 12)) | 3);
+                                    }
+                                    ctx(&mut m, 11, U[0] | 1 | 2, 2 | (44 << 8));
                                 }
                                 1 => {
                                     let l1 = address_level_offset(IOVA, 1);
