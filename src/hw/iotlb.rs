@@ -720,6 +720,80 @@ mod tests {
         }
     }
 
+    /// Inserts and hits against a model of second-chance (CLOCK) replacement written from its
+    /// definition: per set, an update keeps its way (and clears its referenced bit, as a new
+    /// entry), a new key takes the first unused way, else the hand skips referenced ways,
+    /// clearing their bit, evicts the first other and moves past it; a hit sets the bit.
+    #[test]
+    fn replacement_follows_second_chance() {
+        let mut x = 0x1234_5678_9abc_def1u64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for cap in [1usize, 2, 3, 4, 5, 12, 64] {
+            let mut t = Iotlb::new(cap).unwrap();
+            let ways = t.ways;
+            // Per set: (key, value, referenced) per way, and the hand.
+            type Way = Option<(u64, u64, bool)>;
+            let mut model: Vec<(Vec<Way>, usize)> = vec![(vec![None; ways], 0); t.sets];
+            let mut evictions = 0u64;
+            for _ in 0..3000 {
+                let did = (rnd() % 2) as u16;
+                let iova = (rnd() % (4 * cap as u64 + 3)) << 12;
+                if rnd() % 3 == 0 {
+                    // A hit marks the way referenced.
+                    if let Some((slot, _)) = t.probe(did, iova) {
+                        t.touch(slot);
+                        let (set, way) = (slot as usize / WAYS, slot as usize % WAYS);
+                        if let Some(Some(w)) = model[set].0.get_mut(way) {
+                            w.2 = true;
+                        }
+                    }
+                    continue;
+                }
+                let n = e(did, 1, iova, (rnd() % 512) << 12);
+                let key = iotlb_key(did, 1, iova);
+                let val = n.hpa_base | 3;
+                let set = t.set_of(key);
+                let (ws, hand) = &mut model[set];
+                if let Some(w) = ws.iter().position(|w| w.is_some_and(|w| w.0 == key)) {
+                    ws[w] = Some((key, val, false));
+                } else if let Some(w) = ws.iter().position(|w| w.is_none()) {
+                    ws[w] = Some((key, val, false));
+                } else {
+                    let mut h = *hand % ways;
+                    for _ in 0..=ways {
+                        match &mut ws[h] {
+                            Some(w) if w.2 => w.2 = false,
+                            _ => break,
+                        }
+                        h = (h + 1) % ways;
+                    }
+                    ws[h] = Some((key, val, false));
+                    *hand = (h + 1) % ways;
+                    evictions += 1;
+                }
+                t.insert(n);
+                let mut want: Vec<(u64, u64)> = model
+                    .iter()
+                    .flat_map(|(ws, _)| ws.iter().flatten().map(|w| (w.0, w.1)))
+                    .collect();
+                let mut got: Vec<(u64, u64)> = t
+                    .entries()
+                    .iter()
+                    .map(|x| (iotlb_key(x.did, 1, x.iova_base), x.hpa_base | 3))
+                    .collect();
+                want.sort_unstable();
+                got.sort_unstable();
+                assert_eq!(got, want, "cap {cap}");
+                assert_eq!(t.evictions, evictions, "cap {cap}");
+            }
+        }
+    }
+
     /// Only the page sizes held are probed; the size counters follow inserts, evictions and
     /// invalidations.
     #[test]
