@@ -34,9 +34,11 @@ fn mix_of(level_did: u64) -> u64 {
 
 /// What the 4 KiB look-ups of one domain derive from its DID alone (the key's upper bits
 /// and the set's mix), for a batch that looks up many addresses of one domain: see
-/// [`Iotlb::key_set_4k`].
+/// [`Iotlb::key_set_4k`]. The stepwise look-up and insert built on it trust the set, key and
+/// way they are given (a key with another key's set would be filed in the wrong set), so
+/// they stay inside the crate, where the batch derives all three from the same request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DomainTag {
+pub(crate) struct DomainTag {
     key_hi: u64,
     mix: u64,
 }
@@ -44,7 +46,7 @@ pub struct DomainTag {
 impl DomainTag {
     /// The tag of domain `did`.
     #[inline(always)]
-    pub fn of(did: u16) -> Self {
+    pub(crate) fn of(did: u16) -> Self {
         let key_hi = iotlb_key(did, 1, 0);
         DomainTag {
             key_hi,
@@ -275,7 +277,7 @@ impl Iotlb {
 
     /// The set a 4 KiB look-up of `iova` in `did` probes (the first a [`Iotlb::probe`] reads).
     #[inline(always)]
-    pub fn set_4k(&self, did: u16, iova: u64) -> u32 {
+    pub(crate) fn set_4k(&self, did: u16, iova: u64) -> u32 {
         self.key_set_4k(DomainTag::of(did), iova).1
     }
 
@@ -284,14 +286,14 @@ impl Iotlb {
     /// [`Iotlb::prefetch_set`], [`Iotlb::way_4k`] and [`Iotlb::hit_4k`], so a batch derives
     /// them once per request.
     #[inline(always)]
-    pub fn key_set_4k(&self, tag: DomainTag, iova: u64) -> (u64, u32) {
+    pub(crate) fn key_set_4k(&self, tag: DomainTag, iova: u64) -> (u64, u32) {
         let gfn = (iova >> 12) & GFN_MASK;
         (gfn | tag.key_hi, self.set_of_mixed(gfn ^ tag.mix) as u32)
     }
 
     /// Start bringing set `set` into the processor's caches (a hint).
     #[inline(always)]
-    pub fn prefetch_set(&self, set: u32) {
+    pub(crate) fn prefetch_set(&self, set: u32) {
         if let Some(l) = self.lines.get(set as usize) {
             l.prefetch();
         }
@@ -299,7 +301,7 @@ impl Iotlb {
 
     /// [`Iotlb::probe`] given the set of its 4 KiB look-up (`set_4k(did, iova)`).
     #[inline(always)]
-    pub fn probe_in(&self, set: u32, did: u16, iova: u64) -> Option<(u32, IotlbEntry)> {
+    pub(crate) fn probe_in(&self, set: u32, did: u16, iova: u64) -> Option<(u32, IotlbEntry)> {
         if self.len == 0 {
             return None;
         }
@@ -339,7 +341,7 @@ impl Iotlb {
     /// The way of set `set` that holds 4 KiB key `key` (both from [`Iotlb::key_set_4k`]),
     /// if one does: the first thing [`Iotlb::probe`] looks for.
     #[inline(always)]
-    pub fn way_4k(&self, set: u32, key: u64) -> Option<u8> {
+    pub(crate) fn way_4k(&self, set: u32, key: u64) -> Option<u8> {
         if self.per_level[1] == 0 {
             return None;
         }
@@ -349,7 +351,7 @@ impl Iotlb {
 
     /// Whether it holds any 2 MiB or 1 GiB entry (else a probe looks only for 4 KiB ones).
     #[inline(always)]
-    pub fn holds_large(&self) -> bool {
+    pub(crate) fn holds_large(&self) -> bool {
         self.per_level[2] != 0 || self.per_level[3] != 0
     }
 
@@ -357,7 +359,7 @@ impl Iotlb {
     /// [`Iotlb::probe`] returns then, as a key is in one slot at most: the slot, the host
     /// page and the permissions. `None`: the way holds something else now.
     #[inline(always)]
-    pub fn hit_4k(&self, set: u32, way: u8, key: u64) -> Option<(u32, u64, u8)> {
+    pub(crate) fn hit_4k(&self, set: u32, way: u8, key: u64) -> Option<(u32, u64, u8)> {
         let line = self.lines.get(set as usize)?;
         let w = way as usize;
         (line.key(w) == key).then(|| {
@@ -407,7 +409,7 @@ impl Iotlb {
     /// [`Iotlb::insert`] of a 4 KiB translation whose key and set a batch derived already
     /// ([`Iotlb::key_set_4k`]): host page `hpa_base`, permissions `perm`.
     #[inline]
-    pub fn insert_4k(&mut self, set: u32, key: u64, hpa_base: u64, perm: u8) -> bool {
+    pub(crate) fn insert_4k(&mut self, set: u32, key: u64, hpa_base: u64, perm: u8) -> bool {
         if self.capacity == 0 {
             return false;
         }
