@@ -27,3 +27,15 @@ pub mod py;
 pub use addr::{Iova, Maddr, SourceId, PAGE_SIZE};
 pub use error::{Error, Result};
 pub use mem::PhysMem;
+
+/// A xorshift generator of test inputs from `seed` (not zero): the same sequence every run.
+#[cfg(test)]
+pub(crate) fn test_rng(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}

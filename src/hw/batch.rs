@@ -1130,6 +1130,20 @@ mod tests {
             .collect()
     }
 
+    /// The counters, IOTLB content and evictions, context-cache size and interrupts of `one`
+    /// (the full step, one request at a time) and `many` (batches) agree.
+    fn assert_same_state(one: &Remapper, many: &Remapper, tag: &str) {
+        assert_eq!(one.stats(), many.stats(), "{tag}");
+        assert_eq!(one.iotlb().entries(), many.iotlb().entries(), "{tag}");
+        assert_eq!(one.iotlb().evictions, many.iotlb().evictions, "{tag}");
+        assert_eq!(
+            one.context_cache().len(),
+            many.context_cache().len(),
+            "{tag}"
+        );
+        assert_eq!(one.irqs, many.irqs, "{tag}");
+    }
+
     #[test]
     /// Batches on 1-4 threads, with outputs shorter than the requests and sizes off the
     /// window, equal the same calls one by one: results, counters, IOTLB and context-cache
@@ -1184,17 +1198,9 @@ mod tests {
                                 }
                             }
                             let tag = format!("e{entries} c{ccache} t{threads} b{b}");
-                            assert_eq!(one.stats(), many.stats(), "{tag}");
+                            assert_same_state(&one, &many, &tag);
                             assert_eq!(one.stats(), single.stats(), "{tag}");
                             assert_eq!(one.iotlb().entries(), single.iotlb().entries(), "{tag}");
-                            assert_eq!(one.iotlb().entries(), many.iotlb().entries(), "{tag}");
-                            assert_eq!(one.iotlb().evictions, many.iotlb().evictions, "{tag}");
-                            assert_eq!(
-                                one.context_cache().len(),
-                                many.context_cache().len(),
-                                "{tag}"
-                            );
-                            assert_eq!(one.irqs, many.irqs, "{tag}");
                             assert_eq!(
                                 (
                                     one.fault_recorder().pending(),
@@ -1266,13 +1272,7 @@ mod tests {
     /// invalidation.
     #[test]
     fn batches_equal_the_full_step_over_random_tables() {
-        let mut x = 0xdead_beef_1234_5678u64;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rnd = crate::test_rng(0xdead_beef_1234_5678u64);
         const TB: u64 = 0x10_0000;
         const NT: u64 = 12;
         let seeds: u64 = 24;
@@ -1386,15 +1386,7 @@ mod tests {
                                 );
                             }
                             let tag = format!("s{seed} e{entries} c{ccache} t{threads} b{b}");
-                            assert_eq!(one.stats(), many.stats(), "{tag}");
-                            assert_eq!(one.iotlb().entries(), many.iotlb().entries(), "{tag}");
-                            assert_eq!(one.iotlb().evictions, many.iotlb().evictions, "{tag}");
-                            assert_eq!(
-                                one.context_cache().len(),
-                                many.context_cache().len(),
-                                "{tag}"
-                            );
-                            assert_eq!(one.irqs, many.irqs, "{tag}");
+                            assert_same_state(&one, &many, &tag);
                             assert_eq!(one.drain_faults(), many.drain_faults(), "{tag}");
                             // mutate tables: stale IOTLB / contexts
                             for _ in 0..6 {

@@ -660,13 +660,7 @@ mod tests {
     /// not, domains and addresses at random, entries of every size mixed in.
     #[test]
     fn stepwise_4k_lookup_agrees_with_a_scan() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rnd = crate::test_rng(0x9e37_79b9_7f4a_7c15u64);
         for cap in [1usize, 4, 12, 64, 1000] {
             let mut t = Iotlb::new(cap).unwrap();
             // Fed the same entries, the 4 KiB ones through `insert_4k`.
@@ -728,13 +722,7 @@ mod tests {
     /// clearing their bit, evicts the first other and moves past it; a hit sets the bit.
     #[test]
     fn replacement_follows_second_chance() {
-        let mut x = 0x1234_5678_9abc_def1u64;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rnd = crate::test_rng(0x1234_5678_9abc_def1u64);
         for cap in [1usize, 2, 3, 4, 5, 12, 64] {
             let mut t = Iotlb::new(cap).unwrap();
             let ways = t.ways;

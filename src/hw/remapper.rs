@@ -846,13 +846,7 @@ mod tests {
     #[test]
     fn prefetching_walks_equal_single_walks_on_random_tables() {
         // Random bits in a small memory: every walk must end (never panic) and agree.
-        let mut x = 0x1234_5678_9abc_def1u64;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rnd = crate::test_rng(0x1234_5678_9abc_def1u64);
         let mut m = PhysMem::new(&[(0, 1 << 20)]).unwrap();
         for i in 0..(1u64 << 17) {
             let v = rnd();

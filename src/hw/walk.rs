@@ -358,13 +358,7 @@ mod tests {
     /// at 3 to 5 levels, for reads and writes.
     #[test]
     fn split_walks_equal_the_full_walk() {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rnd = crate::test_rng(0x2545_f491_4f6c_dd1du64);
         let cfg = UnitConfig::new(DEFAULT_CAP, DEFAULT_ECAP, 8).unwrap();
         let tables = 24u64;
         let mut mem = PhysMem::new(&[(0, 1 << 30)]).unwrap();
