@@ -20,7 +20,12 @@
 //!   the turn (during a batch the context cache only gains the source-ids it did not hold),
 //!   so neither the turn nor a later look-ahead looks it up again, and no walk is compared.
 //!   By the time the request is translated its misses are under way or done.
-//! * More threads with an IOTLB: the first window of [`WINDOW`] requests runs on this thread,
+//! * More threads with an IOTLB of enough sets that holds no 2 MiB or 1 GiB entry: the
+//!   batch is split by IOTLB set ([`super::split`]): each thread translates, in order, the
+//!   requests whose set it owns, in rounds, and a request the common case does not decide
+//!   stops the split there (what was done past it undone). From the stop a stretch runs on
+//!   this thread, then the batch splits again.
+//! * More threads with another IOTLB: the first window of [`WINDOW`] requests runs on this thread,
 //!   and the rest too when fewer than one in [`FEW_MISSES`] of it missed (helper threads walk
 //!   every request ahead, hits included, so they pay only when walks are frequent). Else
 //!   threads are spawned once per batch: the rest is cut into windows of [`WINDOW`]
@@ -50,8 +55,10 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use super::config::UnitConfig;
 use super::context::{fetch_context, Context};
+use super::context_cache::ContextCache;
 use super::iotlb::{DomainTag, Iotlb, IotlbEntry};
 use super::remapper::{Remapper, Request, Translation, INTERRUPT_RANGE};
+use super::split::ROUND;
 use super::walk::{
     beyond_width, leaf_4k, walk, walk_leaf, walk_prefetching, walk_upper_checked, Upper, WalkJob,
     WalkOut, PERM_R, PERM_W,
@@ -71,7 +78,7 @@ struct Scratch {
 /// Requests per window of a threaded batch.
 pub(super) const WINDOW: usize = 1 << 12;
 /// Fewest requests per thread worth a thread of its own.
-const MIN_PER_THREAD: usize = WINDOW;
+pub(super) const MIN_PER_THREAD: usize = WINDOW;
 /// With an IOTLB, a batch stays on one thread when fewer than one request in this many
 /// of its first window missed: helper threads walk every request, hits included, and below
 /// about a quarter of misses that costs more than the one-thread batch's walks (at 16M
@@ -80,11 +87,14 @@ const MIN_PER_THREAD: usize = WINDOW;
 const FEW_MISSES: u64 = 4;
 /// Windows walked ahead of the in-order pass, per thread.
 const RING_PER_THREAD: usize = 4;
+/// Longest stretch a threaded batch with an IOTLB runs on one thread after a split by set
+/// stopped early, before it splits again.
+const MAX_STRETCH: usize = 1 << 20;
 /// How many requests ahead a one-thread batch asks for the memory a request will read.
-const AHEAD: usize = 32;
+pub(super) const AHEAD: usize = 32;
 /// With an IOTLB, how many requests ahead a one-thread batch probes the IOTLB set it asked
 /// for [`AHEAD`] requests ahead (and on a miss, walks above the leaf and asks for it).
-const LEAF_AHEAD: usize = AHEAD / 2;
+pub(super) const LEAF_AHEAD: usize = AHEAD / 2;
 /// Look-ahead records kept for the next requests of a one-thread batch (more than AHEAD).
 const UPPER_RING: usize = 64;
 
@@ -137,13 +147,13 @@ enum Found {
 /// holds stays the one it holds (see the module's text), so it answers every later request
 /// of that source-id without a look-up.
 #[derive(Clone, Copy, Default)]
-struct Memo {
+pub(super) struct Memo {
     /// `None`: nothing found yet.
     ctx: Option<Context>,
     sid: u16,
     /// Address bits a translation through `ctx` must not have (beyond its width).
-    beyond: u64,
-    tag: DomainTag,
+    pub(super) beyond: u64,
+    pub(super) tag: DomainTag,
 }
 
 /// Where the windows of a threaded batch stand.
@@ -316,14 +326,69 @@ fn walk_from_memory<M: Memory + ?Sized>(
     walk_prefetching(mem, cfg, &sc.jobs, &mut sc.outs);
 }
 
+/// The context `r` would use, as `cache` holds it now (`None`: not cached, or no walk needed).
+#[inline(always)]
+fn cached_walk_context(cache: &ContextCache, r: &Request) -> Option<Context> {
+    let c = cache.get(r.sid)?;
+    (c.tt != TranslationType::PassThrough && !r.translation_request).then_some(c)
+}
+
+/// The cached context request `r` walks through, when it has one (see
+/// [`cached_walk_context`]) and its depth is one a walk takes: then `memo` holds it, the bits
+/// beyond its width and its domain's tag. A context `memo` holds for the source-id answers
+/// without a look-up (during a batch the cache only gains source-ids it did not hold).
+#[inline(always)]
+pub(super) fn remember(
+    cache: &ContextCache,
+    cfg: &UnitConfig,
+    memo: &mut Memo,
+    r: &Request,
+) -> Option<Context> {
+    if r.translation_request {
+        return None;
+    }
+    if let Some(c) = memo.ctx {
+        if memo.sid == r.sid {
+            return Some(c);
+        }
+    }
+    let c = cached_walk_context(cache, r)?;
+    let w = levels_to_width(c.levels as u32).min(cfg.aw_bits);
+    // A depth no walk takes (the walk faults at its start): left to the full step.
+    if !(3..=5).contains(&c.levels) {
+        return None;
+    }
+    *memo = Memo {
+        ctx: Some(c),
+        sid: r.sid,
+        beyond: if w < 64 { u64::MAX << w } else { 0 },
+        tag: DomainTag::of(c.did),
+    };
+    Some(c)
+}
+
 /// The host address of a 4 KiB translation to `base` with permissions `perm` for request
 /// `r`, when the access is allowed and the result is outside the interrupt range (else the
 /// full step decides).
 #[inline(always)]
-fn allowed_4k(r: &Request, base: u64, perm: u8) -> Option<u64> {
+pub(super) fn allowed_4k(r: &Request, base: u64, perm: u8) -> Option<u64> {
     let need = if r.write { PERM_W } else { PERM_R };
     let hpa = base | (r.iova & 0xfff);
     (perm & need != 0 && !(INTERRUPT_RANGE.0..INTERRUPT_RANGE.1).contains(&hpa)).then_some(hpa)
+}
+
+/// `out` from `at` on (empty past its end).
+#[inline]
+fn tail<T>(out: &mut [T], at: usize) -> &mut [T] {
+    let at = at.min(out.len());
+    out.get_mut(at..).unwrap_or_default()
+}
+
+/// The first `n` of `out` (all of it when shorter).
+#[inline]
+fn first_n<T>(out: &mut [T], n: usize) -> &mut [T] {
+    let n = n.min(out.len());
+    out.get_mut(..n).unwrap_or_default()
 }
 
 /// Request `i`'s result into the outputs (shorter outputs: dropped).
@@ -341,36 +406,13 @@ impl Remapper {
     /// The context `r` would use, as cached now (`None`: not cached, or no walk needed).
     #[inline(always)]
     fn cached_walk_context(&self, r: &Request) -> Option<Context> {
-        let c = self.ctx_cache.get(r.sid)?;
-        (c.tt != TranslationType::PassThrough && !r.translation_request).then_some(c)
+        cached_walk_context(&self.ctx_cache, r)
     }
 
-    /// The cached context request `r` walks through, when it has one (see
-    /// [`Remapper::cached_walk_context`]): then `memo` holds it, the bits beyond its width
-    /// and its domain's tag.
+    /// [`remember`] in this unit's context cache.
     #[inline(always)]
     fn remember(&self, memo: &mut Memo, r: &Request) -> Option<Context> {
-        if r.translation_request {
-            return None;
-        }
-        if let Some(c) = memo.ctx {
-            if memo.sid == r.sid {
-                return Some(c);
-            }
-        }
-        let c = self.cached_walk_context(r)?;
-        let w = levels_to_width(c.levels as u32).min(self.cfg.aw_bits);
-        // A depth no walk takes (the walk faults at its start): left to the full step.
-        if !(3..=5).contains(&c.levels) {
-            return None;
-        }
-        *memo = Memo {
-            ctx: Some(c),
-            sid: r.sid,
-            beyond: if w < 64 { u64::MAX << w } else { 0 },
-            tag: DomainTag::of(c.did),
-        };
-        Some(c)
+        remember(&self.ctx_cache, &self.cfg, memo, r)
     }
 
     /// The common case of [`Remapper::commit`], decided without changing anything: the
@@ -1005,6 +1047,35 @@ impl Remapper {
         }
         if self.iotlb.capacity() == 0 {
             self.run_split(mem, reqs, threads, out_hpa, out_fault);
+            return;
+        }
+        // Split by IOTLB set while it may be; from where a split stops, a stretch on this
+        // thread (longer after each split that stopped early), then split again.
+        let mut at = 0;
+        let mut stretch = ROUND;
+        while at < reqs.len() && self.can_split(threads, reqs.len() - at) {
+            let done = self.run_split_by_set(
+                mem,
+                reqs.get(at..).unwrap_or_default(),
+                threads,
+                tail(out_hpa, at),
+                tail(out_fault, at),
+            );
+            at += done;
+            stretch = if done >= 4 * ROUND {
+                ROUND
+            } else {
+                stretch.saturating_mul(2).min(MAX_STRETCH)
+            };
+            let end = at.saturating_add(stretch).min(reqs.len());
+            let (h, f) = (tail(out_hpa, at), tail(out_fault, at));
+            let (h, f) = (first_n(h, end - at), first_n(f, end - at));
+            self.run_prefetching(mem, reqs.get(at..end).unwrap_or_default(), h, f);
+            at = end;
+        }
+        let reqs = reqs.get(at..).unwrap_or_default();
+        let (out_hpa, out_fault) = (tail(out_hpa, at), tail(out_fault, at));
+        if reqs.is_empty() {
             return;
         }
         // With an IOTLB, helper threads pay only when walks are frequent: they walk every

@@ -54,6 +54,47 @@ impl DomainTag {
         }
     }
 }
+/// Which set a key's mixed frame number falls in: what a look-up needs of the IOTLB's shape,
+/// small and copied, so the threads of a batch split by set ([`Iotlb::shards`]) derive sets
+/// while each holds only its own.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SetIndex {
+    sets: usize,
+    /// `sets - 1` when `sets` is a power of two (a set is then found by a mask), else 0.
+    set_mask: u64,
+}
+
+impl SetIndex {
+    fn new(sets: usize) -> Self {
+        SetIndex {
+            sets,
+            set_mask: if sets.is_power_of_two() {
+                sets as u64 - 1
+            } else {
+                0
+            },
+        }
+    }
+
+    /// The set of a key whose frame number is already mixed with its level and DID.
+    #[inline(always)]
+    fn of_mixed(&self, h: u64) -> usize {
+        // A mask when the number of sets is a power of two (the usual case), else a division.
+        if self.set_mask != 0 {
+            (h & self.set_mask) as usize
+        } else {
+            (h % self.sets.max(1) as u64) as usize
+        }
+    }
+
+    /// See [`Iotlb::key_set_4k`].
+    #[inline(always)]
+    pub(crate) fn key_set_4k(&self, tag: DomainTag, iova: u64) -> (u64, u32) {
+        let gfn = (iova >> 12) & GFN_MASK;
+        (gfn | tag.key_hi, self.of_mixed(gfn ^ tag.mix) as u32)
+    }
+}
+
 /// No valid key has all of bits 0-45 set (that would be an IOVA at or above 2^57).
 const EMPTY: u64 = u64::MAX;
 
@@ -168,8 +209,7 @@ pub struct Iotlb {
     capacity: usize,
     ways: usize,
     sets: usize,
-    /// `sets - 1` when `sets` is a power of two (a set is then found by a mask), else 0.
-    set_mask: u64,
+    index: SetIndex,
     /// The sets, on huge pages where the host gives them (probes land at random).
     lines: HugeTable<SetLine>,
     /// Per set: the clock hand.
@@ -179,6 +219,163 @@ pub struct Iotlb {
     per_level: [usize; 4],
     /// Entries evicted to make room.
     pub evictions: u64,
+}
+
+/// What putting a key in its set did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Put {
+    /// The set held the key: its value replaced.
+    Replaced,
+    /// An unused way took it.
+    Filled,
+    /// It took the way of this key (evicted).
+    Evicted(u64),
+}
+
+/// Put `key` (a valid key) with value `val` in `line`, a set of `ways` ways whose clock hand
+/// is `hand`: in the way that holds it, else in an unused way, else in the way CLOCK picks
+/// (referenced ways skipped, their bit cleared; the hand then moves past the victim).
+#[inline]
+fn put_in_line(line: &mut SetLine, hand: &mut u8, ways: usize, key: u64, val: u64) -> Put {
+    // A valid key is never EMPTY, which the ways beyond `ways` hold: found only in use.
+    let (way, put) = if let Some(w) = line.find_key(key) {
+        (w, Put::Replaced)
+    } else if let Some(w) = line.way_of(ways, EMPTY) {
+        (w, Put::Filled)
+    } else {
+        let mut h = *hand as usize % ways;
+        for _ in 0..=ways {
+            match line.kv.get_mut(2 * h + 1) {
+                Some(v) if *v & REF != 0 => *v &= !REF,
+                _ => break,
+            }
+            h = (h + 1) % ways;
+        }
+        *hand = ((h + 1) % ways) as u8;
+        (h, Put::Evicted(line.key(h)))
+    };
+    line.set(way, key, val);
+    put
+}
+
+/// A set as it was before a [`IotlbShard`] changed it, to put back.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SavedSet {
+    /// The set's index in the shard.
+    at: u32,
+    hand: u8,
+    line: SetLine,
+}
+
+/// A run of an IOTLB's sets, owned by one thread of a batch split by set
+/// ([`Iotlb::shards`]): the 4 KiB look-up and insert of [`Iotlb`] on its own sets, the
+/// counts (length, evictions) left to the caller ([`Iotlb::account`]), and a set it changes
+/// saved first so that it can be put back. Like the stepwise methods of [`Iotlb`], it trusts
+/// the set, key and way it is given (derived with [`SetIndex::key_set_4k`]); a set it does
+/// not own is found in no way.
+#[derive(Debug)]
+pub(crate) struct IotlbShard<'a> {
+    first: usize,
+    ways: usize,
+    lines: &'a mut [SetLine],
+    hands: &'a mut [u8],
+}
+
+/// The leaf level (1..=3) of a key, as an index.
+#[inline(always)]
+pub(crate) fn key_level(key: u64) -> usize {
+    ((key >> 46) & 3) as usize
+}
+
+impl IotlbShard<'_> {
+    /// The index in the shard of set `set`, when the shard owns it.
+    #[inline(always)]
+    fn at(&self, set: u32) -> Option<usize> {
+        let i = (set as usize).wrapping_sub(self.first);
+        (i < self.lines.len()).then_some(i)
+    }
+
+    /// Whether set `set` is this shard's.
+    #[inline(always)]
+    pub(crate) fn owns(&self, set: u32) -> bool {
+        self.at(set).is_some()
+    }
+
+    /// Start bringing set `set` into the processor's caches (a hint).
+    #[inline(always)]
+    pub(crate) fn prefetch_set(&self, set: u32) {
+        if let Some(l) = self.at(set).and_then(|i| self.lines.get(i)) {
+            l.prefetch();
+        }
+    }
+
+    /// [`Iotlb::way_4k`] on an owned set.
+    #[inline(always)]
+    pub(crate) fn way_4k(&self, set: u32, key: u64) -> Option<u8> {
+        let line = self.lines.get(self.at(set)?)?;
+        line.find_key(key).map(|w| w as u8)
+    }
+
+    /// [`Iotlb::hit_4k`] on an owned set: the host page, the permissions and whether the
+    /// way is marked referenced already.
+    #[inline(always)]
+    pub(crate) fn hit_4k(&self, set: u32, way: u8, key: u64) -> Option<(u64, u8, bool)> {
+        let line = self.lines.get(self.at(set)?)?;
+        let w = way as usize;
+        (line.key(w) == key).then(|| {
+            let val = line.val(w);
+            (val & !0xfff, (val & 3) as u8, val & REF != 0)
+        })
+    }
+
+    /// Mark way `way` of set `set` referenced (or, `on` false, not): a hit's mark, and its
+    /// undoing.
+    #[inline(always)]
+    pub(crate) fn mark(&mut self, set: u32, way: u8, on: bool) {
+        let Some(i) = self.at(set) else { return };
+        if let Some(v) = self
+            .lines
+            .get_mut(i)
+            .and_then(|l| l.kv.get_mut(2 * way as usize + 1))
+        {
+            if on {
+                *v |= REF;
+            } else {
+                *v &= !REF;
+            }
+        }
+    }
+
+    /// [`Iotlb::insert_4k`] on an owned set: what it did, and the set as it was before.
+    /// `None`: not an owned set, nothing changed.
+    #[inline]
+    pub(crate) fn insert_4k(
+        &mut self,
+        set: u32,
+        key: u64,
+        hpa_base: u64,
+        perm: u8,
+    ) -> Option<(Put, SavedSet)> {
+        let i = self.at(set)?;
+        let line = self.lines.get_mut(i)?;
+        let hand = self.hands.get_mut(i)?;
+        let saved = SavedSet {
+            at: i as u32,
+            hand: *hand,
+            line: *line,
+        };
+        let val = (hpa_base & !0xfff) | (perm as u64 & 3);
+        Some((put_in_line(line, hand, self.ways, key, val), saved))
+    }
+
+    /// Put back a set saved by [`IotlbShard::insert_4k`] of this shard.
+    pub(crate) fn restore(&mut self, saved: &SavedSet) {
+        let i = saved.at as usize;
+        if let (Some(l), Some(h)) = (self.lines.get_mut(i), self.hands.get_mut(i)) {
+            *l = saved.line;
+            *h = saved.hand;
+        }
+    }
 }
 
 /// Largest IOTLB we accept (entries).
@@ -200,11 +397,7 @@ impl Iotlb {
             capacity: sets * ways,
             ways,
             sets,
-            set_mask: if sets.is_power_of_two() {
-                sets as u64 - 1
-            } else {
-                0
-            },
+            index: SetIndex::new(sets),
             lines: HugeTable::new(sets, EMPTY_SET)?,
             hands: vec![0; sets],
             len: 0,
@@ -235,12 +428,7 @@ impl Iotlb {
     /// The set of a key whose frame number is already mixed with its level and DID.
     #[inline(always)]
     fn set_of_mixed(&self, h: u64) -> usize {
-        // A mask when the number of sets is a power of two (the usual case), else a division.
-        if self.set_mask != 0 {
-            (h & self.set_mask) as usize
-        } else {
-            (h % self.sets.max(1) as u64) as usize
-        }
+        self.index.of_mixed(h)
     }
 
     #[inline]
@@ -287,8 +475,7 @@ impl Iotlb {
     /// them once per request.
     #[inline(always)]
     pub(crate) fn key_set_4k(&self, tag: DomainTag, iova: u64) -> (u64, u32) {
-        let gfn = (iova >> 12) & GFN_MASK;
-        (gfn | tag.key_hi, self.set_of_mixed(gfn ^ tag.mix) as u32)
+        self.index.key_set_4k(tag, iova)
     }
 
     /// Start bringing set `set` into the processor's caches (a hint).
@@ -355,6 +542,39 @@ impl Iotlb {
         self.per_level[2] != 0 || self.per_level[3] != 0
     }
 
+    /// The sets cut into `n` runs of neighbouring sets (as even as they go), one per thread
+    /// of a batch split by set, with the shape that finds a key's set. Empty when there is no
+    /// IOTLB. The counts stay here ([`Iotlb::account`]).
+    pub(crate) fn shards(&mut self, n: usize) -> (SetIndex, Vec<IotlbShard<'_>>) {
+        let n = n.max(1);
+        let ways = self.ways.max(1);
+        let mut shards = Vec::with_capacity(n);
+        if self.capacity > 0 {
+            let mut lines: &mut [SetLine] = self.lines.as_mut_slice();
+            let mut hands: &mut [u8] = self.hands.as_mut_slice();
+            let mut first = 0;
+            for k in 0..n {
+                let take = (self.sets * (k + 1) / n - first).min(lines.len());
+                let (l, lrest) = lines.split_at_mut(take);
+                let (h, hrest) = hands.split_at_mut(take.min(hands.len()));
+                shards.push(IotlbShard {
+                    first,
+                    ways,
+                    lines: l,
+                    hands: h,
+                });
+                (lines, hands) = (lrest, hrest);
+                first += take;
+            }
+        }
+        (self.index, shards)
+    }
+
+    /// Sets it has.
+    pub(crate) fn sets(&self) -> usize {
+        self.sets
+    }
+
     /// When way `way` of set `set` holds 4 KiB key `key` (see [`Iotlb::way_4k`]), what
     /// [`Iotlb::probe`] returns then, as a key is in one slot at most: the slot, the host
     /// page and the permissions. `None`: the way holds something else now.
@@ -416,49 +636,48 @@ impl Iotlb {
         self.insert_in(set as usize, key, (hpa_base & !0xfff) | (perm as u64 & 3))
     }
 
-    /// Put `key` (a valid key, in its set `set`) with value `val`: in the way that holds it,
-    /// else in an unused way, else in the way CLOCK picks (referenced ways skipped, their bit
-    /// cleared). Whether it evicted.
+    /// Put `key` (a valid key, in its set `set`) with value `val` ([`put_in_line`]), and
+    /// count it. Whether it evicted.
     #[inline]
     fn insert_in(&mut self, set: usize, key: u64, val: u64) -> bool {
         let ways = self.ways.max(1);
-        let hand = self.hands.get(set).map_or(0, |&h| h as usize) % ways;
-        let Some(line) = self.lines.get_mut(set) else {
+        let (Some(line), Some(hand)) = (self.lines.get_mut(set), self.hands.get_mut(set)) else {
             return false;
         };
-        // A valid key is never EMPTY, which the ways beyond `ways` hold: found only in use.
-        let (way, old) = if let Some(w) = line.find_key(key) {
-            (w, None)
-        } else if let Some(w) = line.way_of(ways, EMPTY) {
-            (w, Some(EMPTY))
-        } else {
-            let mut hand = hand;
-            for _ in 0..=ways {
-                match line.kv.get_mut(2 * hand + 1) {
-                    Some(v) if *v & REF != 0 => *v &= !REF,
-                    _ => break,
-                }
-                hand = (hand + 1) % ways;
-            }
-            (hand, Some(line.key(hand)))
-        };
-        line.set(way, key, val);
-        match old {
-            None => false,
-            Some(EMPTY) => {
+        let put = put_in_line(line, hand, ways, key, val);
+        self.account(put, key)
+    }
+
+    /// Count what putting `key` did ([`put_in_line`]). Whether it evicted.
+    #[inline]
+    pub(crate) fn account(&mut self, put: Put, key: u64) -> bool {
+        match put {
+            Put::Replaced => false,
+            Put::Filled => {
                 self.len += 1;
                 self.count_level(key, true);
                 false
             }
-            Some(k) => {
-                if let Some(h) = self.hands.get_mut(set) {
-                    *h = ((way + 1) % ways) as u8;
-                }
+            Put::Evicted(old) => {
                 self.evictions += 1;
-                self.count_level(k, false);
+                self.count_level(old, false);
                 self.count_level(key, true);
                 true
             }
+        }
+    }
+
+    /// Count what [`IotlbShard::insert_4k`] did to the shards of [`Iotlb::shards`]: `filled`
+    /// 4 KiB entries put in unused ways, and per leaf level, the entries 4 KiB ones evicted.
+    pub(crate) fn account_4k(&mut self, filled: usize, evicted: [u64; 4]) {
+        let out: u64 = evicted.iter().sum();
+        self.len += filled;
+        self.evictions += out;
+        for (n, e) in self.per_level.iter_mut().zip(evicted) {
+            *n = n.saturating_sub(e as usize);
+        }
+        if let Some(n) = self.per_level.get_mut(1) {
+            *n += filled + out as usize;
         }
     }
 
@@ -545,6 +764,14 @@ impl Iotlb {
                 e.did == did && e.iova_base < end && start < e_end
             });
         }
+    }
+
+    /// Every way's key and value (referenced bit included) and every set's clock hand: the
+    /// whole replacement state, for tests that compare two IOTLBs.
+    #[cfg(test)]
+    pub(crate) fn raw_state(&self) -> (Vec<u64>, Vec<u8>) {
+        let kv = self.lines.iter().flat_map(|l| l.kv).collect();
+        (kv, self.hands.clone())
     }
 
     /// Every valid entry (for tests and inspection).

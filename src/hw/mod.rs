@@ -12,7 +12,8 @@
 //!   [`qi`]: the invalidation queue behind IQA/IQH/IQT;
 //!   [`interrupt`]: the messages the unit sends.
 //! * [`remapper`]: one unit, the order of checks, translation of one request and the batch
-//!   engine (prefetching look-ahead, threads walking ahead of one in-order pass).
+//!   engine ([`batch`]: prefetching look-ahead, threads walking ahead of one in-order pass;
+//!   `split`: threads that each own a run of the IOTLB's sets).
 
 pub mod batch;
 pub mod config;
@@ -27,6 +28,7 @@ pub mod ir;
 pub mod mmio;
 pub mod qi;
 pub mod remapper;
+mod split;
 pub mod walk;
 
 pub use config::{UnitConfig, DEFAULT_CAP, DEFAULT_ECAP};

@@ -9,6 +9,8 @@
 //!   page costing one host page. [`Reservation::discard`] gives pages back with `MADV_DONTNEED`;
 //!   [`Reservation::collapse`] asks the host to back a 2 MiB range with one huge page.
 //! * [`prefetch`]: a cache hint for the batch engine.
+//! * [`shared_u64s`], [`shared_u8s`]: an output slice seen as atomics, so the threads of a
+//!   batch write their own requests' results into it, each index by one thread.
 //! * [`External`]: memory the embedding program owns (with feature `python`, any object with
 //!   the buffer protocol), used in place.
 //! * [`Table`]: a fixed-length table of plain data (`bytemuck::Pod`) on the heap or in an
@@ -34,6 +36,12 @@
 //! [`prefetch`]: the `_mm_prefetch` intrinsic is `unsafe` only because it is a target-feature
 //! function (SSE, which every x86_64 processor has); a prefetch is a hint that never faults
 //! and changes no memory, and it is given the address of a live `&u64`.
+//!
+//! [`shared_u64s`] and [`shared_u8s`] turn `&mut [u64]` / `&mut [u8]` into `&[AtomicU64]` /
+//! `&[AtomicU8]` over the same memory for the same lifetime, as the standard library's
+//! `Atomic*::from_mut_slice` does: the unique borrow guarantees no other access for that
+//! lifetime, each atomic has the size of its integer and, checked at compile time, its
+//! alignment, and every bit pattern of the integer is a valid atomic.
 //!
 //! `External` from owned words: the words are kept as a `Vec` in `_owner` as long as `self`,
 //! and the pointer is the `Vec`'s own (`as_mut_ptr`, valid for the whole buffer). The heap
@@ -90,7 +98,33 @@ pub fn prefetch(word: &u64) {
     let _ = word;
 }
 
+// The atomics have the size and alignment of their integers (else the casts below would not
+// compile: a constant that fails to evaluate stops the build).
+const _: () = assert!(
+    core::mem::size_of::<AtomicU64>() == core::mem::size_of::<u64>()
+        && core::mem::align_of::<AtomicU64>() == core::mem::align_of::<u64>()
+        && core::mem::size_of::<AtomicU8>() == 1
+        && core::mem::align_of::<AtomicU8>() == 1
+);
+
+/// `words` seen as atomics for as long as it is borrowed: threads may then write distinct
+/// indices of it at once.
+#[inline]
+pub fn shared_u64s(words: &mut [u64]) -> &[AtomicU64] {
+    // SAFETY: see the module's text: unique borrow, same size and alignment (asserted above),
+    // every bit pattern valid; the length is the slice's own.
+    unsafe { core::slice::from_raw_parts(words.as_mut_ptr().cast::<AtomicU64>(), words.len()) }
+}
+
+/// [`shared_u64s`] for bytes.
+#[inline]
+pub fn shared_u8s(bytes: &mut [u8]) -> &[AtomicU8] {
+    // SAFETY: as for `shared_u64s`.
+    unsafe { core::slice::from_raw_parts(bytes.as_mut_ptr().cast::<AtomicU8>(), bytes.len()) }
+}
+
 use crate::error::{Error, Result};
+use core::sync::atomic::{AtomicU64, AtomicU8};
 
 /// An anonymous `MAP_NORESERVE` reservation of `len` bytes (a multiple of 4 KiB).
 pub struct Reservation {
